@@ -1,0 +1,10 @@
+//! plumcore: a thread-per-core Plumtree broadcast node.
+//!
+//! Layers (arrows point down only): `sim` drives many `protocol` shards over a virtual
+//! network; `protocol` is the sans-IO Plumtree state machine; `wire` is the codec the
+//! frames travel in; `ids` are the identifiers all of them share.
+
+pub mod ids;
+pub mod protocol;
+pub mod sim;
+pub mod wire;

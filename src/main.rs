@@ -1,0 +1,177 @@
+//! The `plumcore` command line.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use plumcore::protocol::{Mode, ProtocolConfig};
+use plumcore::sim::{self, SimConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "plumcore",
+    version,
+    about = "Thread-per-core Plumtree broadcast node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the deterministic simulator: many protocol nodes over a virtual network.
+    Sim(SimArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Baseline {
+    /// Classic flood gossip: eager push to every neighbour, no lazy push.
+    Flood,
+}
+
+#[derive(Parser)]
+struct SimArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Number of broadcasts, each from a random live node.
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Probability that a datagram is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Probability that a datagram is delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// Fraction of nodes that crash at one random moment during the run.
+    #[arg(long, default_value_t = 0.0)]
+    fail: f64,
+    /// Seed of every random choice; the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Split the network in two during the middle of the run, then heal it.
+    #[arg(long)]
+    partition_heal: bool,
+    /// Also run this baseline on the same workload and report it side by side.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Average overlay degree.
+    #[arg(long, default_value_t = 8)]
+    degree: usize,
+    /// Partitions (independent trees); a power of two up to 64.
+    #[arg(long, default_value_t = 64)]
+    partitions: u32,
+    /// Milliseconds between broadcasts.
+    #[arg(long, default_value_t = 50)]
+    interval_ms: u64,
+    /// Override a protocol config key, e.g. `--set optimization_threshold=0` or
+    /// `--set graft_timeout=800` (durations in milliseconds). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// First messages of each partition excluded from RMR/LDH while its tree forms.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bad_arg(key: &str, why: &str) -> ExitCode {
+    eprintln!("plumcore: invalid argument `{key}`: {why}");
+    ExitCode::from(2)
+}
+
+/// Applies `key=value` overrides to a protocol config through its serde form, so every
+/// config key is settable and unknown keys are rejected by name.
+fn apply_overrides(base: ProtocolConfig, overrides: &[String]) -> Result<ProtocolConfig> {
+    let mut v = serde_json::to_value(&base)?;
+    for o in overrides {
+        let Some((key, value)) = o.split_once('=') else {
+            anyhow::bail!("invalid argument `--set {o}`: expected KEY=VALUE");
+        };
+        let parsed: serde_json::Value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        let obj = v.as_object_mut().expect("config serialises to an object");
+        if !obj.contains_key(key) {
+            anyhow::bail!("invalid config key `{key}`: no such key");
+        }
+        obj.insert(key.to_string(), parsed);
+    }
+    serde_json::from_value(v).map_err(|e| anyhow::anyhow!("invalid config override: {e}"))
+}
+
+fn run_sim(a: SimArgs) -> Result<ExitCode> {
+    if !(0.0..1.0).contains(&a.loss) {
+        return Ok(bad_arg("--loss", "must be in [0, 1)"));
+    }
+    if !(0.0..1.0).contains(&a.dup) {
+        return Ok(bad_arg("--dup", "must be in [0, 1)"));
+    }
+    if !(0.0..1.0).contains(&a.fail) {
+        return Ok(bad_arg("--fail", "must be in [0, 1)"));
+    }
+    if a.nodes < 2 {
+        return Ok(bad_arg("--nodes", "must be at least 2"));
+    }
+    if a.payload < 8 {
+        return Ok(bad_arg("--payload", "must be at least 8"));
+    }
+    let base = ProtocolConfig {
+        partitions: a.partitions,
+        ..ProtocolConfig::default()
+    };
+    let protocol = match apply_overrides(base, &a.overrides) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Err(e) = protocol.validate() {
+        eprintln!("plumcore: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    if a.payload > protocol.max_payload {
+        return Ok(bad_arg("--payload", "exceeds max_payload"));
+    }
+    let mut cfg = SimConfig {
+        nodes: a.nodes,
+        messages: a.messages,
+        seed: a.seed,
+        degree: a.degree,
+        fail: a.fail,
+        partition_heal: a.partition_heal,
+        interval: Duration::from_millis(a.interval_ms),
+        warmup_per_partition: a.warmup,
+        payload: a.payload,
+        protocol,
+        ..SimConfig::default()
+    };
+    cfg.link.loss = a.loss;
+    cfg.link.duplicate = a.dup;
+    let mut report = sim::run(&cfg);
+    if let Some(Baseline::Flood) = a.baseline {
+        let mut flood = cfg.clone();
+        flood.protocol.mode = Mode::Flood;
+        report.baseline = Some(Box::new(sim::run(&flood)));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(a) => run_sim(a),
+    }
+}

@@ -1,0 +1,189 @@
+//! Payload cache: answers Grafts and feeds the hop-count optimisation. Bounded by
+//! entries and bytes (oldest evicted first) and by the TTL.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+
+use crate::ids::{MessageId, NodeId};
+
+/// A cached message.
+#[derive(Debug, Clone)]
+pub struct CachedMessage {
+    pub payload: Bytes,
+    /// Round this shard forwards the message with (0 for its own broadcasts).
+    pub round: u16,
+    /// Who delivered it to us (ourselves for our own broadcasts).
+    pub from: NodeId,
+}
+
+/// Counters the cache owns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Entries evicted early to respect the entry or byte bound.
+    pub evictions: u64,
+    /// Entries dropped after their TTL.
+    pub expirations: u64,
+}
+
+/// FIFO-ordered payload cache.
+#[derive(Debug)]
+pub struct PayloadCache {
+    map: FxHashMap<MessageId, CachedMessage>,
+    /// Insertion order with insertion time; every map entry appears exactly once.
+    order: VecDeque<(MessageId, Duration)>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    stats: CacheStats,
+}
+
+impl PayloadCache {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            map: FxHashMap::default(),
+            order: VecDeque::new(),
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Caches a newly delivered message, evicting the oldest ones past the bounds.
+    pub fn insert(&mut self, now: Duration, id: MessageId, msg: CachedMessage) {
+        let len = msg.payload.len();
+        if self.map.insert(id, msg).is_some() {
+            // Ids are inserted once (the seen map guards); keep accounting exact anyway.
+            return;
+        }
+        self.order.push_back((id, now));
+        self.bytes += len;
+        while self.map.len() > self.max_entries
+            || (self.bytes > self.max_bytes && self.map.len() > 1)
+        {
+            if !self.pop_oldest() {
+                break;
+            }
+            self.stats.evictions += 1;
+        }
+    }
+
+    pub fn get(&self, id: &MessageId) -> Option<&CachedMessage> {
+        self.map.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &MessageId) -> Option<&mut CachedMessage> {
+        self.map.get_mut(id)
+    }
+
+    /// Drops entries older than `ttl`, at most `budget` of them; returns how many.
+    pub fn expire(&mut self, now: Duration, ttl: Duration, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match self.order.front() {
+                Some(&(_, at)) if now.saturating_sub(at) > ttl => {
+                    self.pop_oldest();
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        self.stats.expirations += n as u64;
+        n
+    }
+
+    /// Whether entries past `ttl` remain.
+    pub fn has_expired(&self, now: Duration, ttl: Duration) -> bool {
+        self.order
+            .front()
+            .is_some_and(|&(_, at)| now.saturating_sub(at) > ttl)
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        let Some((id, _)) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(m) = self.map.remove(&id) {
+            self.bytes -= m.payload.len();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(seq: u64) -> MessageId {
+        MessageId {
+            origin: NodeId(1),
+            seq,
+        }
+    }
+
+    fn msg(len: usize) -> CachedMessage {
+        CachedMessage {
+            payload: Bytes::from(vec![0u8; len]),
+            round: 1,
+            from: NodeId(2),
+        }
+    }
+
+    #[test]
+    fn entry_bound_evicts_oldest() {
+        let mut c = PayloadCache::new(2, 1 << 20);
+        for s in 0..3 {
+            c.insert(Duration::ZERO, id(s), msg(10));
+        }
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&id(0)).is_none());
+        assert!(c.get(&id(2)).is_some());
+        assert_eq!(c.stats().evictions, 1);
+        assert_eq!(c.bytes(), 20);
+    }
+
+    #[test]
+    fn byte_bound_evicts_oldest() {
+        let mut c = PayloadCache::new(100, 25);
+        for s in 0..3 {
+            c.insert(Duration::ZERO, id(s), msg(10));
+        }
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.bytes(), 20);
+    }
+
+    #[test]
+    fn ttl_expiry_is_budgeted() {
+        let mut c = PayloadCache::new(100, 1 << 20);
+        for s in 0..5 {
+            c.insert(Duration::from_secs(s), id(s), msg(1));
+        }
+        let now = Duration::from_secs(70);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(c.expire(now, ttl, 2), 2);
+        assert!(c.has_expired(now, ttl));
+        assert_eq!(c.expire(now, ttl, 100), 3);
+        assert!(c.is_empty());
+        assert_eq!(c.stats().expirations, 5);
+    }
+}

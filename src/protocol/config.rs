@@ -1,0 +1,190 @@
+//! Protocol configuration: names and defaults follow the reference Plumtree library
+//! (shared/seeds/000), plus the partitioning and bounds this implementation adds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::MAX_PARTITIONS;
+
+/// How a shard disseminates: the Plumtree protocol, or classic flooding (eager push to
+/// every neighbour, no lazy push, no pruning) as the baseline it is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Plumtree,
+    Flood,
+}
+
+/// Tunables of one Plumtree shard. Durations are serialised as milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub mode: Mode,
+    /// Eager peers a partition starts with when neighbours come up; the rest are lazy.
+    pub eager_fanout: usize,
+    /// Lazy peers each IHave announcement goes to (chosen at random when there are more).
+    pub lazy_fanout: usize,
+    /// Periodic IHave flush.
+    #[serde(with = "millis")]
+    pub ihave_interval: Duration,
+    /// A peer's IHave queue is flushed at once when it reaches this many entries.
+    pub ihave_batch_size: usize,
+    /// timeout1 of the paper: wait this long after the first IHave before grafting.
+    #[serde(with = "millis")]
+    pub graft_timeout: Duration,
+    /// Grafts after the first one; the wait doubles each retry (timeout2 of the paper).
+    pub graft_max_retries: u32,
+    /// Cap of the doubling graft wait.
+    #[serde(with = "millis")]
+    pub graft_max_backoff: Duration,
+    /// How long seen-map entries and cached payloads live.
+    #[serde(with = "millis")]
+    pub message_cache_ttl: Duration,
+    /// Maintenance loop period (the control core drives it).
+    #[serde(with = "millis")]
+    pub maintenance_interval: Duration,
+    /// Random extra wait added to each maintenance period.
+    #[serde(with = "millis")]
+    pub maintenance_jitter: Duration,
+    /// Hop-count optimisation: re-link to an announcer whose round is this much lower
+    /// than the round the message arrived with. 0 disables it.
+    pub optimization_threshold: u16,
+    /// Duplicates from one eager peer (per partition) before it is pruned; 1 is the paper.
+    pub prune_threshold: u8,
+    /// Independent trees the message-id space is split into (power of two, at most 64).
+    pub partitions: u32,
+    /// Largest payload a broadcast may carry, in bytes.
+    pub max_payload: usize,
+    /// Upper bound on neighbours a shard tracks (at most 64).
+    pub max_neighbors: usize,
+    /// Bound on cached payloads (entries); the oldest are evicted first.
+    pub max_cached_messages: usize,
+    /// Bound on cached payload bytes.
+    pub max_cached_bytes: usize,
+    /// Bound on origins the seen map tracks; the least recently active is evicted.
+    pub max_seen_origins: usize,
+    /// Bound on the sequence window kept per origin, in messages, before forced sliding.
+    pub max_seen_window: u64,
+    /// Bound on messages waiting for a graft.
+    pub max_pending_grafts: usize,
+    /// Bound on queued IHave entries over all peers; the oldest are shed first.
+    pub max_ihave_queue: usize,
+    /// Announcers remembered per missing message.
+    pub max_announcers: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Plumtree,
+            eager_fanout: 3,
+            lazy_fanout: 6,
+            ihave_interval: Duration::from_millis(100),
+            ihave_batch_size: 16,
+            graft_timeout: Duration::from_millis(500),
+            graft_max_retries: 5,
+            graft_max_backoff: Duration::from_secs(4),
+            message_cache_ttl: Duration::from_secs(60),
+            maintenance_interval: Duration::from_secs(2),
+            maintenance_jitter: Duration::from_millis(500),
+            optimization_threshold: 8,
+            prune_threshold: 1,
+            partitions: 64,
+            max_payload: 1200,
+            max_neighbors: 64,
+            max_cached_messages: 1 << 20,
+            max_cached_bytes: 256 << 20,
+            max_seen_origins: 1 << 16,
+            max_seen_window: 1 << 16,
+            max_pending_grafts: 1 << 16,
+            max_ihave_queue: 1 << 16,
+            max_announcers: 8,
+        }
+    }
+}
+
+/// A configuration value out of range; names the key so the operator can fix it.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid config key `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl ProtocolConfig {
+    /// Checks every bound; the node exits 2 with this message on failure.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key, reason: &str| {
+            Err(ConfigError {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if !self.partitions.is_power_of_two() || self.partitions > MAX_PARTITIONS {
+            return err("partitions", "must be a power of two between 1 and 64");
+        }
+        if self.eager_fanout == 0 {
+            return err("eager_fanout", "must be at least 1");
+        }
+        if self.ihave_batch_size == 0 {
+            return err("ihave_batch_size", "must be at least 1");
+        }
+        if self.ihave_interval.is_zero() {
+            return err("ihave_interval", "must be positive");
+        }
+        if self.graft_timeout.is_zero() {
+            return err("graft_timeout", "must be positive");
+        }
+        if self.graft_max_backoff < self.graft_timeout {
+            return err("graft_max_backoff", "must be at least graft_timeout");
+        }
+        if self.message_cache_ttl.is_zero() {
+            return err("message_cache_ttl", "must be positive");
+        }
+        if self.prune_threshold == 0 {
+            return err("prune_threshold", "must be at least 1");
+        }
+        if self.max_payload == 0 || self.max_payload > crate::wire::MAX_GOSSIP_PAYLOAD {
+            return err(
+                "max_payload",
+                "must be between 1 and the largest payload a datagram can carry",
+            );
+        }
+        if self.max_neighbors == 0 || self.max_neighbors > 64 {
+            return err("max_neighbors", "must be between 1 and 64");
+        }
+        if self.max_seen_window < 64 {
+            return err("max_seen_window", "must be at least 64");
+        }
+        for (key, v) in [
+            ("max_cached_messages", self.max_cached_messages),
+            ("max_cached_bytes", self.max_cached_bytes),
+            ("max_seen_origins", self.max_seen_origins),
+            ("max_pending_grafts", self.max_pending_grafts),
+            ("max_ihave_queue", self.max_ihave_queue),
+            ("max_announcers", self.max_announcers),
+        ] {
+            if v == 0 {
+                return err(key, "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,712 @@
+//! One shard's Plumtree state machine: the partitions it owns, their eager/lazy sets
+//! over the shard's neighbours, the seen map, the payload cache, the IHave queues and
+//! the graft timers.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use thiserror::Error;
+
+use super::cache::{CachedMessage, PayloadCache};
+use super::config::{ConfigError, Mode, ProtocolConfig};
+use super::peers::{bit, bits, remap_mask, Neighbors};
+use super::seen::{Seen, SeenMap};
+use super::stats::ShardStats;
+use super::{Event, Time, Timer};
+use crate::ids::{MessageId, NodeId};
+use crate::wire::{Frame, IHaveEntry};
+
+/// Why a local broadcast was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BroadcastError {
+    #[error("payload of {len} bytes exceeds max_payload {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("partition {partition} is not owned by this shard")]
+    NotOwned { partition: u16 },
+    #[error("message id already used")]
+    DuplicateId,
+}
+
+/// Result of one bounded cleanup slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupProgress {
+    /// Seen-map origins and cache entries removed in this slice.
+    pub removed: usize,
+    /// False when expired entries remain: call again after yielding.
+    pub done: bool,
+}
+
+/// Per-partition tree state.
+#[derive(Debug, Clone)]
+struct Partition {
+    /// Eager peers (bits index [`Neighbors`]); lazy = neighbours minus eager.
+    eager: u64,
+    /// Whether a message travelled in this partition yet. Before that, a new neighbour
+    /// may replace an eager one (reservoir sampling), so partitions start from
+    /// different random trees instead of all from the first neighbours to come up.
+    formed: bool,
+    /// Duplicates received per neighbour since its last prune.
+    dups: [u8; 64],
+    /// Neighbours seen so far while not formed (reservoir sampling counter).
+    offered: u32,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Self {
+            eager: 0,
+            formed: false,
+            dups: [0; 64],
+            offered: 0,
+        }
+    }
+}
+
+/// A message announced to us but not received yet.
+#[derive(Debug)]
+struct PendingGraft {
+    /// Announcers in arrival order, with the round they announced.
+    announcers: Vec<(NodeId, u16)>,
+    /// Next announcer to graft (index into `announcers`, wrapping).
+    next: usize,
+    /// Grafts sent so far.
+    attempts: u32,
+    /// Generation of the live timer.
+    gen: u32,
+}
+
+/// The sans-IO Plumtree shard. See the module and `protocol` documentation.
+pub struct Shard {
+    me: NodeId,
+    cfg: ProtocolConfig,
+    owned: u64,
+    neighbors: Neighbors,
+    parts: Vec<Partition>,
+    seen: SeenMap,
+    cache: PayloadCache,
+    pending: FxHashMap<MessageId, PendingGraft>,
+    /// IHave queue per neighbour index.
+    ihave: Vec<Vec<IHaveEntry>>,
+    ihave_total: usize,
+    ihave_timer: Option<u64>,
+    next_gen: u64,
+    rng: ChaCha8Rng,
+    events: VecDeque<Event>,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// A shard of node `me` owning the partitions in mask `owned`. `seed` drives every
+    /// random choice, so a run is reproducible.
+    pub fn new(
+        me: NodeId,
+        owned: u64,
+        cfg: ProtocolConfig,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let all = if cfg.partitions == 64 {
+            u64::MAX
+        } else {
+            (1u64 << cfg.partitions) - 1
+        };
+        if owned & all == 0 || owned & !all != 0 {
+            return Err(ConfigError {
+                key: "partitions",
+                reason: format!("owned partition mask {owned:#x} is empty or out of range"),
+            });
+        }
+        Ok(Self {
+            me,
+            owned,
+            neighbors: Neighbors::default(),
+            parts: vec![Partition::default(); cfg.partitions as usize],
+            seen: SeenMap::new(
+                cfg.partitions,
+                owned,
+                cfg.max_seen_origins,
+                cfg.max_seen_window,
+                cfg.message_cache_ttl,
+            ),
+            cache: PayloadCache::new(cfg.max_cached_messages, cfg.max_cached_bytes),
+            pending: FxHashMap::default(),
+            ihave: Vec::new(),
+            ihave_total: 0,
+            ihave_timer: None,
+            next_gen: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            events: VecDeque::new(),
+            stats: ShardStats::default(),
+            cfg,
+        })
+    }
+
+    /// Next thing for the driver to do.
+    #[inline]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// This shard's node id.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn config(&self) -> &ProtocolConfig {
+        &self.cfg
+    }
+
+    /// Mask of owned partitions.
+    pub fn owned_partitions(&self) -> u64 {
+        self.owned
+    }
+
+    pub fn neighbors(&self) -> &[NodeId] {
+        self.neighbors.ids()
+    }
+
+    /// Eager peers of a partition, for status pages and tests.
+    pub fn eager_peers(&self, partition: u16) -> Vec<NodeId> {
+        let m = self.parts[partition as usize].eager;
+        bits(m).map(|i| self.neighbors.get(i)).collect()
+    }
+
+    /// Lazy peers of a partition.
+    pub fn lazy_peers(&self, partition: u16) -> Vec<NodeId> {
+        let m = self.neighbors.all_mask() & !self.parts[partition as usize].eager;
+        bits(m).map(|i| self.neighbors.get(i)).collect()
+    }
+
+    /// Whether `id` has been delivered (or broadcast) here.
+    pub fn has_seen(&self, id: MessageId) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Counters plus current gauges.
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats;
+        let seen = self.seen.stats();
+        s.seen_origin_evictions = seen.origin_evictions;
+        s.seen_origin_expirations = seen.origin_expirations;
+        s.seen_forced_slides = seen.forced_slides;
+        let cache = self.cache.stats();
+        s.cache_evictions = cache.evictions;
+        s.cache_expirations = cache.expirations;
+        s.neighbors = self.neighbors.len() as u64;
+        let all = self.neighbors.all_mask();
+        for p in bits(self.owned) {
+            let e = self.parts[p].eager & all;
+            s.eager_links += e.count_ones() as u64;
+            s.lazy_links += (all & !e).count_ones() as u64;
+        }
+        s.seen_origins = self.seen.origins() as u64;
+        s.seen_map_bytes = self.seen.heap_bytes() as u64;
+        s.pending_grafts = self.pending.len() as u64;
+        s.ihave_queue = self.ihave_total as u64;
+        s.cache_entries = self.cache.len() as u64;
+        s.cache_bytes = self.cache.bytes() as u64;
+        s
+    }
+
+    #[inline]
+    fn owns(&self, partition: u16) -> bool {
+        self.owned & (1u64 << partition) != 0
+    }
+
+    #[inline]
+    fn partition_of(&self, id: MessageId) -> u16 {
+        id.partition(self.cfg.partitions)
+    }
+
+    fn gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    #[inline]
+    fn send(&mut self, to: NodeId, frame: Frame) {
+        self.events.push_back(Event::Send { to, frame });
+    }
+
+    // ---- neighbours -------------------------------------------------------------
+
+    /// A neighbour came up (membership said so). It becomes eager in partitions with
+    /// fewer than `eager_fanout` eager peers, lazy elsewhere. Returns false if it was
+    /// already known or `max_neighbors` is reached.
+    pub fn neighbor_up(&mut self, _now: Time, peer: NodeId) -> bool {
+        if peer == self.me || self.neighbors.index_of(peer).is_some() {
+            return false;
+        }
+        if self.neighbors.len() >= self.cfg.max_neighbors {
+            self.stats.neighbors_rejected += 1;
+            return false;
+        }
+        let i = self.neighbors.push(peer);
+        self.ihave.push(Vec::new());
+        let fanout = self.cfg.eager_fanout;
+        for p in bits(self.owned) {
+            let part = &mut self.parts[p];
+            part.dups[i] = 0;
+            if (part.eager.count_ones() as usize) < fanout {
+                part.eager |= bit(i);
+                part.offered += 1;
+            } else if !part.formed {
+                // Reservoir sampling: every neighbour ends up eager with equal odds.
+                part.offered += 1;
+                let k = self.rng.gen_range(0..part.offered) as usize;
+                if k < fanout {
+                    let victims: Vec<usize> = bits(part.eager).collect();
+                    let v = victims[k % victims.len()];
+                    part.eager = (part.eager & !bit(v)) | bit(i);
+                }
+            }
+        }
+        true
+    }
+
+    /// A neighbour failed or left: it is removed from every eager and lazy set and from
+    /// every pending graft's announcers; its queued IHaves are dropped.
+    pub fn neighbor_down(&mut self, _now: Time, peer: NodeId) -> bool {
+        let Some(r) = self.neighbors.remove(peer) else {
+            return false;
+        };
+        for p in bits(self.owned) {
+            let part = &mut self.parts[p];
+            part.eager = remap_mask(part.eager, r);
+            if let Some(from) = r.moved_from {
+                part.dups[r.index] = part.dups[from];
+            }
+        }
+        let dropped = self.ihave.swap_remove(r.index);
+        self.ihave_total -= dropped.len();
+        for pg in self.pending.values_mut() {
+            pg.announcers.retain(|&(a, _)| a != peer);
+        }
+        true
+    }
+
+    // ---- local broadcast ----------------------------------------------------------
+
+    /// Broadcasts a payload under `id` (allocated by the node: origin = this node, seq
+    /// from its counter). Not delivered locally.
+    pub fn broadcast(
+        &mut self,
+        now: Time,
+        id: MessageId,
+        payload: Bytes,
+    ) -> Result<(), BroadcastError> {
+        if payload.len() > self.cfg.max_payload {
+            return Err(BroadcastError::TooLarge {
+                len: payload.len(),
+                max: self.cfg.max_payload,
+            });
+        }
+        let p = self.partition_of(id);
+        if !self.owns(p) {
+            return Err(BroadcastError::NotOwned { partition: p });
+        }
+        if self.seen.insert(now, id) == Seen::Duplicate {
+            return Err(BroadcastError::DuplicateId);
+        }
+        self.stats.broadcasts += 1;
+        self.cache.insert(
+            now,
+            id,
+            CachedMessage {
+                payload: payload.clone(),
+                round: 0,
+                from: self.me,
+            },
+        );
+        self.forward(now, p, id, 0, payload, None);
+        Ok(())
+    }
+
+    // ---- incoming frames ------------------------------------------------------------
+
+    /// Processes one frame from `from`.
+    pub fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        match frame {
+            Frame::Gossip { id, round, payload } => self.on_gossip(now, from, id, round, payload),
+            Frame::IHave { entries } => {
+                for e in entries {
+                    self.on_ihave(now, from, e);
+                }
+            }
+            Frame::Graft { id, round, request } => self.on_graft(from, id, round, request),
+            Frame::Prune { partition } => self.on_prune(from, partition),
+        }
+    }
+
+    fn on_gossip(&mut self, now: Time, from: NodeId, id: MessageId, round: u16, payload: Bytes) {
+        self.stats.gossip_received += 1;
+        let p = self.partition_of(id);
+        if !self.owns(p) {
+            self.stats.misrouted += 1;
+            return;
+        }
+        let from_idx = self.neighbors.index_of(from);
+        match self.seen.insert(now, id) {
+            Seen::New => {
+                self.stats.delivered += 1;
+                if let Some(pg) = self.pending.remove(&id) {
+                    if pg.attempts > 0 {
+                        self.stats.graft_success += 1;
+                    }
+                }
+                let fwd_round = round.saturating_add(1);
+                self.cache.insert(
+                    now,
+                    id,
+                    CachedMessage {
+                        payload: payload.clone(),
+                        round: fwd_round,
+                        from,
+                    },
+                );
+                self.events.push_back(Event::Deliver {
+                    id,
+                    round: fwd_round,
+                    payload: payload.clone(),
+                });
+                if let (Some(i), Mode::Plumtree) = (from_idx, self.cfg.mode) {
+                    // The paper: whoever delivered the message becomes (stays) eager.
+                    self.parts[p as usize].eager |= bit(i);
+                }
+                self.forward(now, p, id, fwd_round, payload, from_idx);
+            }
+            Seen::Duplicate => {
+                self.stats.duplicates += 1;
+                if self.cfg.mode == Mode::Flood {
+                    return;
+                }
+                let Some(i) = from_idx else { return };
+                let threshold = self.cfg.prune_threshold;
+                let part = &mut self.parts[p as usize];
+                part.dups[i] = part.dups[i].saturating_add(1);
+                if part.dups[i] >= threshold {
+                    part.dups[i] = 0;
+                    part.eager &= !bit(i);
+                    self.stats.prune_sent += 1;
+                    self.send(from, Frame::Prune { partition: p });
+                }
+            }
+        }
+    }
+
+    /// Eager push to the partition's eager peers, lazy push (queued IHave) to up to
+    /// `lazy_fanout` lazy peers; never back to `exclude`.
+    fn forward(
+        &mut self,
+        now: Time,
+        p: u16,
+        id: MessageId,
+        round: u16,
+        payload: Bytes,
+        exclude: Option<usize>,
+    ) {
+        let part = &mut self.parts[p as usize];
+        part.formed = true;
+        let all = self.neighbors.all_mask();
+        let excl = exclude.map_or(0, bit);
+        let (eager, lazy) = match self.cfg.mode {
+            Mode::Plumtree => {
+                let e = part.eager & all;
+                (e & !excl, all & !e & !excl)
+            }
+            Mode::Flood => (all & !excl, 0),
+        };
+        for i in bits(eager) {
+            let to = self.neighbors.get(i);
+            self.stats.gossip_sent += 1;
+            self.send(
+                to,
+                Frame::Gossip {
+                    id,
+                    round,
+                    payload: payload.clone(),
+                },
+            );
+        }
+        if lazy == 0 {
+            return;
+        }
+        let n = lazy.count_ones() as usize;
+        let entry = IHaveEntry { id, round };
+        if n <= self.cfg.lazy_fanout {
+            for i in bits(lazy) {
+                self.queue_ihave(now, i, entry);
+            }
+        } else {
+            let candidates: Vec<usize> = bits(lazy).collect();
+            let picked = sample(&mut self.rng, n, self.cfg.lazy_fanout);
+            for k in picked.iter() {
+                self.queue_ihave(now, candidates[k], entry);
+            }
+        }
+    }
+
+    fn queue_ihave(&mut self, now: Time, i: usize, entry: IHaveEntry) {
+        if self.ihave_total >= self.cfg.max_ihave_queue {
+            self.stats.ihave_dropped += 1;
+            return;
+        }
+        self.ihave[i].push(entry);
+        self.ihave_total += 1;
+        if self.ihave[i].len() >= self.cfg.ihave_batch_size {
+            self.flush_ihave(i);
+        }
+        if self.ihave_total > 0 && self.ihave_timer.is_none() {
+            let gen = self.gen();
+            self.ihave_timer = Some(gen);
+            self.events.push_back(Event::SetTimer {
+                at: now + self.cfg.ihave_interval,
+                timer: Timer::IHaveFlush { gen },
+            });
+        }
+    }
+
+    fn flush_ihave(&mut self, i: usize) {
+        let entries = std::mem::take(&mut self.ihave[i]);
+        if entries.is_empty() {
+            return;
+        }
+        self.ihave_total -= entries.len();
+        self.stats.ihave_sent += 1;
+        self.stats.ihave_entries_sent += entries.len() as u64;
+        let to = self.neighbors.get(i);
+        self.send(to, Frame::IHave { entries });
+    }
+
+    fn on_ihave(&mut self, now: Time, from: NodeId, e: IHaveEntry) {
+        self.stats.ihave_entries_received += 1;
+        let p = self.partition_of(e.id);
+        if !self.owns(p) {
+            self.stats.misrouted += 1;
+            return;
+        }
+        if self.seen.contains(e.id) {
+            self.maybe_optimize(from, p, e);
+            return;
+        }
+        if let Some(pg) = self.pending.get_mut(&e.id) {
+            if pg.announcers.len() < self.cfg.max_announcers
+                && !pg.announcers.iter().any(|&(a, _)| a == from)
+            {
+                pg.announcers.push((from, e.round));
+            }
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending_grafts {
+            self.stats.pending_dropped += 1;
+            return;
+        }
+        let gen = self.gen() as u32;
+        self.pending.insert(
+            e.id,
+            PendingGraft {
+                announcers: vec![(from, e.round)],
+                next: 0,
+                attempts: 0,
+                gen,
+            },
+        );
+        self.events.push_back(Event::SetTimer {
+            at: now + self.cfg.graft_timeout,
+            timer: Timer::Graft { id: e.id, gen },
+        });
+    }
+
+    /// The paper's optimisation: an announcer much closer to the origin than the peer
+    /// that delivered the message replaces it in the eager set.
+    fn maybe_optimize(&mut self, from: NodeId, p: u16, e: IHaveEntry) {
+        let threshold = self.cfg.optimization_threshold;
+        if threshold == 0 || self.cfg.mode == Mode::Flood {
+            return;
+        }
+        let Some(cached) = self.cache.get_mut(&e.id) else {
+            return;
+        };
+        // cached.round = hops via the delivering peer; via `from` it would be e.round + 1.
+        if cached.from == from
+            || cached.from == self.me
+            || cached.round < e.round.saturating_add(1).saturating_add(threshold)
+        {
+            return;
+        }
+        let (Some(q), Some(old)) = (
+            self.neighbors.index_of(from),
+            self.neighbors.index_of(cached.from),
+        ) else {
+            return;
+        };
+        let old_peer = cached.from;
+        cached.from = from;
+        cached.round = e.round.saturating_add(1);
+        let part = &mut self.parts[p as usize];
+        part.eager = (part.eager | bit(q)) & !bit(old);
+        self.stats.optimizations += 1;
+        self.stats.graft_sent += 1;
+        self.stats.prune_sent += 1;
+        self.send(
+            from,
+            Frame::Graft {
+                id: e.id,
+                round: e.round,
+                request: false,
+            },
+        );
+        self.send(old_peer, Frame::Prune { partition: p });
+    }
+
+    fn on_graft(&mut self, from: NodeId, id: MessageId, _round: u16, request: bool) {
+        self.stats.graft_received += 1;
+        let p = self.partition_of(id);
+        if !self.owns(p) {
+            self.stats.misrouted += 1;
+            return;
+        }
+        if let Some(i) = self.neighbors.index_of(from) {
+            let part = &mut self.parts[p as usize];
+            part.eager |= bit(i);
+            part.dups[i] = 0;
+        }
+        if !request {
+            return;
+        }
+        match self.cache.get(&id) {
+            Some(m) => {
+                let frame = Frame::Gossip {
+                    id,
+                    round: m.round,
+                    payload: m.payload.clone(),
+                };
+                self.stats.gossip_sent += 1;
+                self.send(from, frame);
+            }
+            None => self.stats.graft_unanswerable += 1,
+        }
+    }
+
+    fn on_prune(&mut self, from: NodeId, partition: u16) {
+        self.stats.prune_received += 1;
+        if partition as u32 >= self.cfg.partitions || !self.owns(partition) {
+            self.stats.misrouted += 1;
+            return;
+        }
+        if let Some(i) = self.neighbors.index_of(from) {
+            self.parts[partition as usize].eager &= !bit(i);
+        }
+    }
+
+    // ---- timers -------------------------------------------------------------------
+
+    /// A timer the shard asked for has come due.
+    pub fn handle_timer(&mut self, now: Time, timer: Timer) {
+        match timer {
+            Timer::IHaveFlush { gen } => {
+                if self.ihave_timer != Some(gen) {
+                    return;
+                }
+                self.ihave_timer = None;
+                for i in 0..self.ihave.len() {
+                    self.flush_ihave(i);
+                }
+            }
+            Timer::Graft { id, gen } => self.on_graft_timer(now, id, gen),
+        }
+    }
+
+    fn graft_wait(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(16);
+        (self.cfg.graft_timeout * factor).min(self.cfg.graft_max_backoff)
+    }
+
+    fn on_graft_timer(&mut self, now: Time, id: MessageId, gen: u32) {
+        let Some(pg) = self.pending.get(&id) else {
+            return;
+        };
+        if pg.gen != gen {
+            return;
+        }
+        if pg.attempts > self.cfg.graft_max_retries {
+            self.pending.remove(&id);
+            self.stats.graft_failed += 1;
+            self.events.push_back(Event::GraftFailed { id });
+            return;
+        }
+        let new_gen = self.gen() as u32;
+        let pg = self.pending.get_mut(&id).expect("checked above");
+        pg.gen = new_gen;
+        let target = if pg.announcers.is_empty() {
+            None
+        } else {
+            let k = pg.next % pg.announcers.len();
+            pg.next = k + 1;
+            Some(pg.announcers[k])
+        };
+        pg.attempts += 1;
+        let attempts = pg.attempts;
+        if let Some((peer, round)) = target {
+            if attempts > 1 {
+                self.stats.graft_retries += 1;
+            }
+            let p = self.partition_of(id);
+            if let Some(i) = self.neighbors.index_of(peer) {
+                self.parts[p as usize].eager |= bit(i);
+            }
+            self.stats.graft_sent += 1;
+            self.send(
+                peer,
+                Frame::Graft {
+                    id,
+                    round,
+                    request: true,
+                },
+            );
+        }
+        let at = now + self.graft_wait(attempts);
+        self.events.push_back(Event::SetTimer {
+            at,
+            timer: Timer::Graft { id, gen: new_gen },
+        });
+    }
+
+    // ---- background work ------------------------------------------------------------
+
+    /// Maintenance: a partition left without eager peers (its tree parent failed)
+    /// promotes a random lazy peer, so pushes resume before the next graft.
+    pub fn maintenance(&mut self, _now: Time) {
+        if self.cfg.mode == Mode::Flood {
+            return;
+        }
+        let all = self.neighbors.all_mask();
+        if all == 0 {
+            return;
+        }
+        for p in bits(self.owned) {
+            if self.parts[p].eager & all == 0 {
+                let candidates: Vec<usize> = bits(all).collect();
+                let i = candidates[self.rng.gen_range(0..candidates.len())];
+                self.parts[p].eager |= bit(i);
+                self.stats.peer_promotions += 1;
+            }
+        }
+    }
+
+    /// One bounded slice of TTL cleanup: expired seen-map origins and up to `budget`
+    /// expired cached payloads.
+    pub fn cleanup(&mut self, now: Time, budget: usize) -> CleanupProgress {
+        let ttl = self.cfg.message_cache_ttl;
+        let removed = self.seen.expire(now) + self.cache.expire(now, ttl, budget);
+        CleanupProgress {
+            removed,
+            done: !self.cache.has_expired(now, ttl),
+        }
+    }
+}

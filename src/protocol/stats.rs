@@ -1,0 +1,64 @@
+//! Shard counters: plain `u64`s owned by the shard, snapshotted on demand (no atomics
+//! on the hot path). Names follow the reference library's metrics
+//! (`plumtree_gossip_sent_total`, ...).
+
+use serde::Serialize;
+
+/// Monotonic counters plus gauges filled in by [`crate::protocol::Shard::stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ShardStats {
+    // Messages.
+    pub broadcasts: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub gossip_received: u64,
+    pub gossip_sent: u64,
+    // Lazy push.
+    /// IHave frames sent.
+    pub ihave_sent: u64,
+    /// Message ids announced in those frames.
+    pub ihave_entries_sent: u64,
+    pub ihave_entries_received: u64,
+    /// Announcements shed because the IHave queue was full.
+    pub ihave_dropped: u64,
+    // Tree repair.
+    pub graft_sent: u64,
+    pub graft_retries: u64,
+    /// Missing messages that arrived after at least one Graft.
+    pub graft_success: u64,
+    /// Missing messages given up after `graft_max_retries`.
+    pub graft_failed: u64,
+    pub graft_received: u64,
+    /// Grafts whose message was no longer cached.
+    pub graft_unanswerable: u64,
+    /// Missing messages not tracked because `max_pending_grafts` was reached.
+    pub pending_dropped: u64,
+    pub prune_sent: u64,
+    pub prune_received: u64,
+    /// Hop-count optimisation re-links.
+    pub optimizations: u64,
+    /// Lazy peers promoted to eager by maintenance.
+    pub peer_promotions: u64,
+    /// Frames for partitions this shard does not own.
+    pub misrouted: u64,
+    /// Neighbours refused because `max_neighbors` was reached.
+    pub neighbors_rejected: u64,
+    // Bounded structures.
+    pub seen_origin_evictions: u64,
+    pub seen_origin_expirations: u64,
+    pub seen_forced_slides: u64,
+    pub cache_evictions: u64,
+    pub cache_expirations: u64,
+    // Gauges.
+    pub neighbors: u64,
+    /// Sum over owned partitions of eager peers.
+    pub eager_links: u64,
+    /// Sum over owned partitions of lazy peers.
+    pub lazy_links: u64,
+    pub seen_origins: u64,
+    pub seen_map_bytes: u64,
+    pub pending_grafts: u64,
+    pub ihave_queue: u64,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+}

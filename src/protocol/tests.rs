@@ -1,0 +1,802 @@
+//! Rule-by-rule tests of the shard on hand-built inputs: feed one frame or one timer,
+//! assert on the drained events (the foca style).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::ids::{MessageId, NodeId};
+use crate::wire::{Frame, IHaveEntry};
+
+const ME: NodeId = NodeId(1);
+const A: NodeId = NodeId(2);
+const B: NodeId = NodeId(3);
+const C: NodeId = NodeId(4);
+const D: NodeId = NodeId(5);
+
+fn ms(v: u64) -> Time {
+    Duration::from_millis(v)
+}
+
+fn cfg() -> ProtocolConfig {
+    ProtocolConfig {
+        partitions: 1,
+        ..ProtocolConfig::default()
+    }
+}
+
+fn shard_with(cfg: ProtocolConfig, peers: &[NodeId]) -> Shard {
+    let mut s = Shard::new(ME, 1, cfg, 7).unwrap();
+    for &p in peers {
+        assert!(s.neighbor_up(ms(0), p));
+    }
+    drain(&mut s);
+    s
+}
+
+fn shard(peers: &[NodeId]) -> Shard {
+    shard_with(cfg(), peers)
+}
+
+fn drain(s: &mut Shard) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn mid(origin: u64, seq: u64) -> MessageId {
+    MessageId {
+        origin: NodeId(origin),
+        seq,
+    }
+}
+
+fn gossip(id: MessageId, round: u16) -> Frame {
+    Frame::Gossip {
+        id,
+        round,
+        payload: Bytes::from_static(b"hello"),
+    }
+}
+
+fn sends(events: &[Event]) -> Vec<(NodeId, Frame)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Send { to, frame } => Some((*to, frame.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gossip_targets(events: &[Event]) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = sends(events)
+        .into_iter()
+        .filter(|(_, f)| matches!(f, Frame::Gossip { .. }))
+        .map(|(to, _)| to)
+        .collect();
+    v.sort();
+    v
+}
+
+fn timers(events: &[Event]) -> Vec<(Time, Timer)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SetTimer { at, timer } => Some((*at, *timer)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<NodeId>) -> Vec<NodeId> {
+    v.sort();
+    v
+}
+
+#[test]
+fn new_neighbours_are_eager_up_to_fanout_then_lazy() {
+    let s = shard(&[A, B, C, D]);
+    assert_eq!(s.eager_peers(0).len(), 3);
+    assert_eq!(s.lazy_peers(0).len(), 1);
+    assert_eq!(s.neighbors().len(), 4);
+}
+
+#[test]
+fn broadcast_gossips_to_eager_and_queues_ihave_for_lazy() {
+    let mut s = shard(&[A, B, C, D]);
+    let eager = sorted(s.eager_peers(0));
+    let lazy = s.lazy_peers(0);
+    s.broadcast(ms(10), mid(1, 0), Bytes::from_static(b"x"))
+        .unwrap();
+    let ev = drain(&mut s);
+    assert_eq!(gossip_targets(&ev), eager);
+    assert!(
+        ev.iter().all(|e| !matches!(e, Event::Deliver { .. })),
+        "own broadcast not delivered"
+    );
+    // IHave is not sent at once: a flush timer is armed at ihave_interval.
+    assert!(sends(&ev)
+        .iter()
+        .all(|(_, f)| !matches!(f, Frame::IHave { .. })));
+    let t = timers(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].0, ms(110));
+    s.handle_timer(ms(110), t[0].1);
+    let ev = drain(&mut s);
+    let ih = sends(&ev);
+    assert_eq!(ih.len(), 1);
+    assert_eq!(ih[0].0, lazy[0]);
+    assert_eq!(
+        ih[0].1,
+        Frame::IHave {
+            entries: vec![IHaveEntry {
+                id: mid(1, 0),
+                round: 0
+            }]
+        }
+    );
+}
+
+#[test]
+fn received_gossip_is_delivered_once_and_forwarded_except_to_sender() {
+    let mut s = shard(&[A, B, C]);
+    s.handle_frame(ms(1), A, gossip(mid(9, 0), 2));
+    let ev = drain(&mut s);
+    let delivered: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Deliver { id, round, .. } => Some((*id, *round)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![(mid(9, 0), 3)]);
+    assert_eq!(gossip_targets(&ev), vec![B, C]);
+    for (_, f) in sends(&ev) {
+        if let Frame::Gossip { round, .. } = f {
+            assert_eq!(round, 3, "forwarded with round + 1");
+        }
+    }
+    // The same message again: no delivery, a Prune back to the sender.
+    s.handle_frame(ms(2), B, gossip(mid(9, 0), 1));
+    let ev = drain(&mut s);
+    assert!(ev.iter().all(|e| !matches!(e, Event::Deliver { .. })));
+    assert_eq!(sends(&ev), vec![(B, Frame::Prune { partition: 0 })]);
+    assert_eq!(sorted(s.eager_peers(0)), vec![A, C]);
+    assert_eq!(s.lazy_peers(0), vec![B]);
+    assert_eq!(s.stats().duplicates, 1);
+}
+
+#[test]
+fn identical_payloads_with_distinct_ids_are_distinct_messages() {
+    let mut s = shard(&[A]);
+    s.handle_frame(ms(1), A, gossip(mid(9, 0), 0));
+    s.handle_frame(ms(1), A, gossip(mid(9, 1), 0));
+    let ev = drain(&mut s);
+    let n = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Deliver { .. }))
+        .count();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn prune_threshold_counts_duplicates_before_pruning() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            prune_threshold: 2,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    s.handle_frame(ms(1), A, gossip(mid(9, 0), 0));
+    s.handle_frame(ms(1), B, gossip(mid(9, 0), 0));
+    drain(&mut s);
+    assert!(s.eager_peers(0).contains(&B), "one duplicate is tolerated");
+    s.handle_frame(ms(2), A, gossip(mid(9, 1), 0));
+    s.handle_frame(ms(2), B, gossip(mid(9, 1), 0));
+    let ev = drain(&mut s);
+    assert_eq!(sends(&ev).last(), Some(&(B, Frame::Prune { partition: 0 })));
+    assert!(!s.eager_peers(0).contains(&B));
+}
+
+#[test]
+fn prune_moves_sender_to_lazy() {
+    let mut s = shard(&[A, B]);
+    s.handle_frame(ms(1), A, Frame::Prune { partition: 0 });
+    assert_eq!(s.eager_peers(0), vec![B]);
+    assert_eq!(s.lazy_peers(0), vec![A]);
+    s.broadcast(ms(2), mid(1, 0), Bytes::from_static(b"x"))
+        .unwrap();
+    let ev = drain(&mut s);
+    assert_eq!(gossip_targets(&ev), vec![B]);
+}
+
+#[test]
+fn ihave_for_unknown_message_grafts_after_timeout1_then_next_announcer_after_timeout2() {
+    let mut s = shard(&[A, B, C]);
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let ev = drain(&mut s);
+    assert!(sends(&ev).is_empty(), "no graft before timeout1");
+    let t = timers(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].0, ms(500));
+    // A second announcer is remembered, without a second timer.
+    s.handle_frame(
+        ms(10),
+        B,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 2 }],
+        },
+    );
+    assert!(timers(&drain(&mut s)).is_empty());
+
+    s.handle_timer(ms(500), t[0].1);
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev),
+        vec![(
+            A,
+            Frame::Graft {
+                id,
+                round: 1,
+                request: true
+            }
+        )]
+    );
+    let t2 = timers(&ev);
+    assert_eq!(
+        t2[0].0,
+        ms(1000),
+        "timeout2 = graft_timeout for the first retry"
+    );
+
+    s.handle_timer(ms(1000), t2[0].1);
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev),
+        vec![(
+            B,
+            Frame::Graft {
+                id,
+                round: 2,
+                request: true
+            }
+        )]
+    );
+    assert_eq!(timers(&ev)[0].0, ms(2000), "backoff doubles");
+    assert_eq!(s.stats().graft_retries, 1);
+    // The grafted announcers became eager.
+    assert!(s.eager_peers(0).contains(&A) && s.eager_peers(0).contains(&B));
+}
+
+#[test]
+fn arrival_cancels_the_graft_timer() {
+    let mut s = shard(&[A, B]);
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let t = timers(&drain(&mut s));
+    s.handle_frame(ms(100), B, gossip(id, 0));
+    drain(&mut s);
+    s.handle_timer(ms(500), t[0].1);
+    let ev = drain(&mut s);
+    assert!(
+        sends(&ev).is_empty() && timers(&ev).is_empty(),
+        "stale timer ignored"
+    );
+    assert_eq!(s.stats().pending_grafts, 0);
+}
+
+#[test]
+fn graft_success_is_counted_when_the_grafted_message_arrives() {
+    let mut s = shard(&[A]);
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let t = timers(&drain(&mut s));
+    s.handle_timer(ms(500), t[0].1);
+    drain(&mut s);
+    s.handle_frame(ms(520), A, gossip(id, 1));
+    drain(&mut s);
+    assert_eq!(s.stats().graft_success, 1);
+}
+
+#[test]
+fn graft_gives_up_after_max_retries_with_graft_failed() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            graft_max_retries: 2,
+            ..cfg()
+        },
+        &[A],
+    );
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let mut t = timers(&drain(&mut s));
+    let mut grafts = 0;
+    loop {
+        let (at, timer) = t[0];
+        s.handle_timer(at, timer);
+        let ev = drain(&mut s);
+        grafts += sends(&ev).len();
+        if ev.contains(&Event::GraftFailed { id }) {
+            break;
+        }
+        t = timers(&ev);
+        assert_eq!(t.len(), 1);
+    }
+    assert_eq!(grafts, 3, "first graft plus graft_max_retries retries");
+    assert_eq!(s.stats().graft_failed, 1);
+    assert_eq!(s.stats().pending_grafts, 0);
+}
+
+#[test]
+fn graft_wait_is_capped() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            graft_max_retries: 10,
+            graft_max_backoff: ms(1500),
+            ..cfg()
+        },
+        &[A],
+    );
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let mut t = timers(&drain(&mut s))[0];
+    let mut waits = vec![];
+    for _ in 0..5 {
+        s.handle_timer(t.0, t.1);
+        let next = timers(&drain(&mut s))[0];
+        waits.push(next.0 - t.0);
+        t = next;
+    }
+    assert_eq!(waits, vec![ms(500), ms(1000), ms(1500), ms(1500), ms(1500)]);
+}
+
+#[test]
+fn graft_is_answered_from_cache_and_makes_the_grafter_eager() {
+    let mut s = shard(&[A, B, C, D]);
+    let lazy = s.lazy_peers(0)[0];
+    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"p"))
+        .unwrap();
+    drain(&mut s);
+    s.handle_frame(
+        ms(5),
+        lazy,
+        Frame::Graft {
+            id: mid(1, 0),
+            round: 0,
+            request: true,
+        },
+    );
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev),
+        vec![(
+            lazy,
+            Frame::Gossip {
+                id: mid(1, 0),
+                round: 0,
+                payload: Bytes::from_static(b"p")
+            }
+        )]
+    );
+    assert!(s.eager_peers(0).contains(&lazy));
+    // A graft for an uncached message makes the peer eager but sends nothing.
+    s.handle_frame(
+        ms(6),
+        lazy,
+        Frame::Graft {
+            id: mid(1, 99),
+            round: 0,
+            request: true,
+        },
+    );
+    assert!(sends(&drain(&mut s)).is_empty());
+    assert_eq!(s.stats().graft_unanswerable, 1);
+}
+
+#[test]
+fn neighbour_down_purges_sets_and_pending_announcers() {
+    let mut s = shard(&[A, B, C, D]);
+    let id = mid(9, 0);
+    s.handle_frame(
+        ms(0),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    s.handle_frame(
+        ms(0),
+        B,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let t = timers(&drain(&mut s));
+    assert!(s.neighbor_down(ms(1), A));
+    assert!(!s.neighbors().contains(&A));
+    assert!(!s.eager_peers(0).contains(&A) && !s.lazy_peers(0).contains(&A));
+    s.handle_timer(ms(500), t[0].1);
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev),
+        vec![(
+            B,
+            Frame::Graft {
+                id,
+                round: 1,
+                request: true
+            }
+        )],
+        "A was purged"
+    );
+    assert!(!s.neighbor_down(ms(1), A));
+}
+
+#[test]
+fn neighbour_down_keeps_masks_consistent_for_moved_neighbour() {
+    let mut s = shard(&[A, B, C, D]);
+    let eager_before: Vec<NodeId> = s.eager_peers(0);
+    s.neighbor_down(ms(1), A);
+    let mut expect: Vec<NodeId> = eager_before.into_iter().filter(|&p| p != A).collect();
+    expect.sort();
+    assert_eq!(sorted(s.eager_peers(0)), expect);
+    let mut all = s.eager_peers(0);
+    all.extend(s.lazy_peers(0));
+    assert_eq!(sorted(all), vec![B, C, D]);
+}
+
+#[test]
+fn ihave_batch_size_flushes_immediately() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            eager_fanout: 1,
+            ihave_batch_size: 3,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    let lazy = s.lazy_peers(0)[0];
+    for seq in 0..3 {
+        s.broadcast(ms(seq), mid(1, seq), Bytes::from_static(b"x"))
+            .unwrap();
+    }
+    let ev = drain(&mut s);
+    let ihaves: Vec<_> = sends(&ev)
+        .into_iter()
+        .filter(|(_, f)| matches!(f, Frame::IHave { .. }))
+        .collect();
+    assert_eq!(ihaves.len(), 1);
+    assert_eq!(ihaves[0].0, lazy);
+    if let Frame::IHave { entries } = &ihaves[0].1 {
+        assert_eq!(entries.len(), 3);
+    }
+    assert_eq!(s.stats().ihave_queue, 0);
+}
+
+#[test]
+fn lazy_fanout_limits_ihave_targets() {
+    let peers: Vec<NodeId> = (10..20).map(NodeId).collect();
+    let mut s = shard_with(
+        ProtocolConfig {
+            eager_fanout: 1,
+            lazy_fanout: 4,
+            ..cfg()
+        },
+        &peers,
+    );
+    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"x"))
+        .unwrap();
+    let t = timers(&drain(&mut s));
+    s.handle_timer(ms(100), t[0].1);
+    let ev = drain(&mut s);
+    assert_eq!(sends(&ev).len(), 4);
+}
+
+#[test]
+fn hop_count_optimisation_relinks_to_closer_announcer() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            optimization_threshold: 2,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    let id = mid(9, 0);
+    // Delivered by A after 6 hops (frame round 5).
+    s.handle_frame(ms(0), A, gossip(id, 5));
+    drain(&mut s);
+    // B announces round 1: via B we would be 2 hops away; 6 - 2 >= threshold.
+    s.handle_frame(
+        ms(1),
+        B,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id, round: 1 }],
+        },
+    );
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev),
+        vec![
+            (
+                B,
+                Frame::Graft {
+                    id,
+                    round: 1,
+                    request: false
+                }
+            ),
+            (A, Frame::Prune { partition: 0 }),
+        ]
+    );
+    assert_eq!(s.eager_peers(0), vec![B]);
+    assert_eq!(s.stats().optimizations, 1);
+    // Not below the threshold: nothing happens.
+    let id2 = mid(9, 1);
+    s.handle_frame(ms(2), B, gossip(id2, 2));
+    drain(&mut s);
+    s.handle_frame(
+        ms(3),
+        A,
+        Frame::IHave {
+            entries: vec![IHaveEntry { id: id2, round: 1 }],
+        },
+    );
+    assert!(sends(&drain(&mut s)).is_empty());
+}
+
+#[test]
+fn graft_without_request_only_relinks() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            eager_fanout: 1,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    let lazy = s.lazy_peers(0)[0];
+    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"x"))
+        .unwrap();
+    drain(&mut s);
+    s.handle_frame(
+        ms(1),
+        lazy,
+        Frame::Graft {
+            id: mid(1, 0),
+            round: 0,
+            request: false,
+        },
+    );
+    let ev = drain(&mut s);
+    assert!(sends(&ev).is_empty());
+    assert!(s.eager_peers(0).contains(&lazy));
+}
+
+#[test]
+fn maintenance_promotes_a_lazy_peer_when_eager_set_is_empty() {
+    let mut s = shard(&[A, B]);
+    s.handle_frame(ms(0), A, Frame::Prune { partition: 0 });
+    s.handle_frame(ms(0), B, Frame::Prune { partition: 0 });
+    assert!(s.eager_peers(0).is_empty());
+    s.maintenance(ms(2000));
+    assert_eq!(s.eager_peers(0).len(), 1);
+    assert_eq!(s.stats().peer_promotions, 1);
+    s.maintenance(ms(4000));
+    assert_eq!(s.stats().peer_promotions, 1, "nothing to repair");
+}
+
+#[test]
+fn flood_mode_pushes_to_every_neighbour_and_never_prunes() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            mode: Mode::Flood,
+            ..cfg()
+        },
+        &[A, B, C, D],
+    );
+    s.handle_frame(ms(0), A, gossip(mid(9, 0), 0));
+    let ev = drain(&mut s);
+    assert_eq!(gossip_targets(&ev), vec![B, C, D]);
+    assert!(timers(&ev).is_empty(), "no lazy push");
+    s.handle_frame(ms(1), B, gossip(mid(9, 0), 0));
+    assert!(sends(&drain(&mut s)).is_empty());
+}
+
+#[test]
+fn broadcast_rejects_oversized_unowned_and_reused_ids() {
+    let mut s = Shard::new(
+        ME,
+        1,
+        ProtocolConfig {
+            partitions: 2,
+            max_payload: 4,
+            ..ProtocolConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    let owned = (0..)
+        .map(|q| mid(1, q))
+        .find(|id| id.partition(2) == 0)
+        .unwrap();
+    let other = (0..)
+        .map(|q| mid(1, q))
+        .find(|id| id.partition(2) == 1)
+        .unwrap();
+    assert_eq!(
+        s.broadcast(ms(0), owned, Bytes::from_static(b"12345")),
+        Err(BroadcastError::TooLarge { len: 5, max: 4 })
+    );
+    assert_eq!(
+        s.broadcast(ms(0), other, Bytes::from_static(b"1")),
+        Err(BroadcastError::NotOwned { partition: 1 })
+    );
+    assert_eq!(s.broadcast(ms(0), owned, Bytes::from_static(b"1")), Ok(()));
+    assert_eq!(
+        s.broadcast(ms(0), owned, Bytes::from_static(b"1")),
+        Err(BroadcastError::DuplicateId)
+    );
+}
+
+#[test]
+fn frames_for_unowned_partitions_are_counted_and_ignored() {
+    let mut s = Shard::new(
+        ME,
+        1,
+        ProtocolConfig {
+            partitions: 2,
+            ..ProtocolConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    s.neighbor_up(ms(0), A);
+    drain(&mut s);
+    let other = (0..)
+        .map(|q| mid(9, q))
+        .find(|id| id.partition(2) == 1)
+        .unwrap();
+    s.handle_frame(ms(0), A, gossip(other, 0));
+    s.handle_frame(ms(0), A, Frame::Prune { partition: 1 });
+    s.handle_frame(ms(0), A, Frame::Prune { partition: 40 });
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.stats().misrouted, 3);
+}
+
+#[test]
+fn cleanup_expires_cache_and_seen_after_ttl() {
+    let mut s = shard(&[A]);
+    for seq in 0..10 {
+        s.handle_frame(ms(0), A, gossip(mid(9, seq), 0));
+    }
+    drain(&mut s);
+    assert_eq!(s.stats().cache_entries, 10);
+    let later = Duration::from_secs(62);
+    let p = s.cleanup(later, 4);
+    assert!(!p.done);
+    let p = s.cleanup(later, 100);
+    assert!(p.done);
+    let st = s.stats();
+    assert_eq!(st.cache_entries, 0);
+    assert_eq!(st.seen_origins, 0);
+    assert_eq!(st.cache_expirations, 10);
+}
+
+#[test]
+fn ihave_queue_is_bounded() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            eager_fanout: 1,
+            max_ihave_queue: 2,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    for seq in 0..5 {
+        s.broadcast(ms(0), mid(1, seq), Bytes::from_static(b"x"))
+            .unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(st.ihave_queue, 2);
+    assert_eq!(st.ihave_dropped, 3);
+}
+
+#[test]
+fn pending_grafts_are_bounded() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            max_pending_grafts: 2,
+            ..cfg()
+        },
+        &[A],
+    );
+    let entries = (0..5)
+        .map(|q| IHaveEntry {
+            id: mid(9, q),
+            round: 1,
+        })
+        .collect();
+    s.handle_frame(ms(0), A, Frame::IHave { entries });
+    let st = s.stats();
+    assert_eq!(st.pending_grafts, 2);
+    assert_eq!(st.pending_dropped, 3);
+}
+
+#[test]
+fn neighbours_are_bounded() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            max_neighbors: 2,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    assert!(!s.neighbor_up(ms(0), C));
+    assert!(!s.neighbor_up(ms(0), A), "already known");
+    assert!(!s.neighbor_up(ms(0), ME), "never ourselves");
+    assert_eq!(s.stats().neighbors_rejected, 1);
+}
+
+#[test]
+fn partitions_start_from_different_random_eager_sets() {
+    let peers: Vec<NodeId> = (10..22).map(NodeId).collect();
+    let mut s = Shard::new(ME, u64::MAX, ProtocolConfig::default(), 3).unwrap();
+    for &p in &peers {
+        s.neighbor_up(ms(0), p);
+    }
+    let sets: std::collections::BTreeSet<Vec<NodeId>> =
+        (0..64).map(|p| sorted(s.eager_peers(p))).collect();
+    assert!(sets.len() > 10, "only {} distinct eager sets", sets.len());
+    // Every neighbour is eager somewhere.
+    for p in &peers {
+        assert!((0..64).any(|q| s.eager_peers(q).contains(p)));
+    }
+}
+
+#[test]
+fn invalid_config_names_the_key() {
+    let e = Shard::new(
+        ME,
+        1,
+        ProtocolConfig {
+            partitions: 3,
+            ..ProtocolConfig::default()
+        },
+        1,
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.key, "partitions");
+    assert!(e.to_string().contains("partitions"));
+}

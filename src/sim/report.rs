@@ -1,0 +1,135 @@
+//! What a simulation run measured, in the paper's terms.
+
+use serde::Serialize;
+
+/// One run's figures. `reliability`, `rmr` and `ldh` follow Leitão et al.: reliability
+/// is the fraction of (live node, message) pairs delivered, over messages whose origin
+/// is alive at the end and that were not broadcast during a partition; RMR is
+/// `m/(n-1) - 1` per message (m payload transmissions, n receivers), averaged over
+/// messages after the warm-up; LDH is the last delivery hop of a message.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SimReport {
+    pub mode: String,
+    pub nodes: usize,
+    pub messages: usize,
+    pub seed: u64,
+    pub loss: f64,
+    pub fail: f64,
+    pub partitions: u32,
+    pub live_nodes: usize,
+    pub crashed_nodes: usize,
+    pub reliability: f64,
+    /// Messages whose origin was alive at the end (and not sent during a partition).
+    pub messages_counted: usize,
+    /// Messages counted in `reliability` that some live node never delivered.
+    pub messages_incomplete: usize,
+    /// Messages whose origin crashed, reported separately.
+    pub dead_origin_messages: usize,
+    /// Reliability of the dead-origin messages over live nodes.
+    pub dead_origin_reliability: f64,
+    /// Messages broadcast while the network was split (`--partition-heal`).
+    pub partition_messages: usize,
+    /// Their reliability over live nodes at the end (needs anti-entropy to reach 1.0).
+    pub partition_reliability: f64,
+    pub duplicate_deliveries: u64,
+    pub rmr: f64,
+    /// Messages `rmr` and `ldh` average over (after the warm-up).
+    pub rmr_messages: usize,
+    pub warmup_messages: usize,
+    pub ldh: f64,
+    pub ldh_max: u16,
+    /// Mean time from broadcast to last delivery, milliseconds of virtual time.
+    pub last_delivery_ms: f64,
+    pub gossip_sent: u64,
+    pub ihave_sent: u64,
+    pub graft_sent: u64,
+    pub prune_sent: u64,
+    pub graft_failed: u64,
+    /// Hop-count optimisation re-links.
+    pub optimizations: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_lost: u64,
+    pub virtual_seconds: f64,
+    pub events: u64,
+    /// Wall-clock run time; not part of the deterministic output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
+    /// The flood-gossip baseline on the same workload, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Box<SimReport>>,
+}
+
+impl SimReport {
+    /// A readable table (with the baseline side by side when present).
+    pub fn table(&self) -> String {
+        let mut cols = vec![self];
+        if let Some(b) = &self.baseline {
+            cols.push(b);
+        }
+        let mut out = String::new();
+        let header: Vec<String> = cols.iter().map(|c| c.mode.clone()).collect();
+        out.push_str(&format!("{:<26}", "metric"));
+        for h in &header {
+            out.push_str(&format!("{h:>14}"));
+        }
+        out.push('\n');
+        type Cell = Box<dyn Fn(&SimReport) -> String>;
+        let rows: Vec<(&str, Cell)> = vec![
+            ("nodes", Box::new(|r| r.nodes.to_string())),
+            ("live nodes", Box::new(|r| r.live_nodes.to_string())),
+            ("messages", Box::new(|r| r.messages.to_string())),
+            ("reliability", Box::new(|r| format!("{:.6}", r.reliability))),
+            (
+                "duplicate deliveries",
+                Box::new(|r| r.duplicate_deliveries.to_string()),
+            ),
+            ("rmr", Box::new(|r| format!("{:.4}", r.rmr))),
+            ("ldh (mean)", Box::new(|r| format!("{:.2}", r.ldh))),
+            ("ldh max", Box::new(|r| r.ldh_max.to_string())),
+            (
+                "last delivery ms (mean)",
+                Box::new(|r| format!("{:.1}", r.last_delivery_ms)),
+            ),
+            ("gossip sent", Box::new(|r| r.gossip_sent.to_string())),
+            ("ihave sent", Box::new(|r| r.ihave_sent.to_string())),
+            ("graft sent", Box::new(|r| r.graft_sent.to_string())),
+            ("prune sent", Box::new(|r| r.prune_sent.to_string())),
+            ("graft failed", Box::new(|r| r.graft_failed.to_string())),
+            ("optimizations", Box::new(|r| r.optimizations.to_string())),
+            (
+                "dead-origin messages",
+                Box::new(|r| r.dead_origin_messages.to_string()),
+            ),
+            (
+                "dead-origin reliability",
+                Box::new(|r| format!("{:.6}", r.dead_origin_reliability)),
+            ),
+            (
+                "partition messages",
+                Box::new(|r| r.partition_messages.to_string()),
+            ),
+            (
+                "partition reliability",
+                Box::new(|r| format!("{:.6}", r.partition_reliability)),
+            ),
+            ("datagrams sent", Box::new(|r| r.datagrams_sent.to_string())),
+            ("datagrams lost", Box::new(|r| r.datagrams_lost.to_string())),
+            (
+                "virtual seconds",
+                Box::new(|r| format!("{:.1}", r.virtual_seconds)),
+            ),
+            (
+                "wall seconds",
+                Box::new(|r| r.wall_seconds.map_or("-".into(), |w| format!("{w:.2}"))),
+            ),
+        ];
+        for (name, f) in rows {
+            out.push_str(&format!("{name:<26}"));
+            for c in &cols {
+                out.push_str(&format!("{:>14}", f(c)));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

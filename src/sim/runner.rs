@@ -1,0 +1,627 @@
+//! The event loop of the simulator.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+
+use super::network::{random_overlay, LinkModel};
+use super::report::SimReport;
+use crate::ids::{MessageId, NodeId};
+use crate::protocol::{Event, Mode, ProtocolConfig, Shard, Timer};
+use crate::wire::{self, Coalescer, Frame, Header};
+
+/// A simulation scenario.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub messages: usize,
+    pub seed: u64,
+    /// Average overlay degree (neighbours per node).
+    pub degree: usize,
+    pub link: LinkModel,
+    /// Fraction of nodes that crash (all at one random moment mid-run).
+    pub fail: f64,
+    /// Split the network in two for a while, then heal it.
+    pub partition_heal: bool,
+    /// Time between broadcasts (each from a random live node).
+    pub interval: Duration,
+    /// Virtual time before the first broadcast (neighbours come up).
+    pub start: Duration,
+    /// Virtual time after the last broadcast for repairs to finish.
+    pub drain: Duration,
+    /// How long failure detection takes before neighbours learn of a crash.
+    pub detect_delay: Duration,
+    /// The first messages of each partition, excluded from RMR and LDH while that
+    /// partition's tree forms.
+    pub warmup_per_partition: usize,
+    pub payload: usize,
+    pub mtu: usize,
+    pub protocol: ProtocolConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 1000,
+            messages: 200,
+            seed: 1,
+            degree: 8,
+            link: LinkModel {
+                latency_min: Duration::from_millis(5),
+                latency_max: Duration::from_millis(50),
+                jitter: Duration::from_millis(5),
+                loss: 0.0,
+                duplicate: 0.0,
+            },
+            fail: 0.0,
+            partition_heal: false,
+            interval: Duration::from_millis(50),
+            start: Duration::from_secs(1),
+            drain: Duration::from_secs(40),
+            detect_delay: Duration::from_secs(2),
+            warmup_per_partition: 2,
+            payload: 64,
+            mtu: wire::DEFAULT_MTU,
+            protocol: ProtocolConfig::default(),
+        }
+    }
+}
+
+/// What happens at a point of virtual time.
+#[derive(Debug)]
+enum What {
+    Datagram { to: u32, from: u32, bytes: Bytes },
+    Timer { node: u32, timer: Timer },
+    Broadcast { k: usize },
+    Crash,
+    NeighborDown { node: u32, peer: u32 },
+    Maintenance { node: u32 },
+    Cleanup { node: u32 },
+    Split,
+    Heal,
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Min-heap on (time, insertion order).
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Per-message bookkeeping.
+struct Track {
+    origin: u32,
+    /// How many messages of the same partition were broadcast before this one.
+    nth_in_partition: usize,
+    sent_at: Duration,
+    during_partition: bool,
+    /// Payload transmissions (Gossip frames sent) for this message.
+    payload_sends: u64,
+    max_hop: u16,
+    last_delivery: Duration,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Scheduled>,
+    next_seq: u64,
+    now: Duration,
+    shards: Vec<Shard>,
+    alive: Vec<bool>,
+    adj: Vec<Vec<u32>>,
+    side: Vec<bool>,
+    split: bool,
+    next_msg_seq: Vec<u64>,
+    /// Messages broadcast so far per partition.
+    per_partition: Vec<usize>,
+    tracks: Vec<Track>,
+    ids: FxHashMap<MessageId, u32>,
+    /// `delivered[node * messages + k]`.
+    delivered: Vec<bool>,
+    duplicates: u64,
+    datagrams_sent: u64,
+    datagrams_lost: u64,
+    events: u64,
+    out: Vec<Bytes>,
+}
+
+fn node_id(i: u32) -> NodeId {
+    NodeId(i as u64 + 1)
+}
+
+fn index_of(id: NodeId) -> u32 {
+    (id.0 - 1) as u32
+}
+
+/// Runs one scenario to completion and reports.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    let wall = Instant::now();
+    let mut sim = Sim::new(cfg.clone());
+    sim.run();
+    let mut r = sim.report();
+    r.wall_seconds = Some(wall.elapsed().as_secs_f64());
+    r
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let n = cfg.nodes;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let adj = random_overlay(n, cfg.degree, &mut rng);
+        let all = if cfg.protocol.partitions == 64 {
+            u64::MAX
+        } else {
+            (1u64 << cfg.protocol.partitions) - 1
+        };
+        let shards = (0..n as u32)
+            .map(|i| {
+                Shard::new(
+                    node_id(i),
+                    all,
+                    cfg.protocol.clone(),
+                    cfg.seed ^ (i as u64 + 1) << 20,
+                )
+                .expect("protocol config validated by the caller")
+            })
+            .collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(&mut rng);
+        let mut side = vec![false; n];
+        for &i in &order[..n / 2] {
+            side[i as usize] = true;
+        }
+        Self {
+            rng,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            now: Duration::ZERO,
+            shards,
+            alive: vec![true; n],
+            adj,
+            side,
+            split: false,
+            next_msg_seq: vec![0; n],
+            per_partition: vec![0; cfg.protocol.partitions as usize],
+            tracks: Vec::with_capacity(cfg.messages),
+            ids: FxHashMap::default(),
+            delivered: vec![false; n * cfg.messages],
+            duplicates: 0,
+            datagrams_sent: 0,
+            datagrams_lost: 0,
+            events: 0,
+            out: Vec::new(),
+            cfg,
+        }
+    }
+
+    fn at(&mut self, at: Duration, what: What) {
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.next_seq,
+            what,
+        });
+    }
+
+    fn broadcast_end(&self) -> Duration {
+        self.cfg.start + self.cfg.interval * self.cfg.messages as u32
+    }
+
+    fn run(&mut self) {
+        let n = self.cfg.nodes as u32;
+        // Neighbours come up, then periodic work starts at random phases.
+        for i in 0..n {
+            for k in 0..self.adj[i as usize].len() {
+                let peer = self.adj[i as usize][k];
+                self.shards[i as usize].neighbor_up(Duration::ZERO, node_id(peer));
+            }
+            self.pump(i);
+            let m = self.cfg.protocol.maintenance_interval;
+            if !m.is_zero() {
+                let phase = self.rng.gen_range(0..m.as_millis() as u64);
+                self.at(Duration::from_millis(phase), What::Maintenance { node: i });
+            }
+            let phase = self.rng.gen_range(0..5000);
+            self.at(Duration::from_millis(phase), What::Cleanup { node: i });
+        }
+        for k in 0..self.cfg.messages {
+            let t = self.cfg.start + self.cfg.interval * k as u32;
+            self.at(t, What::Broadcast { k });
+        }
+        let span = self.broadcast_end() - self.cfg.start;
+        if self.cfg.fail > 0.0 {
+            let f = self.rng.gen_range(0.25..0.75);
+            self.at(self.cfg.start + span.mul_f64(f), What::Crash);
+        }
+        if self.cfg.partition_heal {
+            self.at(self.cfg.start + span.mul_f64(0.3), What::Split);
+            self.at(self.cfg.start + span.mul_f64(0.6), What::Heal);
+        }
+        let end = self.broadcast_end() + self.cfg.drain;
+        while let Some(ev) = self.queue.pop() {
+            if ev.at > end {
+                break;
+            }
+            self.now = ev.at;
+            self.events += 1;
+            self.dispatch(ev.what);
+        }
+        self.now = end;
+    }
+
+    fn dispatch(&mut self, what: What) {
+        let now = self.now;
+        match what {
+            What::Datagram { to, from, bytes } => {
+                if !self.alive[to as usize] {
+                    return;
+                }
+                let Ok(dg) = wire::decode(&bytes) else {
+                    panic!("simulator produced an undecodable datagram");
+                };
+                debug_assert_eq!(index_of(dg.header.sender), from);
+                for frame in dg.frames {
+                    self.shards[to as usize].handle_frame(now, dg.header.sender, frame);
+                }
+                self.pump(to);
+            }
+            What::Timer { node, timer } => {
+                if self.alive[node as usize] {
+                    self.shards[node as usize].handle_timer(now, timer);
+                    self.pump(node);
+                }
+            }
+            What::Broadcast { k } => self.broadcast(k),
+            What::Crash => self.crash(),
+            What::NeighborDown { node, peer } => {
+                if self.alive[node as usize] {
+                    self.shards[node as usize].neighbor_down(now, node_id(peer));
+                    self.pump(node);
+                }
+            }
+            What::Maintenance { node } => {
+                if !self.alive[node as usize] {
+                    return;
+                }
+                self.shards[node as usize].maintenance(now);
+                self.pump(node);
+                let p = &self.cfg.protocol;
+                let jitter = p.maintenance_jitter.as_millis() as u64;
+                let extra = if jitter == 0 {
+                    0
+                } else {
+                    self.rng.gen_range(0..=jitter)
+                };
+                let next = now + p.maintenance_interval + Duration::from_millis(extra);
+                self.at(next, What::Maintenance { node });
+            }
+            What::Cleanup { node } => {
+                if !self.alive[node as usize] {
+                    return;
+                }
+                let progress = self.shards[node as usize].cleanup(now, 1024);
+                let next = if progress.done {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_millis(10)
+                };
+                self.at(now + next, What::Cleanup { node });
+            }
+            What::Split => self.split = true,
+            What::Heal => self.split = false,
+        }
+    }
+
+    fn broadcast(&mut self, k: usize) {
+        let n = self.cfg.nodes as u32;
+        let origin = loop {
+            let o = self.rng.gen_range(0..n);
+            if self.alive[o as usize] {
+                break o;
+            }
+        };
+        let seq = self.next_msg_seq[origin as usize];
+        self.next_msg_seq[origin as usize] += 1;
+        let id = MessageId {
+            origin: node_id(origin),
+            seq,
+        };
+        self.ids.insert(id, k as u32);
+        let part = id.partition(self.cfg.protocol.partitions) as usize;
+        let nth_in_partition = self.per_partition[part];
+        self.per_partition[part] += 1;
+        self.tracks.push(Track {
+            origin,
+            nth_in_partition,
+            sent_at: self.now,
+            during_partition: self.split,
+            payload_sends: 0,
+            max_hop: 0,
+            last_delivery: self.now,
+        });
+        self.delivered[origin as usize * self.cfg.messages + k] = true;
+        let mut payload = vec![0u8; self.cfg.payload];
+        for (j, b) in (k as u64)
+            .to_le_bytes()
+            .iter()
+            .enumerate()
+            .take(payload.len())
+        {
+            payload[j] = *b;
+        }
+        self.shards[origin as usize]
+            .broadcast(self.now, id, Bytes::from(payload))
+            .expect("simulated broadcast is valid");
+        self.pump(origin);
+    }
+
+    fn crash(&mut self) {
+        let n = self.cfg.nodes;
+        let count = ((n as f64) * self.cfg.fail).round() as usize;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(&mut self.rng);
+        for &dead in &order[..count.min(n.saturating_sub(1))] {
+            self.alive[dead as usize] = false;
+            for k in 0..self.adj[dead as usize].len() {
+                let peer = self.adj[dead as usize][k];
+                let d = self.cfg.detect_delay;
+                let extra = self.rng.gen_range(0..=d.as_millis() as u64);
+                let at = self.now + d + Duration::from_millis(extra);
+                self.at(
+                    at,
+                    What::NeighborDown {
+                        node: peer,
+                        peer: dead,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drains a node's events: records deliveries, schedules timers, coalesces sends
+    /// per destination into datagrams and puts them on the links.
+    fn pump(&mut self, node: u32) {
+        let mut sends: Vec<(u32, Vec<Frame>)> = Vec::new();
+        while let Some(ev) = self.shards[node as usize].poll_event() {
+            match ev {
+                Event::Send { to, frame } => {
+                    if let Frame::Gossip { id, .. } = &frame {
+                        if let Some(&k) = self.ids.get(id) {
+                            self.tracks[k as usize].payload_sends += 1;
+                        }
+                    }
+                    let to = index_of(to);
+                    match sends.iter_mut().find(|(d, _)| *d == to) {
+                        Some((_, frames)) => frames.push(frame),
+                        None => sends.push((to, vec![frame])),
+                    }
+                }
+                Event::Deliver { id, round, .. } => self.record_delivery(node, id, round),
+                Event::SetTimer { at, timer } => self.at(at, What::Timer { node, timer }),
+                Event::GraftFailed { .. } => {}
+            }
+        }
+        let header = Header {
+            sender: node_id(node),
+            incarnation: 1,
+            flags: 0,
+        };
+        for (to, frames) in sends {
+            let mut c = Coalescer::new(header, self.cfg.mtu);
+            let mut out = std::mem::take(&mut self.out);
+            for f in frames {
+                c.push(f, &mut out).expect("simulated frames fit the MTU");
+            }
+            c.flush(&mut out);
+            for bytes in out.drain(..) {
+                self.transmit(node, to, bytes);
+            }
+            self.out = out;
+        }
+    }
+
+    fn transmit(&mut self, from: u32, to: u32, bytes: Bytes) {
+        self.datagrams_sent += 1;
+        if self.split && self.side[from as usize] != self.side[to as usize] {
+            self.datagrams_lost += 1;
+            return;
+        }
+        let delays = self.cfg.link.delays(from, to, &mut self.rng);
+        if delays.is_empty() {
+            self.datagrams_lost += 1;
+        }
+        for d in delays {
+            let at = self.now + d;
+            self.at(
+                at,
+                What::Datagram {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn record_delivery(&mut self, node: u32, id: MessageId, round: u16) {
+        let Some(&k) = self.ids.get(&id) else {
+            return;
+        };
+        let slot = &mut self.delivered[node as usize * self.cfg.messages + k as usize];
+        if *slot {
+            self.duplicates += 1;
+            return;
+        }
+        *slot = true;
+        let t = &mut self.tracks[k as usize];
+        t.max_hop = t.max_hop.max(round);
+        t.last_delivery = self.now;
+    }
+
+    fn debug_eager(&self) {
+        let n = self.cfg.nodes;
+        let mut directed = 0;
+        let mut asym = 0;
+        for i in 0..n {
+            if !self.alive[i] {
+                continue;
+            }
+            for p in self.shards[i].eager_peers(0) {
+                directed += 1;
+                let j = index_of(p) as usize;
+                if !self.shards[j].eager_peers(0).contains(&node_id(i as u32)) {
+                    asym += 1;
+                }
+            }
+        }
+        eprintln!("eager directed edges {directed} asym {asym} nodes {n}");
+        for (k, t) in self.tracks.iter().enumerate() {
+            if !self.alive[t.origin as usize] { continue; }
+            for i in 0..n {
+                if self.alive[i] && !self.delivered[i * self.cfg.messages + k] {
+                    let live_nb: Vec<u32> = self.adj[i].iter().copied().filter(|&j| self.alive[j as usize]).collect();
+                    let have: Vec<bool> = live_nb.iter().map(|&j| self.delivered[j as usize * self.cfg.messages + k]).collect();
+                    eprintln!("node {i} missing msg {k} (origin {} sent {:?}); live nbrs {live_nb:?} have {have:?}; shard nbrs {:?}", t.origin, t.sent_at, self.shards[i].neighbors());
+                }
+            }
+        }
+    }
+
+    fn report(&self) -> SimReport {
+        if std::env::var("SIM_DEBUG").is_ok() {
+            self.debug_eager();
+        }
+        let n = self.cfg.nodes;
+        let m = self.tracks.len();
+        let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
+        let delivered_live = |k: usize| {
+            live.iter()
+                .filter(|&&i| self.delivered[i * self.cfg.messages + k])
+                .count()
+        };
+        let warmup = self
+            .tracks
+            .iter()
+            .filter(|t| t.nth_in_partition < self.cfg.warmup_per_partition)
+            .count();
+        let (mut counted, mut incomplete, mut got, mut want) = (0, 0, 0usize, 0usize);
+        let (mut dead_msgs, mut dead_got) = (0, 0usize);
+        let (mut part_msgs, mut part_got) = (0, 0usize);
+        let (mut rmr_sum, mut rmr_n, mut ldh_sum, mut ldh_max, mut last_ms) =
+            (0.0, 0usize, 0.0, 0u16, 0.0);
+        let mut measured = 0usize;
+        for (k, t) in self.tracks.iter().enumerate() {
+            let d = delivered_live(k);
+            if !self.alive[t.origin as usize] {
+                dead_msgs += 1;
+                dead_got += d;
+                continue;
+            }
+            if t.during_partition {
+                part_msgs += 1;
+                part_got += d;
+                continue;
+            }
+            counted += 1;
+            got += d;
+            want += live.len();
+            if d < live.len() {
+                incomplete += 1;
+            }
+            if t.nth_in_partition >= self.cfg.warmup_per_partition {
+                let receivers = (0..n)
+                    .filter(|&i| self.delivered[i * self.cfg.messages + k])
+                    .count();
+                if receivers > 1 {
+                    rmr_sum += t.payload_sends as f64 / (receivers - 1) as f64 - 1.0;
+                    rmr_n += 1;
+                }
+                measured += 1;
+                ldh_sum += t.max_hop as f64;
+                ldh_max = ldh_max.max(t.max_hop);
+                last_ms += (t.last_delivery - t.sent_at).as_secs_f64() * 1000.0;
+            }
+        }
+        let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        let stats = self
+            .shards
+            .iter()
+            .map(Shard::stats)
+            .fold((0, 0, 0, 0, 0, 0), |acc, s| {
+                (
+                    acc.0 + s.gossip_sent,
+                    acc.1 + s.ihave_sent,
+                    acc.2 + s.graft_sent,
+                    acc.3 + s.prune_sent,
+                    acc.4 + s.graft_failed,
+                    acc.5 + s.optimizations,
+                )
+            });
+        let avg = |sum: f64| if rmr_n == 0 { 0.0 } else { sum / rmr_n as f64 };
+        let measured = measured.max(1);
+        SimReport {
+            mode: match self.cfg.protocol.mode {
+                Mode::Plumtree => "plumtree".into(),
+                Mode::Flood => "flood".into(),
+            },
+            nodes: n,
+            messages: m,
+            seed: self.cfg.seed,
+            loss: self.cfg.link.loss,
+            fail: self.cfg.fail,
+            partitions: self.cfg.protocol.partitions,
+            live_nodes: live.len(),
+            crashed_nodes: n - live.len(),
+            reliability: ratio(got, want),
+            messages_counted: counted,
+            messages_incomplete: incomplete,
+            dead_origin_messages: dead_msgs,
+            dead_origin_reliability: ratio(dead_got, dead_msgs * live.len()),
+            partition_messages: part_msgs,
+            partition_reliability: ratio(part_got, part_msgs * live.len()),
+            duplicate_deliveries: self.duplicates,
+            rmr: avg(rmr_sum),
+            rmr_messages: rmr_n,
+            warmup_messages: warmup,
+            ldh: ldh_sum / measured as f64,
+            ldh_max,
+            last_delivery_ms: last_ms / measured as f64,
+            gossip_sent: stats.0,
+            ihave_sent: stats.1,
+            graft_sent: stats.2,
+            prune_sent: stats.3,
+            graft_failed: stats.4,
+            optimizations: stats.5,
+            datagrams_sent: self.datagrams_sent,
+            datagrams_lost: self.datagrams_lost,
+            virtual_seconds: self.now.as_secs_f64(),
+            events: self.events,
+            wall_seconds: None,
+            baseline: None,
+        }
+    }
+}

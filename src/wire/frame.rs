@@ -1,0 +1,60 @@
+//! The frames a datagram carries.
+
+use bytes::Bytes;
+
+use crate::ids::{MessageId, NodeId};
+
+/// Frame tags on the wire. 0x01..=0x0f are Plumtree frames; 0x10..=0x1f are reserved
+/// for membership frames and 0x20..=0x2f for anti-entropy, so later protocol layers
+/// share one datagram format.
+pub mod tag {
+    pub const GOSSIP: u8 = 0x01;
+    pub const IHAVE: u8 = 0x02;
+    pub const GRAFT: u8 = 0x03;
+    pub const PRUNE: u8 = 0x04;
+    /// First tag reserved for membership frames.
+    pub const MEMBERSHIP_FIRST: u8 = 0x10;
+    /// Last tag reserved for membership frames.
+    pub const MEMBERSHIP_LAST: u8 = 0x1f;
+}
+
+/// One announced message in an IHave batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IHaveEntry {
+    pub id: MessageId,
+    /// Hop count the announcer would forward the message with.
+    pub round: u16,
+}
+
+/// A protocol frame. Several frames for the same peer share one datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Eager push of a message payload.
+    Gossip {
+        id: MessageId,
+        /// Hop count: 0 when sent by the origin, +1 per forward.
+        round: u16,
+        payload: Bytes,
+    },
+    /// Lazy push: ids of messages the sender has, batched.
+    IHave { entries: Vec<IHaveEntry> },
+    /// "Make me eager for this message's partition"; with `request` also "send me the
+    /// payload". Without `request` it is the hop-count optimisation's re-link.
+    Graft {
+        id: MessageId,
+        round: u16,
+        request: bool,
+    },
+    /// "Stop eager-pushing to me in this partition".
+    Prune { partition: u16 },
+}
+
+/// Datagram header: who sent it and in which life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub sender: NodeId,
+    /// Bumped on every restart so peers can tell a rebooted node from a stale one.
+    pub incarnation: u32,
+    /// Reserved flag bits (authenticated, compressed, ...); 0 today.
+    pub flags: u8,
+}

@@ -1,0 +1,53 @@
+//! Versioned binary codec for plumcore datagrams.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! datagram := header frame+
+//! header   := magic "PC" (2) | version u8 | flags u8 | sender u64 | incarnation u32   (16 bytes)
+//! frame    := tag u8 | len u16 | body[len]
+//! Gossip   (0x01) body := origin u64 | seq u64 | round u16 | payload[len-18]
+//! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
+//! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
+//! Prune    (0x04) body := partition u16
+//! ```
+//!
+//! Every frame is length-prefixed, so a decoder skips tags it does not know (counted)
+//! instead of failing the datagram: membership (0x10..=0x1f) and anti-entropy
+//! (0x20..=0x2f) frames can be added without a version bump.
+
+mod builder;
+mod codec;
+mod error;
+mod frame;
+
+pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
+pub use codec::{
+    decode, decode_header, encode_frame, encode_header, encoded_len, Datagram, FrameIter,
+};
+pub use error::DecodeError;
+pub use frame::{tag, Frame, Header, IHaveEntry};
+
+/// Datagram magic, "PC".
+pub const MAGIC: [u8; 2] = *b"PC";
+/// Wire format version this build speaks.
+pub const VERSION: u8 = 1;
+/// Bytes of the datagram header.
+pub const HEADER_LEN: usize = 16;
+/// Bytes of a frame's tag and length prefix.
+pub const FRAME_PREFIX_LEN: usize = 3;
+/// Bytes of a Gossip body before the payload.
+pub const GOSSIP_FIXED_LEN: usize = 18;
+/// Bytes of one IHave entry.
+pub const IHAVE_ENTRY_LEN: usize = 18;
+/// Bytes of a Graft body.
+pub const GRAFT_LEN: usize = 19;
+/// Bytes of a Prune body.
+pub const PRUNE_LEN: usize = 2;
+/// Default datagram size limit (path MTU minus IP/UDP headers, with margin).
+pub const DEFAULT_MTU: usize = 1400;
+/// Smallest MTU a builder accepts: a header plus one Graft.
+pub const MIN_MTU: usize = HEADER_LEN + FRAME_PREFIX_LEN + GRAFT_LEN + 32;
+/// Largest payload a Gossip frame can carry in a datagram of [`DEFAULT_MTU`].
+pub const MAX_GOSSIP_PAYLOAD: usize =
+    DEFAULT_MTU - HEADER_LEN - FRAME_PREFIX_LEN - GOSSIP_FIXED_LEN;

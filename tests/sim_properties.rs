@@ -1,0 +1,91 @@
+//! Whole-protocol properties checked in the deterministic simulator.
+
+use std::time::Duration;
+
+use plumcore::protocol::Mode;
+use plumcore::sim::{run, SimConfig};
+
+fn small(seed: u64) -> SimConfig {
+    let mut c = SimConfig {
+        nodes: 60,
+        messages: 30,
+        seed,
+        degree: 6,
+        interval: Duration::from_millis(40),
+        drain: Duration::from_secs(30),
+        ..SimConfig::default()
+    };
+    c.protocol.partitions = 4;
+    c
+}
+
+#[test]
+fn same_seed_same_report() {
+    let mut c = small(42);
+    c.link.loss = 0.05;
+    c.fail = 0.2;
+    c.link.duplicate = 0.02;
+    let mut a = run(&c);
+    let mut b = run(&c);
+    a.wall_seconds = None;
+    b.wall_seconds = None;
+    assert_eq!(a, b);
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+    c.seed = 43;
+    let mut d = run(&c);
+    d.wall_seconds = None;
+    assert_ne!(a, d, "a different seed gives a different run");
+}
+
+#[test]
+fn hundred_lossy_crashing_seeds_all_deliver_exactly_once() {
+    for seed in 0..100 {
+        let mut c = small(seed);
+        c.link.loss = 0.05;
+        c.link.duplicate = 0.01;
+        c.fail = 0.2;
+        let r = run(&c);
+        assert_eq!(r.duplicate_deliveries, 0, "seed {seed}");
+        assert_eq!(
+            r.reliability, 1.0,
+            "seed {seed}: {} of {} messages incomplete",
+            r.messages_incomplete, r.messages_counted
+        );
+        assert!(
+            r.crashed_nodes > 0 && r.datagrams_lost > 0,
+            "seed {seed}: faults happened"
+        );
+    }
+}
+
+#[test]
+fn trees_form_and_beat_flooding() {
+    let mut c = small(7);
+    c.nodes = 200;
+    c.messages = 80;
+    let tree = run(&c);
+    c.protocol.mode = Mode::Flood;
+    let flood = run(&c);
+    assert_eq!(tree.reliability, 1.0);
+    assert_eq!(flood.reliability, 1.0);
+    assert!(tree.rmr < 0.1, "plumtree rmr {}", tree.rmr);
+    assert!(flood.rmr > 3.0, "flood rmr {}", flood.rmr);
+    assert!(tree.gossip_sent * 3 < flood.gossip_sent);
+}
+
+#[test]
+fn partition_then_heal_keeps_delivering_after_heal() {
+    let mut c = small(5);
+    c.partition_heal = true;
+    let r = run(&c);
+    assert!(r.partition_messages > 0);
+    assert_eq!(r.reliability, 1.0, "messages outside the split all arrive");
+    assert_eq!(r.duplicate_deliveries, 0);
+    assert!(
+        r.partition_reliability < 1.0,
+        "no anti-entropy yet: the split loses some"
+    );
+}
