@@ -17,6 +17,8 @@ pub struct CachedMessage {
     pub round: u16,
     /// Who delivered it to us (ourselves for our own broadcasts).
     pub from: NodeId,
+    /// When it was delivered (or broadcast) here.
+    pub at: Duration,
 }
 
 /// Counters the cache owns.
@@ -146,6 +148,7 @@ mod tests {
             payload: Bytes::from(vec![0u8; len]),
             round: 1,
             from: NodeId(2),
+            at: Duration::ZERO,
         }
     }
 

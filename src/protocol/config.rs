@@ -74,6 +74,21 @@ pub struct ProtocolConfig {
     pub max_ihave_queue: usize,
     /// Announcers remembered per missing message.
     pub max_announcers: usize,
+    /// Period of the anti-entropy round: one random neighbour gets an IHave of the
+    /// messages this shard delivered recently, so a message whose Gossip and IHaves
+    /// were all lost on UDP is still recovered. 0 disables it.
+    #[serde(with = "millis")]
+    pub anti_entropy_interval: Duration,
+    /// Messages younger than this are left to normal dissemination.
+    #[serde(with = "millis")]
+    pub anti_entropy_delay: Duration,
+    /// Messages older than this are no longer announced.
+    #[serde(with = "millis")]
+    pub anti_entropy_window: Duration,
+    /// Most ids announced per round.
+    pub anti_entropy_max_entries: usize,
+    /// Bound on the recently-delivered list the rounds draw from.
+    pub anti_entropy_max_recent: usize,
 }
 
 impl Default for ProtocolConfig {
@@ -102,6 +117,11 @@ impl Default for ProtocolConfig {
             max_pending_grafts: 1 << 16,
             max_ihave_queue: 1 << 16,
             max_announcers: 8,
+            anti_entropy_interval: Duration::from_secs(1),
+            anti_entropy_delay: Duration::from_millis(500),
+            anti_entropy_window: Duration::from_secs(10),
+            anti_entropy_max_entries: 64,
+            anti_entropy_max_recent: 1 << 14,
         }
     }
 }
@@ -156,6 +176,9 @@ impl ProtocolConfig {
         if self.max_neighbors == 0 || self.max_neighbors > 64 {
             return err("max_neighbors", "must be between 1 and 64");
         }
+        if self.anti_entropy_window < self.anti_entropy_delay {
+            return err("anti_entropy_window", "must be at least anti_entropy_delay");
+        }
         if self.max_seen_window < 64 {
             return err("max_seen_window", "must be at least 64");
         }
@@ -166,6 +189,8 @@ impl ProtocolConfig {
             ("max_pending_grafts", self.max_pending_grafts),
             ("max_ihave_queue", self.max_ihave_queue),
             ("max_announcers", self.max_announcers),
+            ("anti_entropy_max_entries", self.anti_entropy_max_entries),
+            ("anti_entropy_max_recent", self.anti_entropy_max_recent),
         ] {
             if v == 0 {
                 return err(key, "must be at least 1");

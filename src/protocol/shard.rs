@@ -94,6 +94,8 @@ pub struct Shard {
     ihave: Vec<Vec<IHaveEntry>>,
     ihave_total: usize,
     ihave_timer: Option<u64>,
+    /// Recently delivered or broadcast messages, oldest first, for anti-entropy.
+    recent: VecDeque<(Time, IHaveEntry)>,
     next_gen: u64,
     rng: ChaCha8Rng,
     events: VecDeque<Event>,
@@ -138,6 +140,7 @@ impl Shard {
             ihave: Vec::new(),
             ihave_total: 0,
             ihave_timer: None,
+            recent: VecDeque::new(),
             next_gen: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             events: VecDeque::new(),
@@ -208,6 +211,7 @@ impl Shard {
         s.seen_map_bytes = self.seen.heap_bytes() as u64;
         s.pending_grafts = self.pending.len() as u64;
         s.ihave_queue = self.ihave_total as u64;
+        s.anti_entropy_recent = self.recent.len() as u64;
         s.cache_entries = self.cache.len() as u64;
         s.cache_bytes = self.cache.bytes() as u64;
         s
@@ -321,8 +325,10 @@ impl Shard {
                 payload: payload.clone(),
                 round: 0,
                 from: self.me,
+                at: now,
             },
         );
+        self.remember(now, IHaveEntry { id, round: 0 });
         self.forward(now, p, id, 0, payload, None);
         Ok(())
     }
@@ -367,6 +373,7 @@ impl Shard {
                         payload: payload.clone(),
                         round: fwd_round,
                         from,
+                        at: now,
                     },
                 );
                 self.events.push_back(Event::Deliver {
@@ -374,6 +381,13 @@ impl Shard {
                     round: fwd_round,
                     payload: payload.clone(),
                 });
+                self.remember(
+                    now,
+                    IHaveEntry {
+                        id,
+                        round: fwd_round,
+                    },
+                );
                 if let (Some(i), Mode::Plumtree) = (from_idx, self.cfg.mode) {
                     // The paper: whoever delivered the message becomes (stays) eager.
                     self.parts[p as usize].eager |= bit(i);
@@ -491,7 +505,7 @@ impl Shard {
             return;
         }
         if self.seen.contains(e.id) {
-            self.maybe_optimize(from, p, e);
+            self.maybe_optimize(now, from, p, e);
             return;
         }
         if let Some(pg) = self.pending.get_mut(&e.id) {
@@ -524,7 +538,10 @@ impl Shard {
 
     /// The paper's optimisation: an announcer much closer to the origin than the peer
     /// that delivered the message replaces it in the eager set.
-    fn maybe_optimize(&mut self, from: NodeId, p: u16, e: IHaveEntry) {
+    /// Only announcements from the same dissemination wave count as evidence: an IHave
+    /// arriving later than `anti_entropy_delay` after delivery is an anti-entropy
+    /// repeat (or a straggler) and says nothing about a shorter path.
+    fn maybe_optimize(&mut self, now: Time, from: NodeId, p: u16, e: IHaveEntry) {
         let threshold = self.cfg.optimization_threshold;
         if threshold == 0 || self.cfg.mode == Mode::Flood {
             return;
@@ -533,7 +550,8 @@ impl Shard {
             return;
         };
         // cached.round = hops via the delivering peer; via `from` it would be e.round + 1.
-        if cached.from == from
+        if now.saturating_sub(cached.at) > self.cfg.anti_entropy_delay
+            || cached.from == from
             || cached.from == self.me
             || cached.round < e.round.saturating_add(1).saturating_add(threshold)
         {
@@ -697,6 +715,61 @@ impl Shard {
                 self.stats.peer_promotions += 1;
             }
         }
+    }
+
+    fn remember(&mut self, now: Time, entry: IHaveEntry) {
+        if self.cfg.anti_entropy_interval.is_zero() {
+            return;
+        }
+        if self.recent.len() >= self.cfg.anti_entropy_max_recent {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, entry));
+    }
+
+    /// One anti-entropy round: announce messages delivered between
+    /// `anti_entropy_window` and `anti_entropy_delay` ago (at most
+    /// `anti_entropy_max_entries`, from a random place in that span) to one random
+    /// neighbour. A neighbour that missed one grafts it like after any IHave. The
+    /// driver calls this every `anti_entropy_interval`.
+    pub fn anti_entropy(&mut self, now: Time) {
+        let window = self.cfg.anti_entropy_window;
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_sub(at) > window)
+        {
+            self.recent.pop_front();
+        }
+        if self.neighbors.is_empty() || self.cfg.anti_entropy_interval.is_zero() {
+            return;
+        }
+        let delay = self.cfg.anti_entropy_delay;
+        let eligible = self
+            .recent
+            .iter()
+            .take_while(|&&(at, _)| now.saturating_sub(at) >= delay)
+            .count();
+        if eligible == 0 {
+            return;
+        }
+        let max = self.cfg.anti_entropy_max_entries;
+        let start = if eligible > max {
+            self.rng.gen_range(0..=eligible - max)
+        } else {
+            0
+        };
+        let entries: Vec<IHaveEntry> = self
+            .recent
+            .range(start..eligible.min(start + max))
+            .map(|&(_, e)| e)
+            .collect();
+        let to = self
+            .neighbors
+            .get(self.rng.gen_range(0..self.neighbors.len()));
+        self.stats.anti_entropy_rounds += 1;
+        self.stats.anti_entropy_entries_sent += entries.len() as u64;
+        self.send(to, Frame::IHave { entries });
     }
 
     /// One bounded slice of TTL cleanup: expired seen-map origins and up to `budget`

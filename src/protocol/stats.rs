@@ -37,6 +37,10 @@ pub struct ShardStats {
     pub prune_received: u64,
     /// Hop-count optimisation re-links.
     pub optimizations: u64,
+    /// Anti-entropy rounds that sent an IHave.
+    pub anti_entropy_rounds: u64,
+    /// Ids announced by those rounds.
+    pub anti_entropy_entries_sent: u64,
     /// Lazy peers promoted to eager by maintenance.
     pub peer_promotions: u64,
     /// Frames for partitions this shard does not own.
@@ -59,6 +63,8 @@ pub struct ShardStats {
     pub seen_map_bytes: u64,
     pub pending_grafts: u64,
     pub ihave_queue: u64,
+    /// Entries in the recently-delivered list anti-entropy draws from.
+    pub anti_entropy_recent: u64,
     pub cache_entries: u64,
     pub cache_bytes: u64,
 }

@@ -800,3 +800,60 @@ fn invalid_config_names_the_key() {
     assert_eq!(e.key, "partitions");
     assert!(e.to_string().contains("partitions"));
 }
+
+#[test]
+fn anti_entropy_announces_recent_deliveries_to_one_neighbour() {
+    let mut s = shard_with(
+        ProtocolConfig {
+            anti_entropy_max_entries: 2,
+            ..cfg()
+        },
+        &[A, B],
+    );
+    for seq in 0..3 {
+        s.handle_frame(ms(0), A, gossip(mid(9, seq), 0));
+    }
+    drain(&mut s);
+    // Too young: left to normal dissemination.
+    s.anti_entropy(ms(100));
+    assert!(sends(&drain(&mut s)).is_empty());
+    s.anti_entropy(ms(600));
+    let sent = sends(&drain(&mut s));
+    assert_eq!(sent.len(), 1);
+    let Frame::IHave { entries } = &sent[0].1 else {
+        panic!("expected IHave, got {:?}", sent[0].1);
+    };
+    assert_eq!(entries.len(), 2, "capped at anti_entropy_max_entries");
+    assert!(entries.iter().all(|e| e.round == 1));
+    // Past the window: nothing left to announce.
+    s.anti_entropy(ms(10_600));
+    assert!(sends(&drain(&mut s)).is_empty());
+    assert_eq!(s.stats().anti_entropy_recent, 0);
+    assert_eq!(s.stats().anti_entropy_rounds, 1);
+}
+
+#[test]
+fn anti_entropy_ihave_recovers_a_message_whose_push_was_lost() {
+    // B never got the Gossip nor an IHave; A's anti-entropy round reaches it.
+    let mut a = Shard::new(A, 1, cfg(), 1).unwrap();
+    let mut b = Shard::new(B, 1, cfg(), 2).unwrap();
+    a.neighbor_up(ms(0), B);
+    b.neighbor_up(ms(0), A);
+    a.handle_frame(ms(0), C, gossip(mid(9, 0), 0));
+    drain(&mut a);
+    drain(&mut b);
+    a.anti_entropy(ms(1000));
+    let (_, ihave) = sends(&drain(&mut a)).pop().unwrap();
+    b.handle_frame(ms(1010), A, ihave);
+    let t = timers(&drain(&mut b));
+    b.handle_timer(t[0].0, t[0].1);
+    let (to, graft) = sends(&drain(&mut b)).pop().unwrap();
+    assert_eq!(to, A);
+    a.handle_frame(t[0].0, B, graft);
+    let (to, push) = sends(&drain(&mut a)).pop().unwrap();
+    assert_eq!(to, B);
+    b.handle_frame(t[0].0, A, push);
+    assert!(drain(&mut b)
+        .iter()
+        .any(|e| matches!(e, Event::Deliver { id, .. } if *id == mid(9, 0))));
+}

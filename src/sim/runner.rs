@@ -82,6 +82,7 @@ enum What {
     Crash,
     NeighborDown { node: u32, peer: u32 },
     Maintenance { node: u32 },
+    AntiEntropy { node: u32 },
     Cleanup { node: u32 },
     Split,
     Heal,
@@ -247,6 +248,11 @@ impl Sim {
             }
             let phase = self.rng.gen_range(0..5000);
             self.at(Duration::from_millis(phase), What::Cleanup { node: i });
+            let ae = self.cfg.protocol.anti_entropy_interval;
+            if !ae.is_zero() {
+                let phase = self.rng.gen_range(0..ae.as_millis() as u64);
+                self.at(Duration::from_millis(phase), What::AntiEntropy { node: i });
+            }
         }
         for k in 0..self.cfg.messages {
             let t = self.cfg.start + self.cfg.interval * k as u32;
@@ -318,6 +324,15 @@ impl Sim {
                 };
                 let next = now + p.maintenance_interval + Duration::from_millis(extra);
                 self.at(next, What::Maintenance { node });
+            }
+            What::AntiEntropy { node } => {
+                if !self.alive[node as usize] {
+                    return;
+                }
+                self.shards[node as usize].anti_entropy(now);
+                self.pump(node);
+                let next = now + self.cfg.protocol.anti_entropy_interval;
+                self.at(next, What::AntiEntropy { node });
             }
             What::Cleanup { node } => {
                 if !self.alive[node as usize] {
@@ -482,39 +497,7 @@ impl Sim {
         t.last_delivery = self.now;
     }
 
-    fn debug_eager(&self) {
-        let n = self.cfg.nodes;
-        let mut directed = 0;
-        let mut asym = 0;
-        for i in 0..n {
-            if !self.alive[i] {
-                continue;
-            }
-            for p in self.shards[i].eager_peers(0) {
-                directed += 1;
-                let j = index_of(p) as usize;
-                if !self.shards[j].eager_peers(0).contains(&node_id(i as u32)) {
-                    asym += 1;
-                }
-            }
-        }
-        eprintln!("eager directed edges {directed} asym {asym} nodes {n}");
-        for (k, t) in self.tracks.iter().enumerate() {
-            if !self.alive[t.origin as usize] { continue; }
-            for i in 0..n {
-                if self.alive[i] && !self.delivered[i * self.cfg.messages + k] {
-                    let live_nb: Vec<u32> = self.adj[i].iter().copied().filter(|&j| self.alive[j as usize]).collect();
-                    let have: Vec<bool> = live_nb.iter().map(|&j| self.delivered[j as usize * self.cfg.messages + k]).collect();
-                    eprintln!("node {i} missing msg {k} (origin {} sent {:?}); live nbrs {live_nb:?} have {have:?}; shard nbrs {:?}", t.origin, t.sent_at, self.shards[i].neighbors());
-                }
-            }
-        }
-    }
-
     fn report(&self) -> SimReport {
-        if std::env::var("SIM_DEBUG").is_ok() {
-            self.debug_eager();
-        }
         let n = self.cfg.nodes;
         let m = self.tracks.len();
         let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
