@@ -5,6 +5,8 @@
 //! frames travel in; `ids` are the identifiers all of them share.
 
 pub mod ids;
+pub mod node;
 pub mod protocol;
 pub mod sim;
+pub mod tasks;
 pub mod wire;

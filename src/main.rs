@@ -1,13 +1,23 @@
 //! The `plumcore` command line.
 
+mod launcher;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use core_pinning::{CoreMap, Topology};
+use plumcore::node::{self, config::NodeArgs};
 use plumcore::protocol::{Mode, ProtocolConfig};
 use plumcore::sim::{self, SimConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -22,8 +32,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: glommio shards with their own UDP sockets, a control core and the
+    /// admin plane.
+    Node(NodeArgs),
+    /// Start a local cluster of node processes on 127.0.0.1, publish under load and
+    /// report deliveries: the quickstart.
+    Cluster(launcher::ClusterArgs),
     /// Run the deterministic simulator: many protocol nodes over a virtual network.
     Sim(SimArgs),
+    /// Validate a core map file against this machine.
+    CheckCoreMap {
+        /// The core map (TOML: `control = 0`, `shards = [1, 2, 3]`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,9 +190,82 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_node(args: NodeArgs) -> Result<ExitCode> {
+    let cfg = match node::config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&cfg.log_level);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    match node::run(cfg, stop) {
+        Ok(report) => {
+            tracing::info!(
+                status = report.status,
+                initial_tasks = report.initial_tasks,
+                completed_tasks = report.completed_tasks,
+                remaining_tasks = report.remaining_tasks,
+                duration_seconds = report.duration_seconds,
+                "shutdown complete"
+            );
+            eprintln!("plumcore: shutdown {}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+fn check_core_map(file: PathBuf) -> ExitCode {
+    let topo = Topology::detect();
+    let result = CoreMap::from_path(&file).and_then(|m| m.validate(&topo));
+    match result {
+        Ok(v) => {
+            for w in &v.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "ok: control core {}, shard cores {:?} (machine: cores {})",
+                v.map.control,
+                v.map.shards,
+                topo.online_summary()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plumcore: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Node(a) => run_node(a),
+        Command::Cluster(a) => {
+            init_logging("warn");
+            launcher::run(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sim(a) => run_sim(a),
+        Command::CheckCoreMap { file } => Ok(check_core_map(file)),
     }
 }

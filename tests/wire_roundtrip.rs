@@ -49,6 +49,8 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             request
         }),
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
+        any::<u16>().prop_map(|shards| Frame::Ping { shards }),
+        Just(Frame::Leave),
     ]
 }
 
@@ -112,6 +114,8 @@ fn arb_small_frames() -> impl Strategy<Value = Vec<Frame>> {
             request
         }),
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
+        any::<u16>().prop_map(|shards| Frame::Ping { shards }),
+        Just(Frame::Leave),
     ];
     vec(small, 1..20)
 }
@@ -247,7 +251,8 @@ proptest! {
             .collect();
         let mut inserted = 0u32;
         for (t, body, at) in unknown {
-            let t = if (tag::GOSSIP..=tag::PRUNE).contains(&t) { t + 0x10 } else { t };
+            let known = (tag::GOSSIP..=tag::PRUNE).contains(&t) || t == tag::PING || t == tag::LEAVE;
+            let t = if known { t + 0x30 } else { t };
             let mut v = vec![t];
             v.extend_from_slice(&u16::try_from(body.len()).expect("small").to_le_bytes());
             v.extend_from_slice(&body);

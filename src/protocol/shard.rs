@@ -346,6 +346,8 @@ impl Shard {
             }
             Frame::Graft { id, round, request } => self.on_graft(from, id, round, request),
             Frame::Prune { partition } => self.on_prune(from, partition),
+            // Membership frames belong to the control core, not to a shard.
+            Frame::Ping { .. } | Frame::Leave => self.stats.misrouted += 1,
         }
     }
 
@@ -622,6 +624,15 @@ impl Shard {
         }
     }
 
+    /// Sends every queued IHave now (before shutdown, so lazy peers still learn of the
+    /// last messages).
+    pub fn flush_ihave_queues(&mut self) {
+        for i in 0..self.ihave.len() {
+            self.flush_ihave(i);
+        }
+        self.ihave_timer = None;
+    }
+
     // ---- timers -------------------------------------------------------------------
 
     /// A timer the shard asked for has come due.
@@ -631,10 +642,7 @@ impl Shard {
                 if self.ihave_timer != Some(gen) {
                     return;
                 }
-                self.ihave_timer = None;
-                for i in 0..self.ihave.len() {
-                    self.flush_ihave(i);
-                }
+                self.flush_ihave_queues();
             }
             Timer::Graft { id, gen } => self.on_graft_timer(now, id, gen),
         }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::error::DecodeError;
 use super::frame::{tag, Frame, Header, IHaveEntry};
 use super::{
-    FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, PRUNE_LEN,
-    VERSION,
+    FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, PING_LEN,
+    PRUNE_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
 
@@ -174,6 +174,20 @@ impl<'a> FrameIter<'a> {
                         partition: u16::from_le_bytes([p0, p1]),
                     }
                 }
+                tag::PING => {
+                    let Ok(&[s0, s1]) = <&[u8; PING_LEN]>::try_from(body) else {
+                        return Some(Err(bad_length));
+                    };
+                    Frame::Ping {
+                        shards: u16::from_le_bytes([s0, s1]),
+                    }
+                }
+                tag::LEAVE => {
+                    if len != 0 {
+                        return Some(Err(bad_length));
+                    }
+                    Frame::Leave
+                }
                 _ => {
                     self.skipped = self.skipped.saturating_add(1);
                     continue;
@@ -238,6 +252,8 @@ fn body_len(frame: &Frame) -> usize {
         Frame::IHave { entries } => IHAVE_ENTRY_LEN * entries.len(),
         Frame::Graft { .. } => GRAFT_LEN,
         Frame::Prune { .. } => PRUNE_LEN,
+        Frame::Ping { .. } => PING_LEN,
+        Frame::Leave => 0,
     }
 }
 
@@ -288,6 +304,11 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
             write_prefix(tag::PRUNE, len16, out);
             out.extend_from_slice(&partition.to_le_bytes());
         }
+        Frame::Ping { shards } => {
+            write_prefix(tag::PING, len16, out);
+            out.extend_from_slice(&shards.to_le_bytes());
+        }
+        Frame::Leave => write_prefix(tag::LEAVE, len16, out),
     }
 }
 
@@ -356,6 +377,8 @@ mod tests {
                 request: false,
             },
             Frame::Prune { partition: 63 },
+            Frame::Ping { shards: 3 },
+            Frame::Leave,
             Frame::Gossip {
                 id: id(0, 0),
                 round: 0,
@@ -447,7 +470,7 @@ mod tests {
     #[test]
     fn unknown_tags_are_skipped_and_counted() {
         let mut raw = datagram(&[Frame::Prune { partition: 1 }]);
-        write_prefix(tag::MEMBERSHIP_FIRST, 4, &mut raw);
+        write_prefix(tag::MEMBERSHIP_LAST, 4, &mut raw);
         raw.extend_from_slice(&[9, 9, 9, 9]);
         write_prefix(0xff, 0, &mut raw);
         encode_frame(&Frame::Prune { partition: 2 }, &mut raw);

@@ -12,6 +12,10 @@ pub mod tag {
     pub const IHAVE: u8 = 0x02;
     pub const GRAFT: u8 = 0x03;
     pub const PRUNE: u8 = 0x04;
+    /// Membership: liveness and layout announcement (join and heartbeat).
+    pub const PING: u8 = 0x10;
+    /// Membership: the sender leaves the cluster.
+    pub const LEAVE: u8 = 0x11;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.
@@ -47,6 +51,11 @@ pub enum Frame {
     },
     /// "Stop eager-pushing to me in this partition".
     Prune { partition: u16 },
+    /// Membership (control socket): "I am alive; my shards listen on my control port
+    /// + 1 + k for k < `shards`". The first one from an unknown node is a join.
+    Ping { shards: u16 },
+    /// Membership: the sender is leaving; drop it now rather than after a timeout.
+    Leave,
 }
 
 /// Datagram header: who sent it and in which life.

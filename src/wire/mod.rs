@@ -10,6 +10,8 @@
 //! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
+//! Ping     (0x10) body := shards u16          (membership, control socket)
+//! Leave    (0x11) body := (empty)             (membership, control socket)
 //! ```
 //!
 //! Every frame is length-prefixed, so a decoder skips tags it does not know (counted)
@@ -44,6 +46,8 @@ pub const IHAVE_ENTRY_LEN: usize = 18;
 pub const GRAFT_LEN: usize = 19;
 /// Bytes of a Prune body.
 pub const PRUNE_LEN: usize = 2;
+/// Bytes of a Ping body.
+pub const PING_LEN: usize = 2;
 /// Default datagram size limit (path MTU minus IP/UDP headers, with margin).
 pub const DEFAULT_MTU: usize = 1400;
 /// Smallest MTU a builder accepts: a header plus one Graft.

@@ -1,0 +1,427 @@
+//! The HTTP admin plane: `/metrics`, `/status`, `/peers` and `POST /broadcast`, served
+//! by `tiny_http` on a std thread of its own so that it never runs on (or blocks) a
+//! shard core. It only reads snapshots and submits broadcasts through
+//! [`AdminBackend`], so the node's internals stay behind that trait.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
+use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, NodeSnapshot};
+
+/// Most body bytes `POST /broadcast` reads; one more than any payload a datagram can
+/// carry, so that an oversized body still reaches the backend and is refused there
+/// with the node's own `max_payload`.
+pub const MAX_BROADCAST_BODY: usize = 64 * 1024 + 1;
+
+/// How often the server thread looks at its stop flag when idle.
+const POLL: Duration = Duration::from_millis(200);
+
+/// A running admin plane; [`AdminServer::stop`] (or dropping it) shuts it down.
+pub struct AdminServer {
+    addr: SocketAddr,
+    server: Arc<Server>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminServer {
+    /// Binds `addr` (port 0 picks a free port, see [`AdminServer::local_addr`]) and
+    /// starts serving on a new thread. Fails if the address cannot be bound, so the
+    /// node can refuse to start.
+    pub fn start(addr: SocketAddr, backend: Arc<dyn AdminBackend>) -> io::Result<AdminServer> {
+        let server = Server::http(addr).map_err(|e| match e.downcast::<io::Error>() {
+            Ok(io) => *io,
+            Err(other) => io::Error::other(other),
+        })?;
+        let local = server.server_addr().to_ip().unwrap_or(addr);
+        let server = Arc::new(server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let server = Arc::clone(&server);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("admin-http".into())
+                .spawn(move || serve(&server, &stop, backend.as_ref()))?
+        };
+        tracing::info!(addr = %local, "admin plane listening");
+        Ok(AdminServer {
+            addr: local,
+            server,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests, wakes the server thread and joins it.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.server.unblock();
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("admin server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend) {
+    while !stop.load(Ordering::SeqCst) {
+        match server.recv_timeout(POLL) {
+            Ok(Some(request)) => {
+                // A panicking backend must not take the admin plane down; the dropped
+                // request is answered 500 by tiny_http.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(request, backend)
+                }));
+                if handled.is_err() {
+                    tracing::error!("admin request handler panicked");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                tracing::warn!(error = %e, "admin server: receive failed");
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+/// A response ready to send: status, content type, body and extra headers.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+impl Reply {
+    fn json(status: u16, v: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, &json!({ "error": message }))
+    }
+
+    fn with_header(mut self, name: &'static str, value: &'static str) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+fn handle(mut request: Request, backend: &dyn AdminBackend) {
+    let path = request
+        .url()
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let method = request.method().clone();
+    let reply = route(&method, &path, &mut request, backend);
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    for (name, value) in std::iter::once(("Content-Type", reply.content_type)).chain(reply.headers)
+    {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    }
+    if let Err(e) = request.respond(response) {
+        tracing::debug!(error = %e, "admin: client went away before the response");
+    }
+}
+
+fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let allowed = match path {
+        "/metrics" | "/status" | "/peers" => Method::Get,
+        "/broadcast" => Method::Post,
+        _ => return Reply::error(404, "not found"),
+    };
+    if *method != allowed {
+        let allow = if allowed == Method::Get {
+            "GET"
+        } else {
+            "POST"
+        };
+        return Reply::error(405, "method not allowed").with_header("Allow", allow);
+    }
+    match path {
+        "/metrics" => Reply {
+            status: 200,
+            content_type: METRICS_CONTENT_TYPE,
+            body: encode_metrics(&backend.snapshot()).into_bytes(),
+            headers: Vec::new(),
+        },
+        "/status" => Reply::json(200, &status_json(&backend.snapshot())),
+        "/peers" => Reply::json(
+            200,
+            &serde_json::to_value(&backend.snapshot().peers).unwrap_or(Value::Null),
+        ),
+        _ => broadcast(request, backend),
+    }
+}
+
+fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let mut body = Vec::new();
+    if let Err(e) = request
+        .as_reader()
+        .take(MAX_BROADCAST_BODY as u64)
+        .read_to_end(&mut body)
+    {
+        return Reply::error(400, &format!("could not read body: {e}"));
+    }
+    match backend.broadcast(body) {
+        Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
+        Err(e @ BroadcastRefused::TooLarge { .. }) => Reply::error(413, &e.to_string()),
+        Err(e @ BroadcastRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
+        Err(e @ BroadcastRefused::Backpressure) => {
+            Reply::error(503, &e.to_string()).with_header("Retry-After", "1")
+        }
+    }
+}
+
+/// The `/status` document: the snapshot as serialized, except that `peers` becomes
+/// `{"eager": <sum of eager_partitions>, "lazy": <sum of lazy_partitions>, "list": [...]}`.
+pub fn status_json(s: &NodeSnapshot) -> Value {
+    let eager: u64 = s.peers.iter().map(|p| u64::from(p.eager_partitions)).sum();
+    let lazy: u64 = s.peers.iter().map(|p| u64::from(p.lazy_partitions)).sum();
+    let list = serde_json::to_value(&s.peers).unwrap_or(Value::Null);
+    let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "peers".into(),
+            json!({ "eager": eager, "lazy": lazy, "list": list }),
+        );
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::ids::{MessageId, NodeId};
+    use crate::node::snapshot::{IoStats, LoopInfo, PeerInfo};
+
+    struct Fake {
+        refuse: Mutex<Option<BroadcastRefused>>,
+        got: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl AdminBackend for Fake {
+        fn snapshot(&self) -> NodeSnapshot {
+            let peer = |id: &str, e, l| PeerInfo {
+                node_id: id.into(),
+                addr: "127.0.0.1:7100".parse().unwrap(),
+                shards: 2,
+                state: "active".into(),
+                last_heard_ms_ago: 10,
+                eager_partitions: e,
+                lazy_partitions: l,
+            };
+            NodeSnapshot {
+                node_id: "00000000000000ff".into(),
+                addr: "127.0.0.1:7000".parse().unwrap(),
+                uptime_ms: 5000,
+                shutting_down: false,
+                shards: vec![],
+                peers: vec![
+                    peer("0000000000000001", 3, 5),
+                    peer("0000000000000002", 1, 7),
+                ],
+                loops: vec![LoopInfo {
+                    name: "maintenance".into(),
+                    running: true,
+                    paused: false,
+                    run_count: 9,
+                    error_count: 0,
+                    consecutive_errors: 0,
+                    average_duration_ms: 0.1,
+                    last_run_time: Some(4000),
+                    last_error: None,
+                }],
+                control_io: IoStats::default(),
+                broadcasts_accepted: 1,
+                broadcasts_refused: 2,
+            }
+        }
+
+        fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+            if payload.len() > 1200 {
+                return Err(BroadcastRefused::TooLarge {
+                    len: payload.len(),
+                    max: 1200,
+                });
+            }
+            if let Some(e) = self.refuse.lock().unwrap().clone() {
+                return Err(e);
+            }
+            self.got.lock().unwrap().push(payload);
+            Ok(MessageId {
+                origin: NodeId(0xff),
+                seq: 7,
+            })
+        }
+    }
+
+    /// One request over a fresh connection; returns (status, headers, body).
+    fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        // The server may close before reading an oversized body; keep what arrived.
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header end");
+        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head, raw[split + 4..].to_vec())
+    }
+
+    fn start() -> (AdminServer, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            refuse: Mutex::new(None),
+            got: Mutex::new(Vec::new()),
+        });
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), fake.clone()).unwrap();
+        assert_ne!(server.local_addr().port(), 0);
+        (server, fake)
+    }
+
+    #[test]
+    fn routes() {
+        let (server, fake) = start();
+        let addr = server.local_addr();
+
+        let (status, head, body) = request(addr, "GET", "/metrics", b"");
+        assert_eq!(status, 200);
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"));
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.contains("plumtree_broadcasts_refused_total 2\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+
+        let (status, head, body) = request(addr, "GET", "/status?pretty", b"");
+        assert_eq!(status, 200);
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["node_id"], "00000000000000ff");
+        assert_eq!(v["addr"], "127.0.0.1:7000");
+        assert_eq!(v["peers"]["eager"], 4);
+        assert_eq!(v["peers"]["lazy"], 12);
+        assert_eq!(v["peers"]["list"].as_array().unwrap().len(), 2);
+        assert_eq!(v["loops"][0]["name"], "maintenance");
+        assert!(v["shards"].is_array());
+
+        let (status, _, body) = request(addr, "GET", "/peers", b"");
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v[1]["node_id"], "0000000000000002");
+        assert_eq!(v[0]["eager_partitions"], 3);
+
+        let (status, _, body) = request(addr, "POST", "/broadcast", b"hello");
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], "00000000000000ff0000000000000007");
+        assert_eq!(fake.got.lock().unwrap().as_slice(), &[b"hello".to_vec()]);
+
+        let big = vec![b'x'; 5000];
+        let (status, _, body) = request(addr, "POST", "/broadcast", &big);
+        assert_eq!(status, 413);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("5000"));
+
+        // Larger than the read limit: the backend sees a truncated body and refuses it.
+        let huge = vec![b'y'; 100_000];
+        let (status, _, _) = request(addr, "POST", "/broadcast", &huge);
+        assert_eq!(status, 413);
+
+        *fake.refuse.lock().unwrap() = Some(BroadcastRefused::ShuttingDown);
+        assert_eq!(request(addr, "POST", "/broadcast", b"x").0, 503);
+        *fake.refuse.lock().unwrap() = Some(BroadcastRefused::Backpressure);
+        let (status, head, _) = request(addr, "POST", "/broadcast", b"x");
+        assert_eq!(status, 503);
+        assert!(head.to_ascii_lowercase().contains("retry-after: 1"));
+
+        assert_eq!(request(addr, "GET", "/nope", b"").0, 404);
+        assert_eq!(request(addr, "GET", "/", b"").0, 404);
+        let (status, head, _) = request(addr, "GET", "/broadcast", b"");
+        assert_eq!(status, 405);
+        assert!(head.to_ascii_lowercase().contains("allow: post"));
+        assert_eq!(request(addr, "POST", "/metrics", b"x").0, 405);
+        assert_eq!(request(addr, "DELETE", "/status", b"").0, 405);
+
+        server.stop();
+    }
+
+    #[test]
+    fn stop_is_prompt() {
+        let (server, _) = start();
+        let t = std::time::Instant::now();
+        server.stop();
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bind_failure_is_an_error() {
+        let (server, fake) = start();
+        let err = AdminServer::start(server.local_addr(), fake).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}

@@ -1,0 +1,645 @@
+//! Node configuration: an optional TOML file overlaid by command-line flags, checked
+//! once at start-up so that a bad value stops the node with a message naming the key
+//! (the binary prints [`ConfigError`] and exits 2) instead of misbehaving later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::protocol::ProtocolConfig;
+use crate::wire;
+
+/// Largest UDP payload over IPv4; the upper bound of `mtu`.
+pub const MAX_UDP_PAYLOAD: usize = 65507;
+/// Largest shard count (partition sets are 64-bit masks, one partition at least each).
+pub const MAX_SHARDS: usize = 64;
+
+/// Everything a node needs to start. Every field has a default so that an empty file
+/// (or no file) gives a working single node on localhost; unknown keys are rejected so
+/// that a misspelt key is an error rather than a silently ignored setting.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Cluster-wide identity; `None` means the node draws a random one at start.
+    /// In TOML either an integer or a string (decimal or `0x`-hex, which also covers
+    /// ids above `i64::MAX` that TOML integers cannot hold).
+    #[serde(deserialize_with = "de_node_id")]
+    pub node_id: Option<u64>,
+    /// Control socket address; shard `k` binds port + 1 + k.
+    pub bind: SocketAddr,
+    /// Control addresses of nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Address of the HTTP admin plane (`/metrics`, `/status`, `/peers`, `/broadcast`).
+    pub admin: SocketAddr,
+    /// Shard count; `None` means one per available core.
+    pub shards: Option<usize>,
+    /// File mapping shards to cores; `None` means the default placement.
+    pub core_map: Option<PathBuf>,
+    /// Where delivered messages are written as NDJSON: a path, `-` for stdout, or
+    /// `None` to only count them.
+    pub deliveries: Option<String>,
+    /// `tracing` filter directive, e.g. `info` or `plumcore=debug`.
+    pub log_level: String,
+    /// Period of membership heartbeats, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a neighbour is declared failed, in milliseconds.
+    pub failure_timeout_ms: u64,
+    /// `SO_RCVBUF` requested for every UDP socket.
+    pub recv_buffer_bytes: usize,
+    /// `SO_SNDBUF` requested for every UDP socket.
+    pub send_buffer_bytes: usize,
+    /// Largest datagram the node sends.
+    pub mtu: usize,
+    /// Plumtree tunables (the `[protocol]` table).
+    pub protocol: ProtocolConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            seeds: Vec::new(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            shards: None,
+            core_map: None,
+            deliveries: None,
+            log_level: "info".to_string(),
+            heartbeat_interval_ms: 500,
+            failure_timeout_ms: 3000,
+            recv_buffer_bytes: 8 << 20,
+            send_buffer_bytes: 8 << 20,
+            mtu: wire::DEFAULT_MTU,
+            protocol: ProtocolConfig::default(),
+        }
+    }
+}
+
+/// Command-line flags of `plumcore node`; each one overrides the file's value.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NodeArgs {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Node id, decimal or 0x-hex (random if absent).
+    #[arg(long, value_name = "ID", value_parser = parse_node_id)]
+    pub node_id: Option<u64>,
+    /// Control socket address; shard k binds port + 1 + k.
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// Seed node control address (repeatable); replaces the file's seeds.
+    #[arg(long = "seed", value_name = "IP:PORT")]
+    pub seeds: Vec<SocketAddr>,
+    /// HTTP admin plane address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: Option<SocketAddr>,
+    /// Number of shards (1 to 64).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// File mapping shards to cores.
+    #[arg(long, value_name = "FILE")]
+    pub core_map: Option<PathBuf>,
+    /// Write deliveries as NDJSON to this file, or `-` for stdout.
+    #[arg(long, value_name = "PATH|-")]
+    pub deliveries: Option<String>,
+    /// Log filter, e.g. info or plumcore=debug.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Why the configuration was refused. Its `Display` is one line that names the file
+/// or the key at fault, which is what the operator needs to fix it.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("config file {}: {message}{}", path.display(), line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        /// 1-based line of the offending text, when the parser knows it.
+        line: Option<usize>,
+        message: String,
+    },
+    /// A value is out of range; `key` is dotted (`protocol.partitions`).
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The dotted key at fault, for errors that concern one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a node id written in decimal or as `0x`-prefixed hex.
+pub fn parse_node_id(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse::<u64>(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not a decimal or 0x-hex 64-bit node id"))
+}
+
+fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Int(v)) => Ok(Some(v)),
+        Some(Raw::Text(s)) => parse_node_id(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// Reads the file named by `--config` (if any), applies the flags on top (flags win)
+/// and validates the result.
+pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            parse_toml(path, &text)?
+        }
+        None => NodeConfig::default(),
+    };
+    args.apply(&mut cfg);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Parses TOML text as a [`NodeConfig`] without validating it; `path` only labels
+/// errors.
+pub fn parse_toml(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+    // Syntax first, so that syntax errors are not attributed to a key.
+    let syntax = toml::from_str::<toml::Table>(text).err();
+    let result = match syntax {
+        Some(e) => Err((e, false)),
+        None => toml::from_str::<NodeConfig>(text).map_err(|e| (e, true)),
+    };
+    result.map_err(|(e, semantic)| {
+        let start = e
+            .span()
+            .map(|s| s.start.min(text.len()))
+            .filter(|&s| text.is_char_boundary(s));
+        let line = start.map(|s| text[..s].matches('\n').count() + 1);
+        let message = if semantic {
+            describe_toml_error(e.message(), text, start)
+        } else {
+            e.message().split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message,
+        }
+    })
+}
+
+/// Turns serde's messages into the operator's vocabulary: "unknown key `protocol.x`"
+/// rather than "unknown field `x`, expected one of ...", and names the key a type error
+/// is about. Always one line.
+fn describe_toml_error(message: &str, text: &str, start: Option<usize>) -> String {
+    let one_line = |m: &str| m.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        // The protocol table's expected-fields list names its own keys.
+        let prefix = if message.contains("`eager_fanout`") {
+            "protocol."
+        } else {
+            ""
+        };
+        return format!("unknown key `{prefix}{name}`");
+    }
+    let key = start.and_then(|s| key_at(text, s));
+    match key {
+        Some(key) => format!("key `{key}`: {}", one_line(message)),
+        None => one_line(message),
+    }
+}
+
+/// The dotted key whose `key = value` line contains byte offset `pos`, if it is one.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+    let line = &text[line_start..line_end];
+    let (lhs, _) = line.split_once('=')?;
+    let name = lhs.trim().trim_matches('"');
+    if name.is_empty() || name.starts_with('[') || name.starts_with('#') {
+        return None;
+    }
+    // The innermost table header above the line, if any.
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && !l.starts_with("[[")).then(|| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+        })
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{name}"),
+        _ => name.to_string(),
+    })
+}
+
+impl NodeArgs {
+    /// Overlays the flags that were given onto `cfg`.
+    pub fn apply(&self, cfg: &mut NodeConfig) {
+        if let Some(id) = self.node_id {
+            cfg.node_id = Some(id);
+        }
+        if let Some(bind) = self.bind {
+            cfg.bind = bind;
+        }
+        if !self.seeds.is_empty() {
+            cfg.seeds = self.seeds.clone();
+        }
+        if let Some(admin) = self.admin {
+            cfg.admin = admin;
+        }
+        if let Some(shards) = self.shards {
+            cfg.shards = Some(shards);
+        }
+        if let Some(core_map) = &self.core_map {
+            cfg.core_map = Some(core_map.clone());
+        }
+        if let Some(deliveries) = &self.deliveries {
+            cfg.deliveries = Some(deliveries.clone());
+        }
+        if let Some(level) = &self.log_level {
+            cfg.log_level = level.clone();
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.protocol
+            .validate()
+            .map_err(|e| ConfigError::invalid(&format!("protocol.{}", e.key), e.reason))?;
+        if let Some(n) = self.shards {
+            if !(1..=MAX_SHARDS).contains(&n) {
+                return Err(ConfigError::invalid(
+                    "shards",
+                    format!("must be between 1 and {MAX_SHARDS}"),
+                ));
+            }
+            if n > self.protocol.partitions as usize {
+                return Err(ConfigError::invalid(
+                    "shards",
+                    format!(
+                        "must be at most protocol.partitions ({}); each shard owns a partition",
+                        self.protocol.partitions
+                    ),
+                ));
+            }
+        }
+        if !(wire::MIN_MTU..=MAX_UDP_PAYLOAD).contains(&self.mtu) {
+            return Err(ConfigError::invalid(
+                "mtu",
+                format!("must be between {} and {MAX_UDP_PAYLOAD}", wire::MIN_MTU),
+            ));
+        }
+        let gossip_room =
+            self.mtu - wire::HEADER_LEN - wire::FRAME_PREFIX_LEN - wire::GOSSIP_FIXED_LEN;
+        if self.protocol.max_payload > gossip_room {
+            return Err(ConfigError::invalid(
+                "protocol.max_payload",
+                format!(
+                    "must fit in one datagram of mtu {} bytes (at most {gossip_room})",
+                    self.mtu
+                ),
+            ));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "heartbeat_interval_ms",
+                "must be positive",
+            ));
+        }
+        if self.failure_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "failure_timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.failure_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::invalid(
+                "failure_timeout_ms",
+                "must be greater than heartbeat_interval_ms",
+            ));
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(ConfigError::invalid("log_level", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file in the temp dir, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn write(text: &str) -> TempFile {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "plumcore-config-{}-{}.toml",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn args_with(file: &TempFile) -> NodeArgs {
+        NodeArgs {
+            config: Some(file.path().to_path_buf()),
+            ..NodeArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = load(&NodeArgs::default()).unwrap();
+        assert_eq!(cfg, NodeConfig::default());
+        assert_eq!(cfg.node_id, None);
+        assert_eq!(cfg.bind, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(cfg.admin, "127.0.0.1:7080".parse().unwrap());
+        assert!(cfg.seeds.is_empty());
+        assert_eq!(cfg.log_level, "info");
+        assert_eq!(cfg.heartbeat_interval_ms, 500);
+        assert_eq!(cfg.failure_timeout_ms, 3000);
+        assert_eq!(cfg.recv_buffer_bytes, 8 << 20);
+        assert_eq!(cfg.send_buffer_bytes, 8 << 20);
+        assert_eq!(cfg.mtu, 1400);
+        assert_eq!(cfg.protocol, ProtocolConfig::default());
+        // An empty file is the defaults too.
+        let f = write("");
+        assert_eq!(load(&args_with(&f)).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let f = write(
+            r#"
+node_id = "0xff"
+bind = "127.0.0.1:9000"
+seeds = ["127.0.0.1:9100", "127.0.0.1:9200"]
+admin = "127.0.0.1:9080"
+shards = 4
+log_level = "debug"
+deliveries = "/tmp/d.ndjson"
+mtu = 1300
+
+[protocol]
+partitions = 16
+graft_timeout = 250
+"#,
+        );
+        let cfg = load(&args_with(&f)).unwrap();
+        assert_eq!(cfg.node_id, Some(255));
+        assert_eq!(cfg.bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.seeds.len(), 2);
+        assert_eq!(cfg.shards, Some(4));
+        assert_eq!(cfg.log_level, "debug");
+        assert_eq!(cfg.mtu, 1300);
+        assert_eq!(cfg.protocol.partitions, 16);
+        assert_eq!(
+            cfg.protocol.graft_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(cfg.heartbeat_interval_ms, 500);
+
+        let args = NodeArgs {
+            node_id: Some(7),
+            bind: Some("127.0.0.1:9500".parse().unwrap()),
+            seeds: vec!["127.0.0.1:9900".parse().unwrap()],
+            shards: Some(2),
+            deliveries: Some("-".into()),
+            log_level: Some("warn".into()),
+            ..args_with(&f)
+        };
+        let cfg = load(&args).unwrap();
+        assert_eq!(cfg.node_id, Some(7));
+        assert_eq!(cfg.bind, "127.0.0.1:9500".parse().unwrap());
+        assert_eq!(cfg.seeds, vec!["127.0.0.1:9900".parse().unwrap()]);
+        assert_eq!(cfg.admin, "127.0.0.1:9080".parse().unwrap());
+        assert_eq!(cfg.shards, Some(2));
+        assert_eq!(cfg.deliveries.as_deref(), Some("-"));
+        assert_eq!(cfg.log_level, "warn");
+        assert_eq!(cfg.protocol.partitions, 16);
+    }
+
+    #[test]
+    fn node_id_forms() {
+        assert_eq!(parse_node_id("42"), Ok(42));
+        assert_eq!(parse_node_id("0x2a"), Ok(42));
+        assert_eq!(parse_node_id("0xFFFFFFFFFFFFFFFF"), Ok(u64::MAX));
+        assert!(parse_node_id("zz").is_err());
+        assert!(parse_node_id("-1").is_err());
+        let f = write("node_id = 12\n");
+        assert_eq!(load(&args_with(&f)).unwrap().node_id, Some(12));
+    }
+
+    #[test]
+    fn clap_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-id",
+            "0x10",
+            "--seed",
+            "127.0.0.1:1",
+            "--seed",
+            "127.0.0.1:2",
+            "--shards",
+            "3",
+            "--deliveries",
+            "-",
+            "--log-level",
+            "debug",
+            "--core-map",
+            "/c",
+            "--admin",
+            "127.0.0.1:1234",
+            "--bind",
+            "127.0.0.1:4321",
+        ])
+        .unwrap();
+        assert_eq!(cli.node.node_id, Some(16));
+        assert_eq!(cli.node.seeds.len(), 2);
+        assert_eq!(cli.node.shards, Some(3));
+        assert!(Cli::try_parse_from(["x", "--node-id", "nope"]).is_err());
+    }
+
+    fn invalid_key(toml_text: &str) -> String {
+        let f = write(toml_text);
+        let err = load(&args_with(&f)).unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        let key = err
+            .key()
+            .unwrap_or_else(|| panic!("not a key error: {msg}"));
+        assert!(msg.starts_with(&format!("config key `{key}`: ")), "{msg}");
+        key.to_string()
+    }
+
+    #[test]
+    fn validation_names_key() {
+        assert_eq!(invalid_key("shards = 0"), "shards");
+        assert_eq!(invalid_key("shards = 65"), "shards");
+        assert_eq!(
+            invalid_key("shards = 8\n[protocol]\npartitions = 4"),
+            "shards"
+        );
+        assert_eq!(invalid_key("mtu = 10"), "mtu");
+        assert_eq!(invalid_key("mtu = 70000"), "mtu");
+        assert_eq!(
+            invalid_key("heartbeat_interval_ms = 0"),
+            "heartbeat_interval_ms"
+        );
+        assert_eq!(invalid_key("failure_timeout_ms = 0"), "failure_timeout_ms");
+        assert_eq!(
+            invalid_key("heartbeat_interval_ms = 500\nfailure_timeout_ms = 500"),
+            "failure_timeout_ms"
+        );
+        assert_eq!(invalid_key("log_level = \"\""), "log_level");
+        assert_eq!(
+            invalid_key("[protocol]\npartitions = 3"),
+            "protocol.partitions"
+        );
+        assert_eq!(
+            invalid_key("[protocol]\neager_fanout = 0"),
+            "protocol.eager_fanout"
+        );
+        assert_eq!(
+            invalid_key("mtu = 600\n[protocol]\nmax_payload = 1200"),
+            "protocol.max_payload"
+        );
+        let f = write("[protocol]\npartitions = 3");
+        assert_eq!(
+            load(&args_with(&f)).unwrap_err().to_string(),
+            "config key `protocol.partitions`: must be a power of two between 1 and 64"
+        );
+        // Flags are validated too.
+        let args = NodeArgs {
+            shards: Some(0),
+            ..NodeArgs::default()
+        };
+        assert_eq!(load(&args).unwrap_err().key(), Some("shards"));
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let f = write("bind = \"127.0.0.1:1\"\n\nfoo = 1\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "config file {}: unknown key `foo` at line 3",
+                f.path().display()
+            )
+        );
+        let f = write("[protocol]\npartitions = 8\nbogus = 2\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("unknown key `protocol.bogus` at line 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_toml_reports_line() {
+        let f = write("bind = \"127.0.0.1:1\"\nseeds = [\nmtu = = 3\n");
+        let err = load(&args_with(&f)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ConfigError::Parse { line: Some(_), .. }),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.ends_with(" at line 3"), "{msg}");
+        assert!(!msg.contains("key `"), "syntax errors name no key: {msg}");
+
+        let f = write("mtu = 1400\n\n[protocol]\npartitions = \"many\"\n");
+        let err = load(&args_with(&f)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ConfigError::Parse { line: Some(4), .. }),
+            "{msg}"
+        );
+        assert!(msg.contains("key `protocol.partitions`"), "{msg}");
+        assert!(msg.ends_with(" at line 4"), "{msg}");
+
+        let f = write("bind = \"not an address\"\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(
+            msg.contains("key `bind`") && msg.ends_with("at line 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file() {
+        let args = NodeArgs {
+            config: Some("/nonexistent/plumcore.toml".into()),
+            ..NodeArgs::default()
+        };
+        let msg = load(&args).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("config file /nonexistent/plumcore.toml: "),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,628 @@
+//! `/metrics`: the node's counters in the OpenMetrics text format, encoded with
+//! `prometheus-client`. Shards keep plain `u64` counters and the control core only
+//! snapshots them, so instead of live metric objects each scrape builds a registry
+//! around one [`NodeSnapshot`] and a collector that writes it out (scrapes are rare;
+//! the hot path never touches a metric).
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::protocol::ShardStats;
+
+use super::snapshot::{IoStats, NodeSnapshot, ShardSnapshot};
+
+/// Content type of [`encode_metrics`]' output (what `/metrics` answers with).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (`le`) of the `plumtree_delivery_hops` histogram, `+Inf` aside.
+pub const HOP_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Encodes `s` as OpenMetrics text, ending with `# EOF`.
+pub fn encode_metrics(s: &NodeSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(s.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the collector never reports an error.
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out.clear();
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+/// Writes one snapshot; registered afresh for every scrape.
+#[derive(Debug)]
+struct SnapshotCollector(NodeSnapshot);
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A per-shard counter or gauge read from the protocol counters.
+type StatFn = fn(&ShardStats) -> u64;
+
+const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
+    (
+        "plumtree_messages_broadcast",
+        "Broadcasts originated by this node.",
+        |s| s.broadcasts,
+    ),
+    (
+        "plumtree_messages_delivered",
+        "Messages delivered to the application.",
+        |s| s.delivered,
+    ),
+    (
+        "plumtree_messages_duplicate",
+        "Gossip received for messages already delivered.",
+        |s| s.duplicates,
+    ),
+    ("plumtree_gossip_received", "Gossip frames received.", |s| {
+        s.gossip_received
+    }),
+    (
+        "plumtree_gossip_sent",
+        "Gossip frames sent (eager push).",
+        |s| s.gossip_sent,
+    ),
+    (
+        "plumtree_ihave_sent",
+        "IHave frames sent (lazy push).",
+        |s| s.ihave_sent,
+    ),
+    (
+        "plumtree_ihave_dropped",
+        "IHave announcements shed because the queue was full.",
+        |s| s.ihave_dropped,
+    ),
+    ("plumtree_graft_sent", "Graft frames sent.", |s| {
+        s.graft_sent
+    }),
+    (
+        "plumtree_graft_success",
+        "Missing messages that arrived after a Graft.",
+        |s| s.graft_success,
+    ),
+    (
+        "plumtree_graft_failed",
+        "Missing messages given up after the last Graft retry.",
+        |s| s.graft_failed,
+    ),
+    ("plumtree_graft_retries", "Graft retries.", |s| {
+        s.graft_retries
+    }),
+    ("plumtree_prune_sent", "Prune frames sent.", |s| {
+        s.prune_sent
+    }),
+    (
+        "plumtree_seen_map_evictions",
+        "Seen-map origins evicted plus forced window slides.",
+        |s| s.seen_origin_evictions + s.seen_forced_slides,
+    ),
+    (
+        "plumtree_cache_evictions",
+        "Cached payloads evicted by the size bounds.",
+        |s| s.cache_evictions,
+    ),
+    (
+        "plumtree_anti_entropy_rounds",
+        "Anti-entropy rounds that sent an IHave.",
+        |s| s.anti_entropy_rounds,
+    ),
+];
+
+const SHARD_GAUGES: &[(&str, &str, StatFn)] = &[
+    (
+        "plumtree_eager_peers",
+        "Eager links, summed over the shard's partitions.",
+        |s| s.eager_links,
+    ),
+    (
+        "plumtree_lazy_peers",
+        "Lazy links, summed over the shard's partitions.",
+        |s| s.lazy_links,
+    ),
+    ("plumtree_neighbors", "Neighbours the shard tracks.", |s| {
+        s.neighbors
+    }),
+    (
+        "plumtree_seen_map_size",
+        "Origins tracked by the seen map.",
+        |s| s.seen_origins,
+    ),
+    (
+        "plumtree_seen_map_bytes",
+        "Approximate bytes held by the seen map.",
+        |s| s.seen_map_bytes,
+    ),
+    (
+        "plumtree_ihave_queue_size",
+        "IHave entries waiting to be sent.",
+        |s| s.ihave_queue,
+    ),
+    (
+        "plumtree_pending_grafts",
+        "Missing messages waiting for a Graft.",
+        |s| s.pending_grafts,
+    ),
+    (
+        "plumtree_cache_entries",
+        "Payloads in the message cache.",
+        |s| s.cache_entries,
+    ),
+    (
+        "plumtree_cache_bytes",
+        "Payload bytes in the message cache.",
+        |s| s.cache_bytes,
+    ),
+];
+
+/// Socket counters, one series per shard plus `shard="control"`.
+type IoFn = fn(&IoStats) -> u64;
+
+const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
+    (
+        "plumtree_datagrams_received",
+        "UDP datagrams received.",
+        |s| s.datagrams_received,
+    ),
+    ("plumtree_datagrams_sent", "UDP datagrams sent.", |s| {
+        s.datagrams_sent
+    }),
+    (
+        "plumtree_bytes_received",
+        "UDP payload bytes received.",
+        |s| s.bytes_received,
+    ),
+    ("plumtree_bytes_sent", "UDP payload bytes sent.", |s| {
+        s.bytes_sent
+    }),
+    ("plumtree_send_errors", "UDP sends that failed.", |s| {
+        s.send_errors
+    }),
+    (
+        "plumtree_unknown_frames",
+        "Frames with unknown tags, skipped.",
+        |s| s.unknown_frames,
+    ),
+    (
+        "plumtree_unknown_senders",
+        "Datagrams from senders that are not neighbours.",
+        |s| s.unknown_senders,
+    ),
+    (
+        "plumtree_cross_shard_backpressure",
+        "Cross-shard sends that found the destination queue full.",
+        |s| s.cross_shard_backpressure,
+    ),
+];
+
+const DECODE_REASONS: &[(&str, IoFn)] = &[
+    ("too_short", |s| s.decode_errors_too_short),
+    ("bad_magic", |s| s.decode_errors_bad_magic),
+    ("unsupported_version", |s| {
+        s.decode_errors_unsupported_version
+    }),
+    ("truncated", |s| s.decode_errors_truncated),
+    ("bad_length", |s| s.decode_errors_bad_length),
+    ("no_frames", |s| s.decode_errors_no_frames),
+];
+
+fn shard_label(sh: &ShardSnapshot) -> Labels {
+    vec![("shard", sh.shard.to_string())]
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn write_counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        if labels.is_empty() {
+            m.encode_counter::<(), u64, u64>(v, None)?;
+        } else {
+            m.encode_family(labels)?
+                .encode_counter::<(), u64, u64>(v, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_gauges(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        if labels.is_empty() {
+            m.encode_gauge(&gauge_value(*v))?;
+        } else {
+            m.encode_family(labels)?.encode_gauge(&gauge_value(*v))?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns `hops[i]` (deliveries with `i` hops; the last entry collects the rest) into
+/// per-bucket counts over [`HOP_BUCKETS`] and `+Inf` (`f64::MAX`, as the encoder
+/// expects; it accumulates them), plus the sum and the count. The last entry's
+/// exact hop counts are unknown, so it is counted in `+Inf` and at its lower bound in
+/// the sum.
+pub fn hop_histogram(hops: &[u64]) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut buckets: Vec<(f64, u64)> = HOP_BUCKETS
+        .iter()
+        .map(|&b| (b as f64, 0))
+        .chain(std::iter::once((f64::MAX, 0)))
+        .collect();
+    let inf = buckets.len() - 1;
+    let mut sum = 0f64;
+    let mut count = 0u64;
+    for (i, &n) in hops.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let last = i + 1 == hops.len();
+        let idx = if last {
+            inf
+        } else {
+            HOP_BUCKETS
+                .iter()
+                .position(|&b| i as u64 <= b)
+                .unwrap_or(inf)
+        };
+        buckets[idx].1 = buckets[idx].1.saturating_add(n);
+        count = count.saturating_add(n);
+        sum += i as f64 * n as f64;
+    }
+    (sum, count, buckets)
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+
+        for &(name, help, f) in SHARD_COUNTERS {
+            let series: Vec<_> = s
+                .shards
+                .iter()
+                .map(|sh| (shard_label(sh), f(&sh.stats)))
+                .collect();
+            write_counters(&mut enc, name, help, &series)?;
+        }
+        for &(name, help, f) in SHARD_GAUGES {
+            let series: Vec<_> = s
+                .shards
+                .iter()
+                .map(|sh| (shard_label(sh), f(&sh.stats)))
+                .collect();
+            write_gauges(&mut enc, name, help, &series)?;
+        }
+        let queues: Vec<_> = s
+            .shards
+            .iter()
+            .map(|sh| (shard_label(sh), sh.command_queue as u64))
+            .collect();
+        write_gauges(
+            &mut enc,
+            "plumtree_command_queue_size",
+            "Commands waiting in the shard's cross-shard queue.",
+            &queues,
+        )?;
+
+        for &(name, help, f) in IO_COUNTERS {
+            let series: Vec<_> = s
+                .shards
+                .iter()
+                .map(|sh| (shard_label(sh), f(&sh.io)))
+                .chain(std::iter::once((
+                    vec![("shard", "control".to_string())],
+                    f(&s.control_io),
+                )))
+                .collect();
+            write_counters(&mut enc, name, help, &series)?;
+        }
+
+        let decode: Vec<_> = DECODE_REASONS
+            .iter()
+            .map(|&(reason, f)| {
+                let total = s
+                    .shards
+                    .iter()
+                    .map(|sh| f(&sh.io))
+                    .fold(f(&s.control_io), u64::saturating_add);
+                (vec![("reason", reason.to_string())], total)
+            })
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_decode_errors",
+            "Datagrams dropped because they failed to decode, by reason.",
+            &decode,
+        )?;
+
+        {
+            let mut m = enc.encode_descriptor(
+                "plumtree_delivery_hops",
+                "Hops travelled by delivered messages.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for sh in &s.shards {
+                let (sum, count, buckets) = hop_histogram(&sh.hops);
+                let labels = shard_label(sh);
+                m.encode_family(&labels)?
+                    .encode_histogram::<()>(sum, count, &buckets, None)?;
+            }
+        }
+
+        let runs: Vec<_> = s
+            .loops
+            .iter()
+            .map(|l| (vec![("loop", l.name.clone())], l.run_count))
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_loop_runs",
+            "Runs of each background loop.",
+            &runs,
+        )?;
+        let errors: Vec<_> = s
+            .loops
+            .iter()
+            .map(|l| (vec![("loop", l.name.clone())], l.error_count))
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_loop_errors",
+            "Failed runs of each background loop.",
+            &errors,
+        )?;
+
+        let none: Labels = Vec::new();
+        write_counters(
+            &mut enc,
+            "plumtree_broadcasts_accepted",
+            "Broadcasts accepted by the admin plane.",
+            &[(none.clone(), s.broadcasts_accepted)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_broadcasts_refused",
+            "Broadcasts refused by the admin plane (too large, shutting down, queue full).",
+            &[(none.clone(), s.broadcasts_refused)],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_uptime_seconds",
+            "Seconds since the node started.",
+            &[(none, s.uptime_ms / 1000)],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::node::snapshot::LoopInfo;
+
+    fn shard(i: usize, delivered: u64, hops: Vec<u64>) -> ShardSnapshot {
+        ShardSnapshot {
+            shard: i,
+            core: Some(i),
+            addr: format!("127.0.0.1:{}", 7001 + i).parse().unwrap(),
+            partitions: vec![i as u16],
+            command_queue: 2,
+            stats: ShardStats {
+                broadcasts: 3,
+                delivered,
+                eager_links: 4,
+                lazy_links: 9,
+                seen_origin_evictions: 5,
+                seen_forced_slides: 1,
+                ..ShardStats::default()
+            },
+            io: IoStats {
+                datagrams_received: 100,
+                decode_errors_bad_magic: 2,
+                cross_shard_backpressure: 1,
+                ..IoStats::default()
+            },
+            hops,
+        }
+    }
+
+    fn snapshot() -> NodeSnapshot {
+        NodeSnapshot {
+            node_id: "00000000000000ff".into(),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            uptime_ms: 12_345,
+            shutting_down: false,
+            shards: vec![
+                // 1 delivery at 0 hops, 2 at 1, 3 at 3, 4 at 5+, last bucket = rest.
+                shard(0, 10, vec![1, 2, 0, 3, 0, 4]),
+                shard(1, 20, vec![]),
+            ],
+            peers: vec![],
+            loops: vec![LoopInfo {
+                name: "heartbeat".into(),
+                running: true,
+                paused: false,
+                run_count: 42,
+                error_count: 1,
+                consecutive_errors: 0,
+                average_duration_ms: 0.5,
+                last_run_time: Some(100),
+                last_error: None,
+            }],
+            control_io: IoStats {
+                datagrams_received: 7,
+                decode_errors_bad_magic: 1,
+                decode_errors_no_frames: 3,
+                ..IoStats::default()
+            },
+            broadcasts_accepted: 3,
+            broadcasts_refused: 6,
+        }
+    }
+
+    /// Parses the exposition into `series -> value`, checking every line's shape.
+    fn parse(text: &str) -> HashMap<String, f64> {
+        let mut out = HashMap::new();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+        for line in &lines {
+            if line.starts_with('#') {
+                assert!(
+                    line.starts_with("# HELP ") || line.starts_with("# TYPE ") || *line == "# EOF",
+                    "bad comment: {line}"
+                );
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            let name_end = series.find('{').unwrap_or(series.len());
+            let name = &series[..name_end];
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad name in {line}"
+            );
+            if name_end < series.len() {
+                assert!(series.ends_with('}'), "bad labels in {line}");
+                for pair in series[name_end + 1..series.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').expect("label k=v");
+                    assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2);
+                }
+            }
+            let v: f64 = if value == "+Inf" {
+                f64::INFINITY
+            } else {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line}"))
+            };
+            assert!(out.insert(series.to_string(), v).is_none(), "dup {line}");
+        }
+        out
+    }
+
+    #[test]
+    fn encodes_snapshot() {
+        let text = encode_metrics(&snapshot());
+        let m = parse(&text);
+        let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("missing {k}\n{text}"));
+        assert_eq!(get("plumtree_messages_delivered_total{shard=\"0\"}"), 10.0);
+        assert_eq!(get("plumtree_messages_delivered_total{shard=\"1\"}"), 20.0);
+        assert_eq!(get("plumtree_messages_broadcast_total{shard=\"1\"}"), 3.0);
+        assert_eq!(get("plumtree_eager_peers{shard=\"0\"}"), 4.0);
+        assert_eq!(get("plumtree_lazy_peers{shard=\"1\"}"), 9.0);
+        assert_eq!(get("plumtree_seen_map_evictions_total{shard=\"0\"}"), 6.0);
+        assert_eq!(
+            get("plumtree_decode_errors_total{reason=\"bad_magic\"}"),
+            5.0
+        );
+        assert_eq!(
+            get("plumtree_decode_errors_total{reason=\"no_frames\"}"),
+            3.0
+        );
+        assert_eq!(
+            get("plumtree_decode_errors_total{reason=\"too_short\"}"),
+            0.0
+        );
+        assert_eq!(
+            get("plumtree_datagrams_received_total{shard=\"control\"}"),
+            7.0
+        );
+        assert_eq!(
+            get("plumtree_cross_shard_backpressure_total{shard=\"1\"}"),
+            1.0
+        );
+        assert_eq!(get("plumtree_loop_runs_total{loop=\"heartbeat\"}"), 42.0);
+        assert_eq!(get("plumtree_loop_errors_total{loop=\"heartbeat\"}"), 1.0);
+        assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
+        assert_eq!(get("plumtree_uptime_seconds"), 12.0);
+        for name in [
+            "plumtree_gossip_sent_total",
+            "plumtree_ihave_sent_total",
+            "plumtree_graft_sent_total",
+            "plumtree_graft_success_total",
+            "plumtree_graft_failed_total",
+            "plumtree_graft_retries_total",
+            "plumtree_prune_sent_total",
+            "plumtree_seen_map_size",
+            "plumtree_seen_map_bytes",
+            "plumtree_ihave_queue_size",
+            "plumtree_ihave_dropped_total",
+            "plumtree_pending_grafts",
+            "plumtree_cache_entries",
+            "plumtree_cache_bytes",
+            "plumtree_cache_evictions_total",
+            "plumtree_datagrams_sent_total",
+            "plumtree_anti_entropy_rounds_total",
+            "plumtree_neighbors",
+        ] {
+            get(&format!("{name}{{shard=\"0\"}}"));
+        }
+        assert!(text.contains("# TYPE plumtree_delivery_hops histogram\n"));
+        assert!(text.contains("# TYPE plumtree_messages_delivered counter\n"));
+        assert!(text.contains("# TYPE plumtree_eager_peers gauge\n"));
+
+        // Histogram: cumulative buckets over hop counts 0,1,1,3,3,3 and 4 of "5+".
+        let b = |le: &str| {
+            get(&format!(
+                "plumtree_delivery_hops_bucket{{le=\"{le}\",shard=\"0\"}}"
+            ))
+        };
+        assert_eq!(b("1.0"), 3.0);
+        assert_eq!(b("2.0"), 3.0);
+        assert_eq!(b("4.0"), 6.0);
+        assert_eq!(b("64.0"), 6.0);
+        assert_eq!(b("+Inf"), 10.0);
+        assert_eq!(get("plumtree_delivery_hops_count{shard=\"0\"}"), 10.0);
+        assert_eq!(
+            get("plumtree_delivery_hops_sum{shard=\"0\"}"),
+            (2 + 9 + 20) as f64
+        );
+        assert_eq!(get("plumtree_delivery_hops_count{shard=\"1\"}"), 0.0);
+        let mut prev = 0.0;
+        for le in ["1.0", "2.0", "4.0", "8.0", "16.0", "32.0", "64.0", "+Inf"] {
+            let v = b(le);
+            assert!(v >= prev, "buckets are cumulative");
+            prev = v;
+        }
+    }
+
+    #[test]
+    fn empty_snapshot_is_valid() {
+        let mut s = snapshot();
+        s.shards.clear();
+        s.loops.clear();
+        let m = parse(&encode_metrics(&s));
+        assert_eq!(m["plumtree_decode_errors_total{reason=\"bad_magic\"}"], 1.0);
+    }
+
+    #[test]
+    fn hop_buckets() {
+        let (sum, count, buckets) = hop_histogram(&[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5]);
+        assert_eq!(count, 14);
+        assert_eq!(sum, (1..=9).sum::<u64>() as f64 + 50.0);
+        let counts: Vec<u64> = buckets.iter().map(|b| b.1).collect();
+        assert_eq!(counts, vec![1, 1, 2, 4, 1, 0, 0, 5]);
+        assert_eq!(hop_histogram(&[]).1, 0);
+    }
+}

@@ -1,0 +1,170 @@
+//! The node: wires the config, the core plan, the shards and control core (`runtime`),
+//! the deliveries sink and the admin plane, and shuts them down in order.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod runtime;
+pub mod sink;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use core_pinning::{CoreMap, Topology};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::ids::NodeId;
+use config::NodeConfig;
+use runtime::{RuntimeConfig, ShutdownReport};
+
+/// Why the node could not start or run. `exit_code` tells the binary how to exit.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// Bad config or core map: exit 2.
+    #[error("{0}")]
+    Config(String),
+    /// The machine cannot run the node (memlock, io_uring, ports): exit 1.
+    #[error("{0}")]
+    Environment(String),
+}
+
+impl NodeError {
+    /// 2 for operator input errors, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Config(_) => 2,
+            NodeError::Environment(_) => 1,
+        }
+    }
+}
+
+/// glommio needs this much locked memory for its io_uring rings.
+const MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// Checks (and if possible raises) RLIMIT_MEMLOCK, with a clear message when the
+/// machine will not allow it.
+fn ensure_memlock() -> Result<(), NodeError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; the resource id is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(()); // Cannot tell; let the executor report the real failure.
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= MIN_MEMLOCK {
+        return Ok(());
+    }
+    let want = if lim.rlim_max == libc::RLIM_INFINITY {
+        MIN_MEMLOCK.max(64 << 20)
+    } else {
+        lim.rlim_max
+    };
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass; the resource id is valid.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0;
+    if ok && (want == libc::RLIM_INFINITY || want >= MIN_MEMLOCK) {
+        return Ok(());
+    }
+    Err(NodeError::Environment(format!(
+        "RLIMIT_MEMLOCK is {} bytes; plumcore needs at least {MIN_MEMLOCK} (raise it with `ulimit -l` or LimitMEMLOCK= in the systemd unit)",
+        lim.rlim_cur
+    )))
+}
+
+/// Random-enough node id when none is configured: time, pid and address mixed.
+fn generate_node_id(bind: SocketAddr) -> NodeId {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let x = t ^ (u64::from(std::process::id()) << 32) ^ u64::from(bind.port());
+    NodeId(crate::ids::origin_offset(NodeId(x)) | 1)
+}
+
+/// Decides which cores the control core and the shards use.
+fn core_plan(cfg: &NodeConfig) -> Result<(Option<usize>, Vec<Option<usize>>), NodeError> {
+    let topo = Topology::detect();
+    let validated = match &cfg.core_map {
+        Some(path) => {
+            let map = CoreMap::from_path(path)
+                .map_err(|e| NodeError::Config(format!("--core-map {}: {e}", path.display())))?;
+            map.validate(&topo)
+                .map_err(|e| NodeError::Config(format!("--core-map {}: {e}", path.display())))?
+        }
+        None => CoreMap::probe(&topo),
+    };
+    for w in &validated.warnings {
+        warn!("core map: {w}");
+    }
+    if let Some(hint) = validated.irq_hint() {
+        info!("{hint}");
+    }
+    let map = &validated.map;
+    let shards: Vec<Option<usize>> = match (cfg.shards, &cfg.core_map) {
+        (Some(n), None) => (0..n)
+            .map(|k| Some(map.shards[k % map.shards.len()]))
+            .collect(),
+        (Some(n), Some(_)) if n != map.shards.len() => {
+            return Err(NodeError::Config(format!(
+                "config key `shards`: {n} does not match the core map's {} shard cores",
+                map.shards.len()
+            )))
+        }
+        _ => map.shards.iter().map(|&c| Some(c)).collect(),
+    };
+    Ok((Some(map.control), shards))
+}
+
+/// Runs a node until `stop` is set (by a signal handler), then shuts it down.
+pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, NodeError> {
+    ensure_memlock()?;
+    let node_id = cfg
+        .node_id
+        .map(NodeId)
+        .unwrap_or_else(|| generate_node_id(cfg.bind));
+    let (control_core, shard_cores) = core_plan(&cfg)?;
+    let rcfg = RuntimeConfig {
+        node_id,
+        bind: cfg.bind,
+        seeds: cfg.seeds.clone(),
+        shard_cores,
+        control_core,
+        heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+        failure_timeout: Duration::from_millis(cfg.failure_timeout_ms),
+        recv_buffer: cfg.recv_buffer_bytes,
+        send_buffer: cfg.send_buffer_bytes,
+        mtu: cfg.mtu,
+        protocol: cfg.protocol.clone(),
+    };
+    let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
+        .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
+    let node = runtime::start(rcfg, sink_tx).map_err(|e| match e {
+        runtime::RuntimeError::Config(m) => NodeError::Config(m),
+        other => NodeError::Environment(other.to_string()),
+    })?;
+    let admin = admin::AdminServer::start(cfg.admin, Arc::new(node.backend()))
+        .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
+    info!(
+        node_id = %snapshot::node_hex(node_id),
+        bind = %cfg.bind,
+        admin = %admin.local_addr(),
+        shards = ?node.shard_addrs(),
+        "plumcore node running"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("shutting down");
+    let report = node.shutdown(Duration::from_secs(5));
+    admin.stop();
+    sink.stop();
+    Ok(report)
+}

@@ -1,0 +1,292 @@
+//! The deliveries file: one NDJSON line per delivered message, written by a std
+//! thread of its own so that a slow disk or a blocked stdout never stalls a shard.
+//! Shards hand deliveries over a bounded channel with `try_send`; when it is full the
+//! delivery is not written and the shard counts backpressure instead of waiting.
+//!
+//! Line format: `{"id":"<32 hex>","origin":"<16 hex>","hops":<n>,"payload_b64":"<base64>"}`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use base64::Engine;
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::ids::MessageId;
+
+use super::snapshot::{id_hex, node_hex};
+
+/// Deliveries that may wait for the writer before shards see backpressure.
+pub const SINK_CAPACITY: usize = 65536;
+
+/// One delivered message, as a shard hands it to the sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: MessageId,
+    /// Hops the message travelled to reach this node (0 for its own broadcasts).
+    pub hops: u16,
+    pub payload: Bytes,
+}
+
+/// The shards' handle on the sink: cheap to clone, one per shard. Never blocks.
+#[derive(Debug, Clone)]
+pub struct SinkSender {
+    /// `None` when deliveries are only counted, not written.
+    tx: Option<Sender<Delivery>>,
+}
+
+impl SinkSender {
+    /// Hands `d` to the writer; `false` when its queue is full (the delivery is then
+    /// not written and the caller counts backpressure). With no target configured the
+    /// delivery is discarded and this returns `true`. A stopped sink also discards.
+    pub fn try_send(&self, d: Delivery) -> bool {
+        match &self.tx {
+            None => true,
+            Some(tx) => match tx.try_send(d) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => true,
+                Err(TrySendError::Full(_)) => false,
+            },
+        }
+    }
+
+    /// Whether deliveries are written anywhere; shards may skip building a
+    /// [`Delivery`] (and cloning its payload) when they are not.
+    pub fn is_active(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+/// The writer thread; [`DeliverySink::stop`] (or dropping it) drains what is queued,
+/// flushes and joins.
+#[derive(Debug)]
+pub struct DeliverySink {
+    stop_tx: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    written: Arc<AtomicU64>,
+}
+
+impl DeliverySink {
+    /// Starts the sink for `target`: `None` counts only (no thread), `-` writes to
+    /// stdout, anything else is a file path, created or truncated here so that a bad
+    /// path fails start-up rather than later.
+    pub fn start(target: Option<&str>) -> io::Result<(DeliverySink, SinkSender)> {
+        Self::start_with_capacity(target, SINK_CAPACITY)
+    }
+
+    /// [`DeliverySink::start`] with a chosen queue bound.
+    pub fn start_with_capacity(
+        target: Option<&str>,
+        capacity: usize,
+    ) -> io::Result<(DeliverySink, SinkSender)> {
+        let written = Arc::new(AtomicU64::new(0));
+        let Some(target) = target else {
+            let sink = DeliverySink {
+                stop_tx: None,
+                handle: None,
+                written,
+            };
+            return Ok((sink, SinkSender { tx: None }));
+        };
+        let out: Box<dyn Write + Send> = if target == "-" {
+            Box::new(io::stdout())
+        } else {
+            Box::new(File::create(target)?)
+        };
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let counter = Arc::clone(&written);
+        let handle = std::thread::Builder::new()
+            .name("deliveries".into())
+            .spawn(move || run(BufWriter::with_capacity(1 << 16, out), rx, stop_rx, counter))?;
+        let sink = DeliverySink {
+            stop_tx: Some(stop_tx),
+            handle: Some(handle),
+            written,
+        };
+        Ok((sink, SinkSender { tx: Some(tx) }))
+    }
+
+    /// Lines written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Drains what is queued, flushes and joins the writer thread.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shutdown(&mut self) {
+        // Disconnecting the stop channel wakes the writer.
+        self.stop_tx.take();
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("deliveries writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for DeliverySink {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Formats one NDJSON line (without the newline). Every field is hex, base64 or a
+/// number, so no JSON escaping is needed.
+pub fn format_line(d: &Delivery) -> String {
+    format!(
+        "{{\"id\":\"{}\",\"origin\":\"{}\",\"hops\":{},\"payload_b64\":\"{}\"}}",
+        id_hex(d.id),
+        node_hex(d.id.origin),
+        d.hops,
+        base64::engine::general_purpose::STANDARD.encode(&d.payload)
+    )
+}
+
+/// The writer loop: write each delivery, flush whenever the queue is momentarily
+/// empty, and on stop (or when every sender is gone) drain, flush and return. After a
+/// write error it keeps draining without writing, so shards see no false backpressure.
+fn run(
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    rx: Receiver<Delivery>,
+    stop_rx: Receiver<()>,
+    written: Arc<AtomicU64>,
+) {
+    let mut failed = false;
+    let write = |out: &mut BufWriter<Box<dyn Write + Send>>, d: &Delivery, failed: &mut bool| {
+        if *failed {
+            return;
+        }
+        match writeln!(out, "{}", format_line(d)) {
+            Ok(()) => {
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deliveries: write failed; further deliveries are discarded");
+                *failed = true;
+            }
+        }
+    };
+    let flush = |out: &mut BufWriter<Box<dyn Write + Send>>, failed: &mut bool| {
+        if !*failed {
+            if let Err(e) = out.flush() {
+                tracing::warn!(error = %e, "deliveries: flush failed; further deliveries are discarded");
+                *failed = true;
+            }
+        }
+    };
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> msg => match msg {
+                Ok(d) => {
+                    write(&mut out, &d, &mut failed);
+                    if rx.is_empty() {
+                        flush(&mut out, &mut failed);
+                    }
+                }
+                Err(_) => break,
+            },
+            recv(stop_rx) -> _ => break,
+        }
+    }
+    while let Ok(d) = rx.try_recv() {
+        write(&mut out, &d, &mut failed);
+    }
+    flush(&mut out, &mut failed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ids::NodeId;
+
+    fn delivery(seq: u64, payload: &'static [u8]) -> Delivery {
+        Delivery {
+            id: MessageId {
+                origin: NodeId(0xab),
+                seq,
+            },
+            hops: seq as u16,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn temp_path(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("plumcore-sink-{}-{tag}.ndjson", std::process::id()))
+    }
+
+    #[test]
+    fn line_format() {
+        let line = format_line(&delivery(3, b"hello"));
+        assert_eq!(
+            line,
+            "{\"id\":\"00000000000000ab0000000000000003\",\"origin\":\"00000000000000ab\",\
+             \"hops\":3,\"payload_b64\":\"aGVsbG8=\"}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["hops"], 3);
+    }
+
+    #[test]
+    fn writes_file_promptly_and_on_stop() {
+        let path = temp_path("file");
+        let (sink, tx) = DeliverySink::start(Some(path.to_str().unwrap())).unwrap();
+        assert!(tx.is_active());
+        assert!(tx.try_send(delivery(1, b"a")));
+        // Flushed as soon as the queue is empty, without stopping.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "line not flushed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tx2 = tx.clone();
+        for seq in 2..=100 {
+            assert!(tx2.try_send(delivery(seq, b"payload")));
+        }
+        sink.stop();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 100);
+        for (i, line) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["hops"], i as u64 + 1);
+            assert_eq!(v["origin"], "00000000000000ab");
+        }
+        // After stop, sends are discarded, never blocking.
+        assert!(tx.try_send(delivery(101, b"late")));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn count_only() {
+        let (sink, tx) = DeliverySink::start(None).unwrap();
+        assert!(!tx.is_active());
+        assert!(tx.try_send(delivery(1, b"x")));
+        assert_eq!(sink.written(), 0);
+        sink.stop();
+    }
+
+    #[test]
+    fn full_queue_refuses() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let sender = SinkSender { tx: Some(tx) };
+        assert!(sender.try_send(delivery(1, b"a")));
+        assert!(!sender.try_send(delivery(2, b"b")));
+    }
+
+    #[test]
+    fn bad_path_fails_start() {
+        assert!(DeliverySink::start(Some("/nonexistent-dir/x/deliveries.ndjson")).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Read-only views of a running node, assembled by the control core from per-shard
+//! snapshots and served by the admin plane. Nothing here is on the hot path.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::ids::{MessageId, NodeId};
+use crate::protocol::ShardStats;
+
+/// Socket-level counters a shard keeps next to its protocol counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IoStats {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Datagrams dropped because they failed to decode, by `DecodeError::reason()`.
+    pub decode_errors_too_short: u64,
+    pub decode_errors_bad_magic: u64,
+    pub decode_errors_unsupported_version: u64,
+    pub decode_errors_truncated: u64,
+    pub decode_errors_bad_length: u64,
+    pub decode_errors_no_frames: u64,
+    /// Frames with tags this build does not know, skipped.
+    pub unknown_frames: u64,
+    /// Datagrams from senders that are not neighbours.
+    pub unknown_senders: u64,
+    pub send_errors: u64,
+    /// Cross-shard sends that found the destination queue full.
+    pub cross_shard_backpressure: u64,
+}
+
+impl IoStats {
+    /// All decode errors together.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors_too_short
+            + self.decode_errors_bad_magic
+            + self.decode_errors_unsupported_version
+            + self.decode_errors_truncated
+            + self.decode_errors_bad_length
+            + self.decode_errors_no_frames
+    }
+
+    /// Counts one decode failure under its reason label.
+    pub fn count_decode_error(&mut self, reason: &str) {
+        match reason {
+            "too_short" => self.decode_errors_too_short += 1,
+            "bad_magic" => self.decode_errors_bad_magic += 1,
+            "unsupported_version" => self.decode_errors_unsupported_version += 1,
+            "truncated" => self.decode_errors_truncated += 1,
+            "bad_length" => self.decode_errors_bad_length += 1,
+            _ => self.decode_errors_no_frames += 1,
+        }
+    }
+}
+
+/// One shard as the control core last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    /// Core the shard is pinned to, if pinned.
+    pub core: Option<usize>,
+    pub addr: SocketAddr,
+    pub partitions: Vec<u16>,
+    /// Commands waiting in the shard's inbound cross-shard queue.
+    pub command_queue: usize,
+    pub stats: ShardStats,
+    pub io: IoStats,
+    /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
+    /// collects the rest).
+    pub hops: Vec<u64>,
+}
+
+/// A neighbour, as the control core tracks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub node_id: String,
+    /// The peer's control address; shard `k` listens on port + 1 + k.
+    pub addr: SocketAddr,
+    pub shards: u16,
+    /// `active`, `suspect` or `left`.
+    pub state: String,
+    pub last_heard_ms_ago: u64,
+    /// Partitions (over all local shards) where this peer is eager / lazy.
+    pub eager_partitions: u32,
+    pub lazy_partitions: u32,
+}
+
+/// Status of one background loop (field names from the loop-manager reference).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopInfo {
+    pub name: String,
+    pub running: bool,
+    pub paused: bool,
+    pub run_count: u64,
+    pub error_count: u64,
+    pub consecutive_errors: u64,
+    pub average_duration_ms: f64,
+    /// Milliseconds since the node started, of the last run.
+    pub last_run_time: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// Everything `/status`, `/peers` and `/metrics` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSnapshot {
+    pub node_id: String,
+    pub addr: SocketAddr,
+    pub uptime_ms: u64,
+    pub shutting_down: bool,
+    pub shards: Vec<ShardSnapshot>,
+    pub peers: Vec<PeerInfo>,
+    pub loops: Vec<LoopInfo>,
+    /// Control-socket counters (membership traffic).
+    pub control_io: IoStats,
+    /// Broadcasts accepted by the admin plane.
+    pub broadcasts_accepted: u64,
+    /// Broadcasts refused (too large, shutting down, queue full).
+    pub broadcasts_refused: u64,
+}
+
+/// Why `POST /broadcast` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BroadcastRefused {
+    #[error("payload of {len} bytes exceeds max_payload {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("node is shutting down")]
+    ShuttingDown,
+    #[error("shard queue is full")]
+    Backpressure,
+}
+
+/// What the admin plane needs from the running node.
+pub trait AdminBackend: Send + Sync + 'static {
+    /// Latest aggregated view.
+    fn snapshot(&self) -> NodeSnapshot;
+    /// Submits a broadcast; returns the id it was given.
+    fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
+}
+
+/// Message ids as the admin plane and the deliveries file print them: origin and seq,
+/// 16 hex digits each.
+pub fn id_hex(id: MessageId) -> String {
+    format!("{:016x}{:016x}", id.origin.0, id.seq)
+}
+
+/// Node ids as printed everywhere: 16 hex digits.
+pub fn node_hex(id: NodeId) -> String {
+    format!("{:016x}", id.0)
+}
