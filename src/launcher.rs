@@ -217,6 +217,8 @@ pub fn run(a: ClusterArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Shards publish counters every 250 ms: let the last ones land before scraping.
+    std::thread::sleep(Duration::from_millis(600));
     let metrics: Vec<String> = procs
         .iter()
         .map(|p| {

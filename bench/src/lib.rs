@@ -1,5 +1,9 @@
-//! Workload builders shared by plumcore's benchmarks. The load generator (`bench
-//! blast`, `bench cluster`) will live here too.
+//! plumcore's load generator and benchmark helpers: `blast` drives one node's shard
+//! next to a raw UDP forwarding loop (`raw`); the workload builders below feed the
+//! criterion benchmarks.
+
+pub mod blast;
+pub mod raw;
 
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};

@@ -702,6 +702,9 @@ async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd>) {
                             s.pump(&mut out);
                         }
                         send_all(&sock, &state, &mut out).await;
+                        // Under a flood recv never blocks: give the tick task (commands,
+                        // timers, snapshots) its turn when our time slice is used up.
+                        glommio::yield_if_needed().await;
                     }
                     Err(e) if is_timeout(&e) => {}
                     Err(e) => {

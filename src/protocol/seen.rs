@@ -154,10 +154,15 @@ impl SeenMap {
         let mut word = ((id.seq - w.floor) / 64) as usize;
         if word >= max_words {
             // Slide so that `word` becomes the last allowed word; forget the holes.
+            // Sliding may fold complete words too, so recompute from the new floor.
             let shift = word - max_words + 1;
             self.stats.forced_slides += 1;
             slide(w, shift, fill);
-            word = max_words - 1;
+            if id.seq < w.floor {
+                // Its word was complete: it had been seen.
+                return Seen::Duplicate;
+            }
+            word = ((id.seq - w.floor) / 64) as usize;
         }
         let b = 1u64 << ((id.seq - w.floor) % 64);
         let slot = if word == 0 {
@@ -345,6 +350,24 @@ mod tests {
         assert_eq!(m.insert(T, id(1, 1)), Seen::Duplicate);
         assert_eq!(m.stats().below_floor, 1);
         assert_eq!(m.insert(T, id(1, 200)), Seen::Duplicate);
+    }
+
+    #[test]
+    fn slide_that_folds_complete_words_keeps_bits_aligned() {
+        // Window of 2 words. Fill word 1 completely and leave a hole in word 0.
+        let mut m = SeenMap::new(1, 1, 16, 128, Duration::from_secs(60));
+        for seq in 1..128 {
+            assert_eq!(m.insert(T, id(1, seq)), Seen::New);
+        }
+        // seq 130 needs word 2: slide by one word (forgetting hole 0), which makes the
+        // complete word 1 fold into the floor too.
+        assert_eq!(m.insert(T, id(1, 130)), Seen::New);
+        // Every other seq in 128..192 is still new, and 130 is now a duplicate.
+        for seq in (128..192).filter(|&s| s != 130) {
+            assert_eq!(m.insert(T, id(1, seq)), Seen::New, "seq {seq}");
+        }
+        assert_eq!(m.insert(T, id(1, 130)), Seen::Duplicate);
+        assert_eq!(m.insert(T, id(1, 0)), Seen::Duplicate, "forgotten hole");
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! `plumcore-bench blast`: drives one in-process node's shard with Gossip datagrams
+//! from simulated peers as fast as one sender thread can, and in the same run drives
+//! the raw `recvmmsg`/`sendmmsg` forwarder (`raw.rs`) with the same datagrams.
+//! Reports messages delivered per second by the shard, raw packets per second, and
+//! their ratio.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plumcore::ids::{MessageId, NodeId};
+use plumcore::node::runtime::{self, RuntimeConfig};
+use plumcore::node::sink::DeliverySink;
+use plumcore::node::snapshot::AdminBackend;
+use plumcore::protocol::ProtocolConfig;
+use plumcore::wire::{encode_frame, encode_header, Frame, Header};
+use serde::Serialize;
+
+use crate::raw::{run_raw_forwarder, RawCounters};
+
+/// Blast parameters.
+#[derive(Clone, Debug)]
+pub struct BlastConfig {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub payload: usize,
+    /// Gossip frames per datagram (coalescing, as a real sender does).
+    pub frames_per_datagram: usize,
+    /// Simulated neighbours of the node.
+    pub peers: usize,
+    /// Core for the shard and for the raw loop (same core, so they compete equally).
+    pub shard_core: Option<usize>,
+    pub control_core: Option<usize>,
+}
+
+/// What one blast run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlastReport {
+    pub payload: usize,
+    pub frames_per_datagram: usize,
+    pub peers: usize,
+    pub duration_s: f64,
+    /// Messages the shard delivered per second.
+    pub plumcore_msgs_per_s: f64,
+    /// Datagrams the shard received per second.
+    pub plumcore_datagrams_in_per_s: f64,
+    /// Datagrams the shard sent per second (eager forwards and IHaves).
+    pub plumcore_datagrams_out_per_s: f64,
+    /// Messages the blaster offered per second to the node.
+    pub offered_msgs_per_s: f64,
+    /// Packets the raw loop received (and forwarded to each peer) per second.
+    pub raw_packets_per_s: f64,
+    pub raw_forwarded_per_s: f64,
+    /// plumcore messages/s ÷ raw loop packets/s.
+    pub ratio_vs_raw: f64,
+}
+
+/// Builds one datagram of Gossip frames from `sender`, with seqs starting at `first`.
+fn datagram(sender: NodeId, origin: NodeId, first: u64, frames: usize, payload: &Bytes) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1500);
+    encode_header(
+        &Header {
+            sender,
+            incarnation: 1,
+            flags: 0,
+        },
+        &mut out,
+    );
+    for i in 0..frames as u64 {
+        encode_frame(
+            &Frame::Gossip {
+                id: MessageId {
+                    origin,
+                    seq: first + i,
+                },
+                round: 0,
+                payload: payload.clone(),
+            },
+            &mut out,
+        );
+    }
+    out
+}
+
+/// A simulated peer: a control socket (for Ping) and a shard socket at port + 1.
+struct FakePeer {
+    id: NodeId,
+    control: UdpSocket,
+    shard: UdpSocket,
+}
+
+fn fake_peer(id: NodeId) -> FakePeer {
+    loop {
+        let control = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = control.local_addr().expect("addr").port();
+        if let Ok(shard) = UdpSocket::bind(("127.0.0.1", port.wrapping_add(1))) {
+            return FakePeer { id, control, shard };
+        }
+    }
+}
+
+/// Reads and discards everything arriving on `socks` until `stop`.
+fn drainer(socks: Vec<UdpSocket>, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for s in &socks {
+            let _ = s.set_nonblocking(true);
+        }
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let mut got = false;
+            for s in &socks {
+                while s.recv_from(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    got = true;
+                }
+            }
+            if !got {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    })
+}
+
+/// Sends datagrams to `to` as fast as possible until `stop`; seqs never repeat.
+fn blaster(
+    to: SocketAddr,
+    peers: Vec<NodeId>,
+    cfg: BlastConfig,
+    stop: Arc<AtomicBool>,
+    sent_msgs: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind blaster");
+        let payload = Bytes::from(vec![0xAB; cfg.payload]);
+        let origin = NodeId(0xB1A5_7000);
+        let frames = cfg.frames_per_datagram as u64;
+        let mut seq = 0u64;
+        let mut k = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let sender = peers[k % peers.len()];
+            k += 1;
+            let d = datagram(sender, origin, seq, frames as usize, &payload);
+            seq += frames;
+            if sock.send_to(&d, to).is_ok() {
+                sent_msgs.fetch_add(frames, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+fn delivered(backend: &runtime::NodeBackend) -> (u64, u64, u64) {
+    let s = backend.snapshot();
+    s.shards.iter().fold((0, 0, 0), |a, sh| {
+        (
+            a.0 + sh.stats.delivered,
+            a.1 + sh.io.datagrams_received,
+            a.2 + sh.io.datagrams_sent,
+        )
+    })
+}
+
+/// One run: plumcore first, then the raw loop, same traffic shape.
+pub fn run(cfg: &BlastConfig) -> BlastReport {
+    // --- plumcore ---
+    let (sink, sink_tx) = DeliverySink::start(None).expect("count-only sink");
+    let control = UdpSocket::bind("127.0.0.1:0").expect("probe port");
+    let base = control.local_addr().expect("addr");
+    drop(control);
+    let protocol = ProtocolConfig {
+        max_payload: cfg.payload.max(1),
+        ..ProtocolConfig::default()
+    };
+    let node = runtime::start(
+        RuntimeConfig {
+            node_id: NodeId(1),
+            bind: base,
+            seeds: Vec::new(),
+            shard_cores: vec![cfg.shard_core],
+            control_core: cfg.control_core,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(30),
+            recv_buffer: 16 << 20,
+            send_buffer: 16 << 20,
+            mtu: 1400,
+            protocol,
+        },
+        sink_tx,
+    )
+    .expect("start node");
+    let backend = node.backend();
+    let shard_addr = node.shard_addrs()[0];
+    let peers: Vec<FakePeer> = (0..cfg.peers)
+        .map(|i| fake_peer(NodeId(100 + i as u64)))
+        .collect();
+    // Join: each fake peer pings the node's control socket.
+    for p in &peers {
+        let mut ping = Vec::new();
+        encode_header(
+            &Header {
+                sender: p.id,
+                incarnation: 1,
+                flags: 0,
+            },
+            &mut ping,
+        );
+        encode_frame(&Frame::Ping { shards: 1 }, &mut ping);
+        p.control.send_to(&ping, base).expect("ping");
+    }
+    let t = Instant::now();
+    while backend.snapshot().peers.len() < cfg.peers && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicU64::new(0));
+    let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+    let shard_socks: Vec<UdpSocket> = peers
+        .iter()
+        .map(|p| p.shard.try_clone().expect("clone"))
+        .collect();
+    let drain = drainer(shard_socks, stop.clone(), drained.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let blast = blaster(
+        shard_addr,
+        ids.clone(),
+        cfg.clone(),
+        stop.clone(),
+        sent.clone(),
+    );
+    std::thread::sleep(cfg.warmup);
+    let (d0, in0, out0) = delivered(&backend);
+    let s0 = sent.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(cfg.duration);
+    let (d1, in1, out1) = delivered(&backend);
+    let s1 = sent.load(Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    blast.join().expect("blaster");
+    drain.join().expect("drainer");
+    node.shutdown(Duration::from_secs(3));
+    sink.stop();
+
+    // --- raw loop, same datagrams, forwarded to as many peers as plumcore has eager ---
+    let fanout = ProtocolConfig::default().eager_fanout.min(cfg.peers).max(1);
+    let raw_sock = UdpSocket::bind("127.0.0.1:0").expect("bind raw");
+    let raw_addr = raw_sock.local_addr().expect("addr");
+    let targets: Vec<SocketAddr> = peers[..fanout]
+        .iter()
+        .map(|p| p.shard.local_addr().expect("addr"))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(RawCounters::default());
+    let fwd = {
+        let (stop, counters, core) = (stop.clone(), counters.clone(), cfg.shard_core);
+        std::thread::spawn(move || {
+            if let Some(c) = core {
+                let _ = core_pinning::pin_current_thread(c);
+            }
+            run_raw_forwarder(raw_sock, targets, stop, counters)
+        })
+    };
+    let shard_socks: Vec<UdpSocket> = peers
+        .iter()
+        .map(|p| p.shard.try_clone().expect("clone"))
+        .collect();
+    let drain = drainer(shard_socks, stop.clone(), drained.clone());
+    let blast = blaster(
+        raw_addr,
+        ids,
+        cfg.clone(),
+        stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+    );
+    std::thread::sleep(cfg.warmup);
+    let r0 = counters.received.load(Ordering::Relaxed);
+    let f0 = counters.forwarded.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(cfg.duration);
+    let r1 = counters.received.load(Ordering::Relaxed);
+    let f1 = counters.forwarded.load(Ordering::Relaxed);
+    let raw_secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    blast.join().expect("blaster");
+    drain.join().expect("drainer");
+    fwd.join().expect("forwarder");
+
+    let msgs = (d1 - d0) as f64 / secs;
+    let raw = (r1 - r0) as f64 / raw_secs;
+    BlastReport {
+        payload: cfg.payload,
+        frames_per_datagram: cfg.frames_per_datagram,
+        peers: cfg.peers,
+        duration_s: secs,
+        plumcore_msgs_per_s: msgs,
+        plumcore_datagrams_in_per_s: (in1 - in0) as f64 / secs,
+        plumcore_datagrams_out_per_s: (out1 - out0) as f64 / secs,
+        offered_msgs_per_s: (s1 - s0) as f64 / secs,
+        raw_packets_per_s: raw,
+        raw_forwarded_per_s: (f1 - f0) as f64 / raw_secs,
+        ratio_vs_raw: if raw > 0.0 { msgs / raw } else { 0.0 },
+    }
+}
