@@ -229,6 +229,22 @@ fn five_nodes_deliver_every_broadcast_exactly_once_and_survive_garbage() {
             get_json(n.admin, "/peers").is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
         })
     });
+    // The status contract: node id, peers with eager/lazy counts, loops with counters.
+    wait_until(
+        "status to show eager links and loop runs",
+        Duration::from_secs(10),
+        || {
+            get_json(nodes[0].admin, "/status").is_some_and(|st| {
+                st["node_id"].as_str() == Some("0000000000000001")
+                    && st["peers"]["list"].as_array().is_some_and(|l| l.len() == 4)
+                    && st["peers"]["eager"].as_u64().is_some_and(|e| e > 0)
+                    && st["shards"].as_array().is_some_and(|s| s.len() == 2)
+                    && st["loops"].as_array().is_some_and(|l| {
+                        !l.is_empty() && l.iter().all(|x| x["run_count"].as_u64() > Some(0))
+                    })
+            })
+        },
+    );
     let mut rng = 42u64;
     let sent = broadcast_many(&nodes, 500, "first", &mut rng);
     check_all_delivered_once(&nodes, &sent);

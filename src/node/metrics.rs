@@ -425,6 +425,7 @@ mod tests {
             addr: format!("127.0.0.1:{}", 7001 + i).parse().unwrap(),
             partitions: vec![i as u16],
             command_queue: 2,
+            peer_links: Vec::new(),
             stats: ShardStats {
                 broadcasts: 3,
                 delivered,

@@ -641,6 +641,12 @@ impl ShardState {
                 .filter(|p| *p as usize % self.ctx.shards == self.ctx.index)
                 .collect(),
             command_queue: queue,
+            peer_links: self
+                .shard
+                .peer_links()
+                .into_iter()
+                .map(|(id, e, l)| (node_hex(id), e, l))
+                .collect(),
             stats: self.shard.stats(),
             io: self.io,
             hops: self.hops.clone(),
@@ -903,14 +909,22 @@ impl ControlState {
         let peers = self
             .peers
             .iter()
-            .map(|(id, p)| PeerInfo {
-                node_id: node_hex(*id),
-                addr: p.layout.control,
-                shards: p.layout.shards,
-                state: "active".into(),
-                last_heard_ms_ago: p.last_heard.elapsed().as_millis() as u64,
-                eager_partitions: 0,
-                lazy_partitions: 0,
+            .map(|(id, p)| {
+                let hex = node_hex(*id);
+                let (eager, lazy) = shards
+                    .iter()
+                    .flat_map(|s| s.peer_links.iter())
+                    .filter(|(h, _, _)| *h == hex)
+                    .fold((0, 0), |a, (_, e, l)| (a.0 + e, a.1 + l));
+                PeerInfo {
+                    node_id: hex,
+                    addr: p.layout.control,
+                    shards: p.layout.shards,
+                    state: "active".into(),
+                    last_heard_ms_ago: p.last_heard.elapsed().as_millis() as u64,
+                    eager_partitions: eager,
+                    lazy_partitions: lazy,
+                }
             })
             .collect();
         let loops = self

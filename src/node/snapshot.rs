@@ -67,6 +67,8 @@ pub struct ShardSnapshot {
     pub command_queue: usize,
     pub stats: ShardStats,
     pub io: IoStats,
+    /// Per neighbour (16-hex node id): partitions of this shard where it is eager, lazy.
+    pub peer_links: Vec<(String, u32, u32)>,
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,

@@ -185,6 +185,23 @@ impl Shard {
         bits(m).map(|i| self.neighbors.get(i)).collect()
     }
 
+    /// Per neighbour, in how many owned partitions it is eager and lazy (status pages).
+    pub fn peer_links(&self) -> Vec<(NodeId, u32, u32)> {
+        let mut out: Vec<(NodeId, u32, u32)> =
+            self.neighbors.ids().iter().map(|&id| (id, 0, 0)).collect();
+        for p in bits(self.owned) {
+            let eager = self.parts[p].eager;
+            for (i, row) in out.iter_mut().enumerate() {
+                if eager & bit(i) != 0 {
+                    row.1 += 1;
+                } else {
+                    row.2 += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `id` has been delivered (or broadcast) here.
     pub fn has_seen(&self, id: MessageId) -> bool {
         self.seen.contains(id)

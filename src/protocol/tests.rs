@@ -857,3 +857,27 @@ fn anti_entropy_ihave_recovers_a_message_whose_push_was_lost() {
         .iter()
         .any(|e| matches!(e, Event::Deliver { id, .. } if *id == mid(9, 0))));
 }
+
+#[test]
+fn peer_links_count_eager_and_lazy_partitions_per_neighbour() {
+    let mut s = Shard::new(
+        ME,
+        0b1111,
+        ProtocolConfig {
+            partitions: 4,
+            eager_fanout: 1,
+            ..ProtocolConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    s.neighbor_up(ms(0), A);
+    s.neighbor_up(ms(0), B);
+    let links = s.peer_links();
+    assert_eq!(links.len(), 2);
+    for &(_, eager, lazy) in &links {
+        assert_eq!(eager + lazy, 4);
+    }
+    // One eager peer per partition.
+    assert_eq!(links.iter().map(|l| l.1).sum::<u32>(), 4);
+}
