@@ -186,6 +186,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
             send_buffer: 16 << 20,
             mtu: 1400,
             protocol,
+            chaos: false,
         },
         sink_tx,
     )

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
-use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, NodeSnapshot};
+use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, ChaosRefused, NodeSnapshot};
 
 /// Most body bytes `POST /broadcast` reads; one more than any payload a datagram can
 /// carry, so that an oversized body still reaches the backend and is refused there
@@ -170,6 +170,16 @@ fn handle(mut request: Request, backend: &dyn AdminBackend) {
 }
 
 fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    if let Some(name) = path.strip_prefix("/chaos/panic/") {
+        if *method != Method::Post {
+            return Reply::error(405, "method not allowed").with_header("Allow", "POST");
+        }
+        return match backend.inject_panic(name) {
+            Ok(()) => Reply::json(200, &json!({ "panicking": name })),
+            Err(e @ ChaosRefused::Disabled) => Reply::error(403, &e.to_string()),
+            Err(e @ ChaosRefused::UnknownLoop(_)) => Reply::error(404, &e.to_string()),
+        };
+    }
     let allowed = match path {
         "/metrics" | "/status" | "/peers" => Method::Get,
         "/broadcast" => Method::Post,
@@ -284,6 +294,7 @@ mod tests {
                 control_io: IoStats::default(),
                 broadcasts_accepted: 1,
                 broadcasts_refused: 2,
+                degraded: Vec::new(),
             }
         }
 

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub mtu: usize,
     /// Plumtree tunables (the `[protocol]` table).
     pub protocol: ProtocolConfig,
+    /// Test-only fault injection: `POST /chaos/panic/<loop>` makes a loop panic.
+    pub chaos: bool,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +75,7 @@ impl Default for NodeConfig {
             send_buffer_bytes: 8 << 20,
             mtu: wire::DEFAULT_MTU,
             protocol: ProtocolConfig::default(),
+            chaos: false,
         }
     }
 }
@@ -107,6 +110,9 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or plumcore=debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Enable test-only fault injection on the admin plane.
+    #[arg(long)]
+    pub chaos: bool,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -297,6 +303,9 @@ impl NodeArgs {
         }
         if let Some(level) = &self.log_level {
             cfg.log_level = level.clone();
+        }
+        if self.chaos {
+            cfg.chaos = true;
         }
     }
 }

@@ -426,6 +426,7 @@ mod tests {
             partitions: vec![i as u16],
             command_queue: 2,
             peer_links: Vec::new(),
+            loops: Vec::new(),
             stats: ShardStats {
                 broadcasts: 3,
                 delivered,
@@ -476,6 +477,7 @@ mod tests {
             },
             broadcasts_accepted: 3,
             broadcasts_refused: 6,
+            degraded: Vec::new(),
         }
     }
 

@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod config;
+mod control;
 pub mod metrics;
 pub mod runtime;
+mod shard_exec;
 pub mod sink;
 pub mod snapshot;
 
@@ -143,6 +145,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         send_buffer: cfg.send_buffer_bytes,
         mtu: cfg.mtu,
         protocol: cfg.protocol.clone(),
+        chaos: cfg.chaos,
     };
     let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
         .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
@@ -159,12 +162,20 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         shards = ?node.shard_addrs(),
         "plumcore node running"
     );
+    let mut fatal = None;
     while !stop.load(Ordering::Relaxed) {
+        if let Some(f) = node.fatal() {
+            fatal = Some(f);
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     info!("shutting down");
     let report = node.shutdown(Duration::from_secs(5));
     admin.stop();
     sink.stop();
-    Ok(report)
+    match fatal {
+        Some(f) => Err(NodeError::Environment(f)),
+        None => Ok(report),
+    }
 }

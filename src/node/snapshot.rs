@@ -69,6 +69,8 @@ pub struct ShardSnapshot {
     pub io: IoStats,
     /// Per neighbour (16-hex node id): partitions of this shard where it is eager, lazy.
     pub peer_links: Vec<(String, u32, u32)>,
+    /// This shard's loops.
+    pub loops: Vec<LoopInfo>,
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,
@@ -99,7 +101,7 @@ pub struct LoopInfo {
     pub error_count: u64,
     pub consecutive_errors: u64,
     pub average_duration_ms: f64,
-    /// Milliseconds since the node started, of the last run.
+    /// End of the last run, UNIX time in milliseconds.
     pub last_run_time: Option<u64>,
     pub last_error: Option<String>,
 }
@@ -120,6 +122,8 @@ pub struct NodeSnapshot {
     pub broadcasts_accepted: u64,
     /// Broadcasts refused (too large, shutting down, queue full).
     pub broadcasts_refused: u64,
+    /// Tasks whose supervisor exceeded its restart intensity (the node is degraded).
+    pub degraded: Vec<String>,
 }
 
 /// Why `POST /broadcast` was refused.
@@ -133,12 +137,25 @@ pub enum BroadcastRefused {
     Backpressure,
 }
 
+/// Why `POST /chaos/panic/<loop>` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChaosRefused {
+    #[error("fault injection is disabled (start the node with --chaos)")]
+    Disabled,
+    #[error("no loop named `{0}`")]
+    UnknownLoop(String),
+}
+
 /// What the admin plane needs from the running node.
 pub trait AdminBackend: Send + Sync + 'static {
     /// Latest aggregated view.
     fn snapshot(&self) -> NodeSnapshot;
     /// Submits a broadcast; returns the id it was given.
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
+    /// Test-only fault injection: make a background loop panic once.
+    fn inject_panic(&self, _loop_name: &str) -> Result<(), ChaosRefused> {
+        Err(ChaosRefused::Disabled)
+    }
 }
 
 /// Message ids as the admin plane and the deliveries file print them: origin and seq,

@@ -11,6 +11,10 @@
 //! will never see are pre-set when a word is opened (`fill` masks), so words still
 //! fill up and fold into the floor.
 //!
+//! A shard's first message from an origin is not necessarily the oldest one still in
+//! flight, so seqs up to `max_window` before that first contact are accepted once
+//! each, tracked in a small per-origin list.
+//!
 //! Bounds: at most `max_origins` origins (the least recently active is evicted when a
 //! new one arrives), at most `max_window` sequence numbers per origin (the window is
 //! slid forward, forgetting holes, when a newer message would exceed it), and origins
@@ -23,6 +27,9 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::ids::{origin_offset, MessageId, NodeId};
+
+/// Most late seqs tracked per origin below its first-contact point.
+const MAX_EARLY: usize = 4096;
 
 /// Outcome of [`SeenMap::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,21 @@ struct Window {
     spill: Option<Box<VecDeque<u64>>>,
     /// Seconds since the epoch of the last insert, for the TTL.
     last_active: u32,
+    /// Words the floor has advanced since the window was opened (saturating), so the
+    /// opening point `floor - 64 * opened_lag` is known without storing it.
+    opened_lag: u32,
+}
+
+impl Window {
+    /// Where the window was opened (first contact), if still representable.
+    fn opened(&self) -> Option<u64> {
+        (self.opened_lag != u32::MAX).then(|| self.floor - 64 * self.opened_lag as u64)
+    }
+
+    fn advance(&mut self, words: u64) {
+        self.floor += 64 * words;
+        self.opened_lag = u32::try_from(self.opened_lag as u64 + words).unwrap_or(u32::MAX);
+    }
 }
 
 /// Counters the seen map owns.
@@ -60,12 +82,20 @@ pub struct SeenStats {
     pub forced_slides: u64,
     /// Inserts older than the window's floor (reported as duplicates).
     pub below_floor: u64,
+    /// Messages older than an origin's first contact, delivered late (reordering).
+    pub early_accepted: u64,
 }
 
 /// Bounded per-shard seen map. See the module documentation.
 #[derive(Debug)]
 pub struct SeenMap {
     windows: FxHashMap<NodeId, Window>,
+    /// Per origin, seqs below its first-contact point that were delivered late. A
+    /// shard's first message from an origin is not necessarily that origin's first
+    /// message in flight (partitions travel on different trees, grafts take time), so
+    /// up to `max_window` seqs before first contact are tracked individually. Rare and
+    /// bounded by `MAX_EARLY` per origin.
+    early: FxHashMap<NodeId, Vec<u64>>,
     partitions: u64,
     /// `fill[r]`: bits of an aligned word whose seqs fall in partitions this shard does
     /// not own, for an origin with `origin_offset % partitions == r`.
@@ -97,6 +127,7 @@ impl SeenMap {
         }
         Self {
             windows: FxHashMap::default(),
+            early: FxHashMap::default(),
             partitions: p,
             fill,
             max_origins: max_origins.max(1),
@@ -111,12 +142,25 @@ impl SeenMap {
         self.fill[(origin_offset(origin) & (self.partitions - 1)) as usize]
     }
 
+    /// For a seq below the floor: whether it lies in the span tracked before first
+    /// contact (so the early list decides) rather than simply being old.
+    fn in_early_span(&self, w: &Window, seq: u64) -> bool {
+        w.opened()
+            .is_some_and(|opened| seq < opened && opened - seq <= self.max_words as u64 * 64)
+    }
+
     /// Whether `id` was seen, without recording anything.
     pub fn contains(&self, id: MessageId) -> bool {
         let Some(w) = self.windows.get(&id.origin) else {
             return false;
         };
         if id.seq < w.floor {
+            if self.in_early_span(w, id.seq) {
+                return self
+                    .early
+                    .get(&id.origin)
+                    .is_some_and(|e| e.contains(&id.seq));
+            }
             return true;
         }
         let off = id.seq - w.floor;
@@ -145,9 +189,25 @@ impl SeenMap {
             bits: fill,
             spill: None,
             last_active: now_s,
+            opened_lag: 0,
         });
         w.last_active = now_s;
         if id.seq < w.floor {
+            let span = max_words as u64 * 64;
+            let early_span = w
+                .opened()
+                .is_some_and(|opened| id.seq < opened && opened - id.seq <= span);
+            if early_span {
+                let early = self.early.entry(id.origin).or_default();
+                if early.contains(&id.seq) {
+                    return Seen::Duplicate;
+                }
+                if early.len() < MAX_EARLY {
+                    early.push(id.seq);
+                    self.stats.early_accepted += 1;
+                    return Seen::New;
+                }
+            }
             self.stats.below_floor += 1;
             return Seen::Duplicate;
         }
@@ -191,6 +251,8 @@ impl SeenMap {
         let before = self.windows.len();
         self.windows
             .retain(|_, w| now_s.saturating_sub(w.last_active) <= ttl);
+        let windows = &self.windows;
+        self.early.retain(|o, _| windows.contains_key(o));
         let removed = before - self.windows.len();
         self.stats.origin_expirations += removed as u64;
         removed
@@ -204,6 +266,7 @@ impl SeenMap {
             .map(|(o, _)| *o)
         {
             self.windows.remove(&victim);
+            self.early.remove(&victim);
             self.stats.origin_evictions += 1;
         }
     }
@@ -234,7 +297,12 @@ impl SeenMap {
             .filter_map(|w| w.spill.as_ref())
             .map(|s| size_of::<VecDeque<u64>>() + s.capacity() * 8)
             .sum();
-        table + spill
+        let early: usize = self
+            .early
+            .values()
+            .map(|e| e.capacity() * 8 + size_of::<(NodeId, Vec<u64>)>() + 1)
+            .sum();
+        table + spill + early
     }
 }
 
@@ -242,7 +310,7 @@ impl SeenMap {
 fn slide(w: &mut Window, shift: usize, fill: u64) {
     let spill_len = w.spill.as_ref().map_or(0, |s| s.len());
     if shift > spill_len {
-        w.floor += 64 * shift as u64;
+        w.advance(shift as u64);
         w.bits = fill;
         w.spill = None;
         return;
@@ -252,14 +320,14 @@ fn slide(w: &mut Window, shift: usize, fill: u64) {
         spill.pop_front();
     }
     w.bits = spill.pop_front().unwrap_or(fill);
-    w.floor += 64 * shift as u64;
+    w.advance(shift as u64);
     compact(w, fill);
 }
 
 /// Folds completely seen leading words into the floor.
 fn compact(w: &mut Window, fill: u64) {
     while w.bits == u64::MAX {
-        w.floor += 64;
+        w.advance(1);
         match w.spill.as_mut().and_then(|s| s.pop_front()) {
             Some(next) => w.bits = next,
             None => {
@@ -316,14 +384,36 @@ mod tests {
     }
 
     #[test]
-    fn first_contact_opens_the_window_at_the_aligned_word() {
-        // A node that first hears of an origin at seq 300 accepts 256..=299 (same
-        // word) but treats older words as before its time.
+    fn messages_older_than_first_contact_are_delivered_once() {
+        // A shard that first hears of an origin at seq 300 (its earlier messages travel
+        // on slower trees) still takes 255, 10, ... once each.
         let mut m = map();
         assert_eq!(m.insert(T, id(7, 300)), Seen::New);
         assert_eq!(m.insert(T, id(7, 256)), Seen::New);
+        assert!(!m.contains(id(7, 255)));
+        assert_eq!(m.insert(T, id(7, 255)), Seen::New);
+        assert!(m.contains(id(7, 255)));
         assert_eq!(m.insert(T, id(7, 255)), Seen::Duplicate);
-        assert!(m.contains(id(7, 10)));
+        assert_eq!(m.insert(T, id(7, 10)), Seen::New);
+        assert_eq!(m.insert(T, id(7, 10)), Seen::Duplicate);
+        assert_eq!(m.stats().early_accepted, 2);
+        // Even after the floor moves on, the early span stays anchored at first contact.
+        for seq in 256..2000 {
+            m.insert(T, id(7, seq));
+        }
+        assert_eq!(m.insert(T, id(7, 11)), Seen::New);
+        assert_eq!(m.insert(T, id(7, 10)), Seen::Duplicate);
+        assert_eq!(m.insert(T, id(7, 1500)), Seen::Duplicate);
+    }
+
+    #[test]
+    fn the_early_span_is_bounded_by_the_window() {
+        // max_window 1024: seqs more than 1024 before first contact are simply old.
+        let mut m = map();
+        assert_eq!(m.insert(T, id(7, 10_000)), Seen::New);
+        assert_eq!(m.insert(T, id(7, 9_984 - 1024)), Seen::New);
+        assert_eq!(m.insert(T, id(7, 9_984 - 1025)), Seen::Duplicate);
+        assert!(m.contains(id(7, 5)));
     }
 
     #[test]
