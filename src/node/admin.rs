@@ -295,6 +295,7 @@ mod tests {
                 broadcasts_accepted: 1,
                 broadcasts_refused: 2,
                 degraded: Vec::new(),
+                tasks: Default::default(),
             }
         }
 

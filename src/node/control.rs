@@ -52,6 +52,7 @@ struct ControlState {
     loops: Vec<LoopHandle>,
     shards: Vec<Option<ShardSnapshot>>,
     chaos_pending: FxHashSet<String>,
+    tracker: TaskTracker,
 }
 
 /// Maps a loop runner's status to the status-page shape.
@@ -243,6 +244,16 @@ impl ControlState {
             .snapshot
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tracker.counters();
+        for t in shards.iter().map(|s| &s.tasks) {
+            tasks.spawned += t.spawned;
+            tasks.running += t.running;
+            tasks.completed += t.completed;
+            tasks.failed += t.failed;
+            tasks.cancelled += t.cancelled;
+            tasks.restarted += t.restarted;
+        }
+        snap.tasks = tasks;
         snap.shards = shards;
         snap.peers = peers;
         snap.loops = loops;
@@ -373,8 +384,9 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         loops: Vec::new(),
         shards: vec![None; n],
         chaos_pending: FxHashSet::default(),
+        tracker: TaskTracker::default(),
     }));
-    let tracker = TaskTracker::default();
+    let tracker = state.borrow().tracker.clone();
     // The receive path: a permanent, critical child. If it keeps dying faster than
     // the restart intensity allows, the node stops with a non-zero exit.
     let sup = Supervisor::new(

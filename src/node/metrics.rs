@@ -403,6 +403,31 @@ impl Collector for SnapshotCollector {
         )?;
         write_gauges(
             &mut enc,
+            "plumtree_degraded_tasks",
+            "Tasks whose supervisor exceeded its restart intensity (0 = healthy).",
+            &[(none.clone(), s.degraded.len() as u64)],
+        )?;
+        let t = &s.tasks;
+        write_counters(
+            &mut enc,
+            "plumtree_tasks",
+            "Supervised tasks by outcome, over the control core and every shard.",
+            &[
+                (vec![("state", "spawned".to_string())], t.spawned),
+                (vec![("state", "completed".to_string())], t.completed),
+                (vec![("state", "failed".to_string())], t.failed),
+                (vec![("state", "cancelled".to_string())], t.cancelled),
+                (vec![("state", "restarted".to_string())], t.restarted),
+            ],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_tasks_running",
+            "Supervised tasks currently running.",
+            &[(none.clone(), t.running)],
+        )?;
+        write_gauges(
+            &mut enc,
             "plumtree_uptime_seconds",
             "Seconds since the node started.",
             &[(none, s.uptime_ms / 1000)],
@@ -427,6 +452,7 @@ mod tests {
             command_queue: 2,
             peer_links: Vec::new(),
             loops: Vec::new(),
+            tasks: Default::default(),
             stats: ShardStats {
                 broadcasts: 3,
                 delivered,
@@ -478,6 +504,7 @@ mod tests {
             broadcasts_accepted: 3,
             broadcasts_refused: 6,
             degraded: Vec::new(),
+            tasks: Default::default(),
         }
     }
 

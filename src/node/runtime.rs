@@ -390,6 +390,7 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         broadcasts_accepted: 0,
         broadcasts_refused: 0,
         degraded: Vec::new(),
+        tasks: Default::default(),
     };
     let (chaos_tx, chaos_rx) = if cfg.chaos {
         let (tx, rx) = bounded(64);

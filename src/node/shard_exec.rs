@@ -92,6 +92,7 @@ struct ShardState {
     chaos: FxHashSet<String>,
     /// This shard's loops, for its snapshot.
     loops: Vec<LoopHandle>,
+    tracker: Option<TaskTracker>,
 }
 
 impl ShardState {
@@ -287,6 +288,11 @@ impl ShardState {
             io: self.io,
             hops: self.hops.clone(),
             loops: self.loops.iter().map(|h| loop_info(&h.status())).collect(),
+            tasks: self
+                .tracker
+                .as_ref()
+                .map(|t| t.counters())
+                .unwrap_or_default(),
         }
     }
 }
@@ -418,8 +424,10 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
         last_decode_log: None,
         chaos: FxHashSet::default(),
         loops: Vec::new(),
+        tracker: None,
     }));
     let tracker = TaskTracker::default();
+    state.borrow_mut().tracker = Some(tracker.clone());
     let sup = Supervisor::new(
         &format!("shard-{index}"),
         RestartIntensity {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::ids::{MessageId, NodeId};
 use crate::protocol::ShardStats;
+pub use crate::tasks::TaskCounters;
 
 /// Socket-level counters a shard keeps next to its protocol counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,6 +72,8 @@ pub struct ShardSnapshot {
     pub peer_links: Vec<(String, u32, u32)>,
     /// This shard's loops.
     pub loops: Vec<LoopInfo>,
+    /// This shard's task tracker counters.
+    pub tasks: TaskCounters,
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,
@@ -124,6 +127,8 @@ pub struct NodeSnapshot {
     pub broadcasts_refused: u64,
     /// Tasks whose supervisor exceeded its restart intensity (the node is degraded).
     pub degraded: Vec<String>,
+    /// Task tracker counters, summed over the control core and every shard.
+    pub tasks: TaskCounters,
 }
 
 /// Why `POST /broadcast` was refused.
