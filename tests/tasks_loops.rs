@@ -1,23 +1,14 @@
 //! Executor tests for periodic loops and the loop manager.
 
+mod common;
+use common::{ms, run};
+
 use std::cell::Cell;
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::timer::sleep;
 use plumcore::tasks::{BackoffConfig, Loop, LoopConfig, LoopError, LoopManager, TaskTracker};
-
-fn run<T: Send + 'static>(f: impl Future<Output = T> + 'static) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 struct Counter {
     name: &'static str,

@@ -1,6 +1,8 @@
 //! Executor tests for panic-safe spawning, cancellation, timeouts and shutdown stats.
 
-use std::future::Future;
+mod common;
+use common::{ms, run};
+
 use std::time::{Duration, Instant};
 
 use glommio::timer::sleep;
@@ -9,17 +11,6 @@ use plumcore::tasks::{
     spawn_detached, spawn_named, with_timeout, ShutdownStatus, TaskError, TaskKind, TaskSpec,
     TaskState, TaskTracker,
 };
-
-fn run<T: Send + 'static>(f: impl Future<Output = T> + 'static) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 #[test]
 fn panic_is_captured_with_message() {

@@ -1,7 +1,9 @@
 //! Executor tests for OTP-style supervision.
 
+mod common;
+use common::{ms, run};
+
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,17 +13,6 @@ use plumcore::tasks::{
     BackoffConfig, ChildSpec, Event, RestartIntensity, RestartType, Supervisor, SupervisorOutcome,
     TaskTracker,
 };
-
-fn run<T: Send + 'static>(f: impl Future<Output = T> + 'static) -> T {
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .expect("executor")
-        .run(f)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 fn fast_backoff() -> BackoffConfig {
     BackoffConfig {

@@ -80,6 +80,45 @@ pub(super) fn loop_backoff() -> BackoffConfig {
     }
 }
 
+/// The supervisor every executor runs its receive path under: a critical permanent
+/// child restarted with [`loop_backoff`]; more than 20 restarts in 10 s (the count
+/// resets after 30 s stable) escalates to `Shared::degrade`, which for a critical
+/// child makes the node shut down and exit non-zero.
+pub(super) fn executor_supervisor<F, Fut>(
+    name: &str,
+    child: String,
+    tracker: &TaskTracker,
+    seed: u64,
+    shared: Arc<Shared>,
+    receive: F,
+) -> Supervisor
+where
+    F: Fn(Event) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let sup = Supervisor::new(
+        name,
+        RestartIntensity {
+            max_restarts: 20,
+            within: Duration::from_secs(10),
+            stable_after: Duration::from_secs(30),
+        },
+        tracker.clone(),
+        seed,
+    );
+    sup.add_child(
+        ChildSpec::new(child, RestartType::Permanent, receive)
+            .critical(true)
+            .backoff(loop_backoff()),
+    );
+    sup.on_escalation(move |e| {
+        error!(task = %e.task, critical = e.critical, "restart intensity exceeded");
+        shared.degrade(&e.task, e.critical);
+    });
+    sup.start();
+    sup
+}
+
 impl ControlState {
     /// Test-only fault injection: whether `name` was asked to panic (once).
     fn chaos_take(&mut self, name: &str) -> bool {
@@ -387,36 +426,18 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         tracker: TaskTracker::default(),
     }));
     let tracker = state.borrow().tracker.clone();
-    // The receive path: a permanent, critical child. If it keeps dying faster than
-    // the restart intensity allows, the node stops with a non-zero exit.
-    let sup = Supervisor::new(
-        "control",
-        RestartIntensity {
-            max_restarts: 20,
-            within: Duration::from_secs(10),
-            stable_after: Duration::from_secs(30),
-        },
-        tracker.clone(),
-        seed,
-    );
-    {
+    // The receive path: a permanent, critical child.
+    let sup = {
         let (state, sock) = (state.clone(), sock.clone());
-        sup.add_child(
-            ChildSpec::new("control_receiver", RestartType::Permanent, move |stop| {
-                receive(state.clone(), sock.clone(), stop)
-            })
-            .critical(true)
-            .backoff(loop_backoff()),
-        );
-    }
-    {
-        let shared = shared.clone();
-        sup.on_escalation(move |e| {
-            error!(task = %e.task, critical = e.critical, "restart intensity exceeded");
-            shared.degrade(&e.task, e.critical);
-        });
-    }
-    sup.start();
+        executor_supervisor(
+            "control",
+            "control_receiver".into(),
+            &tracker,
+            seed,
+            shared.clone(),
+            move |stop| receive(state.clone(), sock.clone(), stop),
+        )
+    };
     let mut mgr = LoopManager::new(tracker.clone());
     let cfg = |jitter: f64| LoopConfig {
         jitter,

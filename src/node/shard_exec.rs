@@ -14,17 +14,16 @@ use crossbeam_channel::{Receiver, Sender};
 use glommio::net::UdpSocket;
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
-use super::control::{loop_backoff, loop_info};
+use super::control::{executor_supervisor, loop_backoff, loop_info};
 use super::runtime::{is_timeout, owned_mask, PeerLayout, ShardCmd, ShardReport, Shared};
 use super::sink::{Delivery, SinkSender};
 use super::snapshot::{node_hex, IoStats, ShardSnapshot};
 use crate::ids::NodeId;
 use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
 use crate::tasks::{
-    ChildSpec, Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
-    RestartIntensity, RestartType, Supervisor, TaskTracker,
+    Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, TaskTracker,
 };
 use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
 
@@ -428,36 +427,17 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());
-    let sup = Supervisor::new(
-        &format!("shard-{index}"),
-        RestartIntensity {
-            max_restarts: 20,
-            within: Duration::from_secs(10),
-            stable_after: Duration::from_secs(30),
-        },
-        tracker.clone(),
-        seed,
-    );
-    {
+    let sup = {
         let (state, sock) = (state.clone(), sock.clone());
-        sup.add_child(
-            ChildSpec::new(
-                format!("shard-{index}/receiver"),
-                RestartType::Permanent,
-                move |stop| receive(state.clone(), sock.clone(), stop),
-            )
-            .critical(true)
-            .backoff(loop_backoff()),
-        );
-    }
-    {
-        let shared = shared.clone();
-        sup.on_escalation(move |e| {
-            error!(task = %e.task, critical = e.critical, "restart intensity exceeded");
-            shared.degrade(&e.task, e.critical);
-        });
-    }
-    sup.start();
+        executor_supervisor(
+            &format!("shard-{index}"),
+            format!("shard-{index}/receiver"),
+            &tracker,
+            seed,
+            shared,
+            move |stop| receive(state.clone(), sock.clone(), stop),
+        )
+    };
     let mut mgr = LoopManager::new(tracker);
     let tick = mgr.add(
         TickLoop {

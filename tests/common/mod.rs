@@ -1,0 +1,17 @@
+//! Helpers shared by the executor tests of the supervision layer.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs `f` to completion on a fresh, unpinned glommio executor.
+pub fn run<T: Send + 'static>(f: impl Future<Output = T> + 'static) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .expect("executor")
+        .run(f)
+}
+
+/// Milliseconds, shortly.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
