@@ -57,12 +57,16 @@ impl PayloadCache {
     /// Caches a newly delivered message, evicting the oldest ones past the bounds.
     pub fn insert(&mut self, now: Duration, id: MessageId, msg: CachedMessage) {
         let len = msg.payload.len();
-        if self.map.insert(id, msg).is_some() {
-            // Ids are inserted once (the seen map guards); keep accounting exact anyway.
-            return;
+        match self.map.insert(id, msg) {
+            // The seen map forgot the id (TTL, eviction) while the payload was still
+            // cached: replace it, keeping the byte count exact; its place in the
+            // expiry order stays where it was.
+            Some(old) => self.bytes = self.bytes - old.payload.len() + len,
+            None => {
+                self.order.push_back((id, now));
+                self.bytes += len;
+            }
         }
-        self.order.push_back((id, now));
-        self.bytes += len;
         while self.map.len() > self.max_entries
             || (self.bytes > self.max_bytes && self.map.len() > 1)
         {
@@ -150,6 +154,18 @@ mod tests {
             from: NodeId(2),
             at: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn reinserting_an_id_keeps_byte_accounting_exact() {
+        let mut c = PayloadCache::new(10, 1 << 20);
+        c.insert(Duration::ZERO, id(1), msg(10));
+        c.insert(Duration::ZERO, id(1), msg(30));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), 30);
+        assert_eq!(c.expire(Duration::from_secs(100), Duration::from_secs(60), 10), 1);
+        assert_eq!(c.bytes(), 0);
+        assert!(c.is_empty());
     }
 
     #[test]
