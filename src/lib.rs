@@ -5,6 +5,7 @@
 //! frames travel in; `ids` are the identifiers all of them share.
 
 pub mod ids;
+pub mod membership;
 pub mod node;
 pub mod protocol;
 pub mod sim;

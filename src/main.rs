@@ -48,6 +48,14 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum OverlayArg {
+    /// A fixed random graph; crashes announced by a simulated failure detector.
+    Random,
+    /// HyParView membership: joins, shuffles, failure detection, healing.
+    Hyparview,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Baseline {
     /// Classic flood gossip: eager push to every neighbour, no lazy push.
     Flood,
@@ -79,7 +87,10 @@ struct SimArgs {
     /// Also run this baseline on the same workload and report it side by side.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
-    /// Average overlay degree.
+    /// Where neighbours come from.
+    #[arg(long, value_enum, default_value = "random")]
+    overlay: OverlayArg,
+    /// Average overlay degree (random overlay).
     #[arg(long, default_value_t = 8)]
     degree: usize,
     /// Partitions (independent trees); a power of two up to 64.
@@ -162,6 +173,10 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
         return Ok(bad_arg("--payload", "exceeds max_payload"));
     }
     let mut cfg = SimConfig {
+        overlay: match a.overlay {
+            OverlayArg::Random => sim::Overlay::Random,
+            OverlayArg::Hyparview => sim::Overlay::HyParView,
+        },
         nodes: a.nodes,
         messages: a.messages,
         seed: a.seed,

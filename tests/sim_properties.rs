@@ -101,3 +101,22 @@ fn without_anti_entropy_a_split_loses_messages() {
     assert!(r.partition_reliability < 1.0, "{}", r.partition_reliability);
     assert_eq!(r.reliability, 1.0);
 }
+
+#[test]
+fn hyparview_overlay_heals_after_half_the_nodes_crash() {
+    let mut c = small(11);
+    c.nodes = 150;
+    c.messages = 60;
+    c.overlay = plumcore::sim::Overlay::HyParView;
+    c.interval = Duration::from_millis(250);
+    c.fail = 0.5;
+    let r = run(&c);
+    assert_eq!(r.overlay, "hyparview");
+    assert_eq!(r.crashed_nodes, 75);
+    let heal = r.heal_seconds.expect("the overlay healed");
+    assert!(heal > 0.0 && heal < 20.0, "heal took {heal} s");
+    assert!(r.neighbor_failures > 0 && r.promotions > 0);
+    assert!(r.messages_counted > 0, "messages after healing");
+    assert_eq!(r.reliability, 1.0, "{} incomplete", r.messages_incomplete);
+    assert_eq!(r.duplicate_deliveries, 0);
+}

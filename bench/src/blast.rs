@@ -187,6 +187,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
             mtu: 1400,
             protocol,
             chaos: false,
+            cluster_keys: None,
         },
         sink_tx,
     )

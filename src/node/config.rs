@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub protocol: ProtocolConfig,
     /// Test-only fault injection: `POST /chaos/panic/<loop>` makes a loop panic.
     pub chaos: bool,
+    /// File of cluster keys (one 64-hex-digit key per line, `#` comments; the first
+    /// signs, all verify). `None` leaves the cluster open: any host that reaches the
+    /// UDP ports can join and inject messages.
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +80,7 @@ impl Default for NodeConfig {
             mtu: wire::DEFAULT_MTU,
             protocol: ProtocolConfig::default(),
             chaos: false,
+            cluster_key_file: None,
         }
     }
 }
@@ -113,6 +118,9 @@ pub struct NodeArgs {
     /// Enable test-only fault injection on the admin plane.
     #[arg(long)]
     pub chaos: bool,
+    /// Cluster key file: authenticate every datagram (see README, Security).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -307,6 +315,9 @@ impl NodeArgs {
         if self.chaos {
             cfg.chaos = true;
         }
+        if let Some(f) = &self.cluster_key_file {
+            cfg.cluster_key_file = Some(f.clone());
+        }
     }
 }
 
@@ -339,8 +350,23 @@ impl NodeConfig {
                 format!("must be between {} and {MAX_UDP_PAYLOAD}", wire::MIN_MTU),
             ));
         }
+        // With a cluster key every datagram also carries the auth trailer.
+        let trailer = if self.cluster_key_file.is_some() {
+            wire::auth::TRAILER_LEN
+        } else {
+            0
+        };
+        if self.mtu < wire::MIN_MTU + trailer {
+            return Err(ConfigError::invalid(
+                "mtu",
+                format!(
+                    "must be at least {} with cluster_key_file (auth trailer)",
+                    wire::MIN_MTU + trailer
+                ),
+            ));
+        }
         let gossip_room =
-            self.mtu - wire::HEADER_LEN - wire::FRAME_PREFIX_LEN - wire::GOSSIP_FIXED_LEN;
+            self.mtu - trailer - wire::HEADER_LEN - wire::FRAME_PREFIX_LEN - wire::GOSSIP_FIXED_LEN;
         if self.protocol.max_payload > gossip_room {
             return Err(ConfigError::invalid(
                 "protocol.max_payload",
@@ -483,6 +509,31 @@ graft_timeout = 250
         assert_eq!(cfg.deliveries.as_deref(), Some("-"));
         assert_eq!(cfg.log_level, "warn");
         assert_eq!(cfg.protocol.partitions, 16);
+    }
+
+    #[test]
+    fn cluster_key_file_key_and_flag() {
+        let f = write("cluster_key_file = \"/etc/plumcore/cluster.keys\"\n");
+        let cfg = load(&args_with(&f)).unwrap();
+        assert_eq!(
+            cfg.cluster_key_file.as_deref(),
+            Some(Path::new("/etc/plumcore/cluster.keys"))
+        );
+        let args = NodeArgs {
+            cluster_key_file: Some("/tmp/k".into()),
+            ..args_with(&f)
+        };
+        assert_eq!(
+            load(&args).unwrap().cluster_key_file.as_deref(),
+            Some(Path::new("/tmp/k"))
+        );
+        // The auth trailer needs room: a payload that fits an open cluster's datagram
+        // does not fit a keyed one.
+        assert_eq!(
+            invalid_key("cluster_key_file = \"k\"\nmtu = 1000\n[protocol]\nmax_payload = 960"),
+            "protocol.max_payload"
+        );
+        assert_eq!(invalid_key("cluster_key_file = \"k\"\nmtu = 80"), "mtu");
     }
 
     #[test]

@@ -16,13 +16,16 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-use super::runtime::{is_timeout, PeerLayout, RuntimeConfig, ShardCmd, ShardReport, Shared};
+use super::runtime::{
+    build_mtu, is_timeout, unix_ms, PeerLayout, RuntimeConfig, ShardCmd, ShardReport, Shared,
+};
 use super::snapshot::{node_hex, IoStats, LoopInfo, PeerInfo, ShardSnapshot};
 use crate::ids::NodeId;
 use crate::tasks::{
     BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
     LoopStatus, RestartIntensity, RestartType, Supervisor, TaskTracker,
 };
+use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Coalescer, Frame, Header};
 
 /// How often stats are aggregated for the admin plane.
@@ -38,6 +41,9 @@ pub(super) struct ControlCtx {
     pub reports: Receiver<ShardReport>,
     /// Loop names to panic once (test-only, `--chaos`).
     pub chaos: Option<Receiver<String>>,
+    /// The control socket's own sealer (stream 0) and verifier when the cluster is
+    /// keyed.
+    pub auth: Option<(Sealer, Verifier)>,
 }
 
 struct PeerEntry {
@@ -149,15 +155,21 @@ impl ControlState {
         }
     }
 
-    fn datagram(&self, frame: Frame) -> Bytes {
-        let mut c = Coalescer::new(self.ctx.header, self.ctx.cfg.mtu);
+    /// One datagram holding `frame`, sealed when the cluster is keyed.
+    fn datagram(&mut self, frame: Frame) -> Bytes {
+        let mtu = build_mtu(self.ctx.cfg.mtu, self.ctx.auth.is_some());
+        let mut c = Coalescer::new(self.ctx.header, mtu);
         let mut out = Vec::new();
         let _ = c.push(frame, &mut out);
         c.flush(&mut out);
-        out.pop().unwrap_or_default()
+        let d = out.pop().unwrap_or_default();
+        match &mut self.ctx.auth {
+            Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
+            None => d,
+        }
     }
 
-    fn ping(&self) -> Bytes {
+    fn ping(&mut self) -> Bytes {
         self.datagram(Frame::Ping {
             shards: self.ctx.cfg.shard_cores.len() as u16,
         })
@@ -167,6 +179,17 @@ impl ControlState {
     fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) -> Option<Bytes> {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
+        // Authenticate before decoding anything; only the MAC'd part is decoded.
+        let buf = match &mut self.ctx.auth {
+            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
+                Ok(n) => &buf[..n],
+                Err(e) => {
+                    self.io.count_auth_failure(e);
+                    return None;
+                }
+            },
+            None => buf,
+        };
         let bytes = Bytes::copy_from_slice(buf);
         let dg = match wire::decode(&bytes) {
             Ok(dg) => dg,
@@ -498,7 +521,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let stopped = mgr.stop_all(Duration::from_secs(1)).await;
     debug!(stopped, "control loops stopped");
     let (leave, targets) = {
-        let s = state.borrow();
+        let mut s = state.borrow_mut();
         (
             s.datagram(Frame::Leave),
             s.peers

@@ -210,6 +210,13 @@ const DECODE_REASONS: &[(&str, IoFn)] = &[
     ("no_frames", |s| s.decode_errors_no_frames),
 ];
 
+const AUTH_REASONS: &[(&str, IoFn)] = &[
+    ("missing", |s| s.auth_failures_missing),
+    ("bad_mac", |s| s.auth_failures_bad_mac),
+    ("stale", |s| s.auth_failures_stale),
+    ("replay", |s| s.auth_failures_replay),
+];
+
 fn shard_label(sh: &ShardSnapshot) -> Labels {
     vec![("shard", sh.shard.to_string())]
 }
@@ -331,6 +338,24 @@ impl Collector for SnapshotCollector {
                 .collect();
             write_counters(&mut enc, name, help, &series)?;
         }
+
+        let auth: Vec<_> = AUTH_REASONS
+            .iter()
+            .map(|&(reason, f)| {
+                let total = s
+                    .shards
+                    .iter()
+                    .map(|sh| f(&sh.io))
+                    .fold(f(&s.control_io), u64::saturating_add);
+                (vec![("reason", reason.to_string())], total)
+            })
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_auth_failures",
+            "Datagrams dropped by cluster authentication before decoding, by reason.",
+            &auth,
+        )?;
 
         let decode: Vec<_> = DECODE_REASONS
             .iter()
@@ -499,6 +524,7 @@ mod tests {
                 datagrams_received: 7,
                 decode_errors_bad_magic: 1,
                 decode_errors_no_frames: 3,
+                auth_failures_replay: 4,
                 ..IoStats::default()
             },
             broadcasts_accepted: 3,
@@ -574,6 +600,8 @@ mod tests {
             get("plumtree_decode_errors_total{reason=\"too_short\"}"),
             0.0
         );
+        assert_eq!(get("plumtree_auth_failures_total{reason=\"replay\"}"), 4.0);
+        assert_eq!(get("plumtree_auth_failures_total{reason=\"bad_mac\"}"), 0.0);
         assert_eq!(
             get("plumtree_datagrams_received_total{shard=\"control\"}"),
             7.0

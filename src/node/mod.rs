@@ -132,6 +132,18 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         .node_id
         .map(NodeId)
         .unwrap_or_else(|| generate_node_id(cfg.bind));
+    let cluster_keys = match &cfg.cluster_key_file {
+        Some(path) => {
+            let keys = crate::wire::auth::ClusterKeys::from_file(path)
+                .map_err(|e| NodeError::Config(format!("config key `cluster_key_file`: {e}")))?;
+            info!(keys = keys.len(), key_ids = ?keys.key_ids(), "cluster authentication on");
+            Some(keys)
+        }
+        None => {
+            warn!("cluster is open: no cluster_key_file; any host that can reach the UDP ports can join and inject messages");
+            None
+        }
+    };
     let (control_core, shard_cores) = core_plan(&cfg)?;
     let rcfg = RuntimeConfig {
         node_id,
@@ -146,6 +158,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         mtu: cfg.mtu,
         protocol: cfg.protocol.clone(),
         chaos: cfg.chaos,
+        cluster_keys,
     };
     let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
         .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;

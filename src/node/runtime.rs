@@ -25,6 +25,7 @@ use super::snapshot::{
 };
 use crate::ids::{MessageId, NodeId};
 use crate::protocol::ProtocolConfig;
+use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
 use crate::wire::Header;
 
 /// Bound of each control-to-shard command queue.
@@ -48,6 +49,28 @@ pub struct RuntimeConfig {
     pub protocol: ProtocolConfig,
     /// Test-only fault injection (`--chaos`): lets the admin plane make a loop panic.
     pub chaos: bool,
+    /// Cluster keys: when set, every datagram sent is sealed and every datagram
+    /// received must verify before it is decoded. `None`: the cluster is open.
+    pub cluster_keys: Option<ClusterKeys>,
+}
+
+/// Current UNIX time in milliseconds, for auth timestamps. Read by the executors
+/// (once per batch of datagrams), never inside `wire::auth`, which stays sans-IO.
+pub(super) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Largest datagram the builders may emit: the MTU, less the auth trailer when
+/// datagrams are sealed, so sealed datagrams still fit the configured MTU.
+pub(super) fn build_mtu(mtu: usize, keyed: bool) -> usize {
+    if keyed {
+        mtu.saturating_sub(crate::wire::auth::TRAILER_LEN)
+    } else {
+        mtu
+    }
 }
 
 /// Why the runtime could not start.
@@ -430,6 +453,13 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
             sink: sink.clone(),
             reports: report_tx.clone(),
             shared: shared.clone(),
+            // Stream k + 1 (control is 0); see `wire::auth::Sealer::new`.
+            auth: cfg.cluster_keys.clone().map(|keys| {
+                (
+                    Sealer::new(keys.clone(), k as u8 + 1, first_seq),
+                    Verifier::new(keys),
+                )
+            }),
         };
         let name = format!("shard-{k}");
         threads.push((
@@ -438,6 +468,10 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         ));
     }
     let ctx = ControlCtx {
+        auth: cfg
+            .cluster_keys
+            .clone()
+            .map(|keys| (Sealer::new(keys.clone(), 0, first_seq), Verifier::new(keys))),
         cfg: cfg.clone(),
         header,
         shared: shared.clone(),

@@ -17,7 +17,9 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
-use super::runtime::{is_timeout, owned_mask, PeerLayout, ShardCmd, ShardReport, Shared};
+use super::runtime::{
+    build_mtu, is_timeout, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared,
+};
 use super::sink::{Delivery, SinkSender};
 use super::snapshot::{node_hex, IoStats, ShardSnapshot};
 use crate::ids::NodeId;
@@ -25,6 +27,7 @@ use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
 use crate::tasks::{
     Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, TaskTracker,
 };
+use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
 
 /// How often an idle shard looks at its command queue and timers.
@@ -52,6 +55,9 @@ pub(super) struct ShardCtx {
     pub sink: SinkSender,
     pub reports: Sender<ShardReport>,
     pub shared: std::sync::Arc<Shared>,
+    /// This shard socket's own sealer and verifier when the cluster is keyed (never
+    /// shared: the sealer's seq stream and the replay windows are per socket).
+    pub auth: Option<(Sealer, Verifier)>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -164,8 +170,15 @@ impl ShardState {
                 }
             }
         }
+        let mtu = build_mtu(self.ctx.mtu, self.ctx.auth.is_some());
+        // One clock read for the whole batch.
+        let now_ms = if per_dest.is_empty() || self.ctx.auth.is_none() {
+            0
+        } else {
+            unix_ms()
+        };
         for (addr, frames) in per_dest {
-            let mut c = Coalescer::new(self.ctx.header, self.ctx.mtu);
+            let mut c = Coalescer::new(self.ctx.header, mtu);
             let mut dgrams = Vec::new();
             for f in frames {
                 if c.push(f, &mut dgrams).is_err() {
@@ -173,13 +186,31 @@ impl ShardState {
                 }
             }
             c.flush(&mut dgrams);
-            out.extend(dgrams.into_iter().map(|d| (addr, d)));
+            match &mut self.ctx.auth {
+                Some((sealer, _)) => out.extend(
+                    dgrams
+                        .into_iter()
+                        .map(|d| (addr, sealer.seal_bytes(&d, now_ms))),
+                ),
+                None => out.extend(dgrams.into_iter().map(|d| (addr, d))),
+            }
         }
     }
 
     fn on_datagram(&mut self, buf: &[u8]) {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
+        // Authenticate before decoding anything; only the MAC'd part is decoded.
+        let buf = match &mut self.ctx.auth {
+            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
+                Ok(n) => &buf[..n],
+                Err(e) => {
+                    self.io.count_auth_failure(e);
+                    return;
+                }
+            },
+            None => buf,
+        };
         let bytes = Bytes::copy_from_slice(buf);
         let dg = match wire::decode(&bytes) {
             Ok(dg) => dg,

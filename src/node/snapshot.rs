@@ -23,6 +23,12 @@ pub struct IoStats {
     pub decode_errors_truncated: u64,
     pub decode_errors_bad_length: u64,
     pub decode_errors_no_frames: u64,
+    /// Datagrams dropped by cluster authentication (before decoding), by
+    /// `AuthError::reason()`; always 0 without a cluster key.
+    pub auth_failures_missing: u64,
+    pub auth_failures_bad_mac: u64,
+    pub auth_failures_stale: u64,
+    pub auth_failures_replay: u64,
     /// Frames with tags this build does not know, skipped.
     pub unknown_frames: u64,
     /// Datagrams from senders that are not neighbours.
@@ -41,6 +47,27 @@ impl IoStats {
             + self.decode_errors_truncated
             + self.decode_errors_bad_length
             + self.decode_errors_no_frames
+    }
+
+    /// All authentication failures together.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures_missing
+            + self.auth_failures_bad_mac
+            + self.auth_failures_stale
+            + self.auth_failures_replay
+    }
+
+    /// Counts one dropped unauthenticated datagram under its reason, so operators
+    /// can tell misconfiguration (missing, bad_mac) from clock skew (stale) and
+    /// attack traffic (replay).
+    pub fn count_auth_failure(&mut self, e: crate::wire::auth::AuthError) {
+        use crate::wire::auth::AuthError;
+        match e {
+            AuthError::Missing => self.auth_failures_missing += 1,
+            AuthError::BadMac => self.auth_failures_bad_mac += 1,
+            AuthError::Stale => self.auth_failures_stale += 1,
+            AuthError::Replay => self.auth_failures_replay += 1,
+        }
     }
 
     /// Counts one decode failure under its reason label.

@@ -163,7 +163,10 @@ mod tests {
         c.insert(Duration::ZERO, id(1), msg(30));
         assert_eq!(c.len(), 1);
         assert_eq!(c.bytes(), 30);
-        assert_eq!(c.expire(Duration::from_secs(100), Duration::from_secs(60), 10), 1);
+        assert_eq!(
+            c.expire(Duration::from_secs(100), Duration::from_secs(60), 10),
+            1
+        );
         assert_eq!(c.bytes(), 0);
         assert!(c.is_empty());
     }

@@ -119,7 +119,7 @@ impl Default for ProtocolConfig {
             max_announcers: 8,
             anti_entropy_interval: Duration::from_secs(1),
             anti_entropy_delay: Duration::from_millis(500),
-            anti_entropy_window: Duration::from_secs(10),
+            anti_entropy_window: Duration::from_secs(30),
             anti_entropy_max_entries: 64,
             anti_entropy_max_recent: 1 << 14,
         }

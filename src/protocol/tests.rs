@@ -806,6 +806,7 @@ fn anti_entropy_announces_recent_deliveries_to_one_neighbour() {
     let mut s = shard_with(
         ProtocolConfig {
             anti_entropy_max_entries: 2,
+            anti_entropy_window: Duration::from_secs(10),
             ..cfg()
         },
         &[A, B],

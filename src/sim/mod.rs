@@ -9,4 +9,4 @@ mod runner;
 
 pub use network::{random_overlay, LinkModel};
 pub use report::SimReport;
-pub use runner::{run, SimConfig};
+pub use runner::{run, Overlay, SimConfig};

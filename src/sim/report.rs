@@ -31,6 +31,22 @@ pub struct SimReport {
     pub partition_messages: usize,
     /// Their reliability over live nodes at the end (needs anti-entropy to reach 1.0).
     pub partition_reliability: f64,
+    /// `random` or `hyparview`.
+    pub overlay: String,
+    /// HyParView after `--fail`: seconds from the crash until every live node had only
+    /// live neighbours, at least one, and the live overlay was connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heal_seconds: Option<f64>,
+    /// Messages broadcast between the crash and the healing (not in `reliability`).
+    pub healing_messages: usize,
+    /// Their reliability over live nodes at the end.
+    pub healing_reliability: f64,
+    /// HyParView: neighbours declared failed, passive nodes promoted, shuffles started.
+    pub neighbor_failures: u64,
+    pub promotions: u64,
+    pub shuffles: u64,
+    /// HyParView: mean active-view size over live nodes at the end.
+    pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
     pub rmr: f64,
     /// Messages `rmr` and `ldh` average over (after the warm-up).
@@ -111,6 +127,28 @@ impl SimReport {
             (
                 "partition reliability",
                 Box::new(|r| format!("{:.6}", r.partition_reliability)),
+            ),
+            ("overlay", Box::new(|r| r.overlay.clone())),
+            (
+                "heal seconds",
+                Box::new(|r| r.heal_seconds.map_or("-".into(), |h| format!("{h:.2}"))),
+            ),
+            (
+                "healing messages",
+                Box::new(|r| r.healing_messages.to_string()),
+            ),
+            (
+                "healing reliability",
+                Box::new(|r| format!("{:.6}", r.healing_reliability)),
+            ),
+            (
+                "neighbour failures",
+                Box::new(|r| r.neighbor_failures.to_string()),
+            ),
+            ("promotions", Box::new(|r| r.promotions.to_string())),
+            (
+                "mean active view",
+                Box::new(|r| format!("{:.2}", r.mean_active_view)),
             ),
             ("datagrams sent", Box::new(|r| r.datagrams_sent.to_string())),
             ("datagrams lost", Box::new(|r| r.datagrams_lost.to_string())),

@@ -13,12 +13,31 @@ use rustc_hash::FxHashMap;
 use super::network::{random_overlay, LinkModel};
 use super::report::SimReport;
 use crate::ids::{MessageId, NodeId};
+use crate::membership::{
+    Event as MemberEvent, Membership, MembershipConfig, Message as MemberMessage,
+    Timer as MemberTimer,
+};
 use crate::protocol::{Event, Mode, ProtocolConfig, Shard, Timer};
 use crate::wire::{self, Coalescer, Frame, Header};
+
+/// Where neighbours come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    /// A fixed random graph (ring plus chords); crashes are announced to neighbours by
+    /// a simulated failure detector after `detect_delay`.
+    Random,
+    /// HyParView: nodes join one by one through a random earlier node, shuffle, detect
+    /// failures by heartbeat and probe, and refill their views from the passive view.
+    HyParView,
+}
 
 /// A simulation scenario.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    pub overlay: Overlay,
+    pub membership: MembershipConfig,
+    /// HyParView: time between two nodes' joins.
+    pub join_spacing: Duration,
     pub nodes: usize,
     pub messages: usize,
     pub seed: u64,
@@ -48,6 +67,9 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
+            overlay: Overlay::Random,
+            membership: MembershipConfig::default(),
+            join_spacing: Duration::from_millis(1),
             nodes: 1000,
             messages: 200,
             seed: 1,
@@ -76,14 +98,45 @@ impl Default for SimConfig {
 /// What happens at a point of virtual time.
 #[derive(Debug)]
 enum What {
-    Datagram { to: u32, from: u32, bytes: Bytes },
-    Timer { node: u32, timer: Timer },
-    Broadcast { k: usize },
+    Datagram {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+    },
+    Timer {
+        node: u32,
+        timer: Timer,
+    },
+    Broadcast {
+        k: usize,
+    },
     Crash,
-    NeighborDown { node: u32, peer: u32 },
-    Maintenance { node: u32 },
-    AntiEntropy { node: u32 },
-    Cleanup { node: u32 },
+    NeighborDown {
+        node: u32,
+        peer: u32,
+    },
+    Maintenance {
+        node: u32,
+    },
+    AntiEntropy {
+        node: u32,
+    },
+    Join {
+        node: u32,
+    },
+    Member {
+        to: u32,
+        from: u32,
+        msg: MemberMessage,
+    },
+    MemberTimer {
+        node: u32,
+        timer: MemberTimer,
+    },
+    HealCheck,
+    Cleanup {
+        node: u32,
+    },
     Split,
     Heal,
 }
@@ -132,7 +185,10 @@ struct Sim {
     next_seq: u64,
     now: Duration,
     shards: Vec<Shard>,
+    members: Vec<Membership>,
     alive: Vec<bool>,
+    crashed_at: Option<Duration>,
+    healed_at: Option<Duration>,
     adj: Vec<Vec<u32>>,
     side: Vec<bool>,
     split: bool,
@@ -189,6 +245,19 @@ impl Sim {
                 .expect("protocol config validated by the caller")
             })
             .collect();
+        let members = match cfg.overlay {
+            Overlay::Random => Vec::new(),
+            Overlay::HyParView => (0..n as u32)
+                .map(|i| {
+                    Membership::new(
+                        node_id(i),
+                        cfg.membership.clone(),
+                        cfg.seed ^ (i as u64) << 24,
+                    )
+                    .expect("membership config validated by the caller")
+                })
+                .collect(),
+        };
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng);
         let mut side = vec![false; n];
@@ -201,7 +270,10 @@ impl Sim {
             next_seq: 0,
             now: Duration::ZERO,
             shards,
+            members,
             alive: vec![true; n],
+            crashed_at: None,
+            healed_at: None,
             adj,
             side,
             split: false,
@@ -228,19 +300,40 @@ impl Sim {
         });
     }
 
+    /// When broadcasts begin: after every node joined and views settled (HyParView).
+    fn first_broadcast(&self) -> Duration {
+        match self.cfg.overlay {
+            Overlay::Random => self.cfg.start,
+            Overlay::HyParView => {
+                self.cfg.start
+                    + self.cfg.join_spacing * self.cfg.nodes as u32
+                    + self.cfg.membership.shuffle_interval
+            }
+        }
+    }
+
     fn broadcast_end(&self) -> Duration {
-        self.cfg.start + self.cfg.interval * self.cfg.messages as u32
+        self.first_broadcast() + self.cfg.interval * self.cfg.messages as u32
     }
 
     fn run(&mut self) {
         let n = self.cfg.nodes as u32;
-        // Neighbours come up, then periodic work starts at random phases.
+        // Neighbours come up (all at once, or by joining), then periodic work starts at
+        // random phases.
         for i in 0..n {
-            for k in 0..self.adj[i as usize].len() {
-                let peer = self.adj[i as usize][k];
-                self.shards[i as usize].neighbor_up(Duration::ZERO, node_id(peer));
+            match self.cfg.overlay {
+                Overlay::Random => {
+                    for k in 0..self.adj[i as usize].len() {
+                        let peer = self.adj[i as usize][k];
+                        self.shards[i as usize].neighbor_up(Duration::ZERO, node_id(peer));
+                    }
+                    self.pump(i);
+                }
+                Overlay::HyParView => {
+                    let at = self.cfg.join_spacing * i;
+                    self.at(at, What::Join { node: i });
+                }
             }
-            self.pump(i);
             let m = self.cfg.protocol.maintenance_interval;
             if !m.is_zero() {
                 let phase = self.rng.gen_range(0..m.as_millis() as u64);
@@ -254,18 +347,24 @@ impl Sim {
                 self.at(Duration::from_millis(phase), What::AntiEntropy { node: i });
             }
         }
+        let first = self.first_broadcast();
         for k in 0..self.cfg.messages {
-            let t = self.cfg.start + self.cfg.interval * k as u32;
+            let t = first + self.cfg.interval * k as u32;
             self.at(t, What::Broadcast { k });
         }
-        let span = self.broadcast_end() - self.cfg.start;
+        let span = self.broadcast_end() - first;
         if self.cfg.fail > 0.0 {
-            let f = self.rng.gen_range(0.25..0.75);
-            self.at(self.cfg.start + span.mul_f64(f), What::Crash);
+            // HyParView heals by itself: crash early enough that messages follow the
+            // healing; the random overlay keeps the old random moment.
+            let f = match self.cfg.overlay {
+                Overlay::Random => self.rng.gen_range(0.25..0.75),
+                Overlay::HyParView => 0.2,
+            };
+            self.at(first + span.mul_f64(f), What::Crash);
         }
         if self.cfg.partition_heal {
-            self.at(self.cfg.start + span.mul_f64(0.3), What::Split);
-            self.at(self.cfg.start + span.mul_f64(0.6), What::Heal);
+            self.at(first + span.mul_f64(0.3), What::Split);
+            self.at(first + span.mul_f64(0.6), What::Heal);
         }
         let end = self.broadcast_end() + self.cfg.drain;
         while let Some(ev) = self.queue.pop() {
@@ -348,6 +447,34 @@ impl Sim {
             }
             What::Split => self.split = true,
             What::Heal => self.split = false,
+            What::Join { node } => {
+                let seeds: Vec<NodeId> = if node == 0 {
+                    Vec::new()
+                } else {
+                    vec![node_id(self.rng.gen_range(0..node))]
+                };
+                self.members[node as usize].join(now, &seeds);
+                self.pump_member(node);
+            }
+            What::Member { to, from, msg } => {
+                if self.alive[to as usize] {
+                    self.members[to as usize].handle(now, node_id(from), msg);
+                    self.pump_member(to);
+                }
+            }
+            What::MemberTimer { node, timer } => {
+                if self.alive[node as usize] {
+                    self.members[node as usize].handle_timer(now, timer);
+                    self.pump_member(node);
+                }
+            }
+            What::HealCheck => {
+                if self.overlay_healed() {
+                    self.healed_at = Some(now);
+                } else {
+                    self.at(now + Duration::from_millis(250), What::HealCheck);
+                }
+            }
         }
     }
 
@@ -399,6 +526,14 @@ impl Sim {
         let count = ((n as f64) * self.cfg.fail).round() as usize;
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut self.rng);
+        self.crashed_at = Some(self.now);
+        if self.cfg.overlay == Overlay::HyParView {
+            for &dead in &order[..count.min(n.saturating_sub(1))] {
+                self.alive[dead as usize] = false;
+            }
+            self.at(self.now + Duration::from_millis(250), What::HealCheck);
+            return;
+        }
         for &dead in &order[..count.min(n.saturating_sub(1))] {
             self.alive[dead as usize] = false;
             for k in 0..self.adj[dead as usize].len() {
@@ -415,6 +550,74 @@ impl Sim {
                 );
             }
         }
+    }
+
+    /// Drains a node's membership events: messages go over the simulated links (same
+    /// latency, loss and partitions as datagrams), view changes go to its shard.
+    fn pump_member(&mut self, node: u32) {
+        while let Some(ev) = self.members[node as usize].poll_event() {
+            match ev {
+                MemberEvent::Send { to, msg } => {
+                    let to = index_of(to);
+                    if self.split && self.side[node as usize] != self.side[to as usize] {
+                        continue;
+                    }
+                    for d in self.cfg.link.delays(node, to, &mut self.rng) {
+                        let at = self.now + d;
+                        self.at(
+                            at,
+                            What::Member {
+                                to,
+                                from: node,
+                                msg: msg.clone(),
+                            },
+                        );
+                    }
+                }
+                MemberEvent::NeighborUp(p) => {
+                    self.shards[node as usize].neighbor_up(self.now, p);
+                    self.pump(node);
+                }
+                MemberEvent::NeighborDown(p) => {
+                    self.shards[node as usize].neighbor_down(self.now, p);
+                    self.pump(node);
+                }
+                MemberEvent::SetTimer { at, timer } => {
+                    self.at(at, What::MemberTimer { node, timer })
+                }
+            }
+        }
+    }
+
+    /// After a crash: every live node has a live neighbour and no dead one, and the
+    /// live nodes' active views form one connected graph.
+    fn overlay_healed(&self) -> bool {
+        let n = self.cfg.nodes;
+        let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
+        for &i in &live {
+            let act = self.members[i].active();
+            if act.is_empty() || act.iter().any(|&p| !self.alive[index_of(p) as usize]) {
+                return false;
+            }
+        }
+        let Some(&start) = live.first() else {
+            return true;
+        };
+        let mut seen = vec![false; n];
+        let mut stack = vec![start];
+        seen[start] = true;
+        let mut count = 1;
+        while let Some(i) = stack.pop() {
+            for &p in self.members[i].active() {
+                let j = index_of(p) as usize;
+                if !seen[j] {
+                    seen[j] = true;
+                    count += 1;
+                    stack.push(j);
+                }
+            }
+        }
+        count == live.len()
     }
 
     /// Drains a node's events: records deliveries, schedules timers, coalesces sends
@@ -514,6 +717,12 @@ impl Sim {
         let (mut counted, mut incomplete, mut got, mut want) = (0, 0, 0usize, 0usize);
         let (mut dead_msgs, mut dead_got) = (0, 0usize);
         let (mut part_msgs, mut part_got) = (0, 0usize);
+        let (mut heal_msgs, mut heal_got) = (0, 0usize);
+        let healing = |t: &Track| {
+            self.cfg.overlay == Overlay::HyParView
+                && self.crashed_at.is_some_and(|c| t.sent_at >= c)
+                && self.healed_at.is_none_or(|h| t.sent_at < h)
+        };
         let (mut rmr_sum, mut rmr_n, mut ldh_sum, mut ldh_max, mut last_ms) =
             (0.0, 0usize, 0.0, 0u16, 0.0);
         let mut measured = 0usize;
@@ -527,6 +736,11 @@ impl Sim {
             if t.during_partition {
                 part_msgs += 1;
                 part_got += d;
+                continue;
+            }
+            if healing(t) {
+                heal_msgs += 1;
+                heal_got += d;
                 continue;
             }
             counted += 1;
@@ -586,6 +800,33 @@ impl Sim {
             dead_origin_reliability: ratio(dead_got, dead_msgs * live.len()),
             partition_messages: part_msgs,
             partition_reliability: ratio(part_got, part_msgs * live.len()),
+            overlay: match self.cfg.overlay {
+                Overlay::Random => "random".into(),
+                Overlay::HyParView => "hyparview".into(),
+            },
+            heal_seconds: match (self.crashed_at, self.healed_at) {
+                (Some(c), Some(h)) if self.cfg.overlay == Overlay::HyParView => {
+                    Some((h - c).as_secs_f64())
+                }
+                _ => None,
+            },
+            healing_messages: heal_msgs,
+            healing_reliability: ratio(heal_got, heal_msgs * live.len()),
+            neighbor_failures: self
+                .members
+                .iter()
+                .map(|m| m.stats().neighbor_failures)
+                .sum(),
+            promotions: self.members.iter().map(|m| m.stats().promotions).sum(),
+            shuffles: self.members.iter().map(|m| m.stats().shuffles_sent).sum(),
+            mean_active_view: if live.is_empty() || self.members.is_empty() {
+                0.0
+            } else {
+                live.iter()
+                    .map(|&i| self.members[i].active().len())
+                    .sum::<usize>() as f64
+                    / live.len() as f64
+            },
             duplicate_deliveries: self.duplicates,
             rmr: avg(rmr_sum),
             rmr_messages: rmr_n,

@@ -64,6 +64,7 @@ pub struct Header {
     pub sender: NodeId,
     /// Bumped on every restart so peers can tell a rebooted node from a stale one.
     pub incarnation: u32,
-    /// Reserved flag bits (authenticated, compressed, ...); 0 today.
+    /// Flag bits: 0x01 = authenticated ([`auth::FLAG_AUTH`](super::auth::FLAG_AUTH));
+    /// the others are reserved (compressed, ...) and 0. The decoder ignores them.
     pub flags: u8,
 }

@@ -14,10 +14,14 @@
 //! Leave    (0x11) body := (empty)             (membership, control socket)
 //! ```
 //!
+//! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
+//! frames (see [`auth`]); it is verified and stripped before decoding.
+//!
 //! Every frame is length-prefixed, so a decoder skips tags it does not know (counted)
 //! instead of failing the datagram: membership (0x10..=0x1f) and anti-entropy
 //! (0x20..=0x2f) frames can be added without a version bump.
 
+pub mod auth;
 mod builder;
 mod codec;
 mod error;
