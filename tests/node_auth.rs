@@ -4,12 +4,15 @@
 //! shard ports. None may be delivered, `/metrics` must count them by reason, and the
 //! nodes must keep delivering.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::cluster::{broadcast, read_deliveries, start_node, wait_until, Node};
 
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
@@ -19,80 +22,21 @@ use plumcore::wire::{encode_frame, encode_header, Frame, Header};
 const KEY: &str = "5f1c0ffee0ddba11deadbeef0123456789abcdef0123456789abcdef01234567";
 const OTHER_KEY: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
 
-struct Node {
-    child: Child,
-    bind: SocketAddr,
-    admin: SocketAddr,
-    deliveries: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two consecutive free UDP ports on 127.0.0.1 (control and one shard).
-fn free_udp_pair(taken: &mut Vec<u16>) -> u16 {
-    let mut seed = (std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + (seed >> 33) as u16 % 30_000;
-        if taken.contains(&base) || taken.contains(&(base + 1)) {
-            continue;
-        }
-        let a = UdpSocket::bind(("127.0.0.1", base));
-        let b = UdpSocket::bind(("127.0.0.1", base + 1));
-        if a.is_ok() && b.is_ok() {
-            taken.extend([base, base + 1]);
-            return base;
-        }
-    }
-}
-
-fn start_node(
+fn start(
     id: u64,
     seed: Option<SocketAddr>,
     key_file: &Path,
     dir: &Path,
     taken: &mut Vec<u16>,
 ) -> Node {
-    let port = free_udp_pair(taken);
-    let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let deliveries = dir.join(format!("node{id}.ndjson"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.arg("node")
-        .args(["--node-id", &id.to_string()])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", "1"])
-        .args(["--deliveries", deliveries.to_str().unwrap()])
-        .args(["--cluster-key-file", key_file.to_str().unwrap()])
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(s) = seed {
-        cmd.args(["--seed", &s.to_string()]);
-    }
-    Node {
-        child: cmd.spawn().expect("start plumcore node"),
-        bind,
-        admin,
-        deliveries,
-    }
+    start_node(
+        id,
+        1,
+        seed,
+        dir,
+        &["--cluster-key-file", key_file.to_str().unwrap()],
+        taken,
+    )
 }
 
 fn peers(admin: SocketAddr) -> usize {
@@ -105,37 +49,12 @@ fn peers(admin: SocketAddr) -> usize {
         .unwrap_or(0)
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// id -> times delivered.
 fn deliveries(path: &Path) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
-        return m;
-    };
-    for line in BufReader::new(f).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue; // a line being written right now
-        };
-        *m.entry(v["id"].as_str().unwrap().to_string()).or_insert(0) += 1;
-    }
-    m
-}
-
-fn broadcast(admin: SocketAddr, payload: &[u8]) -> String {
-    let r = ureq::post(&format!("http://{admin}/broadcast"))
-        .timeout(Duration::from_secs(2))
-        .send_bytes(payload)
-        .expect("broadcast accepted");
-    let v: serde_json::Value = r.into_json().unwrap();
-    v["id"].as_str().unwrap().to_string()
+    read_deliveries(path)
+        .into_iter()
+        .map(|(id, (n, _))| (id, n))
+        .collect()
 }
 
 fn metrics(admin: SocketAddr) -> HashMap<String, f64> {
@@ -205,8 +124,8 @@ fn keyed_cluster_delivers_and_drops_every_bad_datagram() {
     let other = ClusterKeys::parse(OTHER_KEY).unwrap();
 
     let mut taken = Vec::new();
-    let a = start_node(1, None, &key_file, dir.path(), &mut taken);
-    let b = start_node(2, Some(a.bind), &key_file, dir.path(), &mut taken);
+    let a = start(1, None, &key_file, dir.path(), &mut taken);
+    let b = start(2, Some(a.bind), &key_file, dir.path(), &mut taken);
     wait_until("both nodes to join", Duration::from_secs(20), || {
         peers(a.admin) == 1 && peers(b.admin) == 1
     });

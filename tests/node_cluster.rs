@@ -4,137 +4,25 @@
 //! right payload. Then 10,000 random and mutated datagrams hit every UDP port; the
 //! nodes must count them as decode errors and keep delivering.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-
-struct Node {
-    child: Child,
-    bind: SocketAddr,
-    admin: SocketAddr,
-    shards: u16,
-    deliveries: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A run of `n` consecutive free UDP ports on 127.0.0.1, checked by binding them.
-fn free_udp_ports(n: u16, taken: &mut Vec<u16>) -> u16 {
-    let mut seed = (std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ Instant::now().elapsed().as_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + (seed >> 33) as u16 % 30_000;
-        if (base..base + n).any(|p| taken.contains(&p)) {
-            continue;
-        }
-        let socks: Vec<_> = (base..base + n)
-            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if socks.len() == n as usize {
-            taken.extend(base..base + n);
-            return base;
-        }
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::cluster::{
+    broadcast, get_json, read_deliveries, start_node as spawn, wait_until, Node,
+};
 
 fn start_node(
     id: u64,
     shards: u16,
     seed: Option<SocketAddr>,
-    dir: &Path,
+    dir: &std::path::Path,
     taken: &mut Vec<u16>,
 ) -> Node {
-    let port = free_udp_ports(shards + 1, taken);
-    let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-    let deliveries = dir.join(format!("node{id}.ndjson"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.arg("node")
-        .args(["--node-id", &id.to_string()])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", &shards.to_string()])
-        .args(["--deliveries", deliveries.to_str().unwrap()])
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(s) = seed {
-        cmd.args(["--seed", &s.to_string()]);
-    }
-    let child = cmd.spawn().expect("start plumcore node");
-    Node {
-        child,
-        bind,
-        admin,
-        shards,
-        deliveries,
-    }
-}
-
-fn get_json(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    let r = ureq::get(&format!("http://{admin}{path}"))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()?;
-    r.into_json().ok()
-}
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
-    let mut m: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
-        return m;
-    };
-    for line in BufReader::new(f).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue; // a line being written right now
-        };
-        let id = v["id"].as_str().unwrap().to_string();
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(v["payload_b64"].as_str().unwrap())
-            .unwrap();
-        let e = m.entry(id).or_insert((0, payload));
-        e.0 += 1;
-    }
-    m
-}
-
-fn broadcast(admin: SocketAddr, payload: &[u8]) -> String {
-    let r = ureq::post(&format!("http://{admin}/broadcast"))
-        .timeout(Duration::from_secs(2))
-        .send_bytes(payload)
-        .expect("broadcast accepted");
-    let v: serde_json::Value = r.into_json().unwrap();
-    v["id"].as_str().unwrap().to_string()
+    spawn(id, shards, seed, dir, &[], taken)
 }
 
 /// Broadcasts `count` messages on random nodes; returns id -> payload.

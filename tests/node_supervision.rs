@@ -3,76 +3,22 @@
 //! (its error is counted in `/status` and `/metrics` and it keeps running), and every
 //! node must still deliver every message exactly once.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-struct Node {
-    child: Child,
-    admin: SocketAddr,
-    bind: SocketAddr,
-    deliveries: PathBuf,
-}
+use common::cluster::{get_json, read_deliveries, start_node, wait_until, Node};
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_pair() -> u16 {
-    loop {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p < 65000 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn start(id: u64, seed: Option<SocketAddr>, chaos: bool, dir: &Path) -> Node {
-    let port = free_udp_pair();
-    let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let deliveries = dir.join(format!("n{id}.ndjson"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.arg("node")
-        .args(["--node-id", &id.to_string()])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", "1"])
-        .args(["--deliveries", deliveries.to_str().unwrap()])
-        .args(["--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(s) = seed {
-        cmd.args(["--seed", &s.to_string()]);
-    }
-    if chaos {
-        cmd.arg("--chaos");
-    }
-    Node {
-        child: cmd.spawn().unwrap(),
-        admin,
-        bind,
-        deliveries,
-    }
+fn start(id: u64, seed: Option<SocketAddr>, chaos: bool, dir: &Path, taken: &mut Vec<u16>) -> Node {
+    let extra: &[&str] = if chaos { &["--chaos"] } else { &[] };
+    start_node(id, 1, seed, dir, extra, taken)
 }
 
 fn status(n: &Node) -> Option<serde_json::Value> {
-    ureq::get(&format!("http://{}/status", n.admin))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()?
-        .into_json()
-        .ok()
+    get_json(n.admin, "/status")
 }
 
 fn loops(n: &Node) -> HashMap<String, (u64, u64)> {
@@ -97,32 +43,20 @@ fn loops(n: &Node) -> HashMap<String, (u64, u64)> {
         .unwrap_or_default()
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn delivered(path: &Path) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                *m.entry(v["id"].as_str().unwrap().to_string()).or_default() += 1;
-            }
-        }
-    }
-    m
+    read_deliveries(path)
+        .into_iter()
+        .map(|(id, (n, _))| (id, n))
+        .collect()
 }
 
 #[test]
 fn every_loop_survives_an_injected_panic_and_delivery_stays_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let a = start(1, None, false, dir.path());
-    let b = start(2, Some(a.bind), true, dir.path());
-    let c = start(3, Some(a.bind), false, dir.path());
+    let mut taken = Vec::new();
+    let a = start(1, None, false, dir.path(), &mut taken);
+    let b = start(2, Some(a.bind), true, dir.path(), &mut taken);
+    let c = start(3, Some(a.bind), false, dir.path(), &mut taken);
     let nodes = [a, b, c];
     wait_until("joins", Duration::from_secs(20), || {
         nodes.iter().all(|n| {

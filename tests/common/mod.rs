@@ -1,4 +1,7 @@
-//! Helpers shared by the executor tests of the supervision layer.
+//! Helpers shared by the integration tests; each test crate uses a subset.
+#![allow(dead_code)]
+
+pub mod cluster;
 
 use std::future::Future;
 use std::time::Duration;

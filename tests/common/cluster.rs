@@ -1,0 +1,141 @@
+//! A harness for tests that run real `plumcore node` processes on 127.0.0.1: port
+//! picking (checked by binding), start/kill, admin-plane JSON, deliveries files.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A node process; killed when dropped, so a failing test leaves nothing behind.
+pub struct Node {
+    pub child: Child,
+    /// Control socket; shard k listens on port + 1 + k.
+    pub bind: SocketAddr,
+    pub admin: SocketAddr,
+    pub shards: u16,
+    pub deliveries: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// First of `n` consecutive free UDP ports on 127.0.0.1, none of them in `taken`.
+pub fn free_udp_ports(n: u16, taken: &mut Vec<u16>) -> u16 {
+    let mut seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+    loop {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 20_000 + (seed >> 33) as u16 % 30_000;
+        if (base..base + n).any(|p| taken.contains(&p)) {
+            continue;
+        }
+        let socks: Vec<_> = (base..base + n)
+            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if socks.len() == n as usize {
+            taken.extend(base..base + n);
+            return base;
+        }
+    }
+}
+
+/// Starts node `id` with `shards` shards, joining through `seed`, writing deliveries
+/// under `dir`; `extra` flags are appended (e.g. `--chaos`).
+pub fn start_node(
+    id: u64,
+    shards: u16,
+    seed: Option<SocketAddr>,
+    dir: &Path,
+    extra: &[&str],
+    taken: &mut Vec<u16>,
+) -> Node {
+    let port = free_udp_ports(shards + 1, taken);
+    let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let deliveries = dir.join(format!("node{id}.ndjson"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
+    cmd.arg("node")
+        .args(["--node-id", &id.to_string()])
+        .args(["--bind", &bind.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--shards", &shards.to_string()])
+        .args(["--deliveries", deliveries.to_str().unwrap()])
+        .args(["--log-level", "warn"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(s) = seed {
+        cmd.args(["--seed", &s.to_string()]);
+    }
+    Node {
+        child: cmd.spawn().expect("start plumcore node"),
+        bind,
+        admin,
+        shards,
+        deliveries,
+    }
+}
+
+/// GET an admin route as JSON; `None` while the node is not answering.
+pub fn get_json(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    ureq::get(&format!("http://{admin}{path}"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
+/// Polls `f` until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A deliveries file as id -> (times delivered, payload of the first delivery).
+pub fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
+    use base64::Engine;
+    let mut m: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
+    let Ok(f) = std::fs::File::open(path) else {
+        return m;
+    };
+    for line in BufReader::new(f).lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue; // a line being written right now
+        };
+        let id = v["id"].as_str().unwrap().to_string();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(v["payload_b64"].as_str().unwrap())
+            .unwrap();
+        m.entry(id).or_insert((0, payload)).0 += 1;
+    }
+    m
+}
+
+/// POST /broadcast; returns the message id.
+pub fn broadcast(admin: SocketAddr, payload: &[u8]) -> String {
+    let r = ureq::post(&format!("http://{admin}/broadcast"))
+        .timeout(Duration::from_secs(2))
+        .send_bytes(payload)
+        .expect("broadcast accepted");
+    let v: serde_json::Value = r.into_json().unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
