@@ -34,6 +34,22 @@ pub fn encode_metrics(s: &NodeSnapshot) -> String {
     out
 }
 
+/// One `reason`-labelled series per row of `table`, summed over the shards and the
+/// control socket.
+fn reason_totals(s: &NodeSnapshot, table: &[(&str, IoFn)]) -> Vec<(Labels, u64)> {
+    table
+        .iter()
+        .map(|&(reason, f)| {
+            let total = s
+                .shards
+                .iter()
+                .map(|sh| f(&sh.io))
+                .fold(f(&s.control_io), u64::saturating_add);
+            (vec![("reason", reason.to_string())], total)
+        })
+        .collect()
+}
+
 /// Writes one snapshot; registered afresh for every scrape.
 #[derive(Debug)]
 struct SnapshotCollector(NodeSnapshot);
@@ -339,40 +355,17 @@ impl Collector for SnapshotCollector {
             write_counters(&mut enc, name, help, &series)?;
         }
 
-        let auth: Vec<_> = AUTH_REASONS
-            .iter()
-            .map(|&(reason, f)| {
-                let total = s
-                    .shards
-                    .iter()
-                    .map(|sh| f(&sh.io))
-                    .fold(f(&s.control_io), u64::saturating_add);
-                (vec![("reason", reason.to_string())], total)
-            })
-            .collect();
         write_counters(
             &mut enc,
             "plumtree_auth_failures",
             "Datagrams dropped by cluster authentication before decoding, by reason.",
-            &auth,
+            &reason_totals(s, AUTH_REASONS),
         )?;
-
-        let decode: Vec<_> = DECODE_REASONS
-            .iter()
-            .map(|&(reason, f)| {
-                let total = s
-                    .shards
-                    .iter()
-                    .map(|sh| f(&sh.io))
-                    .fold(f(&s.control_io), u64::saturating_add);
-                (vec![("reason", reason.to_string())], total)
-            })
-            .collect();
         write_counters(
             &mut enc,
             "plumtree_decode_errors",
             "Datagrams dropped because they failed to decode, by reason.",
-            &decode,
+            &reason_totals(s, DECODE_REASONS),
         )?;
 
         {
