@@ -312,8 +312,21 @@ impl Sim {
         }
     }
 
+    /// Time between broadcasts. A HyParView run with crashes needs its broadcasts to
+    /// outlast the healing (failure timeout, probe, refill), or no message would follow
+    /// it: the period is stretched to at least four failure-detection times.
+    fn broadcast_interval(&self) -> Duration {
+        if self.cfg.overlay == Overlay::HyParView && self.cfg.fail > 0.0 && self.cfg.messages > 0 {
+            let m = &self.cfg.membership;
+            let span = (m.failure_timeout + m.probe_timeout) * 4;
+            self.cfg.interval.max(span / self.cfg.messages as u32)
+        } else {
+            self.cfg.interval
+        }
+    }
+
     fn broadcast_end(&self) -> Duration {
-        self.first_broadcast() + self.cfg.interval * self.cfg.messages as u32
+        self.first_broadcast() + self.broadcast_interval() * self.cfg.messages as u32
     }
 
     fn run(&mut self) {
@@ -349,7 +362,7 @@ impl Sim {
         }
         let first = self.first_broadcast();
         for k in 0..self.cfg.messages {
-            let t = first + self.cfg.interval * k as u32;
+            let t = first + self.broadcast_interval() * k as u32;
             self.at(t, What::Broadcast { k });
         }
         let span = self.broadcast_end() - first;
