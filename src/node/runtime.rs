@@ -104,7 +104,6 @@ pub enum ShardCmd {
     },
     Maintenance,
     Cleanup,
-    AntiEntropy,
     Shutdown,
     /// Test-only (`--chaos`): panic the named loop once.
     ChaosPanic(String),
