@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
 use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, ChaosRefused, NodeSnapshot};
 
@@ -45,6 +46,16 @@ impl AdminServer {
     /// starts serving on a new thread. Fails if the address cannot be bound, so the
     /// node can refuse to start.
     pub fn start(addr: SocketAddr, backend: Arc<dyn AdminBackend>) -> io::Result<AdminServer> {
+        AdminServer::start_with_token(addr, backend, None)
+    }
+
+    /// Like [`AdminServer::start`]; with `token`, every request must carry
+    /// `Authorization: Bearer <token>` or is answered 401 (compared in constant time).
+    pub fn start_with_token(
+        addr: SocketAddr,
+        backend: Arc<dyn AdminBackend>,
+        token: Option<String>,
+    ) -> io::Result<AdminServer> {
         let server = Server::http(addr).map_err(|e| match e.downcast::<io::Error>() {
             Ok(io) => *io,
             Err(other) => io::Error::other(other),
@@ -57,7 +68,7 @@ impl AdminServer {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("admin-http".into())
-                .spawn(move || serve(&server, &stop, backend.as_ref()))?
+                .spawn(move || serve(&server, &stop, backend.as_ref(), token.as_deref()))?
         };
         tracing::info!(addr = %local, "admin plane listening");
         Ok(AdminServer {
@@ -95,14 +106,14 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend) {
+fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend, token: Option<&str>) {
     while !stop.load(Ordering::SeqCst) {
         match server.recv_timeout(POLL) {
             Ok(Some(request)) => {
                 // A panicking backend must not take the admin plane down; the dropped
                 // request is answered 500 by tiny_http.
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle(request, backend)
+                    handle(request, backend, token)
                 }));
                 if handled.is_err() {
                     tracing::error!("admin request handler panicked");
@@ -148,7 +159,18 @@ impl Reply {
     }
 }
 
-fn handle(mut request: Request, backend: &dyn AdminBackend) {
+/// Whether `request` carries `Authorization: Bearer <token>`; the comparison takes
+/// the same time wherever the first difference is.
+fn authorized(request: &Request, token: &str) -> bool {
+    request.headers().iter().any(|h| {
+        h.field.equiv("Authorization")
+            && h.value.as_str().strip_prefix("Bearer ").is_some_and(|t| {
+                constant_time_eq::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+            })
+    })
+}
+
+fn handle(mut request: Request, backend: &dyn AdminBackend, token: Option<&str>) {
     let path = request
         .url()
         .split(['?', '#'])
@@ -156,7 +178,11 @@ fn handle(mut request: Request, backend: &dyn AdminBackend) {
         .unwrap_or("")
         .to_string();
     let method = request.method().clone();
-    let reply = route(&method, &path, &mut request, backend);
+    let reply = match token {
+        Some(t) if !authorized(&request, t) => Reply::error(401, "missing or wrong bearer token")
+            .with_header("WWW-Authenticate", "Bearer realm=\"plumcore\""),
+        _ => route(&method, &path, &mut request, backend),
+    };
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     for (name, value) in std::iter::once(("Content-Type", reply.content_type)).chain(reply.headers)
     {
@@ -170,6 +196,9 @@ fn handle(mut request: Request, backend: &dyn AdminBackend) {
 }
 
 fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    if path == "/chaos/faults" || path == "/chaos/partition" {
+        return chaos(method, path, request, backend);
+    }
     if let Some(name) = path.strip_prefix("/chaos/panic/") {
         if *method != Method::Post {
             return Reply::error(405, "method not allowed").with_header("Allow", "POST");
@@ -209,15 +238,88 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
     }
 }
 
-fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+/// `/chaos/faults` (GET the settings, POST `FaultRates` JSON to replace the random
+/// faults) and `/chaos/partition` (GET the cuts, POST `{"peers": [ADDR, ...]}` to cut
+/// links, DELETE to heal them all). 403 without `--chaos`.
+fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let allow = if path == "/chaos/faults" {
+        "GET, POST"
+    } else {
+        "GET, POST, DELETE"
+    };
+    let allowed = match *method {
+        Method::Get | Method::Post => true,
+        Method::Delete => path == "/chaos/partition",
+        _ => false,
+    };
+    if !allowed {
+        return Reply::error(405, "method not allowed").with_header("Allow", allow);
+    }
+    let switch = match backend.faults() {
+        Ok(s) => s,
+        Err(e) => return Reply::error(403, &e.to_string()),
+    };
+    let show = |switch: &FaultSwitch| {
+        let c = switch.current();
+        json!({
+            "rates": c.rates,
+            "cuts": c.cuts.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        })
+    };
+    if *method == Method::Delete {
+        switch.heal();
+        return Reply::json(200, &show(&switch));
+    }
+    if *method == Method::Post {
+        let body = match read_body(request) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let done = if path == "/chaos/faults" {
+            match serde_json::from_slice::<FaultRates>(&body) {
+                Ok(rates) => switch.set_rates(rates).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("body is not fault rates JSON: {e}")),
+            }
+        } else {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Cut {
+                peers: Vec<String>,
+            }
+            match serde_json::from_slice::<Cut>(&body) {
+                Ok(c) => c
+                    .peers
+                    .iter()
+                    .map(|p| p.parse::<AddrRange>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|cuts| switch.cut(cuts))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("body is not {{\"peers\": [ADDR, ...]}}: {e}")),
+            }
+        };
+        if let Err(e) = done {
+            return Reply::error(400, &e);
+        }
+    }
+    Reply::json(200, &show(&switch))
+}
+
+/// Reads at most [`MAX_BROADCAST_BODY`] bytes of the request body.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
-    if let Err(e) = request
+    request
         .as_reader()
         .take(MAX_BROADCAST_BODY as u64)
         .read_to_end(&mut body)
-    {
-        return Reply::error(400, &format!("could not read body: {e}"));
-    }
+        .map_err(|e| Reply::error(400, &format!("could not read body: {e}")))?;
+    Ok(body)
+}
+
+fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let body = match read_body(request) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     match backend.broadcast(body) {
         Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
         Err(e @ BroadcastRefused::TooLarge { .. }) => Reply::error(413, &e.to_string()),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::fault::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
 use crate::protocol::ProtocolConfig;
 use crate::wire;
 
@@ -60,6 +61,21 @@ pub struct NodeConfig {
     /// signs, all verify). `None` leaves the cluster open: any host that reaches the
     /// UDP ports can join and inject messages.
     pub cluster_key_file: Option<PathBuf>,
+    /// File holding the admin plane's bearer token (one line). When set, every admin
+    /// request without `Authorization: Bearer <token>` is refused with 401.
+    pub admin_token_file: Option<PathBuf>,
+    /// Test-only fault layer (needs `chaos`): fraction of datagrams dropped.
+    pub chaos_drop: f64,
+    /// Fraction of datagrams duplicated (needs `chaos`).
+    pub chaos_dup: f64,
+    /// Fraction of datagrams delayed by `chaos_delay_ms` (needs `chaos`).
+    pub chaos_delay: f64,
+    /// Delay applied to the `chaos_delay` fraction, in milliseconds.
+    pub chaos_delay_ms: u64,
+    /// Where the random faults apply: `send`, `recv` or `both`.
+    pub chaos_side: Side,
+    /// Addresses whose links are cut from the start (`IP`, `IP:PORT`, `IP:PORT-PORT`).
+    pub chaos_cut: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +97,13 @@ impl Default for NodeConfig {
             protocol: ProtocolConfig::default(),
             chaos: false,
             cluster_key_file: None,
+            admin_token_file: None,
+            chaos_drop: 0.0,
+            chaos_dup: 0.0,
+            chaos_delay: 0.0,
+            chaos_delay_ms: 0,
+            chaos_side: Side::Both,
+            chaos_cut: Vec::new(),
         }
     }
 }
@@ -121,6 +144,28 @@ pub struct NodeArgs {
     /// Cluster key file: authenticate every datagram (see README, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Admin bearer token file: admin requests without the token get 401.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Fault layer (needs --chaos): fraction of datagrams dropped.
+    #[arg(long, value_name = "P")]
+    pub chaos_drop: Option<f64>,
+    /// Fault layer: fraction of datagrams duplicated.
+    #[arg(long, value_name = "P")]
+    pub chaos_dup: Option<f64>,
+    /// Fault layer: fraction of datagrams delayed by --chaos-delay-ms.
+    #[arg(long, value_name = "P")]
+    pub chaos_delay: Option<f64>,
+    /// Fault layer: delay in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub chaos_delay_ms: Option<u64>,
+    /// Fault layer: side the random faults apply to (send, recv, both).
+    #[arg(long, value_name = "SIDE")]
+    pub chaos_side: Option<Side>,
+    /// Fault layer: cut the links to this address (repeatable; IP, IP:PORT,
+    /// IP:PORT-PORT).
+    #[arg(long = "chaos-cut", value_name = "ADDR")]
+    pub chaos_cut: Vec<String>,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -318,10 +363,75 @@ impl NodeArgs {
         if let Some(f) = &self.cluster_key_file {
             cfg.cluster_key_file = Some(f.clone());
         }
+        if let Some(f) = &self.admin_token_file {
+            cfg.admin_token_file = Some(f.clone());
+        }
+        if let Some(p) = self.chaos_drop {
+            cfg.chaos_drop = p;
+        }
+        if let Some(p) = self.chaos_dup {
+            cfg.chaos_dup = p;
+        }
+        if let Some(p) = self.chaos_delay {
+            cfg.chaos_delay = p;
+        }
+        if let Some(ms) = self.chaos_delay_ms {
+            cfg.chaos_delay_ms = ms;
+        }
+        if let Some(side) = self.chaos_side {
+            cfg.chaos_side = side;
+        }
+        if !self.chaos_cut.is_empty() {
+            cfg.chaos_cut = self.chaos_cut.clone();
+        }
     }
 }
 
 impl NodeConfig {
+    /// The fault layer's settings at start, checked; every `chaos_*` key other than
+    /// `chaos_side` needs `chaos = true`.
+    pub fn fault_config(&self) -> Result<FaultConfig, ConfigError> {
+        let rates = FaultRates {
+            drop: self.chaos_drop,
+            dup: self.chaos_dup,
+            delay: self.chaos_delay,
+            delay_ms: self.chaos_delay_ms,
+            side: self.chaos_side,
+        };
+        let set = [
+            ("chaos_drop", rates.drop != 0.0),
+            ("chaos_dup", rates.dup != 0.0),
+            ("chaos_delay", rates.delay != 0.0),
+            ("chaos_delay_ms", rates.delay_ms != 0),
+            ("chaos_cut", !self.chaos_cut.is_empty()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on && !self.chaos) {
+            return Err(ConfigError::invalid(key, "needs chaos = true (--chaos)"));
+        }
+        rates.validate().map_err(|e| {
+            let key = match e {
+                FaultError::Probability("dup") => "chaos_dup",
+                FaultError::Probability("delay") | FaultError::Sum => "chaos_delay",
+                FaultError::Delay => "chaos_delay_ms",
+                _ => "chaos_drop",
+            };
+            ConfigError::invalid(key, e.to_string())
+        })?;
+        let cuts = self
+            .chaos_cut
+            .iter()
+            .map(|c| c.parse::<AddrRange>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::invalid("chaos_cut", e.to_string()))?;
+        if cuts.len() > MAX_CUTS {
+            return Err(ConfigError::invalid(
+                "chaos_cut",
+                FaultError::TooManyCuts.to_string(),
+            ));
+        }
+        Ok(FaultConfig { rates, cuts })
+    }
+
     /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol
@@ -397,6 +507,7 @@ impl NodeConfig {
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
+        self.fault_config()?;
         Ok(())
     }
 }
@@ -534,6 +645,45 @@ graft_timeout = 250
             "protocol.max_payload"
         );
         assert_eq!(invalid_key("cluster_key_file = \"k\"\nmtu = 80"), "mtu");
+    }
+
+    #[test]
+    fn chaos_keys() {
+        let f = write(
+            "chaos = true\nchaos_drop = 0.05\nchaos_delay = 0.1\nchaos_delay_ms = 5\nchaos_side = \"send\"\nchaos_cut = [\"127.0.0.1:7000-7002\"]\n",
+        );
+        let cfg = load(&args_with(&f)).unwrap();
+        let fc = cfg.fault_config().unwrap();
+        assert_eq!(fc.rates.drop, 0.05);
+        assert_eq!(fc.rates.side, Side::Send);
+        assert_eq!(fc.cuts[0].to_string(), "127.0.0.1:7000-7002");
+        let args = NodeArgs {
+            chaos_dup: Some(0.01),
+            chaos_side: Some(Side::Both),
+            ..args_with(&f)
+        };
+        let fc = load(&args).unwrap().fault_config().unwrap();
+        assert_eq!((fc.rates.dup, fc.rates.side), (0.01, Side::Both));
+        assert_eq!(invalid_key("chaos_drop = 0.1"), "chaos_drop");
+        assert_eq!(invalid_key("chaos_cut = [\"127.0.0.1\"]"), "chaos_cut");
+        assert_eq!(invalid_key("chaos = true\nchaos_drop = 1.5"), "chaos_drop");
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_drop = 0.6\nchaos_delay = 0.6"),
+            "chaos_delay"
+        );
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_delay_ms = 100000"),
+            "chaos_delay_ms"
+        );
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_cut = [\"nope\"]"),
+            "chaos_cut"
+        );
+        let f = write("admin_token_file = \"/etc/plumcore/admin.token\"\n");
+        assert_eq!(
+            load(&args_with(&f)).unwrap().admin_token_file.as_deref(),
+            Some(Path::new("/etc/plumcore/admin.token"))
+        );
     }
 
     #[test]

@@ -213,6 +213,31 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         "Cross-shard sends that found the destination queue full.",
         |s| s.cross_shard_backpressure,
     ),
+    (
+        "plumtree_chaos_dropped",
+        "Datagrams the test-only fault layer dropped at random (--chaos).",
+        |s| s.chaos_dropped,
+    ),
+    (
+        "plumtree_chaos_duplicated",
+        "Datagrams the test-only fault layer duplicated (--chaos).",
+        |s| s.chaos_duplicated,
+    ),
+    (
+        "plumtree_chaos_delayed",
+        "Datagrams the test-only fault layer delayed (--chaos).",
+        |s| s.chaos_delayed,
+    ),
+    (
+        "plumtree_chaos_cut",
+        "Datagrams dropped because the test-only fault layer cut their link (--chaos).",
+        |s| s.chaos_cut,
+    ),
+    (
+        "plumtree_chaos_overflow",
+        "Delays and duplicates not applied: the fault layer's hold bound was reached.",
+        |s| s.chaos_overflow,
+    ),
 ];
 
 const DECODE_REASONS: &[(&str, IoFn)] = &[

@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::control::{run_control, ControlCtx};
+use super::fault::{FaultConfig, FaultSwitch};
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
@@ -49,6 +50,8 @@ pub struct RuntimeConfig {
     pub protocol: ProtocolConfig,
     /// Test-only fault injection (`--chaos`): lets the admin plane make a loop panic.
     pub chaos: bool,
+    /// The fault layer's settings at start (only used with `chaos`).
+    pub faults: FaultConfig,
     /// Cluster keys: when set, every datagram sent is sealed and every datagram
     /// received must verify before it is decoded. `None`: the cluster is open.
     pub cluster_keys: Option<ClusterKeys>,
@@ -161,6 +164,8 @@ pub(super) struct Shared {
     pub fatal: Mutex<Option<String>>,
     /// Loop names to panic (only with `--chaos`).
     pub chaos_tx: Option<Sender<String>>,
+    /// The fault layer's settings (only with `--chaos`).
+    pub faults: Option<Arc<FaultSwitch>>,
 }
 
 impl Shared {
@@ -216,6 +221,10 @@ impl AdminBackend for NodeBackend {
         }
         tx.try_send(loop_name.to_string())
             .map_err(|_| ChaosRefused::Disabled)
+    }
+
+    fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
+        self.0.faults.clone().ok_or(ChaosRefused::Disabled)
     }
 
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
@@ -437,6 +446,9 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         degraded: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
         chaos_tx,
+        faults: cfg
+            .chaos
+            .then(|| Arc::new(FaultSwitch::new(cfg.faults.clone()))),
     });
     let mut threads = Vec::new();
     for (k, (sock, rx)) in shard_socks.into_iter().zip(shard_rx).enumerate() {
@@ -460,6 +472,7 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
                     Verifier::new(keys),
                 )
             }),
+            faults: shared.faults.clone(),
         };
         let name = format!("shard-{k}");
         threads.push((
@@ -477,6 +490,7 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         shared: shared.clone(),
         reports: report_rx,
         chaos: chaos_rx,
+        faults: shared.faults.clone(),
     };
     threads.push((
         "control".into(),

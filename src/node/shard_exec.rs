@@ -17,6 +17,7 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
+use super::fault::{FaultSwitch, FaultySocket};
 use super::runtime::{
     build_mtu, is_timeout, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared,
 };
@@ -58,6 +59,8 @@ pub(super) struct ShardCtx {
     /// This shard socket's own sealer and verifier when the cluster is keyed (never
     /// shared: the sealer's seq stream and the replay windows are per socket).
     pub auth: Option<(Sealer, Verifier)>,
+    /// The fault layer's settings (test-only, `--chaos`).
+    pub faults: Option<std::sync::Arc<FaultSwitch>>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -327,7 +330,11 @@ impl ShardState {
     }
 }
 
-async fn send_all(sock: &UdpSocket, st: &RefCell<ShardState>, out: &mut Vec<(SocketAddr, Bytes)>) {
+async fn send_all(
+    sock: &FaultySocket,
+    st: &RefCell<ShardState>,
+    out: &mut Vec<(SocketAddr, Bytes)>,
+) {
     for (addr, d) in out.drain(..) {
         match sock.send_to(&d, addr).await {
             Ok(_) => {
@@ -348,7 +355,7 @@ async fn send_all(sock: &UdpSocket, st: &RefCell<ShardState>, out: &mut Vec<(Soc
 struct TickLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     rx: Receiver<ShardCmd>,
     out: Vec<(SocketAddr, Bytes)>,
     last_snapshot: Option<Instant>,
@@ -384,7 +391,8 @@ impl Loop for TickLoop {
                 || s.stopping
             {
                 self.last_snapshot = Some(Instant::now());
-                let snap = s.snapshot(self.rx.len());
+                let mut snap = s.snapshot(self.rx.len());
+                snap.io.set_fault_stats(self.sock.fault_stats());
                 let _ = s
                     .ctx
                     .reports
@@ -399,7 +407,7 @@ impl Loop for TickLoop {
 /// The shard socket's receive path, until `stop`.
 async fn receive(
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     stop: StopEvent,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 65536];
@@ -439,8 +447,9 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     let index = ctx.index;
     let seed = ctx.seed;
     let shared = ctx.shared.clone();
-    let sock = Rc::new(UdpSocket::from(sock));
+    let sock = UdpSocket::from(sock);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let sock = Rc::new(FaultySocket::new(sock, ctx.faults.clone(), seed));
     let state = Rc::new(RefCell::new(ShardState {
         ctx,
         shard,
