@@ -524,6 +524,170 @@ mod tests {
         server.stop();
     }
 
+    /// One request with extra header lines; returns (status, headers, body).
+    fn request_with(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header end");
+        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head, raw[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn bearer_token_guards_every_route() {
+        let fake = Arc::new(Fake {
+            refuse: Mutex::new(None),
+            got: Mutex::new(Vec::new()),
+        });
+        let server = AdminServer::start_with_token(
+            "127.0.0.1:0".parse().unwrap(),
+            fake.clone(),
+            Some("s3cret".into()),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let good = "Authorization: Bearer s3cret\r\n";
+        for (method, path) in [
+            ("GET", "/metrics"),
+            ("GET", "/status"),
+            ("GET", "/peers"),
+            ("POST", "/broadcast"),
+            ("POST", "/chaos/panic/stats"),
+            ("GET", "/chaos/faults"),
+            ("GET", "/nope"),
+        ] {
+            for bad in [
+                "",
+                "Authorization: Bearer s3cre\r\n",
+                "Authorization: Bearer s3cret!\r\n",
+                "Authorization: Basic czNjcmV0\r\n",
+                "Authorization: s3cret\r\n",
+            ] {
+                let (status, head, _) = request_with(addr, method, path, bad, b"x");
+                assert_eq!(status, 401, "{method} {path} with {bad:?}");
+                assert!(head
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"));
+            }
+        }
+        assert!(fake.got.lock().unwrap().is_empty(), "nothing got through");
+        assert_eq!(request_with(addr, "GET", "/status", good, b"").0, 200);
+        assert_eq!(request_with(addr, "GET", "/metrics", good, b"").0, 200);
+        assert_eq!(request_with(addr, "POST", "/broadcast", good, b"hi").0, 200);
+        assert_eq!(fake.got.lock().unwrap().len(), 1);
+        assert_eq!(request_with(addr, "GET", "/nope", good, b"").0, 404);
+        // Chaos stays off without --chaos, token or not.
+        assert_eq!(request_with(addr, "GET", "/chaos/faults", good, b"").0, 403);
+        server.stop();
+    }
+
+    /// A backend with the fault layer on.
+    struct Chaotic(Arc<FaultSwitch>);
+
+    impl AdminBackend for Chaotic {
+        fn snapshot(&self) -> NodeSnapshot {
+            unreachable!()
+        }
+        fn broadcast(&self, _: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+            Err(BroadcastRefused::ShuttingDown)
+        }
+        fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn chaos_routes() {
+        let (server, _) = start();
+        let addr = server.local_addr();
+        for (m, p) in [
+            ("GET", "/chaos/faults"),
+            ("POST", "/chaos/faults"),
+            ("POST", "/chaos/partition"),
+            ("DELETE", "/chaos/partition"),
+        ] {
+            assert_eq!(request(addr, m, p, b"{}").0, 403, "{m} {p} without --chaos");
+        }
+        server.stop();
+
+        let switch = Arc::new(FaultSwitch::new(Default::default()));
+        let server = AdminServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Chaotic(switch.clone())),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let (status, _, body) = request(
+            addr,
+            "POST",
+            "/chaos/faults",
+            br#"{"drop": 0.05, "delay": 0.1, "delay_ms": 5, "side": "send"}"#,
+        );
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["rates"]["drop"], 0.05);
+        assert_eq!(v["rates"]["side"], "send");
+        assert_eq!(switch.current().rates.delay_ms, 5);
+        let (status, _, body) = request(addr, "POST", "/chaos/faults", br#"{"drop": 2}"#);
+        assert_eq!(status, 400);
+        assert!(String::from_utf8(body).unwrap().contains("drop"));
+        assert_eq!(
+            request(addr, "POST", "/chaos/faults", br#"{"x": 1}"#).0,
+            400
+        );
+        assert_eq!(request(addr, "POST", "/chaos/faults", b"nope").0, 400);
+        assert_eq!(
+            switch.current().rates.drop,
+            0.05,
+            "refused updates change nothing"
+        );
+
+        let (status, _, body) = request(
+            addr,
+            "POST",
+            "/chaos/partition",
+            br#"{"peers": ["127.0.0.1:7000-7002", "10.0.0.9"]}"#,
+        );
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["cuts"], json!(["127.0.0.1:7000-7002", "10.0.0.9"]));
+        assert_eq!(
+            request(addr, "POST", "/chaos/partition", br#"{"peers": ["x"]}"#).0,
+            400
+        );
+        let (_, _, body) = request(addr, "GET", "/chaos/partition", b"");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["cuts"].as_array().unwrap().len(), 2);
+        let (status, _, body) = request(addr, "DELETE", "/chaos/partition", b"");
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["cuts"].as_array().unwrap().is_empty());
+        assert!(switch.current().cuts.is_empty());
+        let (status, head, _) = request(addr, "DELETE", "/chaos/faults", b"");
+        assert_eq!(status, 405);
+        assert!(head.to_ascii_lowercase().contains("allow: get, post"));
+        server.stop();
+    }
+
     #[test]
     fn stop_is_prompt() {
         let (server, _) = start();
