@@ -182,14 +182,16 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         mtu: cfg.mtu,
         protocol: cfg.protocol.clone(),
         chaos: cfg.chaos,
-        faults: cfg
-            .fault_config()
-            .map_err(|e| NodeError::Config(e.to_string()))?,
         cluster_keys,
     };
     let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
         .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
-    let node = runtime::start(rcfg, sink_tx).map_err(|e| match e {
+    let hardening = runtime::Hardening {
+        faults: cfg
+            .fault_config()
+            .map_err(|e| NodeError::Config(e.to_string()))?,
+    };
+    let node = runtime::start_hardened(rcfg, hardening, sink_tx).map_err(|e| match e {
         runtime::RuntimeError::Config(m) => NodeError::Config(m),
         other => NodeError::Environment(other.to_string()),
     })?;

@@ -50,8 +50,6 @@ pub struct RuntimeConfig {
     pub protocol: ProtocolConfig,
     /// Test-only fault injection (`--chaos`): lets the admin plane make a loop panic.
     pub chaos: bool,
-    /// The fault layer's settings at start (only used with `chaos`).
-    pub faults: FaultConfig,
     /// Cluster keys: when set, every datagram sent is sealed and every datagram
     /// received must verify before it is decoded. `None`: the cluster is open.
     pub cluster_keys: Option<ClusterKeys>,
@@ -356,9 +354,27 @@ pub fn owned_mask(k: usize, n: usize, partitions: u32) -> u64 {
         .fold(0u64, |m, p| m | 1 << p)
 }
 
+/// Settings of the node's defences and test-only faults, kept out of
+/// [`RuntimeConfig`] so that its users that need none of them (benchmarks) are
+/// unaffected; the default is the fault layer with no faults, no rate limit.
+#[derive(Clone, Debug, Default)]
+pub struct Hardening {
+    /// The fault layer's settings at start (only used with `RuntimeConfig::chaos`).
+    pub faults: FaultConfig,
+}
+
 /// Starts the shards and the control core. Sockets are bound before this returns,
 /// so a port clash is reported here.
 pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, RuntimeError> {
+    start_hardened(cfg, Hardening::default(), sink)
+}
+
+/// [`start`] with the [`Hardening`] settings.
+pub fn start_hardened(
+    cfg: RuntimeConfig,
+    hardening: Hardening,
+    sink: SinkSender,
+) -> Result<RunningNode, RuntimeError> {
     let n = cfg.shard_cores.len();
     if n == 0 || n > cfg.protocol.partitions as usize {
         return Err(RuntimeError::Config(format!(
@@ -448,7 +464,7 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         chaos_tx,
         faults: cfg
             .chaos
-            .then(|| Arc::new(FaultSwitch::new(cfg.faults.clone()))),
+            .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
     });
     let mut threads = Vec::new();
     for (k, (sock, rx)) in shard_socks.into_iter().zip(shard_rx).enumerate() {
