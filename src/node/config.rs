@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use super::fault::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
+use super::ratelimit::RateLimitConfig;
 use crate::protocol::ProtocolConfig;
 use crate::wire;
 
@@ -16,6 +17,8 @@ use crate::wire;
 pub const MAX_UDP_PAYLOAD: usize = 65507;
 /// Largest shard count (partition sets are 64-bit masks, one partition at least each).
 pub const MAX_SHARDS: usize = 64;
+/// Largest `rate_limit_peers` (each tracked source costs about 64 bytes per shard).
+pub const MAX_RATE_LIMIT_PEERS: usize = 1 << 20;
 
 /// Everything a node needs to start. Every field has a default so that an empty file
 /// (or no file) gives a working single node on localhost; unknown keys are rejected so
@@ -76,6 +79,12 @@ pub struct NodeConfig {
     pub chaos_side: Side,
     /// Addresses whose links are cut from the start (`IP`, `IP:PORT`, `IP:PORT-PORT`).
     pub chaos_cut: Vec<String>,
+    /// Per-source flood limit on shard sockets, datagrams a second (0: off).
+    pub rate_limit_per_peer: u32,
+    /// Burst a source may send above its rate.
+    pub rate_limit_burst: u32,
+    /// Sources a shard's limiter tracks at most (least recently seen evicted).
+    pub rate_limit_peers: usize,
 }
 
 impl Default for NodeConfig {
@@ -104,6 +113,9 @@ impl Default for NodeConfig {
             chaos_delay_ms: 0,
             chaos_side: Side::Both,
             chaos_cut: Vec::new(),
+            rate_limit_per_peer: 100_000,
+            rate_limit_burst: 20_000,
+            rate_limit_peers: 4096,
         }
     }
 }
@@ -432,6 +444,15 @@ impl NodeConfig {
         Ok(FaultConfig { rates, cuts })
     }
 
+    /// The shard sockets' flood limit.
+    pub fn rate_limit(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            per_sec: self.rate_limit_per_peer,
+            burst: self.rate_limit_burst,
+            max_peers: self.rate_limit_peers,
+        }
+    }
+
     /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol
@@ -508,6 +529,18 @@ impl NodeConfig {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
         self.fault_config()?;
+        if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                "rate_limit_burst",
+                "must be positive when rate_limit_per_peer is",
+            ));
+        }
+        if !(1..=MAX_RATE_LIMIT_PEERS).contains(&self.rate_limit_peers) {
+            return Err(ConfigError::invalid(
+                "rate_limit_peers",
+                format!("must be between 1 and {MAX_RATE_LIMIT_PEERS}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -679,6 +712,14 @@ graft_timeout = 250
             invalid_key("chaos = true\nchaos_cut = [\"nope\"]"),
             "chaos_cut"
         );
+        assert_eq!(
+            invalid_key("rate_limit_per_peer = 10\nrate_limit_burst = 0"),
+            "rate_limit_burst"
+        );
+        assert_eq!(invalid_key("rate_limit_peers = 0"), "rate_limit_peers");
+        let f = write("rate_limit_per_peer = 0\nrate_limit_burst = 0\nrate_limit_peers = 8\n");
+        let rl = load(&args_with(&f)).unwrap().rate_limit();
+        assert_eq!((rl.per_sec, rl.max_peers), (0, 8));
         let f = write("admin_token_file = \"/etc/plumcore/admin.token\"\n");
         assert_eq!(
             load(&args_with(&f)).unwrap().admin_token_file.as_deref(),

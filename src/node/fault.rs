@@ -382,6 +382,12 @@ impl FaultySocket {
         }
     }
 
+    /// The socket's descriptor (for `SO_MEMINFO` backlog probes).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
     /// What the fault layer did so far (zeros without `--chaos`).
     pub fn fault_stats(&self) -> FaultStats {
         self.layer

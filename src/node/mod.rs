@@ -6,6 +6,8 @@ pub mod config;
 mod control;
 pub mod fault;
 pub mod metrics;
+pub mod overload;
+pub mod ratelimit;
 pub mod runtime;
 mod shard_exec;
 pub mod sink;
@@ -190,6 +192,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         faults: cfg
             .fault_config()
             .map_err(|e| NodeError::Config(e.to_string()))?,
+        rate_limit: cfg.rate_limit(),
     };
     let node = runtime::start_hardened(rcfg, hardening, sink_tx).map_err(|e| match e {
         runtime::RuntimeError::Config(m) => NodeError::Config(m),

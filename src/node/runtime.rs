@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::control::{run_control, ControlCtx};
 use super::fault::{FaultConfig, FaultSwitch};
+use super::ratelimit::RateLimitConfig;
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
@@ -30,7 +31,7 @@ use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
 use crate::wire::Header;
 
 /// Bound of each control-to-shard command queue.
-const SHARD_QUEUE: usize = 1 << 16;
+pub(super) const SHARD_QUEUE: usize = 1 << 16;
 
 /// What the runtime needs to know; built from the node config and the core map.
 #[derive(Clone, Debug)]
@@ -357,10 +358,21 @@ pub fn owned_mask(k: usize, n: usize, partitions: u32) -> u64 {
 /// Settings of the node's defences and test-only faults, kept out of
 /// [`RuntimeConfig`] so that its users that need none of them (benchmarks) are
 /// unaffected; the default is the fault layer with no faults, no rate limit.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Hardening {
     /// The fault layer's settings at start (only used with `RuntimeConfig::chaos`).
     pub faults: FaultConfig,
+    /// Per-source flood limit on the shard sockets.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            faults: FaultConfig::default(),
+            rate_limit: RateLimitConfig::OFF,
+        }
+    }
 }
 
 /// Starts the shards and the control core. Sockets are bound before this returns,
@@ -489,6 +501,7 @@ pub fn start_hardened(
                 )
             }),
             faults: shared.faults.clone(),
+            rate_limit: hardening.rate_limit,
         };
         let name = format!("shard-{k}");
         threads.push((

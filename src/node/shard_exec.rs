@@ -18,8 +18,11 @@ use tracing::{debug, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
 use super::fault::{FaultSwitch, FaultySocket};
+use super::overload::Overload;
+use super::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use super::runtime::{
     build_mtu, is_timeout, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared,
+    SHARD_QUEUE,
 };
 use super::sink::{Delivery, SinkSender};
 use super::snapshot::{node_hex, IoStats, ShardSnapshot};
@@ -61,6 +64,8 @@ pub(super) struct ShardCtx {
     pub auth: Option<(Sealer, Verifier)>,
     /// The fault layer's settings (test-only, `--chaos`).
     pub faults: Option<std::sync::Arc<FaultSwitch>>,
+    /// Per-source flood limit on this shard's socket.
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(PartialEq, Eq)]
@@ -101,6 +106,12 @@ struct ShardState {
     /// This shard's loops, for its snapshot.
     loops: Vec<LoopHandle>,
     tracker: Option<TaskTracker>,
+    /// Token buckets per source address (flood limit).
+    limiter: PeerRateLimiter,
+    /// Receive backlog / command queue levels and what was shed.
+    overload: Overload,
+    /// Command queue length at the last tick.
+    cmd_queue: usize,
 }
 
 impl ShardState {
@@ -200,9 +211,13 @@ impl ShardState {
         }
     }
 
-    fn on_datagram(&mut self, buf: &[u8]) {
+    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
+        // Flood limit per source, before any work on the datagram.
+        if self.limiter.enabled() && !self.limiter.allow(src, self.now()) {
+            return;
+        }
         // Authenticate before decoding anything; only the MAC'd part is decoded.
         let buf = match &mut self.ctx.auth {
             Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
@@ -240,7 +255,13 @@ impl ShardState {
             self.io.unknown_senders += 1;
         }
         let now = self.now();
+        let shedding = self.overload.shedding();
         for f in dg.frames {
+            // Overloaded: IHave (lazy repair) goes first; Gossip, Graft, Prune stay.
+            if shedding && matches!(f, Frame::IHave { .. }) {
+                self.overload.stats.ihave += 1;
+                continue;
+            }
             self.shard.handle_frame(now, from, f);
         }
     }
@@ -281,6 +302,9 @@ impl ShardState {
             ShardCmd::ChaosPanic(name) => {
                 self.chaos.insert(name);
             }
+            ShardCmd::AntiEntropy if self.overload.shedding() => {
+                self.overload.stats.anti_entropy += 1;
+            }
             ShardCmd::AntiEntropy => self.shard.anti_entropy(now),
             ShardCmd::Shutdown => {
                 self.shard.flush_ihave_queues();
@@ -318,7 +342,17 @@ impl ShardState {
                 .map(|(id, e, l)| (node_hex(id), e, l))
                 .collect(),
             stats: self.shard.stats(),
-            io: self.io,
+            io: {
+                let mut io = self.io;
+                let l = self.limiter.stats();
+                io.rate_limited = l.limited;
+                io.rate_limit_evictions = l.evictions;
+                io.rate_limit_peers = l.peers;
+                io.shed_ihave = self.overload.stats.ihave;
+                io.shed_anti_entropy = self.overload.stats.anti_entropy;
+                io.overloaded = self.overload.stats.overloaded;
+                io
+            },
             hops: self.hops.clone(),
             loops: self.loops.iter().map(|h| loop_info(&h.status())).collect(),
             tasks: self
@@ -375,6 +409,9 @@ impl Loop for TickLoop {
                 drop(s);
                 panic!("chaos: injected panic in loop `{}`", self.name);
             }
+            let queue = self.rx.len();
+            s.cmd_queue = queue;
+            s.overload.probe(self.sock.raw_fd(), queue, SHARD_QUEUE);
             // Drain the whole batch the control core pushed since the last tick.
             while let Ok(cmd) = self.rx.try_recv() {
                 s.on_command(cmd);
@@ -414,10 +451,12 @@ async fn receive(
     let mut out = Vec::new();
     while !stop.is_set() {
         match sock.recv_from(&mut buf).await {
-            Ok((n, _from)) => {
+            Ok((n, from)) => {
                 {
                     let mut s = state.borrow_mut();
-                    s.on_datagram(&buf[..n]);
+                    let queue = s.cmd_queue;
+                    s.overload.on_receive(sock.raw_fd(), queue, SHARD_QUEUE);
+                    s.on_datagram(&buf[..n], from);
                     s.pump(&mut out);
                 }
                 send_all(&sock, &state, &mut out).await;
@@ -446,6 +485,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     };
     let index = ctx.index;
     let seed = ctx.seed;
+    let rate_limit = ctx.rate_limit;
     let shared = ctx.shared.clone();
     let sock = UdpSocket::from(sock);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
@@ -464,6 +504,9 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
         chaos: FxHashSet::default(),
         loops: Vec::new(),
         tracker: None,
+        limiter: PeerRateLimiter::new(rate_limit, seed),
+        overload: Overload::default(),
+        cmd_queue: 0,
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());

@@ -44,6 +44,16 @@ pub struct IoStats {
     pub chaos_delayed: u64,
     pub chaos_cut: u64,
     pub chaos_overflow: u64,
+    /// Datagrams dropped by the per-source flood limit; sources evicted from the
+    /// limiter's bounded map; sources it tracks now (a gauge).
+    pub rate_limited: u64,
+    pub rate_limit_evictions: u64,
+    pub rate_limit_peers: u64,
+    /// Work shed while overloaded: IHave frames received, anti-entropy rounds; and
+    /// backlog probes that found the shard overloaded.
+    pub shed_ihave: u64,
+    pub shed_anti_entropy: u64,
+    pub overloaded: u64,
 }
 
 impl IoStats {

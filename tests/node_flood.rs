@@ -1,0 +1,124 @@
+//! A flood from one source address at a shard socket is cut down to that source's
+//! token-bucket rate before any decoding, and does not starve another peer: while one
+//! local socket sends junk as fast as it can at node B's shard, every message node A
+//! broadcasts is delivered by B exactly once.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    broadcast, get_json, metric_sum, read_deliveries, spawn_node, wait_until, NodeSpec,
+};
+
+const PER_PEER: f64 = 5000.0;
+const BURST: f64 = 1000.0;
+
+#[test]
+fn flood_from_one_source_is_limited_and_does_not_starve_gossip() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flood.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rate_limit_per_peer = {PER_PEER}\nrate_limit_burst = {BURST}\nrate_limit_peers = 64\n"
+        ),
+    )
+    .unwrap();
+    let extra = ["--config", config.to_str().unwrap()];
+    let mut taken = Vec::new();
+    let spec = |id: u64, seeds: &'static [SocketAddr]| NodeSpec {
+        id,
+        shards: 1,
+        seeds,
+        bind: None,
+        deliveries: format!("node{id}.ndjson"),
+        extra: &[],
+    };
+    let a = spawn_node(
+        &NodeSpec {
+            extra: &extra,
+            ..spec(1, &[])
+        },
+        dir.path(),
+        &mut taken,
+    );
+    let seeds = [a.bind];
+    let b = spawn_node(
+        &NodeSpec {
+            seeds: &seeds,
+            extra: &extra,
+            ..spec(2, &[])
+        },
+        dir.path(),
+        &mut taken,
+    );
+    wait_until("A and B to peer", Duration::from_secs(30), || {
+        [&a, &b].iter().all(|n| {
+            get_json(n.admin, "/peers").is_some_and(|v| v.as_array().is_some_and(|l| l.len() == 1))
+        })
+    });
+    let before = metric_sum(b.admin, "plumtree_decode_errors_total", None);
+    // The flood: junk (bad magic) from one socket at B's shard port.
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = SocketAddr::new(b.bind.ip(), b.bind.port() + 1);
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let junk = [0xA5u8; 200];
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if sock.send_to(&junk, target).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let flood_start = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sent = Vec::new();
+    for k in 0..200 {
+        sent.push(broadcast(
+            a.admin,
+            format!("through-the-flood-{k}").as_bytes(),
+        ));
+    }
+    let delivered_all = || {
+        let d = read_deliveries(&b.deliveries);
+        sent.iter().all(|id| d.contains_key(id))
+    };
+    wait_until(
+        "B to deliver A's messages during the flood",
+        Duration::from_secs(60),
+        delivered_all,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let flood_sent = flooder.join().unwrap();
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1000));
+    let d = read_deliveries(&b.deliveries);
+    for id in &sent {
+        assert_eq!(d[id].0, 1, "B delivered {id} {} times", d[id].0);
+    }
+    let limited = metric_sum(b.admin, "plumtree_rate_limited_total", None);
+    let passed = metric_sum(b.admin, "plumtree_decode_errors_total", None) - before;
+    eprintln!(
+        "flood: sent={flood_sent} in {flood_secs:.1}s, rate_limited={limited}, \
+         junk past the limiter={passed} (limit {PER_PEER}/s + burst {BURST}), \
+         A's messages delivered by B: {}/{}",
+        sent.len(),
+        sent.len()
+    );
+    assert!(limited > 0.0, "the limiter dropped part of the flood");
+    // What got past the limiter stays within the bucket: rate x time + burst.
+    assert!(
+        passed <= PER_PEER * (flood_secs + 1.0) + BURST,
+        "{passed} junk datagrams got past a {PER_PEER}/s limit in {flood_secs:.1}s"
+    );
+    assert!(metric_sum(b.admin, "plumtree_rate_limit_peers", None) >= 2.0);
+}
