@@ -170,9 +170,10 @@ fn five_percent_loss_both_ways_every_message_exactly_once() {
     let duplicated = total(&all, "plumtree_chaos_duplicated_total");
     let delayed = total(&all, "plumtree_chaos_delayed_total");
     let grafts = total(&all, "plumtree_graft_sent_total");
+    let datagrams = total(&all, "plumtree_datagrams_sent_total");
     eprintln!(
         "chaos loss: nodes=5 messages={} deliveries={} expected={} duplicates={} converged_ms={} \
-         datagrams_dropped={dropped} duplicated={duplicated} delayed={delayed} grafts={grafts}",
+         datagrams_sent={datagrams} dropped={dropped} duplicated={duplicated} delayed={delayed} grafts={grafts}",
         sent.len(),
         out.delivered,
         sent.len() * nodes.len(),

@@ -82,11 +82,13 @@ fn flood_from_one_source_is_limited_and_does_not_starve_gossip() {
     let flood_start = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     let mut sent = Vec::new();
+    // Paced over about 2 s, so the flood lasts well beyond the limiter's burst.
     for k in 0..200 {
         sent.push(broadcast(
             a.admin,
             format!("through-the-flood-{k}").as_bytes(),
         ));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let delivered_all = || {
         let d = read_deliveries(&b.deliveries);
