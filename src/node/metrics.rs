@@ -214,6 +214,11 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         |s| s.cross_shard_backpressure,
     ),
     (
+        "plumtree_ihave_unknown_sender",
+        "IHave frames from non-neighbours, dropped before they take pending-graft slots.",
+        |s| s.ihave_unknown_sender,
+    ),
+    (
         "plumtree_rate_limited",
         "Datagrams dropped by the per-source flood limit.",
         |s| s.rate_limited,

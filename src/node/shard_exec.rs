@@ -251,7 +251,8 @@ impl ShardState {
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
         let from = dg.header.sender;
-        if !self.peers.contains_key(&from) {
+        let stranger = !self.peers.contains_key(&from);
+        if stranger {
             self.io.unknown_senders += 1;
         }
         let now = self.now();
@@ -260,6 +261,13 @@ impl ShardState {
             // Overloaded: IHave (lazy repair) goes first; Gossip, Graft, Prune stay.
             if shedding && matches!(f, Frame::IHave { .. }) {
                 self.overload.stats.ihave += 1;
+                continue;
+            }
+            // A Graft for an IHave from a non-neighbour could never be sent (no
+            // address for it), yet it would hold a pending-graft slot: a flood of
+            // such IHaves would fill the table and stall real repairs.
+            if stranger && matches!(f, Frame::IHave { .. }) {
+                self.io.ihave_unknown_sender += 1;
                 continue;
             }
             self.shard.handle_frame(now, from, f);
