@@ -150,7 +150,8 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or plumcore=debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Enable test-only fault injection on the admin plane.
+    /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
+    /// admin plane's /chaos routes.
     #[arg(long)]
     pub chaos: bool,
     /// Cluster key file: authenticate every datagram (see README, Security).
@@ -768,6 +769,29 @@ graft_timeout = 250
             "127.0.0.1:4321",
         ])
         .unwrap();
+        let chaos = Cli::try_parse_from([
+            "x",
+            "--chaos",
+            "--chaos-drop",
+            "0.05",
+            "--chaos-side",
+            "recv",
+            "--chaos-cut",
+            "127.0.0.1:7000-7002",
+            "--chaos-cut",
+            "10.0.0.1",
+            "--admin-token-file",
+            "/t",
+        ])
+        .unwrap();
+        assert_eq!(chaos.node.chaos_drop, Some(0.05));
+        assert_eq!(chaos.node.chaos_side, Some(Side::Recv));
+        assert_eq!(chaos.node.chaos_cut.len(), 2);
+        assert_eq!(
+            chaos.node.admin_token_file.as_deref(),
+            Some(Path::new("/t"))
+        );
+        assert!(Cli::try_parse_from(["x", "--chaos-side", "sideways"]).is_err());
         assert_eq!(cli.node.node_id, Some(16));
         assert_eq!(cli.node.seeds.len(), 2);
         assert_eq!(cli.node.shards, Some(3));
