@@ -14,8 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    admin_request, broadcast, get_json, metric_sum, read_deliveries, spawn_node, wait_until, Node,
-    NodeSpec,
+    admin_request, broadcast, get_json, metric_sum, read_deliveries, spawn_node, Node, NodeSpec,
 };
 use serde_json::json;
 
@@ -63,10 +62,24 @@ fn peers(n: &Node) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until every node has `want` peers; on timeout names each node's count.
+fn wait_for_peers(nodes: &[Node], want: usize, what: &str, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let counts: Vec<usize> = nodes.iter().map(peers).collect();
+        if counts.iter().all(|&c| c == want) {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "timed out waiting for {what}: peers per node {counts:?}, want {want} each"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_for_mesh(nodes: &[Node], limit: Duration) {
-    wait_until("a full mesh", limit, || {
-        nodes.iter().all(|n| peers(n) == nodes.len() - 1)
-    });
+    wait_for_peers(nodes, nodes.len() - 1, "a full mesh", limit);
 }
 
 /// Broadcasts `count` messages, round-robin over `from`; returns id -> payload.
@@ -216,9 +229,7 @@ fn partition_then_heal_messages_from_both_sides_reach_the_other() {
     check_exactly_once(&l, &sent_left, "left side during the partition");
     check_exactly_once(&r, &sent_right, "right side during the partition");
     // ...and, once the failure timeout (3 s) has passed, sees the other side as failed.
-    wait_until("each side to drop the other", CONVERGE, || {
-        nodes.iter().all(|n| peers(n) == 2)
-    });
+    wait_for_peers(&nodes, 2, "each side to drop the other", CONVERGE);
     for n in &l {
         let d = read_deliveries(&n.deliveries);
         assert!(sent_right.keys().all(|id| !d.contains_key(id)), "cut held");

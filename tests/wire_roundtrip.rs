@@ -4,8 +4,9 @@
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
 use plumcore::wire::{
-    decode, encode_frame, encoded_len, tag, Coalescer, DatagramBuilder, Frame, Header, IHaveEntry,
-    FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAX_GOSSIP_PAYLOAD, MIN_MTU,
+    decode, encode_frame, encoded_len, tag, Coalescer, DatagramBuilder, DigestBlock, Frame, Header,
+    IHaveEntry, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN,
+    MAX_GOSSIP_PAYLOAD, MIN_MTU,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -51,7 +52,25 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
         any::<u16>().prop_map(|shards| Frame::Ping { shards }),
         Just(Frame::Leave),
+        (
+            any::<u16>(),
+            any::<bool>(),
+            vec(arb_block(), 1..=DIGEST_MAX_BLOCKS)
+        )
+            .prop_map(|(partition, reply, blocks)| Frame::Digest {
+                partition,
+                reply,
+                blocks
+            }),
     ]
+}
+
+fn arb_block() -> impl Strategy<Value = DigestBlock> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(o, first, bits)| DigestBlock {
+        origin: NodeId(o),
+        first,
+        bits,
+    })
 }
 
 fn arb_header() -> impl Strategy<Value = Header> {
@@ -116,6 +135,13 @@ fn arb_small_frames() -> impl Strategy<Value = Vec<Frame>> {
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
         any::<u16>().prop_map(|shards| Frame::Ping { shards }),
         Just(Frame::Leave),
+        (any::<u16>(), any::<bool>(), vec(arb_block(), 1..4)).prop_map(
+            |(partition, reply, blocks)| Frame::Digest {
+                partition,
+                reply,
+                blocks
+            }
+        ),
     ];
     vec(small, 1..20)
 }
@@ -251,7 +277,8 @@ proptest! {
             .collect();
         let mut inserted = 0u32;
         for (t, body, at) in unknown {
-            let known = (tag::GOSSIP..=tag::PRUNE).contains(&t) || t == tag::PING || t == tag::LEAVE;
+            let known = (tag::GOSSIP..=tag::PRUNE).contains(&t)
+                || [tag::PING, tag::LEAVE, tag::DIGEST].contains(&t);
             let t = if known { t + 0x30 } else { t };
             let mut v = vec![t];
             v.extend_from_slice(&u16::try_from(body.len()).expect("small").to_le_bytes());

@@ -4,6 +4,7 @@
 
 pub mod blast;
 pub mod raw;
+pub mod soak;
 
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};

@@ -3,24 +3,9 @@
 
 #![no_main]
 
-use std::path::Path;
-
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match plumcore::node::config::parse_toml(Path::new("fuzz.toml"), text) {
-        Ok(cfg) => {
-            let _ = cfg.validate();
-        }
-        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error: {e}"),
-    }
-    match core_pinning::CoreMap::parse(text) {
-        Ok(map) => {
-            let _ = map.validate(&core_pinning::Topology::fake(16));
-        }
-        Err(e) => assert!(!e.to_string().contains('\n'), "multi-line error: {e}"),
-    }
-});
+#[path = "../checks/config_parsers.rs"]
+mod check;
+
+fuzz_target!(|data: &[u8]| check::run(data));

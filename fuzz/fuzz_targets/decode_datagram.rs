@@ -3,60 +3,9 @@
 
 #![no_main]
 
-use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use plumcore::wire::{decode, DatagramBuilder, HEADER_LEN, MAGIC, VERSION};
 
-/// Largest UDP payload over IPv4: the builder's upper MTU clamp.
-const MAX_MTU: usize = 65_507;
+#[path = "../checks/decode_datagram.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    check(data);
-    // The same bytes behind a valid header. libFuzzer does not learn 2-byte
-    // comparisons such as the magic, so without this the frame parser is only reached
-    // from a seed corpus.
-    let mut framed = Vec::with_capacity(HEADER_LEN + data.len());
-    framed.extend_from_slice(&MAGIC);
-    framed.push(VERSION);
-    framed.resize(HEADER_LEN, 0);
-    framed.extend_from_slice(data);
-    check(&framed);
-});
-
-fn check(data: &[u8]) {
-    let input = Bytes::copy_from_slice(data);
-    let Ok(dg) = decode(&input) else {
-        return;
-    };
-
-    let mut builder = DatagramBuilder::new(dg.header, MAX_MTU);
-    let mut datagrams = Vec::new();
-    let mut expected = Vec::new();
-    for frame in &dg.frames {
-        if !builder.try_push(frame) {
-            datagrams.extend(builder.take());
-            if !builder.try_push(frame) {
-                // Only a frame from an input bigger than any UDP datagram can be too
-                // large for an empty datagram.
-                assert!(data.len() > MAX_MTU, "decoded frame does not re-encode");
-                continue;
-            }
-        }
-        expected.push(frame.clone());
-    }
-    datagrams.extend(builder.take());
-    if data.len() <= MAX_MTU {
-        // Re-encoding only drops unknown frames, so it is no longer than the input.
-        assert!(datagrams.len() <= 1);
-    }
-
-    let mut again = Vec::new();
-    for d in &datagrams {
-        assert!(d.len() <= MAX_MTU);
-        let re = decode(d).expect("re-encoded datagram decodes");
-        assert_eq!(re.header, dg.header);
-        assert_eq!(re.skipped_unknown, 0);
-        again.extend(re.frames);
-    }
-    assert_eq!(again, expected);
-}
+fuzz_target!(|data: &[u8]| check::run(data));

@@ -1,6 +1,6 @@
 //! The control core: membership over the control socket (Ping/Leave, heartbeat
 //! failure detection) and the node's periodic work, each a supervised [`Loop`]:
-//! heartbeat, maintenance, seen-map cleanup scheduling, anti-entropy scheduling and
+//! heartbeat, maintenance, seen-map cleanup scheduling and
 //! stats aggregation. The receive path is a permanent child of a supervisor.
 
 use std::cell::RefCell;
@@ -493,14 +493,11 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         (p.maintenance_jitter.as_secs_f64() / p.maintenance_interval.as_secs_f64()).min(1.0)
     };
     type CommandLoop = (&'static str, Duration, f64, fn() -> ShardCmd);
-    let commands: [CommandLoop; 3] = [
+    let commands: [CommandLoop; 2] = [
         ("maintenance", p.maintenance_interval, jitter, || {
             ShardCmd::Maintenance
         }),
         ("seen_cleanup", CLEANUP_EVERY, 0.1, || ShardCmd::Cleanup),
-        ("anti_entropy", p.anti_entropy_interval, 0.1, || {
-            ShardCmd::AntiEntropy
-        }),
     ];
     for (name, interval, jitter, command) in commands {
         if interval.is_zero() {

@@ -124,8 +124,18 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
     ),
     (
         "plumtree_anti_entropy_rounds",
-        "Anti-entropy rounds that sent an IHave.",
+        "Anti-entropy rounds that sent a digest.",
         |s| s.anti_entropy_rounds,
+    ),
+    (
+        "plumtree_anti_entropy_pulls",
+        "Messages pulled because a neighbour's digest showed them missing.",
+        |s| s.anti_entropy_pulls,
+    ),
+    (
+        "plumtree_anti_entropy_shed",
+        "Anti-entropy pulls and replies shed by the per-round budgets.",
+        |s| s.anti_entropy_pulls_shed + s.anti_entropy_replies_shed,
     ),
 ];
 
@@ -215,7 +225,7 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
     ),
     (
         "plumtree_ihave_unknown_sender",
-        "IHave frames from non-neighbours, dropped before they take pending-graft slots.",
+        "IHave and Digest frames from non-neighbours, dropped before they take pending-graft slots.",
         |s| s.ihave_unknown_sender,
     ),
     (
@@ -699,6 +709,8 @@ mod tests {
             "plumtree_cache_evictions_total",
             "plumtree_datagrams_sent_total",
             "plumtree_anti_entropy_rounds_total",
+            "plumtree_anti_entropy_pulls_total",
+            "plumtree_anti_entropy_shed_total",
             "plumtree_neighbors",
         ] {
             get(&format!("{name}{{shard=\"0\"}}"));

@@ -106,7 +106,6 @@ pub enum ShardCmd {
     },
     Maintenance,
     Cleanup,
-    AntiEntropy,
     Shutdown,
     /// Test-only (`--chaos`): panic the named loop once.
     ChaosPanic(String),

@@ -155,7 +155,7 @@ impl ShardState {
                             let a = layout.shard_addr(id.partition(partitions));
                             push(a, frame, &mut per_dest);
                         }
-                        Frame::Prune { partition } => {
+                        Frame::Prune { partition } | Frame::Digest { partition, .. } => {
                             push(layout.shard_addr(partition), frame, &mut per_dest);
                         }
                         Frame::Ping { .. } | Frame::Leave => {}
@@ -258,15 +258,25 @@ impl ShardState {
         let now = self.now();
         let shedding = self.overload.shedding();
         for f in dg.frames {
-            // Overloaded: IHave (lazy repair) goes first; Gossip, Graft, Prune stay.
-            if shedding && matches!(f, Frame::IHave { .. }) {
-                self.overload.stats.ihave += 1;
-                continue;
+            // Overloaded: IHave (lazy repair) and Digest (anti-entropy) go first;
+            // Gossip, Graft, Prune stay.
+            if shedding {
+                match f {
+                    Frame::IHave { .. } => {
+                        self.overload.stats.ihave += 1;
+                        continue;
+                    }
+                    Frame::Digest { .. } => {
+                        self.overload.stats.anti_entropy += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
             }
-            // A Graft for an IHave from a non-neighbour could never be sent (no
-            // address for it), yet it would hold a pending-graft slot: a flood of
-            // such IHaves would fill the table and stall real repairs.
-            if stranger && matches!(f, Frame::IHave { .. }) {
+            // A Graft for an IHave or Digest from a non-neighbour could never be sent
+            // (no address for it), yet it would hold a pending-graft slot: a flood of
+            // such frames would fill the table and stall real repairs.
+            if stranger && matches!(f, Frame::IHave { .. } | Frame::Digest { .. }) {
                 self.io.ihave_unknown_sender += 1;
                 continue;
             }
@@ -310,10 +320,6 @@ impl ShardState {
             ShardCmd::ChaosPanic(name) => {
                 self.chaos.insert(name);
             }
-            ShardCmd::AntiEntropy if self.overload.shedding() => {
-                self.overload.stats.anti_entropy += 1;
-            }
-            ShardCmd::AntiEntropy => self.shard.anti_entropy(now),
             ShardCmd::Shutdown => {
                 self.shard.flush_ihave_queues();
                 self.stopping = true;
@@ -449,6 +455,45 @@ impl Loop for TickLoop {
     }
 }
 
+/// Anti-entropy: every `anti_entropy_interval` a digest of recent deliveries goes to
+/// one random neighbour (see `Shard::anti_entropy`). Its own loop so it can be paused,
+/// observed and restarted apart from the tick.
+struct AntiEntropyLoop {
+    name: String,
+    state: Rc<RefCell<ShardState>>,
+    sock: Rc<FaultySocket>,
+    interval: Duration,
+    out: Vec<(SocketAddr, Bytes)>,
+}
+
+impl Loop for AntiEntropyLoop {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    async fn run_once(&mut self) -> Result<(), LoopError> {
+        {
+            let mut s = self.state.borrow_mut();
+            if s.chaos.remove(&self.name) {
+                drop(s);
+                panic!("chaos: injected panic in loop `{}`", self.name);
+            }
+            let now = s.now();
+            // Overloaded: skip this round (counted); the next one covers it.
+            if s.overload.shedding() {
+                s.overload.stats.anti_entropy += 1;
+            } else {
+                s.shard.anti_entropy(now);
+            }
+            s.pump(&mut self.out);
+        }
+        send_all(&self.sock, &self.state, &mut self.out).await;
+        Ok(())
+    }
+}
+
 /// The shard socket's receive path, until `stop`.
 async fn receive(
     state: Rc<RefCell<ShardState>>,
@@ -546,7 +591,26 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
             ..LoopConfig::default()
         },
     );
-    state.borrow_mut().loops = vec![tick];
+    let mut loops = vec![tick];
+    let ae_interval = state.borrow().ctx.protocol.anti_entropy_interval;
+    if !ae_interval.is_zero() {
+        loops.push(mgr.add(
+            AntiEntropyLoop {
+                name: format!("shard-{index}/anti_entropy"),
+                state: state.clone(),
+                sock: sock.clone(),
+                interval: ae_interval,
+                out: Vec::new(),
+            },
+            LoopConfig {
+                jitter: 0.1,
+                error_backoff: loop_backoff(),
+                seed: seed ^ 0xae,
+                ..LoopConfig::default()
+            },
+        ));
+    }
+    state.borrow_mut().loops = loops;
     mgr.start_all();
     while !state.borrow().stopping {
         glommio::timer::sleep(Duration::from_millis(5)).await;

@@ -33,8 +33,8 @@ pub struct IoStats {
     pub unknown_frames: u64,
     /// Datagrams from senders that are not neighbours.
     pub unknown_senders: u64,
-    /// IHave frames from senders that are not neighbours, dropped (a Graft to them
-    /// could not be routed).
+    /// IHave and Digest frames from senders that are not neighbours, dropped (a
+    /// Graft to them could not be routed).
     pub ihave_unknown_sender: u64,
     pub send_errors: u64,
     /// Cross-shard sends that found the destination queue full.

@@ -74,9 +74,11 @@ pub struct ProtocolConfig {
     pub max_ihave_queue: usize,
     /// Announcers remembered per missing message.
     pub max_announcers: usize,
-    /// Period of the anti-entropy round: one random neighbour gets an IHave of the
-    /// messages this shard delivered recently, so a message whose Gossip and IHaves
-    /// were all lost on UDP is still recovered. 0 disables it.
+    /// Period of the anti-entropy round: one random neighbour gets a digest of the
+    /// messages this shard delivered recently and answers with its own; each side
+    /// pulls what it lacks, so a message whose Gossip and IHaves were all lost on UDP,
+    /// or that was broadcast on the other side of a partition, is still recovered.
+    /// 0 disables it.
     #[serde(with = "millis")]
     pub anti_entropy_interval: Duration,
     /// Messages younger than this are left to normal dissemination.
@@ -85,8 +87,13 @@ pub struct ProtocolConfig {
     /// Messages older than this are no longer announced.
     #[serde(with = "millis")]
     pub anti_entropy_window: Duration,
-    /// Most ids announced per round.
-    pub anti_entropy_max_entries: usize,
+    /// Most digest blocks (up to 64 ids each) sent per round, and per reply.
+    pub anti_entropy_max_blocks: usize,
+    /// Most messages pulled per round interval (received digests share it); the rest
+    /// wait for a later round.
+    pub anti_entropy_max_pulls: usize,
+    /// Most digest replies per round interval.
+    pub anti_entropy_max_replies: usize,
     /// Bound on the recently-delivered list the rounds draw from.
     pub anti_entropy_max_recent: usize,
 }
@@ -120,7 +127,9 @@ impl Default for ProtocolConfig {
             anti_entropy_interval: Duration::from_secs(1),
             anti_entropy_delay: Duration::from_millis(500),
             anti_entropy_window: Duration::from_secs(30),
-            anti_entropy_max_entries: 64,
+            anti_entropy_max_blocks: 64,
+            anti_entropy_max_pulls: 256,
+            anti_entropy_max_replies: 8,
             anti_entropy_max_recent: 1 << 14,
         }
     }
@@ -189,7 +198,9 @@ impl ProtocolConfig {
             ("max_pending_grafts", self.max_pending_grafts),
             ("max_ihave_queue", self.max_ihave_queue),
             ("max_announcers", self.max_announcers),
-            ("anti_entropy_max_entries", self.anti_entropy_max_entries),
+            ("anti_entropy_max_blocks", self.anti_entropy_max_blocks),
+            ("anti_entropy_max_pulls", self.anti_entropy_max_pulls),
+            ("anti_entropy_max_replies", self.anti_entropy_max_replies),
             ("anti_entropy_max_recent", self.anti_entropy_max_recent),
         ] {
             if v == 0 {

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+mod digest;
 pub mod peers;
 pub mod seen;
 pub mod shard;

@@ -14,12 +14,13 @@ use thiserror::Error;
 
 use super::cache::{CachedMessage, PayloadCache};
 use super::config::{ConfigError, Mode, ProtocolConfig};
+use super::digest::{block_ids, DigestBuilder};
 use super::peers::{bit, bits, remap_mask, Neighbors};
 use super::seen::{Seen, SeenMap};
 use super::stats::ShardStats;
 use super::{Event, Time, Timer};
 use crate::ids::{MessageId, NodeId};
-use crate::wire::{Frame, IHaveEntry};
+use crate::wire::{DigestBlock, Frame, IHaveEntry};
 
 /// Why a local broadcast was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -96,6 +97,10 @@ pub struct Shard {
     ihave_timer: Option<u64>,
     /// Recently delivered or broadcast messages, oldest first, for anti-entropy.
     recent: VecDeque<(Time, IHaveEntry)>,
+    /// Pulls left in this anti-entropy interval (refilled by each round).
+    ae_pulls_left: usize,
+    /// Digest replies left in this anti-entropy interval.
+    ae_replies_left: usize,
     next_gen: u64,
     rng: ChaCha8Rng,
     events: VecDeque<Event>,
@@ -141,6 +146,8 @@ impl Shard {
             ihave_total: 0,
             ihave_timer: None,
             recent: VecDeque::new(),
+            ae_pulls_left: cfg.anti_entropy_max_pulls,
+            ae_replies_left: cfg.anti_entropy_max_replies,
             next_gen: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             events: VecDeque::new(),
@@ -363,6 +370,11 @@ impl Shard {
             }
             Frame::Graft { id, round, request } => self.on_graft(from, id, round, request),
             Frame::Prune { partition } => self.on_prune(from, partition),
+            Frame::Digest {
+                partition,
+                reply,
+                blocks,
+            } => self.on_digest(now, from, partition, reply, blocks),
             // Membership frames belong to the control core, not to a shard.
             Frame::Ping { .. } | Frame::Leave => self.stats.misrouted += 1,
         }
@@ -752,12 +764,40 @@ impl Shard {
         self.recent.push_back((now, entry));
     }
 
-    /// One anti-entropy round: announce messages delivered between
-    /// `anti_entropy_window` and `anti_entropy_delay` ago (at most
-    /// `anti_entropy_max_entries`, from a random place in that span) to one random
-    /// neighbour. A neighbour that missed one grafts it like after any IHave. The
-    /// driver calls this every `anti_entropy_interval`.
+    /// One anti-entropy round: send one random neighbour a digest of the messages
+    /// delivered between `anti_entropy_window` and `anti_entropy_delay` ago (at most
+    /// `anti_entropy_max_blocks` blocks, from a random place in that span, one Digest
+    /// frame per partition) asking for its digest back. Each side then pulls what the
+    /// other's digest shows it lacks. Also refills the pull and reply budgets, which
+    /// rate-limits the work digests from any number of peers can cause. The driver
+    /// calls this every `anti_entropy_interval`.
     pub fn anti_entropy(&mut self, now: Time) {
+        self.forget_old(now);
+        self.ae_pulls_left = self.cfg.anti_entropy_max_pulls;
+        self.ae_replies_left = self.cfg.anti_entropy_max_replies;
+        if self.neighbors.is_empty() || self.cfg.anti_entropy_interval.is_zero() {
+            return;
+        }
+        let eligible = self.eligible(now);
+        if eligible == 0 {
+            return;
+        }
+        let start = self.rng.gen_range(0..eligible);
+        let mut digest = DigestBuilder::new(self.cfg.partitions, self.cfg.anti_entropy_max_blocks);
+        for k in (start..eligible).chain(0..start) {
+            if !digest.add(self.recent[k].1.id) {
+                break;
+            }
+        }
+        let to = self
+            .neighbors
+            .get(self.rng.gen_range(0..self.neighbors.len()));
+        self.stats.anti_entropy_rounds += 1;
+        self.send_digest(to, digest, true);
+    }
+
+    /// Drops remembered deliveries older than the anti-entropy window.
+    fn forget_old(&mut self, now: Time) {
         let window = self.cfg.anti_entropy_window;
         while self
             .recent
@@ -766,35 +806,119 @@ impl Shard {
         {
             self.recent.pop_front();
         }
-        if self.neighbors.is_empty() || self.cfg.anti_entropy_interval.is_zero() {
-            return;
-        }
+    }
+
+    /// How many of the oldest remembered deliveries are old enough for a digest
+    /// (younger ones are left to normal dissemination).
+    fn eligible(&self, now: Time) -> usize {
         let delay = self.cfg.anti_entropy_delay;
-        let eligible = self
-            .recent
+        self.recent
             .iter()
             .take_while(|&&(at, _)| now.saturating_sub(at) >= delay)
-            .count();
-        if eligible == 0 {
+            .count()
+    }
+
+    fn send_digest(&mut self, to: NodeId, digest: DigestBuilder, reply: bool) {
+        self.stats.anti_entropy_blocks_sent += digest.len() as u64;
+        for (partition, blocks) in digest.finish() {
+            self.send(
+                to,
+                Frame::Digest {
+                    partition,
+                    reply,
+                    blocks,
+                },
+            );
+        }
+    }
+
+    /// A neighbour's digest: pull (Graft at once) every listed message this shard has
+    /// neither delivered nor already awaits, within the pull budget; answer with this
+    /// shard's own digest of the partition when asked and the reply budget allows.
+    fn on_digest(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        partition: u16,
+        reply: bool,
+        blocks: Vec<DigestBlock>,
+    ) {
+        self.stats.anti_entropy_digests_received += 1;
+        if !self.owns(partition) {
+            self.stats.misrouted += 1;
             return;
         }
-        let max = self.cfg.anti_entropy_max_entries;
-        let start = if eligible > max {
-            self.rng.gen_range(0..=eligible - max)
-        } else {
-            0
-        };
-        let entries: Vec<IHaveEntry> = self
-            .recent
-            .range(start..eligible.min(start + max))
-            .map(|&(_, e)| e)
-            .collect();
-        let to = self
-            .neighbors
-            .get(self.rng.gen_range(0..self.neighbors.len()));
-        self.stats.anti_entropy_rounds += 1;
-        self.stats.anti_entropy_entries_sent += entries.len() as u64;
-        self.send(to, Frame::IHave { entries });
+        if self.cfg.anti_entropy_interval.is_zero() {
+            return;
+        }
+        for block in blocks {
+            for id in block_ids(block, self.cfg.partitions) {
+                if self.partition_of(id) != partition {
+                    self.stats.misrouted += 1;
+                    continue;
+                }
+                self.pull(now, from, id);
+            }
+        }
+        if !reply {
+            return;
+        }
+        if self.ae_replies_left == 0 {
+            self.stats.anti_entropy_replies_shed += 1;
+            return;
+        }
+        self.forget_old(now);
+        let eligible = self.eligible(now);
+        let mut digest = DigestBuilder::new(self.cfg.partitions, self.cfg.anti_entropy_max_blocks);
+        for k in (0..eligible).rev() {
+            let id = self.recent[k].1.id;
+            if self.partition_of(id) == partition && !digest.add(id) {
+                break;
+            }
+        }
+        if digest.len() > 0 {
+            self.ae_replies_left -= 1;
+            self.stats.anti_entropy_replies += 1;
+            self.send_digest(from, digest, false);
+        }
+    }
+
+    /// Requests `id` from `from` now (anti-entropy found it missing): the graft retry
+    /// timer and announcer rotation then work as after an IHave.
+    fn pull(&mut self, now: Time, from: NodeId, id: MessageId) {
+        if self.seen.contains(id) {
+            return;
+        }
+        if let Some(pg) = self.pending.get_mut(&id) {
+            if pg.announcers.len() < self.cfg.max_announcers
+                && !pg.announcers.iter().any(|&(a, _)| a == from)
+            {
+                pg.announcers.push((from, 0));
+            }
+            return;
+        }
+        if self.ae_pulls_left == 0 {
+            self.stats.anti_entropy_pulls_shed += 1;
+            return;
+        }
+        if self.pending.len() >= self.cfg.max_pending_grafts {
+            self.stats.pending_dropped += 1;
+            return;
+        }
+        self.ae_pulls_left -= 1;
+        self.stats.anti_entropy_pulls += 1;
+        let gen = self.gen() as u32;
+        self.pending.insert(
+            id,
+            PendingGraft {
+                announcers: vec![(from, 0)],
+                next: 0,
+                attempts: 0,
+                gen,
+            },
+        );
+        // Grafts the announcer at once and arms the retry timer.
+        self.on_graft_timer(now, id, gen);
     }
 
     /// One bounded slice of TTL cleanup: expired seen-map origins and up to `budget`

@@ -37,10 +37,20 @@ pub struct ShardStats {
     pub prune_received: u64,
     /// Hop-count optimisation re-links.
     pub optimizations: u64,
-    /// Anti-entropy rounds that sent an IHave.
+    /// Anti-entropy rounds that sent a digest.
     pub anti_entropy_rounds: u64,
-    /// Ids announced by those rounds.
-    pub anti_entropy_entries_sent: u64,
+    /// Digest blocks sent (rounds and replies).
+    pub anti_entropy_blocks_sent: u64,
+    /// Digest frames received.
+    pub anti_entropy_digests_received: u64,
+    /// Messages a received digest showed missing here, and pulled (Graft).
+    pub anti_entropy_pulls: u64,
+    /// Missing messages not pulled because the round's pull budget was spent.
+    pub anti_entropy_pulls_shed: u64,
+    /// Digest replies sent.
+    pub anti_entropy_replies: u64,
+    /// Digest replies not sent because the round's reply budget was spent.
+    pub anti_entropy_replies_shed: u64,
     /// Lazy peers promoted to eager by maintenance.
     pub peer_promotions: u64,
     /// Frames for partitions this shard does not own.

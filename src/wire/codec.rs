@@ -7,10 +7,10 @@
 use bytes::Bytes;
 
 use super::error::DecodeError;
-use super::frame::{tag, Frame, Header, IHaveEntry};
+use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 use super::{
-    FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, PING_LEN,
-    PRUNE_LEN, VERSION,
+    DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN,
+    IHAVE_ENTRY_LEN, MAGIC, PING_LEN, PRUNE_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
 
@@ -188,6 +188,27 @@ impl<'a> FrameIter<'a> {
                     }
                     Frame::Leave
                 }
+                tag::DIGEST => {
+                    let Some((&[p0, p1, flags], mut chunks)) =
+                        body.split_first_chunk::<DIGEST_FIXED_LEN>()
+                    else {
+                        return Some(Err(bad_length));
+                    };
+                    if chunks.is_empty() || chunks.len() % DIGEST_BLOCK_LEN != 0 {
+                        return Some(Err(bad_length));
+                    }
+                    let mut blocks = Vec::with_capacity(chunks.len() / DIGEST_BLOCK_LEN);
+                    while let Some((b, tail)) = chunks.split_first_chunk::<DIGEST_BLOCK_LEN>() {
+                        blocks.push(read_digest_block(b));
+                        chunks = tail;
+                    }
+                    // Bits other than bit 0 are reserved and ignored.
+                    Frame::Digest {
+                        partition: u16::from_le_bytes([p0, p1]),
+                        reply: flags & 1 != 0,
+                        blocks,
+                    }
+                }
                 _ => {
                     self.skipped = self.skipped.saturating_add(1);
                     continue;
@@ -227,6 +248,21 @@ fn read_id_round(b: &[u8; 18]) -> (MessageId, u16) {
     (id, u16::from_le_bytes([r0, r1]))
 }
 
+/// Reads one `origin u64 | first u64 | bits u64` digest block.
+#[inline]
+fn read_digest_block(b: &[u8; DIGEST_BLOCK_LEN]) -> DigestBlock {
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    DigestBlock {
+        origin: NodeId(word(0)),
+        first: word(1),
+        bits: word(2),
+    }
+}
+
 /// Writes the `origin u64 | seq u64 | round u16` block.
 #[inline]
 pub(super) fn write_id_round(id: &MessageId, round: u16, out: &mut Vec<u8>) {
@@ -254,6 +290,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Prune { .. } => PRUNE_LEN,
         Frame::Ping { .. } => PING_LEN,
         Frame::Leave => 0,
+        Frame::Digest { blocks, .. } => DIGEST_FIXED_LEN + DIGEST_BLOCK_LEN * blocks.len(),
     }
 }
 
@@ -309,6 +346,20 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&shards.to_le_bytes());
         }
         Frame::Leave => write_prefix(tag::LEAVE, len16, out),
+        Frame::Digest {
+            partition,
+            reply,
+            blocks,
+        } => {
+            write_prefix(tag::DIGEST, len16, out);
+            out.extend_from_slice(&partition.to_le_bytes());
+            out.push(u8::from(*reply));
+            for b in blocks {
+                out.extend_from_slice(&b.origin.0.to_le_bytes());
+                out.extend_from_slice(&b.first.to_le_bytes());
+                out.extend_from_slice(&b.bits.to_le_bytes());
+            }
+        }
     }
 }
 
@@ -377,6 +428,22 @@ mod tests {
                 request: false,
             },
             Frame::Prune { partition: 63 },
+            Frame::Digest {
+                partition: 17,
+                reply: true,
+                blocks: vec![
+                    DigestBlock {
+                        origin: NodeId(5),
+                        first: 3,
+                        bits: 0b1011,
+                    },
+                    DigestBlock {
+                        origin: NodeId(u64::MAX),
+                        first: u64::MAX - 64,
+                        bits: u64::MAX,
+                    },
+                ],
+            },
             Frame::Ping { shards: 3 },
             Frame::Leave,
             Frame::Gossip {
@@ -483,9 +550,54 @@ mod tests {
     }
 
     #[test]
+    fn digest_layout_and_bad_lengths() {
+        let digest = Frame::Digest {
+            partition: 0x0102,
+            reply: false,
+            blocks: vec![DigestBlock {
+                origin: NodeId(1),
+                first: 2,
+                bits: 3,
+            }],
+        };
+        let mut out = Vec::new();
+        encode_frame(&digest, &mut out);
+        let mut want = vec![tag::DIGEST, 27, 0, 0x02, 0x01, 0];
+        for w in [1u64, 2, 3] {
+            want.extend_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(out, want);
+        // No blocks, a partial block, or no fixed part: rejected, never a panic.
+        for body_len in [
+            0usize,
+            2,
+            3,
+            3 + DIGEST_BLOCK_LEN - 1,
+            3 + DIGEST_BLOCK_LEN + 1,
+        ] {
+            let mut raw = datagram(&[]);
+            write_prefix(tag::DIGEST, body_len as u16, &mut raw);
+            raw.extend(std::iter::repeat_n(0u8, body_len));
+            assert_eq!(
+                decode(&Bytes::from(raw)),
+                Err(DecodeError::BadLength {
+                    tag: tag::DIGEST,
+                    len: body_len
+                }),
+                "body of {body_len} bytes"
+            );
+        }
+        // Reserved flag bits are ignored.
+        let mut raw = datagram(&[digest]);
+        raw[HEADER_LEN + FRAME_PREFIX_LEN + 2] = 0xfe;
+        let dg = decode(&Bytes::from(raw)).expect("valid datagram");
+        assert!(matches!(dg.frames[0], Frame::Digest { reply: false, .. }));
+    }
+
+    #[test]
     fn only_unknown_frames_is_ok_and_empty() {
         let mut raw = datagram(&[]);
-        write_prefix(0x20, 1, &mut raw);
+        write_prefix(0x2f, 1, &mut raw);
         raw.push(0);
         let dg = decode(&Bytes::from(raw)).expect("valid datagram");
         assert!(dg.frames.is_empty());

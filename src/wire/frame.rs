@@ -20,6 +20,19 @@ pub mod tag {
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.
     pub const MEMBERSHIP_LAST: u8 = 0x1f;
+    /// Anti-entropy: a digest of recently delivered ids of one partition.
+    pub const DIGEST: u8 = 0x20;
+}
+
+/// 64 message ids of one origin in one partition, as a bitmap: bit `i` stands for
+/// seq `first + i * partitions`. One partition sees every `partitions`-th seq of an
+/// origin, so a steady stream needs one block per 64 messages (24 bytes) instead of
+/// one 18-byte IHave entry per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestBlock {
+    pub origin: NodeId,
+    pub first: u64,
+    pub bits: u64,
 }
 
 /// One announced message in an IHave batch.
@@ -51,6 +64,14 @@ pub enum Frame {
     },
     /// "Stop eager-pushing to me in this partition".
     Prune { partition: u16 },
+    /// Anti-entropy: "of `partition`, I delivered these recently". The receiver pulls
+    /// (Grafts) what it lacks and, when `reply` is set, answers with its own digest so
+    /// the exchange goes both ways.
+    Digest {
+        partition: u16,
+        reply: bool,
+        blocks: Vec<DigestBlock>,
+    },
     /// Membership (control socket): "I am alive; my shards listen on my control port
     /// + 1 + k for k < `shards`". The first one from an unknown node is a join.
     Ping { shards: u16 },

@@ -12,6 +12,8 @@
 //! Prune    (0x04) body := partition u16
 //! Ping     (0x10) body := shards u16          (membership, control socket)
 //! Leave    (0x11) body := (empty)             (membership, control socket)
+//! Digest   (0x20) body := partition u16 | flags u8 (bit0 = reply) | (origin u64 | first u64 | bits u64){n}
+//!                        (anti-entropy; bit i of a block stands for seq first + i * partitions)
 //! ```
 //!
 //! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
@@ -32,7 +34,7 @@ pub use codec::{
     decode, decode_header, encode_frame, encode_header, encoded_len, Datagram, FrameIter,
 };
 pub use error::DecodeError;
-pub use frame::{tag, Frame, Header, IHaveEntry};
+pub use frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 
 /// Datagram magic, "PC".
 pub const MAGIC: [u8; 2] = *b"PC";
@@ -52,6 +54,13 @@ pub const GRAFT_LEN: usize = 19;
 pub const PRUNE_LEN: usize = 2;
 /// Bytes of a Ping body.
 pub const PING_LEN: usize = 2;
+/// Bytes of a Digest body before its blocks (partition and flags).
+pub const DIGEST_FIXED_LEN: usize = 3;
+/// Bytes of one Digest block.
+pub const DIGEST_BLOCK_LEN: usize = 24;
+/// Most blocks a sender puts in one Digest frame, so the frame (about 1 KB) fits a
+/// datagram of the default MTU with the auth trailer.
+pub const DIGEST_MAX_BLOCKS: usize = 40;
 /// Default datagram size limit (path MTU minus IP/UDP headers, with margin).
 pub const DEFAULT_MTU: usize = 1400;
 /// Smallest MTU a builder accepts: a header plus one Graft.
