@@ -34,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run a node: glommio shards with their own UDP sockets, a control core and the
     /// admin plane.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a local cluster of node processes on 127.0.0.1, publish under load and
     /// report deliveries: the quickstart.
     Cluster(launcher::ClusterArgs),
@@ -274,7 +274,7 @@ fn check_core_map(file: PathBuf) -> ExitCode {
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Node(a) => run_node(a),
+        Command::Node(a) => run_node(*a),
         Command::Cluster(a) => {
             init_logging("warn");
             launcher::run(a)?;

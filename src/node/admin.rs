@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
 use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, ChaosRefused, NodeSnapshot};
 
@@ -45,6 +46,16 @@ impl AdminServer {
     /// starts serving on a new thread. Fails if the address cannot be bound, so the
     /// node can refuse to start.
     pub fn start(addr: SocketAddr, backend: Arc<dyn AdminBackend>) -> io::Result<AdminServer> {
+        AdminServer::start_with_token(addr, backend, None)
+    }
+
+    /// Like [`AdminServer::start`]; with `token`, every request must carry
+    /// `Authorization: Bearer <token>` or is answered 401 (compared in constant time).
+    pub fn start_with_token(
+        addr: SocketAddr,
+        backend: Arc<dyn AdminBackend>,
+        token: Option<String>,
+    ) -> io::Result<AdminServer> {
         let server = Server::http(addr).map_err(|e| match e.downcast::<io::Error>() {
             Ok(io) => *io,
             Err(other) => io::Error::other(other),
@@ -57,7 +68,7 @@ impl AdminServer {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("admin-http".into())
-                .spawn(move || serve(&server, &stop, backend.as_ref()))?
+                .spawn(move || serve(&server, &stop, backend.as_ref(), token.as_deref()))?
         };
         tracing::info!(addr = %local, "admin plane listening");
         Ok(AdminServer {
@@ -95,14 +106,14 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend) {
+fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend, token: Option<&str>) {
     while !stop.load(Ordering::SeqCst) {
         match server.recv_timeout(POLL) {
             Ok(Some(request)) => {
                 // A panicking backend must not take the admin plane down; the dropped
                 // request is answered 500 by tiny_http.
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle(request, backend)
+                    handle(request, backend, token)
                 }));
                 if handled.is_err() {
                     tracing::error!("admin request handler panicked");
@@ -148,7 +159,18 @@ impl Reply {
     }
 }
 
-fn handle(mut request: Request, backend: &dyn AdminBackend) {
+/// Whether `request` carries `Authorization: Bearer <token>`; the comparison takes
+/// the same time wherever the first difference is.
+fn authorized(request: &Request, token: &str) -> bool {
+    request.headers().iter().any(|h| {
+        h.field.equiv("Authorization")
+            && h.value.as_str().strip_prefix("Bearer ").is_some_and(|t| {
+                constant_time_eq::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
+            })
+    })
+}
+
+fn handle(mut request: Request, backend: &dyn AdminBackend, token: Option<&str>) {
     let path = request
         .url()
         .split(['?', '#'])
@@ -156,7 +178,11 @@ fn handle(mut request: Request, backend: &dyn AdminBackend) {
         .unwrap_or("")
         .to_string();
     let method = request.method().clone();
-    let reply = route(&method, &path, &mut request, backend);
+    let reply = match token {
+        Some(t) if !authorized(&request, t) => Reply::error(401, "missing or wrong bearer token")
+            .with_header("WWW-Authenticate", "Bearer realm=\"plumcore\""),
+        _ => route(&method, &path, &mut request, backend),
+    };
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
     for (name, value) in std::iter::once(("Content-Type", reply.content_type)).chain(reply.headers)
     {
@@ -170,6 +196,9 @@ fn handle(mut request: Request, backend: &dyn AdminBackend) {
 }
 
 fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    if path == "/chaos/faults" || path == "/chaos/partition" {
+        return chaos(method, path, request, backend);
+    }
     if let Some(name) = path.strip_prefix("/chaos/panic/") {
         if *method != Method::Post {
             return Reply::error(405, "method not allowed").with_header("Allow", "POST");
@@ -209,15 +238,88 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
     }
 }
 
-fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+/// `/chaos/faults` (GET the settings, POST `FaultRates` JSON to replace the random
+/// faults) and `/chaos/partition` (GET the cuts, POST `{"peers": [ADDR, ...]}` to cut
+/// links, DELETE to heal them all). 403 without `--chaos`.
+fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let allow = if path == "/chaos/faults" {
+        "GET, POST"
+    } else {
+        "GET, POST, DELETE"
+    };
+    let allowed = match *method {
+        Method::Get | Method::Post => true,
+        Method::Delete => path == "/chaos/partition",
+        _ => false,
+    };
+    if !allowed {
+        return Reply::error(405, "method not allowed").with_header("Allow", allow);
+    }
+    let switch = match backend.faults() {
+        Ok(s) => s,
+        Err(e) => return Reply::error(403, &e.to_string()),
+    };
+    let show = |switch: &FaultSwitch| {
+        let c = switch.current();
+        json!({
+            "rates": c.rates,
+            "cuts": c.cuts.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        })
+    };
+    if *method == Method::Delete {
+        switch.heal();
+        return Reply::json(200, &show(&switch));
+    }
+    if *method == Method::Post {
+        let body = match read_body(request) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let done = if path == "/chaos/faults" {
+            match serde_json::from_slice::<FaultRates>(&body) {
+                Ok(rates) => switch.set_rates(rates).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("body is not fault rates JSON: {e}")),
+            }
+        } else {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Cut {
+                peers: Vec<String>,
+            }
+            match serde_json::from_slice::<Cut>(&body) {
+                Ok(c) => c
+                    .peers
+                    .iter()
+                    .map(|p| p.parse::<AddrRange>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|cuts| switch.cut(cuts))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("body is not {{\"peers\": [ADDR, ...]}}: {e}")),
+            }
+        };
+        if let Err(e) = done {
+            return Reply::error(400, &e);
+        }
+    }
+    Reply::json(200, &show(&switch))
+}
+
+/// Reads at most [`MAX_BROADCAST_BODY`] bytes of the request body.
+fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
-    if let Err(e) = request
+    request
         .as_reader()
         .take(MAX_BROADCAST_BODY as u64)
         .read_to_end(&mut body)
-    {
-        return Reply::error(400, &format!("could not read body: {e}"));
-    }
+        .map_err(|e| Reply::error(400, &format!("could not read body: {e}")))?;
+    Ok(body)
+}
+
+fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+    let body = match read_body(request) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     match backend.broadcast(body) {
         Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
         Err(e @ BroadcastRefused::TooLarge { .. }) => Reply::error(413, &e.to_string()),
@@ -419,6 +521,170 @@ mod tests {
         assert_eq!(request(addr, "POST", "/metrics", b"x").0, 405);
         assert_eq!(request(addr, "DELETE", "/status", b"").0, 405);
 
+        server.stop();
+    }
+
+    /// One request with extra header lines; returns (status, headers, body).
+    fn request_with(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("header end");
+        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head, raw[split + 4..].to_vec())
+    }
+
+    #[test]
+    fn bearer_token_guards_every_route() {
+        let fake = Arc::new(Fake {
+            refuse: Mutex::new(None),
+            got: Mutex::new(Vec::new()),
+        });
+        let server = AdminServer::start_with_token(
+            "127.0.0.1:0".parse().unwrap(),
+            fake.clone(),
+            Some("s3cret".into()),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let good = "Authorization: Bearer s3cret\r\n";
+        for (method, path) in [
+            ("GET", "/metrics"),
+            ("GET", "/status"),
+            ("GET", "/peers"),
+            ("POST", "/broadcast"),
+            ("POST", "/chaos/panic/stats"),
+            ("GET", "/chaos/faults"),
+            ("GET", "/nope"),
+        ] {
+            for bad in [
+                "",
+                "Authorization: Bearer s3cre\r\n",
+                "Authorization: Bearer s3cret!\r\n",
+                "Authorization: Basic czNjcmV0\r\n",
+                "Authorization: s3cret\r\n",
+            ] {
+                let (status, head, _) = request_with(addr, method, path, bad, b"x");
+                assert_eq!(status, 401, "{method} {path} with {bad:?}");
+                assert!(head
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"));
+            }
+        }
+        assert!(fake.got.lock().unwrap().is_empty(), "nothing got through");
+        assert_eq!(request_with(addr, "GET", "/status", good, b"").0, 200);
+        assert_eq!(request_with(addr, "GET", "/metrics", good, b"").0, 200);
+        assert_eq!(request_with(addr, "POST", "/broadcast", good, b"hi").0, 200);
+        assert_eq!(fake.got.lock().unwrap().len(), 1);
+        assert_eq!(request_with(addr, "GET", "/nope", good, b"").0, 404);
+        // Chaos stays off without --chaos, token or not.
+        assert_eq!(request_with(addr, "GET", "/chaos/faults", good, b"").0, 403);
+        server.stop();
+    }
+
+    /// A backend with the fault layer on.
+    struct Chaotic(Arc<FaultSwitch>);
+
+    impl AdminBackend for Chaotic {
+        fn snapshot(&self) -> NodeSnapshot {
+            unreachable!()
+        }
+        fn broadcast(&self, _: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+            Err(BroadcastRefused::ShuttingDown)
+        }
+        fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn chaos_routes() {
+        let (server, _) = start();
+        let addr = server.local_addr();
+        for (m, p) in [
+            ("GET", "/chaos/faults"),
+            ("POST", "/chaos/faults"),
+            ("POST", "/chaos/partition"),
+            ("DELETE", "/chaos/partition"),
+        ] {
+            assert_eq!(request(addr, m, p, b"{}").0, 403, "{m} {p} without --chaos");
+        }
+        server.stop();
+
+        let switch = Arc::new(FaultSwitch::new(Default::default()));
+        let server = AdminServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Chaotic(switch.clone())),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let (status, _, body) = request(
+            addr,
+            "POST",
+            "/chaos/faults",
+            br#"{"drop": 0.05, "delay": 0.1, "delay_ms": 5, "side": "send"}"#,
+        );
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["rates"]["drop"], 0.05);
+        assert_eq!(v["rates"]["side"], "send");
+        assert_eq!(switch.current().rates.delay_ms, 5);
+        let (status, _, body) = request(addr, "POST", "/chaos/faults", br#"{"drop": 2}"#);
+        assert_eq!(status, 400);
+        assert!(String::from_utf8(body).unwrap().contains("drop"));
+        assert_eq!(
+            request(addr, "POST", "/chaos/faults", br#"{"x": 1}"#).0,
+            400
+        );
+        assert_eq!(request(addr, "POST", "/chaos/faults", b"nope").0, 400);
+        assert_eq!(
+            switch.current().rates.drop,
+            0.05,
+            "refused updates change nothing"
+        );
+
+        let (status, _, body) = request(
+            addr,
+            "POST",
+            "/chaos/partition",
+            br#"{"peers": ["127.0.0.1:7000-7002", "10.0.0.9"]}"#,
+        );
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["cuts"], json!(["127.0.0.1:7000-7002", "10.0.0.9"]));
+        assert_eq!(
+            request(addr, "POST", "/chaos/partition", br#"{"peers": ["x"]}"#).0,
+            400
+        );
+        let (_, _, body) = request(addr, "GET", "/chaos/partition", b"");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["cuts"].as_array().unwrap().len(), 2);
+        let (status, _, body) = request(addr, "DELETE", "/chaos/partition", b"");
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["cuts"].as_array().unwrap().is_empty());
+        assert!(switch.current().cuts.is_empty());
+        let (status, head, _) = request(addr, "DELETE", "/chaos/faults", b"");
+        assert_eq!(status, 405);
+        assert!(head.to_ascii_lowercase().contains("allow: get, post"));
         server.stop();
     }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::fault::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
+use super::ratelimit::RateLimitConfig;
 use crate::protocol::ProtocolConfig;
 use crate::wire;
 
@@ -15,6 +17,8 @@ use crate::wire;
 pub const MAX_UDP_PAYLOAD: usize = 65507;
 /// Largest shard count (partition sets are 64-bit masks, one partition at least each).
 pub const MAX_SHARDS: usize = 64;
+/// Largest `rate_limit_peers` (each tracked source costs about 64 bytes per shard).
+pub const MAX_RATE_LIMIT_PEERS: usize = 1 << 20;
 
 /// Everything a node needs to start. Every field has a default so that an empty file
 /// (or no file) gives a working single node on localhost; unknown keys are rejected so
@@ -60,6 +64,27 @@ pub struct NodeConfig {
     /// signs, all verify). `None` leaves the cluster open: any host that reaches the
     /// UDP ports can join and inject messages.
     pub cluster_key_file: Option<PathBuf>,
+    /// File holding the admin plane's bearer token (one line). When set, every admin
+    /// request without `Authorization: Bearer <token>` is refused with 401.
+    pub admin_token_file: Option<PathBuf>,
+    /// Test-only fault layer (needs `chaos`): fraction of datagrams dropped.
+    pub chaos_drop: f64,
+    /// Fraction of datagrams duplicated (needs `chaos`).
+    pub chaos_dup: f64,
+    /// Fraction of datagrams delayed by `chaos_delay_ms` (needs `chaos`).
+    pub chaos_delay: f64,
+    /// Delay applied to the `chaos_delay` fraction, in milliseconds.
+    pub chaos_delay_ms: u64,
+    /// Where the random faults apply: `send`, `recv` or `both`.
+    pub chaos_side: Side,
+    /// Addresses whose links are cut from the start (`IP`, `IP:PORT`, `IP:PORT-PORT`).
+    pub chaos_cut: Vec<String>,
+    /// Per-source flood limit on shard sockets, datagrams a second (0: off).
+    pub rate_limit_per_peer: u32,
+    /// Burst a source may send above its rate.
+    pub rate_limit_burst: u32,
+    /// Sources a shard's limiter tracks at most (least recently seen evicted).
+    pub rate_limit_peers: usize,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +106,16 @@ impl Default for NodeConfig {
             protocol: ProtocolConfig::default(),
             chaos: false,
             cluster_key_file: None,
+            admin_token_file: None,
+            chaos_drop: 0.0,
+            chaos_dup: 0.0,
+            chaos_delay: 0.0,
+            chaos_delay_ms: 0,
+            chaos_side: Side::Both,
+            chaos_cut: Vec::new(),
+            rate_limit_per_peer: 100_000,
+            rate_limit_burst: 20_000,
+            rate_limit_peers: 4096,
         }
     }
 }
@@ -115,12 +150,35 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or plumcore=debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Enable test-only fault injection on the admin plane.
+    /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
+    /// admin plane's /chaos routes.
     #[arg(long)]
     pub chaos: bool,
     /// Cluster key file: authenticate every datagram (see README, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Admin bearer token file: admin requests without the token get 401.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Fault layer (needs --chaos): fraction of datagrams dropped.
+    #[arg(long, value_name = "P")]
+    pub chaos_drop: Option<f64>,
+    /// Fault layer: fraction of datagrams duplicated.
+    #[arg(long, value_name = "P")]
+    pub chaos_dup: Option<f64>,
+    /// Fault layer: fraction of datagrams delayed by --chaos-delay-ms.
+    #[arg(long, value_name = "P")]
+    pub chaos_delay: Option<f64>,
+    /// Fault layer: delay in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub chaos_delay_ms: Option<u64>,
+    /// Fault layer: side the random faults apply to (send, recv, both).
+    #[arg(long, value_name = "SIDE")]
+    pub chaos_side: Option<Side>,
+    /// Fault layer: cut the links to this address (repeatable; IP, IP:PORT,
+    /// IP:PORT-PORT).
+    #[arg(long = "chaos-cut", value_name = "ADDR")]
+    pub chaos_cut: Vec<String>,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -318,10 +376,84 @@ impl NodeArgs {
         if let Some(f) = &self.cluster_key_file {
             cfg.cluster_key_file = Some(f.clone());
         }
+        if let Some(f) = &self.admin_token_file {
+            cfg.admin_token_file = Some(f.clone());
+        }
+        if let Some(p) = self.chaos_drop {
+            cfg.chaos_drop = p;
+        }
+        if let Some(p) = self.chaos_dup {
+            cfg.chaos_dup = p;
+        }
+        if let Some(p) = self.chaos_delay {
+            cfg.chaos_delay = p;
+        }
+        if let Some(ms) = self.chaos_delay_ms {
+            cfg.chaos_delay_ms = ms;
+        }
+        if let Some(side) = self.chaos_side {
+            cfg.chaos_side = side;
+        }
+        if !self.chaos_cut.is_empty() {
+            cfg.chaos_cut = self.chaos_cut.clone();
+        }
     }
 }
 
 impl NodeConfig {
+    /// The fault layer's settings at start, checked; every `chaos_*` key other than
+    /// `chaos_side` needs `chaos = true`.
+    pub fn fault_config(&self) -> Result<FaultConfig, ConfigError> {
+        let rates = FaultRates {
+            drop: self.chaos_drop,
+            dup: self.chaos_dup,
+            delay: self.chaos_delay,
+            delay_ms: self.chaos_delay_ms,
+            side: self.chaos_side,
+        };
+        let set = [
+            ("chaos_drop", rates.drop != 0.0),
+            ("chaos_dup", rates.dup != 0.0),
+            ("chaos_delay", rates.delay != 0.0),
+            ("chaos_delay_ms", rates.delay_ms != 0),
+            ("chaos_cut", !self.chaos_cut.is_empty()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on && !self.chaos) {
+            return Err(ConfigError::invalid(key, "needs chaos = true (--chaos)"));
+        }
+        rates.validate().map_err(|e| {
+            let key = match e {
+                FaultError::Probability("dup") => "chaos_dup",
+                FaultError::Probability("delay") | FaultError::Sum => "chaos_delay",
+                FaultError::Delay => "chaos_delay_ms",
+                _ => "chaos_drop",
+            };
+            ConfigError::invalid(key, e.to_string())
+        })?;
+        let cuts = self
+            .chaos_cut
+            .iter()
+            .map(|c| c.parse::<AddrRange>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::invalid("chaos_cut", e.to_string()))?;
+        if cuts.len() > MAX_CUTS {
+            return Err(ConfigError::invalid(
+                "chaos_cut",
+                FaultError::TooManyCuts.to_string(),
+            ));
+        }
+        Ok(FaultConfig { rates, cuts })
+    }
+
+    /// The shard sockets' flood limit.
+    pub fn rate_limit(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            per_sec: self.rate_limit_per_peer,
+            burst: self.rate_limit_burst,
+            max_peers: self.rate_limit_peers,
+        }
+    }
+
     /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol
@@ -396,6 +528,19 @@ impl NodeConfig {
         }
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
+        }
+        self.fault_config()?;
+        if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                "rate_limit_burst",
+                "must be positive when rate_limit_per_peer is",
+            ));
+        }
+        if !(1..=MAX_RATE_LIMIT_PEERS).contains(&self.rate_limit_peers) {
+            return Err(ConfigError::invalid(
+                "rate_limit_peers",
+                format!("must be between 1 and {MAX_RATE_LIMIT_PEERS}"),
+            ));
         }
         Ok(())
     }
@@ -537,6 +682,53 @@ graft_timeout = 250
     }
 
     #[test]
+    fn chaos_keys() {
+        let f = write(
+            "chaos = true\nchaos_drop = 0.05\nchaos_delay = 0.1\nchaos_delay_ms = 5\nchaos_side = \"send\"\nchaos_cut = [\"127.0.0.1:7000-7002\"]\n",
+        );
+        let cfg = load(&args_with(&f)).unwrap();
+        let fc = cfg.fault_config().unwrap();
+        assert_eq!(fc.rates.drop, 0.05);
+        assert_eq!(fc.rates.side, Side::Send);
+        assert_eq!(fc.cuts[0].to_string(), "127.0.0.1:7000-7002");
+        let args = NodeArgs {
+            chaos_dup: Some(0.01),
+            chaos_side: Some(Side::Both),
+            ..args_with(&f)
+        };
+        let fc = load(&args).unwrap().fault_config().unwrap();
+        assert_eq!((fc.rates.dup, fc.rates.side), (0.01, Side::Both));
+        assert_eq!(invalid_key("chaos_drop = 0.1"), "chaos_drop");
+        assert_eq!(invalid_key("chaos_cut = [\"127.0.0.1\"]"), "chaos_cut");
+        assert_eq!(invalid_key("chaos = true\nchaos_drop = 1.5"), "chaos_drop");
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_drop = 0.6\nchaos_delay = 0.6"),
+            "chaos_delay"
+        );
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_delay_ms = 100000"),
+            "chaos_delay_ms"
+        );
+        assert_eq!(
+            invalid_key("chaos = true\nchaos_cut = [\"nope\"]"),
+            "chaos_cut"
+        );
+        assert_eq!(
+            invalid_key("rate_limit_per_peer = 10\nrate_limit_burst = 0"),
+            "rate_limit_burst"
+        );
+        assert_eq!(invalid_key("rate_limit_peers = 0"), "rate_limit_peers");
+        let f = write("rate_limit_per_peer = 0\nrate_limit_burst = 0\nrate_limit_peers = 8\n");
+        let rl = load(&args_with(&f)).unwrap().rate_limit();
+        assert_eq!((rl.per_sec, rl.max_peers), (0, 8));
+        let f = write("admin_token_file = \"/etc/plumcore/admin.token\"\n");
+        assert_eq!(
+            load(&args_with(&f)).unwrap().admin_token_file.as_deref(),
+            Some(Path::new("/etc/plumcore/admin.token"))
+        );
+    }
+
+    #[test]
     fn node_id_forms() {
         assert_eq!(parse_node_id("42"), Ok(42));
         assert_eq!(parse_node_id("0x2a"), Ok(42));
@@ -577,6 +769,29 @@ graft_timeout = 250
             "127.0.0.1:4321",
         ])
         .unwrap();
+        let chaos = Cli::try_parse_from([
+            "x",
+            "--chaos",
+            "--chaos-drop",
+            "0.05",
+            "--chaos-side",
+            "recv",
+            "--chaos-cut",
+            "127.0.0.1:7000-7002",
+            "--chaos-cut",
+            "10.0.0.1",
+            "--admin-token-file",
+            "/t",
+        ])
+        .unwrap();
+        assert_eq!(chaos.node.chaos_drop, Some(0.05));
+        assert_eq!(chaos.node.chaos_side, Some(Side::Recv));
+        assert_eq!(chaos.node.chaos_cut.len(), 2);
+        assert_eq!(
+            chaos.node.admin_token_file.as_deref(),
+            Some(Path::new("/t"))
+        );
+        assert!(Cli::try_parse_from(["x", "--chaos-side", "sideways"]).is_err());
         assert_eq!(cli.node.node_id, Some(16));
         assert_eq!(cli.node.seeds.len(), 2);
         assert_eq!(cli.node.shards, Some(3));

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
+use super::fault::{FaultSwitch, FaultySocket};
 use super::runtime::{
     build_mtu, is_timeout, unix_ms, PeerLayout, RuntimeConfig, ShardCmd, ShardReport, Shared,
 };
@@ -44,6 +45,8 @@ pub(super) struct ControlCtx {
     /// The control socket's own sealer (stream 0) and verifier when the cluster is
     /// keyed.
     pub auth: Option<(Sealer, Verifier)>,
+    /// The fault layer's settings (test-only, `--chaos`).
+    pub faults: Option<Arc<FaultSwitch>>,
 }
 
 struct PeerEntry {
@@ -333,7 +336,7 @@ fn chaos_point(state: &RefCell<ControlState>, name: &str) {
 /// Pings every neighbour and unanswered seed; declares silent neighbours failed.
 struct HeartbeatLoop {
     state: Rc<RefCell<ControlState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     interval: Duration,
 }
 
@@ -390,6 +393,7 @@ impl Loop for ShardCommandLoop {
 /// Collects shard snapshots and publishes the node snapshot for the admin plane.
 struct StatsLoop {
     state: Rc<RefCell<ControlState>>,
+    sock: Rc<FaultySocket>,
 }
 
 impl Loop for StatsLoop {
@@ -401,7 +405,9 @@ impl Loop for StatsLoop {
     }
     async fn run_once(&mut self) -> Result<(), LoopError> {
         chaos_point(&self.state, "stats");
-        self.state.borrow_mut().publish();
+        let mut s = self.state.borrow_mut();
+        s.io.set_fault_stats(self.sock.fault_stats());
+        s.publish();
         Ok(())
     }
 }
@@ -409,7 +415,7 @@ impl Loop for StatsLoop {
 /// The control socket's receive path, until `stop`.
 async fn receive(
     state: Rc<RefCell<ControlState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     stop: Event,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 65536];
@@ -432,8 +438,13 @@ async fn receive(
 }
 
 pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
-    let sock = Rc::new(UdpSocket::from(sock));
+    let sock = UdpSocket::from(sock);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let sock = Rc::new(FaultySocket::new(
+        sock,
+        ctx.faults.clone(),
+        ctx.cfg.node_id.0,
+    ));
     let n = ctx.cfg.shard_cores.len();
     let seed = ctx.cfg.node_id.0;
     let p = ctx.cfg.protocol.clone();
@@ -505,6 +516,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     handles.push(mgr.add(
         StatsLoop {
             state: state.clone(),
+            sock: sock.clone(),
         },
         cfg(0.0),
     ));

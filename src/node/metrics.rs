@@ -223,6 +223,51 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         "Cross-shard sends that found the destination queue full.",
         |s| s.cross_shard_backpressure,
     ),
+    (
+        "plumtree_ihave_unknown_sender",
+        "IHave and Digest frames from non-neighbours, dropped before they take pending-graft slots.",
+        |s| s.ihave_unknown_sender,
+    ),
+    (
+        "plumtree_rate_limited",
+        "Datagrams dropped by the per-source flood limit.",
+        |s| s.rate_limited,
+    ),
+    (
+        "plumtree_rate_limit_evictions",
+        "Sources evicted from the flood limiter's bounded map.",
+        |s| s.rate_limit_evictions,
+    ),
+    (
+        "plumtree_overloaded_probes",
+        "Backlog probes that found the shard overloaded (IHave and anti-entropy shed).",
+        |s| s.overloaded,
+    ),
+    (
+        "plumtree_chaos_dropped",
+        "Datagrams the test-only fault layer dropped at random (--chaos).",
+        |s| s.chaos_dropped,
+    ),
+    (
+        "plumtree_chaos_duplicated",
+        "Datagrams the test-only fault layer duplicated (--chaos).",
+        |s| s.chaos_duplicated,
+    ),
+    (
+        "plumtree_chaos_delayed",
+        "Datagrams the test-only fault layer delayed (--chaos).",
+        |s| s.chaos_delayed,
+    ),
+    (
+        "plumtree_chaos_cut",
+        "Datagrams dropped because the test-only fault layer cut their link (--chaos).",
+        |s| s.chaos_cut,
+    ),
+    (
+        "plumtree_chaos_overflow",
+        "Delays and duplicates not applied: the fault layer's hold bound was reached.",
+        |s| s.chaos_overflow,
+    ),
 ];
 
 const DECODE_REASONS: &[(&str, IoFn)] = &[
@@ -365,6 +410,35 @@ impl Collector for SnapshotCollector {
             write_counters(&mut enc, name, help, &series)?;
         }
 
+        let limiter_peers: Vec<_> = s
+            .shards
+            .iter()
+            .map(|sh| (shard_label(sh), sh.io.rate_limit_peers))
+            .collect();
+        write_gauges(
+            &mut enc,
+            "plumtree_rate_limit_peers",
+            "Sources tracked by the shard's flood limiter (bounded by rate_limit_peers).",
+            &limiter_peers,
+        )?;
+        let shed = |f: IoFn| {
+            s.shards
+                .iter()
+                .map(|sh| f(&sh.io))
+                .fold(0, u64::saturating_add)
+        };
+        write_counters(
+            &mut enc,
+            "plumtree_shed",
+            "Work shed under overload, by kind (IHave frames received, anti-entropy rounds).",
+            &[
+                (vec![("kind", "ihave".to_string())], shed(|i| i.shed_ihave)),
+                (
+                    vec![("kind", "anti_entropy".to_string())],
+                    shed(|i| i.shed_anti_entropy),
+                ),
+            ],
+        )?;
         write_counters(
             &mut enc,
             "plumtree_auth_failures",

@@ -4,7 +4,10 @@
 pub mod admin;
 pub mod config;
 mod control;
+pub mod fault;
 pub mod metrics;
+pub mod overload;
+pub mod ratelimit;
 pub mod runtime;
 mod shard_exec;
 pub mod sink;
@@ -125,6 +128,25 @@ fn core_plan(cfg: &NodeConfig) -> Result<(Option<usize>, Vec<Option<usize>>), No
     Ok((Some(map.control), shards))
 }
 
+/// Reads the admin bearer token: the file's first line, trimmed; refused when empty
+/// (an empty token would let every request through).
+fn read_admin_token(path: &std::path::Path) -> Result<String, NodeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        NodeError::Config(format!(
+            "config key `admin_token_file`: {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(NodeError::Config(format!(
+            "config key `admin_token_file`: {} holds no token on its first line",
+            path.display()
+        )));
+    }
+    Ok(token)
+}
+
 /// Runs a node until `stop` is set (by a signal handler), then shuts it down.
 pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, NodeError> {
     ensure_memlock()?;
@@ -144,6 +166,10 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
             None
         }
     };
+    let token = match &cfg.admin_token_file {
+        Some(path) => Some(read_admin_token(path)?),
+        None => None,
+    };
     let (control_core, shard_cores) = core_plan(&cfg)?;
     let rcfg = RuntimeConfig {
         node_id,
@@ -162,11 +188,17 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     };
     let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
         .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
-    let node = runtime::start(rcfg, sink_tx).map_err(|e| match e {
+    let hardening = runtime::Hardening {
+        faults: cfg
+            .fault_config()
+            .map_err(|e| NodeError::Config(e.to_string()))?,
+        rate_limit: cfg.rate_limit(),
+    };
+    let node = runtime::start_hardened(rcfg, hardening, sink_tx).map_err(|e| match e {
         runtime::RuntimeError::Config(m) => NodeError::Config(m),
         other => NodeError::Environment(other.to_string()),
     })?;
-    let admin = admin::AdminServer::start(cfg.admin, Arc::new(node.backend()))
+    let admin = admin::AdminServer::start_with_token(cfg.admin, Arc::new(node.backend()), token)
         .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(
         node_id = %snapshot::node_hex(node_id),

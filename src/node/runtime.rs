@@ -18,6 +18,8 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use super::control::{run_control, ControlCtx};
+use super::fault::{FaultConfig, FaultSwitch};
+use super::ratelimit::RateLimitConfig;
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
@@ -29,7 +31,7 @@ use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
 use crate::wire::Header;
 
 /// Bound of each control-to-shard command queue.
-const SHARD_QUEUE: usize = 1 << 16;
+pub(super) const SHARD_QUEUE: usize = 1 << 16;
 
 /// What the runtime needs to know; built from the node config and the core map.
 #[derive(Clone, Debug)]
@@ -160,6 +162,8 @@ pub(super) struct Shared {
     pub fatal: Mutex<Option<String>>,
     /// Loop names to panic (only with `--chaos`).
     pub chaos_tx: Option<Sender<String>>,
+    /// The fault layer's settings (only with `--chaos`).
+    pub faults: Option<Arc<FaultSwitch>>,
 }
 
 impl Shared {
@@ -215,6 +219,10 @@ impl AdminBackend for NodeBackend {
         }
         tx.try_send(loop_name.to_string())
             .map_err(|_| ChaosRefused::Disabled)
+    }
+
+    fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
+        self.0.faults.clone().ok_or(ChaosRefused::Disabled)
     }
 
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
@@ -346,9 +354,38 @@ pub fn owned_mask(k: usize, n: usize, partitions: u32) -> u64 {
         .fold(0u64, |m, p| m | 1 << p)
 }
 
+/// Settings of the node's defences and test-only faults, kept out of
+/// [`RuntimeConfig`] so that its users that need none of them (benchmarks) are
+/// unaffected; the default is the fault layer with no faults, no rate limit.
+#[derive(Clone, Debug)]
+pub struct Hardening {
+    /// The fault layer's settings at start (only used with `RuntimeConfig::chaos`).
+    pub faults: FaultConfig,
+    /// Per-source flood limit on the shard sockets.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            faults: FaultConfig::default(),
+            rate_limit: RateLimitConfig::OFF,
+        }
+    }
+}
+
 /// Starts the shards and the control core. Sockets are bound before this returns,
 /// so a port clash is reported here.
 pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, RuntimeError> {
+    start_hardened(cfg, Hardening::default(), sink)
+}
+
+/// [`start`] with the [`Hardening`] settings.
+pub fn start_hardened(
+    cfg: RuntimeConfig,
+    hardening: Hardening,
+    sink: SinkSender,
+) -> Result<RunningNode, RuntimeError> {
     let n = cfg.shard_cores.len();
     if n == 0 || n > cfg.protocol.partitions as usize {
         return Err(RuntimeError::Config(format!(
@@ -436,6 +473,9 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         degraded: Mutex::new(Vec::new()),
         fatal: Mutex::new(None),
         chaos_tx,
+        faults: cfg
+            .chaos
+            .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
     });
     let mut threads = Vec::new();
     for (k, (sock, rx)) in shard_socks.into_iter().zip(shard_rx).enumerate() {
@@ -459,6 +499,8 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
                     Verifier::new(keys),
                 )
             }),
+            faults: shared.faults.clone(),
+            rate_limit: hardening.rate_limit,
         };
         let name = format!("shard-{k}");
         threads.push((
@@ -476,6 +518,7 @@ pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, Runtim
         shared: shared.clone(),
         reports: report_rx,
         chaos: chaos_rx,
+        faults: shared.faults.clone(),
     };
     threads.push((
         "control".into(),

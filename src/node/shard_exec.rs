@@ -17,8 +17,12 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
+use super::fault::{FaultSwitch, FaultySocket};
+use super::overload::Overload;
+use super::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use super::runtime::{
     build_mtu, is_timeout, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared,
+    SHARD_QUEUE,
 };
 use super::sink::{Delivery, SinkSender};
 use super::snapshot::{node_hex, IoStats, ShardSnapshot};
@@ -58,6 +62,10 @@ pub(super) struct ShardCtx {
     /// This shard socket's own sealer and verifier when the cluster is keyed (never
     /// shared: the sealer's seq stream and the replay windows are per socket).
     pub auth: Option<(Sealer, Verifier)>,
+    /// The fault layer's settings (test-only, `--chaos`).
+    pub faults: Option<std::sync::Arc<FaultSwitch>>,
+    /// Per-source flood limit on this shard's socket.
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(PartialEq, Eq)]
@@ -98,6 +106,12 @@ struct ShardState {
     /// This shard's loops, for its snapshot.
     loops: Vec<LoopHandle>,
     tracker: Option<TaskTracker>,
+    /// Token buckets per source address (flood limit).
+    limiter: PeerRateLimiter,
+    /// Receive backlog / command queue levels and what was shed.
+    overload: Overload,
+    /// Command queue length at the last tick.
+    cmd_queue: usize,
 }
 
 impl ShardState {
@@ -197,9 +211,13 @@ impl ShardState {
         }
     }
 
-    fn on_datagram(&mut self, buf: &[u8]) {
+    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
+        // Flood limit per source, before any work on the datagram.
+        if self.limiter.enabled() && !self.limiter.allow(src, self.now()) {
+            return;
+        }
         // Authenticate before decoding anything; only the MAC'd part is decoded.
         let buf = match &mut self.ctx.auth {
             Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
@@ -233,11 +251,35 @@ impl ShardState {
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
         let from = dg.header.sender;
-        if !self.peers.contains_key(&from) {
+        let stranger = !self.peers.contains_key(&from);
+        if stranger {
             self.io.unknown_senders += 1;
         }
         let now = self.now();
+        let shedding = self.overload.shedding();
         for f in dg.frames {
+            // Overloaded: IHave (lazy repair) and Digest (anti-entropy) go first;
+            // Gossip, Graft, Prune stay.
+            if shedding {
+                match f {
+                    Frame::IHave { .. } => {
+                        self.overload.stats.ihave += 1;
+                        continue;
+                    }
+                    Frame::Digest { .. } => {
+                        self.overload.stats.anti_entropy += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            // A Graft for an IHave or Digest from a non-neighbour could never be sent
+            // (no address for it), yet it would hold a pending-graft slot: a flood of
+            // such frames would fill the table and stall real repairs.
+            if stranger && matches!(f, Frame::IHave { .. } | Frame::Digest { .. }) {
+                self.io.ihave_unknown_sender += 1;
+                continue;
+            }
             self.shard.handle_frame(now, from, f);
         }
     }
@@ -314,7 +356,17 @@ impl ShardState {
                 .map(|(id, e, l)| (node_hex(id), e, l))
                 .collect(),
             stats: self.shard.stats(),
-            io: self.io,
+            io: {
+                let mut io = self.io;
+                let l = self.limiter.stats();
+                io.rate_limited = l.limited;
+                io.rate_limit_evictions = l.evictions;
+                io.rate_limit_peers = l.peers;
+                io.shed_ihave = self.overload.stats.ihave;
+                io.shed_anti_entropy = self.overload.stats.anti_entropy;
+                io.overloaded = self.overload.stats.overloaded;
+                io
+            },
             hops: self.hops.clone(),
             loops: self.loops.iter().map(|h| loop_info(&h.status())).collect(),
             tasks: self
@@ -326,7 +378,11 @@ impl ShardState {
     }
 }
 
-async fn send_all(sock: &UdpSocket, st: &RefCell<ShardState>, out: &mut Vec<(SocketAddr, Bytes)>) {
+async fn send_all(
+    sock: &FaultySocket,
+    st: &RefCell<ShardState>,
+    out: &mut Vec<(SocketAddr, Bytes)>,
+) {
     for (addr, d) in out.drain(..) {
         match sock.send_to(&d, addr).await {
             Ok(_) => {
@@ -347,7 +403,7 @@ async fn send_all(sock: &UdpSocket, st: &RefCell<ShardState>, out: &mut Vec<(Soc
 struct TickLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     rx: Receiver<ShardCmd>,
     out: Vec<(SocketAddr, Bytes)>,
     last_snapshot: Option<Instant>,
@@ -367,6 +423,9 @@ impl Loop for TickLoop {
                 drop(s);
                 panic!("chaos: injected panic in loop `{}`", self.name);
             }
+            let queue = self.rx.len();
+            s.cmd_queue = queue;
+            s.overload.probe(self.sock.raw_fd(), queue, SHARD_QUEUE);
             // Drain the whole batch the control core pushed since the last tick.
             while let Ok(cmd) = self.rx.try_recv() {
                 s.on_command(cmd);
@@ -383,7 +442,8 @@ impl Loop for TickLoop {
                 || s.stopping
             {
                 self.last_snapshot = Some(Instant::now());
-                let snap = s.snapshot(self.rx.len());
+                let mut snap = s.snapshot(self.rx.len());
+                snap.io.set_fault_stats(self.sock.fault_stats());
                 let _ = s
                     .ctx
                     .reports
@@ -401,7 +461,7 @@ impl Loop for TickLoop {
 struct AntiEntropyLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     interval: Duration,
     out: Vec<(SocketAddr, Bytes)>,
 }
@@ -421,7 +481,12 @@ impl Loop for AntiEntropyLoop {
                 panic!("chaos: injected panic in loop `{}`", self.name);
             }
             let now = s.now();
-            s.shard.anti_entropy(now);
+            // Overloaded: skip this round (counted); the next one covers it.
+            if s.overload.shedding() {
+                s.overload.stats.anti_entropy += 1;
+            } else {
+                s.shard.anti_entropy(now);
+            }
             s.pump(&mut self.out);
         }
         send_all(&self.sock, &self.state, &mut self.out).await;
@@ -432,17 +497,19 @@ impl Loop for AntiEntropyLoop {
 /// The shard socket's receive path, until `stop`.
 async fn receive(
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<UdpSocket>,
+    sock: Rc<FaultySocket>,
     stop: StopEvent,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::new();
     while !stop.is_set() {
         match sock.recv_from(&mut buf).await {
-            Ok((n, _from)) => {
+            Ok((n, from)) => {
                 {
                     let mut s = state.borrow_mut();
-                    s.on_datagram(&buf[..n]);
+                    let queue = s.cmd_queue;
+                    s.overload.on_receive(sock.raw_fd(), queue, SHARD_QUEUE);
+                    s.on_datagram(&buf[..n], from);
                     s.pump(&mut out);
                 }
                 send_all(&sock, &state, &mut out).await;
@@ -471,9 +538,11 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     };
     let index = ctx.index;
     let seed = ctx.seed;
+    let rate_limit = ctx.rate_limit;
     let shared = ctx.shared.clone();
-    let sock = Rc::new(UdpSocket::from(sock));
+    let sock = UdpSocket::from(sock);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let sock = Rc::new(FaultySocket::new(sock, ctx.faults.clone(), seed));
     let state = Rc::new(RefCell::new(ShardState {
         ctx,
         shard,
@@ -488,6 +557,9 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
         chaos: FxHashSet::default(),
         loops: Vec::new(),
         tracker: None,
+        limiter: PeerRateLimiter::new(rate_limit, seed),
+        overload: Overload::default(),
+        cmd_queue: 0,
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());

@@ -33,9 +33,30 @@ pub struct IoStats {
     pub unknown_frames: u64,
     /// Datagrams from senders that are not neighbours.
     pub unknown_senders: u64,
+    /// IHave and Digest frames from senders that are not neighbours, dropped (a
+    /// Graft to them could not be routed).
+    pub ihave_unknown_sender: u64,
     pub send_errors: u64,
     /// Cross-shard sends that found the destination queue full.
     pub cross_shard_backpressure: u64,
+    /// Test-only fault layer (`--chaos`): datagrams dropped at random, duplicated,
+    /// delayed, dropped by a cut link, and delays or duplicates not applied because
+    /// the layer's bound was reached.
+    pub chaos_dropped: u64,
+    pub chaos_duplicated: u64,
+    pub chaos_delayed: u64,
+    pub chaos_cut: u64,
+    pub chaos_overflow: u64,
+    /// Datagrams dropped by the per-source flood limit; sources evicted from the
+    /// limiter's bounded map; sources it tracks now (a gauge).
+    pub rate_limited: u64,
+    pub rate_limit_evictions: u64,
+    pub rate_limit_peers: u64,
+    /// Work shed while overloaded: IHave frames received, anti-entropy rounds; and
+    /// backlog probes that found the shard overloaded.
+    pub shed_ihave: u64,
+    pub shed_anti_entropy: u64,
+    pub overloaded: u64,
 }
 
 impl IoStats {
@@ -68,6 +89,15 @@ impl IoStats {
             AuthError::Stale => self.auth_failures_stale += 1,
             AuthError::Replay => self.auth_failures_replay += 1,
         }
+    }
+
+    /// Copies the socket's fault-layer counters into the snapshot.
+    pub fn set_fault_stats(&mut self, f: super::fault::FaultStats) {
+        self.chaos_dropped = f.dropped;
+        self.chaos_duplicated = f.duplicated;
+        self.chaos_delayed = f.delayed;
+        self.chaos_cut = f.cut;
+        self.chaos_overflow = f.overflow;
     }
 
     /// Counts one decode failure under its reason label.
@@ -186,6 +216,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
     /// Test-only fault injection: make a background loop panic once.
     fn inject_panic(&self, _loop_name: &str) -> Result<(), ChaosRefused> {
+        Err(ChaosRefused::Disabled)
+    }
+    /// Test-only fault injection: the switch that sets drops, delays and cuts.
+    fn faults(&self) -> Result<std::sync::Arc<super::fault::FaultSwitch>, ChaosRefused> {
         Err(ChaosRefused::Disabled)
     }
 }

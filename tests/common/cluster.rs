@@ -139,3 +139,116 @@ pub fn broadcast(admin: SocketAddr, payload: &[u8]) -> String {
     let v: serde_json::Value = r.into_json().unwrap();
     v["id"].as_str().unwrap().to_string()
 }
+
+/// A node to start: everything [`spawn_node`] needs. `bind` and `admin` default to
+/// fresh ports; give the old `bind` to restart a node on its address.
+pub struct NodeSpec<'a> {
+    pub id: u64,
+    pub shards: u16,
+    pub seeds: &'a [SocketAddr],
+    pub bind: Option<SocketAddr>,
+    /// Deliveries file name under the test's directory.
+    pub deliveries: String,
+    pub extra: &'a [&'a str],
+}
+
+/// Starts a node as [`start_node`] does, with several seeds, an optional fixed
+/// address and a chosen deliveries file.
+pub fn spawn_node(spec: &NodeSpec<'_>, dir: &Path, taken: &mut Vec<u16>) -> Node {
+    let bind = spec.bind.unwrap_or_else(|| {
+        let port = free_udp_ports(spec.shards + 1, taken);
+        format!("127.0.0.1:{port}").parse().unwrap()
+    });
+    let admin = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let deliveries = dir.join(&spec.deliveries);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
+    cmd.arg("node")
+        .args(["--node-id", &spec.id.to_string()])
+        .args(["--bind", &bind.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--shards", &spec.shards.to_string()])
+        .args(["--deliveries", deliveries.to_str().unwrap()])
+        .args(["--log-level", "warn"])
+        .args(spec.extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for s in spec.seeds {
+        cmd.args(["--seed", &s.to_string()]);
+    }
+    Node {
+        child: cmd.spawn().expect("start plumcore node"),
+        bind,
+        admin,
+        shards: spec.shards,
+        deliveries,
+    }
+}
+
+impl Node {
+    /// Every UDP port of this node (control and shards) as a fault-layer address
+    /// range, `IP:FIRST-LAST`.
+    pub fn port_range(&self) -> String {
+        format!(
+            "{}:{}-{}",
+            self.bind.ip(),
+            self.bind.port(),
+            self.bind.port() + self.shards
+        )
+    }
+
+    /// SIGKILL: no Leave, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An admin request with an optional bearer token; returns (status, body as JSON or
+/// `Null`). Transport failures panic.
+pub fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req =
+        ureq::request(method, &format!("http://{admin}{path}")).timeout(Duration::from_secs(5));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let r = match body {
+        Some(b) => req.send_json(b.clone()),
+        None => req.call(),
+    };
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("{method} {path} on {admin}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A counter or gauge from `/metrics`, summed over its label sets (0 if absent).
+pub fn metric_sum(admin: SocketAddr, name: &str, token: Option<&str>) -> f64 {
+    let mut req = ureq::get(&format!("http://{admin}/metrics")).timeout(Duration::from_secs(5));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let text = req.call().unwrap().into_string().unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,692 @@
+//! Test-only fault injection in the node's own transport (`--chaos`): drop, duplicate
+//! and delay a fraction of datagrams, and cut the links to given peer addresses, so
+//! that integration tests can check delivery under loss and partitions on loopback
+//! (there is no `tc netem` here). Every executor's socket is wrapped in a
+//! [`FaultySocket`]; without `--chaos` it holds no fault layer and each send or
+//! receive costs one branch.
+//!
+//! The faults are set at start from the config and changed at run time by the admin
+//! plane through a shared [`FaultSwitch`]; each socket's layer copies the switch's
+//! settings when its generation changes (one relaxed load per datagram, only with
+//! `--chaos`) and draws its decisions from its own seeded RNG.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::net::UdpSocket;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::runtime::is_timeout;
+
+/// Most datagrams one socket holds back (delayed or duplicated) at once; past it a
+/// delay is not applied and counted in `overflow`.
+pub const MAX_HELD: usize = 4096;
+/// Longest delay a fault may ask for.
+pub const MAX_DELAY_MS: u64 = 10_000;
+/// Most link cuts in force at once.
+pub const MAX_CUTS: usize = 256;
+
+/// Which direction the random faults (drop, duplicate, delay) apply to. Cuts always
+/// apply to both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Send,
+    Recv,
+    #[default]
+    Both,
+}
+
+impl Side {
+    fn covers(self, dir: Dir) -> bool {
+        matches!(
+            (self, dir),
+            (Side::Both, _) | (Side::Send, Dir::Send) | (Side::Recv, Dir::Recv)
+        )
+    }
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "send" => Ok(Side::Send),
+            "recv" => Ok(Side::Recv),
+            "both" => Ok(Side::Both),
+            _ => Err(format!("`{s}` is not one of send, recv, both")),
+        }
+    }
+}
+
+/// A direction through the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Send,
+    Recv,
+}
+
+/// Random per-datagram faults: each datagram on a covered side is dropped with
+/// probability `drop`, sent or handled twice with `dup`, and held back `delay_ms`
+/// with `delay` (mutually exclusive; the three sum to at most 1).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultRates {
+    pub drop: f64,
+    pub dup: f64,
+    pub delay: f64,
+    pub delay_ms: u64,
+    pub side: Side,
+}
+
+/// Why a fault setting was refused; names the field.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FaultError {
+    #[error("`{0}` must be between 0 and 1")]
+    Probability(&'static str),
+    #[error("drop + dup + delay must be at most 1")]
+    Sum,
+    #[error("`delay_ms` must be at most {MAX_DELAY_MS}")]
+    Delay,
+    #[error("`{0}` is not an address: IP, IP:PORT or IP:PORT-PORT")]
+    Addr(String),
+    #[error("at most {MAX_CUTS} cuts")]
+    TooManyCuts,
+}
+
+impl FaultRates {
+    /// Checks the probabilities and the delay.
+    pub fn validate(&self) -> Result<(), FaultError> {
+        for (name, p) in [
+            ("drop", self.drop),
+            ("dup", self.dup),
+            ("delay", self.delay),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(FaultError::Probability(name));
+            }
+        }
+        if self.drop + self.dup + self.delay > 1.0 + 1e-9 {
+            return Err(FaultError::Sum);
+        }
+        if self.delay_ms > MAX_DELAY_MS {
+            return Err(FaultError::Delay);
+        }
+        Ok(())
+    }
+}
+
+/// Addresses whose links are cut: one IP (every port), or one IP and a port range
+/// (a node's control port and its shard ports, say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrRange {
+    pub ip: IpAddr,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl AddrRange {
+    fn contains(&self, a: SocketAddr) -> bool {
+        a.ip() == self.ip && (self.first..=self.last).contains(&a.port())
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = FaultError;
+    /// `IP`, `IP:PORT` or `IP:FIRST-LAST`.
+    fn from_str(s: &str) -> Result<Self, FaultError> {
+        let bad = || FaultError::Addr(s.to_string());
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(AddrRange {
+                ip,
+                first: 0,
+                last: u16::MAX,
+            });
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(AddrRange {
+                ip: a.ip(),
+                first: a.port(),
+                last: a.port(),
+            });
+        }
+        let (host, range) = s.rsplit_once(':').ok_or_else(bad)?;
+        let (lo, hi) = range.split_once('-').ok_or_else(bad)?;
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map_err(|_| bad())?;
+        let (first, last) = (
+            lo.parse::<u16>().map_err(|_| bad())?,
+            hi.parse::<u16>().map_err(|_| bad())?,
+        );
+        if first > last {
+            return Err(bad());
+        }
+        Ok(AddrRange { ip, first, last })
+    }
+}
+
+impl std::fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = match self.ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        match (self.first, self.last) {
+            (0, u16::MAX) => write!(f, "{}", self.ip),
+            (a, b) if a == b => write!(f, "{ip}:{a}"),
+            (a, b) => write!(f, "{ip}:{a}-{b}"),
+        }
+    }
+}
+
+/// Everything the fault layer does: rates and cuts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultConfig {
+    pub rates: FaultRates,
+    pub cuts: Vec<AddrRange>,
+}
+
+/// The node-wide fault settings, written by the admin plane and read by every
+/// socket's layer when `generation` moves.
+#[derive(Debug)]
+pub struct FaultSwitch {
+    generation: AtomicU64,
+    config: Mutex<FaultConfig>,
+}
+
+impl FaultSwitch {
+    /// Starts with `config` (from `--chaos-*` flags or keys).
+    pub fn new(config: FaultConfig) -> Self {
+        FaultSwitch {
+            generation: AtomicU64::new(1),
+            config: Mutex::new(config),
+        }
+    }
+
+    fn update(
+        &self,
+        f: impl FnOnce(&mut FaultConfig) -> Result<(), FaultError>,
+    ) -> Result<(), FaultError> {
+        let mut c = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c)?;
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The settings in force.
+    pub fn current(&self) -> FaultConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the random faults.
+    pub fn set_rates(&self, rates: FaultRates) -> Result<(), FaultError> {
+        rates.validate()?;
+        self.update(|c| {
+            c.rates = rates;
+            Ok(())
+        })
+    }
+
+    /// Cuts the links to `cuts` (added to those already cut).
+    pub fn cut(&self, cuts: Vec<AddrRange>) -> Result<(), FaultError> {
+        self.update(|c| {
+            for r in cuts {
+                if !c.cuts.contains(&r) {
+                    c.cuts.push(r);
+                }
+            }
+            if c.cuts.len() > MAX_CUTS {
+                return Err(FaultError::TooManyCuts);
+            }
+            Ok(())
+        })
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&self) {
+        let _ = self.update(|c| {
+            c.cuts.clear();
+            Ok(())
+        });
+    }
+}
+
+/// What the fault layer did to one socket's datagrams.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FaultStats {
+    /// Dropped at random.
+    pub dropped: u64,
+    /// Sent or handled a second time.
+    pub duplicated: u64,
+    /// Held back `delay_ms`.
+    pub delayed: u64,
+    /// Dropped because the link to that address is cut.
+    pub cut: u64,
+    /// Delays and duplicates not applied because [`MAX_HELD`] were already held.
+    pub overflow: u64,
+}
+
+/// What to do with one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Drop,
+    Duplicate,
+    Delay(Duration),
+}
+
+/// One socket's fault layer: a copy of the switch's settings, an RNG, counters and
+/// the datagrams held back on the receive side.
+#[derive(Debug)]
+struct FaultLayer {
+    switch: Arc<FaultSwitch>,
+    seen: u64,
+    config: FaultConfig,
+    rng: ChaCha8Rng,
+    stats: FaultStats,
+    /// Datagrams held back (received, to hand out at `due`), oldest due first.
+    held: VecDeque<(Instant, Vec<u8>, SocketAddr)>,
+    /// Delayed sends still in flight.
+    sending: usize,
+}
+
+impl FaultLayer {
+    fn judge(&mut self, dir: Dir, peer: SocketAddr) -> Verdict {
+        let g = self.switch.generation.load(Ordering::Acquire);
+        if g != self.seen {
+            self.seen = g;
+            self.config = self.switch.current();
+        }
+        if self.config.cuts.iter().any(|c| c.contains(peer)) {
+            self.stats.cut += 1;
+            return Verdict::Drop;
+        }
+        let r = &self.config.rates;
+        if !r.side.covers(dir) || r.drop + r.dup + r.delay == 0.0 {
+            return Verdict::Pass;
+        }
+        let x: f64 = self.rng.gen();
+        if x < r.drop {
+            self.stats.dropped += 1;
+            Verdict::Drop
+        } else if x < r.drop + r.dup {
+            Verdict::Duplicate
+        } else if x < r.drop + r.dup + r.delay {
+            Verdict::Delay(Duration::from_millis(r.delay_ms))
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// Whether one more datagram may be held back; counts it either way.
+    fn admit(&mut self, v: Verdict) -> bool {
+        if self.held.len() + self.sending >= MAX_HELD {
+            self.stats.overflow += 1;
+            return false;
+        }
+        match v {
+            Verdict::Duplicate => self.stats.duplicated += 1,
+            Verdict::Delay(_) => self.stats.delayed += 1,
+            _ => {}
+        }
+        true
+    }
+
+    /// Holds a received datagram until `due` (kept in due order).
+    fn hold(&mut self, due: Instant, d: Vec<u8>, from: SocketAddr) {
+        let at = self.held.partition_point(|(t, _, _)| *t <= due);
+        self.held.insert(at, (due, d, from));
+    }
+}
+
+/// A UDP socket with the fault layer between it and its user (only with `--chaos`).
+pub struct FaultySocket {
+    sock: Rc<UdpSocket>,
+    layer: Option<Rc<RefCell<FaultLayer>>>,
+    /// The read timeout the user set, restored after a shortened wait.
+    read_timeout: Option<Duration>,
+}
+
+impl FaultySocket {
+    /// Wraps `sock` (its read timeout already set); `switch` is `None` without
+    /// `--chaos`. `seed` makes the layer's decisions reproducible.
+    pub fn new(sock: UdpSocket, switch: Option<Arc<FaultSwitch>>, seed: u64) -> Self {
+        let read_timeout = sock.read_timeout();
+        FaultySocket {
+            sock: Rc::new(sock),
+            layer: switch.map(|switch| {
+                Rc::new(RefCell::new(FaultLayer {
+                    config: switch.current(),
+                    seen: switch.generation.load(Ordering::Acquire),
+                    switch,
+                    rng: ChaCha8Rng::seed_from_u64(seed),
+                    stats: FaultStats::default(),
+                    held: VecDeque::new(),
+                    sending: 0,
+                }))
+            }),
+            read_timeout,
+        }
+    }
+
+    /// The socket's descriptor (for `SO_MEMINFO` backlog probes).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    /// What the fault layer did so far (zeros without `--chaos`).
+    pub fn fault_stats(&self) -> FaultStats {
+        self.layer
+            .as_ref()
+            .map(|l| l.borrow().stats)
+            .unwrap_or_default()
+    }
+
+    /// `UdpSocket::send_to` through the fault layer. A dropped or delayed datagram
+    /// reports success, as a lossy network would.
+    pub async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> glommio::Result<usize, ()> {
+        let Some(layer) = &self.layer else {
+            return self.sock.send_to(buf, addr).await;
+        };
+        let v = layer.borrow_mut().judge(Dir::Send, addr);
+        match v {
+            Verdict::Pass => self.sock.send_to(buf, addr).await,
+            Verdict::Drop => Ok(buf.len()),
+            Verdict::Duplicate => {
+                if layer.borrow_mut().admit(v) {
+                    let _ = self.sock.send_to(buf, addr).await;
+                }
+                self.sock.send_to(buf, addr).await
+            }
+            Verdict::Delay(d) => {
+                if !layer.borrow_mut().admit(v) {
+                    return self.sock.send_to(buf, addr).await;
+                }
+                layer.borrow_mut().sending += 1;
+                let (sock, layer, data) = (self.sock.clone(), layer.clone(), buf.to_vec());
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(d).await;
+                    let _ = sock.send_to(&data, addr).await;
+                    layer.borrow_mut().sending -= 1;
+                })
+                .detach();
+                Ok(buf.len())
+            }
+        }
+    }
+
+    /// `UdpSocket::recv_from` through the fault layer: dropped datagrams are never
+    /// returned, duplicated ones twice, delayed ones once their delay has passed
+    /// (the wait for the socket is shortened to the next one due).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> glommio::Result<(usize, SocketAddr), ()> {
+        let Some(layer) = &self.layer else {
+            return self.sock.recv_from(buf).await;
+        };
+        loop {
+            let now = Instant::now();
+            let next_due = {
+                let mut l = layer.borrow_mut();
+                match l.held.front() {
+                    Some((due, _, _)) if *due <= now => {
+                        let (_, d, from) = l.held.pop_front().expect("front exists");
+                        let n = d.len().min(buf.len());
+                        buf[..n].copy_from_slice(&d[..n]);
+                        return Ok((n, from));
+                    }
+                    Some((due, _, _)) => Some(*due - now),
+                    None => None,
+                }
+            };
+            if let Some(wait) = next_due {
+                let wait = wait.max(Duration::from_millis(1));
+                let wait = self.read_timeout.map_or(wait, |t| t.min(wait));
+                let _ = self.sock.set_read_timeout(Some(wait));
+            }
+            let r = self.sock.recv_from(buf).await;
+            if next_due.is_some() {
+                let _ = self.sock.set_read_timeout(self.read_timeout);
+            }
+            let (n, from) = match r {
+                Ok(x) => x,
+                Err(e) if next_due.is_some() && is_timeout(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut l = layer.borrow_mut();
+            let v = l.judge(Dir::Recv, from);
+            match v {
+                Verdict::Pass => return Ok((n, from)),
+                Verdict::Drop => continue,
+                Verdict::Duplicate => {
+                    if l.admit(v) {
+                        l.hold(Instant::now(), buf[..n].to_vec(), from);
+                    }
+                    return Ok((n, from));
+                }
+                Verdict::Delay(d) => {
+                    if !l.admit(v) {
+                        return Ok((n, from));
+                    }
+                    l.hold(Instant::now() + d, buf[..n].to_vec(), from);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(rates: FaultRates, cuts: Vec<AddrRange>) -> FaultLayer {
+        let switch = Arc::new(FaultSwitch::new(FaultConfig { rates, cuts }));
+        FaultLayer {
+            config: switch.current(),
+            seen: 0,
+            switch,
+            rng: ChaCha8Rng::seed_from_u64(7),
+            stats: FaultStats::default(),
+            held: VecDeque::new(),
+            sending: 0,
+        }
+    }
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addr_ranges() {
+        let r: AddrRange = "127.0.0.1:7000-7002".parse().unwrap();
+        assert!(r.contains(a("127.0.0.1:7000")) && r.contains(a("127.0.0.1:7002")));
+        assert!(!r.contains(a("127.0.0.1:7003")) && !r.contains(a("127.0.0.2:7001")));
+        assert_eq!(r.to_string(), "127.0.0.1:7000-7002");
+        let one: AddrRange = "127.0.0.1:9".parse().unwrap();
+        assert!(one.contains(a("127.0.0.1:9")) && !one.contains(a("127.0.0.1:10")));
+        let ip: AddrRange = "10.0.0.1".parse().unwrap();
+        assert!(ip.contains(a("10.0.0.1:1")) && ip.contains(a("10.0.0.1:65535")));
+        assert_eq!(ip.to_string(), "10.0.0.1");
+        for bad in ["", "x", "127.0.0.1:9-8", "127.0.0.1:a-b", "1.2.3.4:70000"] {
+            assert!(bad.parse::<AddrRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates_validated() {
+        let ok = FaultRates {
+            drop: 0.5,
+            dup: 0.25,
+            delay: 0.25,
+            delay_ms: 5,
+            side: Side::Both,
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = |f: fn(&mut FaultRates)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            r.validate().unwrap_err()
+        };
+        assert_eq!(bad(|r| r.drop = 1.5), FaultError::Probability("drop"));
+        assert_eq!(bad(|r| r.dup = -0.1), FaultError::Probability("dup"));
+        assert_eq!(bad(|r| r.delay = 0.3), FaultError::Sum);
+        assert_eq!(bad(|r| r.delay_ms = 20_000), FaultError::Delay);
+        assert!(bad(|r| r.drop = f64::NAN) == FaultError::Probability("drop"));
+    }
+
+    #[test]
+    fn fractions_follow_the_rates() {
+        let mut l = layer(
+            FaultRates {
+                drop: 0.1,
+                dup: 0.05,
+                delay: 0.2,
+                delay_ms: 3,
+                side: Side::Send,
+            },
+            vec![],
+        );
+        let n = 100_000;
+        let (mut drop, mut dup, mut delay) = (0, 0, 0);
+        for _ in 0..n {
+            match l.judge(Dir::Send, a("127.0.0.1:1")) {
+                Verdict::Drop => drop += 1,
+                Verdict::Duplicate => dup += 1,
+                Verdict::Delay(d) => {
+                    assert_eq!(d, Duration::from_millis(3));
+                    delay += 1
+                }
+                Verdict::Pass => {}
+            }
+            // The receive side is not covered.
+            assert_eq!(l.judge(Dir::Recv, a("127.0.0.1:1")), Verdict::Pass);
+        }
+        let near = |got: u64, p: f64| (got as f64 / n as f64 - p).abs() < 0.01;
+        assert!(near(drop, 0.1), "{drop}");
+        assert!(near(dup, 0.05), "{dup}");
+        assert!(near(delay, 0.2), "{delay}");
+        assert_eq!(l.stats.dropped, drop);
+    }
+
+    #[test]
+    fn cuts_and_heal_take_effect_through_the_switch() {
+        let mut l = layer(FaultRates::default(), vec![]);
+        let peer = a("127.0.0.1:7001");
+        assert_eq!(l.judge(Dir::Recv, peer), Verdict::Pass);
+        l.switch
+            .cut(vec!["127.0.0.1:7000-7002".parse().unwrap()])
+            .unwrap();
+        assert_eq!(l.judge(Dir::Recv, peer), Verdict::Drop);
+        assert_eq!(l.judge(Dir::Send, peer), Verdict::Drop);
+        assert_eq!(l.judge(Dir::Send, a("127.0.0.1:7003")), Verdict::Pass);
+        assert_eq!(l.stats.cut, 2);
+        l.switch.heal();
+        assert_eq!(l.judge(Dir::Send, peer), Verdict::Pass);
+        l.switch
+            .set_rates(FaultRates {
+                drop: 1.0,
+                ..FaultRates::default()
+            })
+            .unwrap();
+        assert_eq!(l.judge(Dir::Send, peer), Verdict::Drop);
+        assert!(l
+            .switch
+            .set_rates(FaultRates {
+                drop: 2.0,
+                ..FaultRates::default()
+            })
+            .is_err());
+        let many: Vec<AddrRange> = (0..=MAX_CUTS as u16)
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        assert_eq!(l.switch.cut(many), Err(FaultError::TooManyCuts));
+    }
+
+    #[test]
+    fn held_datagrams_are_bounded_and_kept_in_due_order() {
+        let mut l = layer(FaultRates::default(), vec![]);
+        let t = Instant::now();
+        l.hold(t + Duration::from_millis(5), vec![1], a("127.0.0.1:1"));
+        l.hold(t, vec![2], a("127.0.0.1:1"));
+        l.hold(t + Duration::from_millis(1), vec![3], a("127.0.0.1:1"));
+        let order: Vec<u8> = l.held.iter().map(|(_, d, _)| d[0]).collect();
+        assert_eq!(order, vec![2, 3, 1]);
+        l.sending = MAX_HELD - 3;
+        assert!(!l.admit(Verdict::Delay(Duration::ZERO)));
+        assert_eq!(l.stats.overflow, 1);
+        assert_eq!(l.stats.delayed, 0);
+    }
+
+    #[test]
+    fn sockets_without_chaos_pass_everything_and_with_it_apply_faults() {
+        let run = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .make()
+                .unwrap()
+                .run(f)
+        };
+        run(Box::pin(async {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let to = rx.local_addr().unwrap();
+            let switch = Arc::new(FaultSwitch::new(FaultConfig::default()));
+            let rx = FaultySocket::new(rx, Some(switch.clone()), 1);
+            let tx = FaultySocket::new(UdpSocket::bind("127.0.0.1:0").unwrap(), None, 2);
+            let mut buf = [0u8; 16];
+            // Duplicate everything on receive: each datagram comes out twice.
+            switch
+                .set_rates(FaultRates {
+                    dup: 1.0,
+                    side: Side::Recv,
+                    ..FaultRates::default()
+                })
+                .unwrap();
+            tx.send_to(b"a", to).await.unwrap();
+            for _ in 0..2 {
+                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"a");
+            }
+            assert!(rx.recv_from(&mut buf).await.is_err(), "only twice");
+            // Delay everything by 30 ms.
+            switch
+                .set_rates(FaultRates {
+                    delay: 1.0,
+                    delay_ms: 30,
+                    side: Side::Recv,
+                    ..FaultRates::default()
+                })
+                .unwrap();
+            let t = Instant::now();
+            tx.send_to(b"b", to).await.unwrap();
+            let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"b");
+            assert!(t.elapsed() >= Duration::from_millis(30));
+            // Cut the sender's address: nothing arrives.
+            switch.set_rates(FaultRates::default()).unwrap();
+            let from: AddrRange = tx.sock.local_addr().unwrap().to_string().parse().unwrap();
+            switch.cut(vec![from]).unwrap();
+            tx.send_to(b"c", to).await.unwrap();
+            assert!(rx.recv_from(&mut buf).await.is_err());
+            switch.heal();
+            tx.send_to(b"d", to).await.unwrap();
+            let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"d");
+            let s = rx.fault_stats();
+            assert_eq!((s.duplicated, s.delayed, s.cut), (1, 1, 1));
+            assert_eq!(tx.fault_stats(), FaultStats::default());
+        }));
+    }
+}
