@@ -10,9 +10,12 @@
 //! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
-//! Ping     (0x10) body := shards u16          (membership, control socket)
-//! Leave    (0x11) body := (empty)             (membership, control socket)
+//! Ping     (0x10) body := shards u16          (membership Join, control socket)
+//! Leave    (0x11) body := (empty)             (membership Disconnect, control socket)
 //! ```
+//!
+//! The control socket carries the HyParView frames (0x10..=0x19), decoded by
+//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout.
 //!
 //! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
 //! frames (see [`auth`]); it is verified and stripped before decoding.
@@ -26,6 +29,7 @@ mod builder;
 mod codec;
 mod error;
 mod frame;
+pub mod members;
 
 pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
 pub use codec::{
@@ -33,6 +37,10 @@ pub use codec::{
 };
 pub use error::DecodeError;
 pub use frame::{tag, Frame, Header, IHaveEntry};
+pub use members::{
+    decode_members, encode_member_datagram, encode_member_frame, member_encoded_len, Contact,
+    MemberDatagram, MemberFrame, CONTACT_LEN,
+};
 
 /// Datagram magic, "PC".
 pub const MAGIC: [u8; 2] = *b"PC";
