@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod config;
 mod control;
+mod members;
 pub mod metrics;
 pub mod runtime;
+
 mod shard_exec;
 pub mod sink;
 pub mod snapshot;
@@ -151,8 +153,8 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         seeds: cfg.seeds.clone(),
         shard_cores,
         control_core,
-        heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
-        failure_timeout: Duration::from_millis(cfg.failure_timeout_ms),
+        heartbeat_interval: cfg.membership.heartbeat_interval,
+        failure_timeout: cfg.membership.failure_timeout,
         recv_buffer: cfg.recv_buffer_bytes,
         send_buffer: cfg.send_buffer_bytes,
         mtu: cfg.mtu,
@@ -162,10 +164,12 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     };
     let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
         .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
-    let node = runtime::start(rcfg, sink_tx).map_err(|e| match e {
-        runtime::RuntimeError::Config(m) => NodeError::Config(m),
-        other => NodeError::Environment(other.to_string()),
-    })?;
+    let node = runtime::start_with_membership(rcfg, cfg.membership.clone(), sink_tx).map_err(
+        |e| match e {
+            runtime::RuntimeError::Config(m) => NodeError::Config(m),
+            other => NodeError::Environment(other.to_string()),
+        },
+    )?;
     let admin = admin::AdminServer::start(cfg.admin, Arc::new(node.backend()))
         .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(
