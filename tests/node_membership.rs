@@ -101,7 +101,12 @@ fn degrees(nodes: &[(u64, &Node)]) -> String {
 }
 
 /// Waits until [`settled`]; on timeout fails with every node's view.
-fn wait_settled(what: &str, limit: Duration, nodes: &[(u64, &Node)], alive: &HashSet<String>) -> Duration {
+fn wait_settled(
+    what: &str,
+    limit: Duration,
+    nodes: &[(u64, &Node)],
+    alive: &HashSet<String>,
+) -> Duration {
     let t = Instant::now();
     loop {
         let v = views(nodes);
@@ -115,7 +120,10 @@ fn wait_settled(what: &str, limit: Duration, nodes: &[(u64, &Node)], alive: &Has
                 .map(|(me, view)| format!("{me}: {} {view:?}", view.len()))
                 .collect();
             rows.sort();
-            panic!("timed out after {limit:?} waiting for {what}:\n{}", rows.join("\n"));
+            panic!(
+                "timed out after {limit:?} waiting for {what}:\n{}",
+                rows.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

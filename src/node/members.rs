@@ -557,3 +557,276 @@ impl MemberDriver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::wire::{decode_members, encode_member_datagram, Header};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn cfg() -> MembershipConfig {
+        MembershipConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(200),
+            shuffle_interval: Duration::from_millis(300),
+            join_retry: Duration::from_millis(100),
+            join_retry_max: Duration::from_millis(800),
+            ..MembershipConfig::default()
+        }
+    }
+
+    /// Drivers wired through the real codec; datagrams to an address with no live
+    /// driver are lost.
+    struct Net {
+        nodes: Vec<(NodeId, SocketAddr, MemberDriver, bool)>,
+        queue: VecDeque<(usize, SocketAddr, MemberFrame)>,
+        /// (node index, neighbour up/down output) in order.
+        links: Vec<(usize, Output)>,
+        now: Time,
+    }
+
+    impl Net {
+        fn new() -> Self {
+            Net {
+                nodes: Vec::new(),
+                queue: VecDeque::new(),
+                links: Vec::new(),
+                now: Duration::ZERO,
+            }
+        }
+
+        fn add(&mut self, id: u64, port: u16, shards: u16, seeds: &[SocketAddr]) -> usize {
+            let d =
+                MemberDriver::new(NodeId(id), addr(port), shards, 1400, cfg(), seeds, id).unwrap();
+            self.nodes.push((NodeId(id), addr(port), d, false));
+            self.nodes.len() - 1
+        }
+
+        fn start(&mut self, i: usize) {
+            self.nodes[i].3 = true;
+            let out = self.nodes[i].2.start(self.now);
+            self.push(i, out);
+        }
+
+        fn push(&mut self, i: usize, out: Vec<Output>) {
+            for o in out {
+                match o {
+                    Output::Send { to, frame } => self.queue.push_back((i, to, frame)),
+                    other => self.links.push((i, other)),
+                }
+            }
+        }
+
+        /// Delivers everything queued (and what it causes).
+        fn flush(&mut self) {
+            while let Some((from, to, frame)) = self.queue.pop_front() {
+                let (id, src) = (self.nodes[from].0, self.nodes[from].1);
+                let h = Header {
+                    sender: id,
+                    incarnation: 1,
+                    flags: 0,
+                };
+                let raw = Bytes::from(encode_member_datagram(&h, &[frame]));
+                let dg = decode_members(&raw).unwrap();
+                let Some(j) = self.nodes.iter().position(|n| n.1 == to && n.3) else {
+                    continue;
+                };
+                let out = self.nodes[j]
+                    .2
+                    .on_frames(self.now, dg.header.sender, src, dg.frames);
+                self.push(j, out);
+            }
+        }
+
+        /// Advances time in 10 ms ticks up to `until`, delivering as it goes.
+        fn run(&mut self, until: Time) {
+            while self.now < until {
+                self.now += Duration::from_millis(10);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].3 {
+                        let out = self.nodes[i].2.tick(self.now);
+                        self.push(i, out);
+                    }
+                }
+                self.flush();
+            }
+        }
+
+        fn active(&self, i: usize) -> Vec<NodeId> {
+            self.nodes[i].2.m.active().to_vec()
+        }
+    }
+
+    #[test]
+    fn joins_through_a_seed_known_only_by_address() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 2, &[]);
+        let b = net.add(2, 7010, 3, &[addr(7000)]);
+        net.start(a);
+        net.start(b);
+        net.run(Duration::from_millis(200));
+        assert_eq!(net.active(a), vec![NodeId(2)]);
+        assert_eq!(net.active(b), vec![NodeId(1)]);
+        // The shards are told where the neighbour's shards listen.
+        assert!(net.links.contains(&(
+            a,
+            Output::Up {
+                peer: NodeId(2),
+                control: addr(7010),
+                shards: 3
+            }
+        )));
+        assert!(net.links.contains(&(
+            b,
+            Output::Up {
+                peer: NodeId(1),
+                control: addr(7000),
+                shards: 2
+            }
+        )));
+        let s = net.nodes[b].2.snapshot(net.now);
+        assert!(!s.joining);
+        assert_eq!(s.active[0].addr, Some(addr(7000)));
+    }
+
+    #[test]
+    fn a_seed_that_is_down_is_retried_with_backoff_until_it_answers() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        net.start(b);
+        net.run(Duration::from_millis(1000));
+        // Sent at 0, 100, 300, 700 ms (doubling from join_retry = 100).
+        let sent = net.nodes[b].2.stats.seed_joins_sent;
+        assert_eq!(sent, 4);
+        assert!(net.nodes[b].2.snapshot(net.now).joining);
+        net.start(a);
+        net.run(Duration::from_millis(2600));
+        assert_eq!(net.active(b), vec![NodeId(1)]);
+        let after = net.nodes[b].2.stats.seed_joins_sent;
+        net.run(Duration::from_millis(5000));
+        assert_eq!(
+            net.nodes[b].2.stats.seed_joins_sent, after,
+            "stops once joined"
+        );
+    }
+
+    #[test]
+    fn a_node_joined_through_us_before_our_seed_answered_does_not_make_an_island() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        let c = net.add(3, 7020, 1, &[addr(7010)]);
+        // B and C first; A (B's seed) comes up later.
+        net.start(b);
+        net.start(c);
+        net.run(Duration::from_millis(300));
+        assert_eq!(net.active(b), vec![NodeId(3)]);
+        net.start(a);
+        net.run(Duration::from_millis(3000));
+        let mut ab = net.active(a);
+        ab.sort();
+        assert_eq!(ab, vec![NodeId(2), NodeId(3)]);
+        assert!(net.active(b).contains(&NodeId(1)));
+    }
+
+    #[test]
+    fn leave_disconnects_every_active_neighbour() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        let c = net.add(3, 7020, 1, &[addr(7000)]);
+        for i in [a, b, c] {
+            net.start(i);
+        }
+        net.run(Duration::from_millis(500));
+        assert_eq!(net.active(a).len(), 2);
+        let out = net.nodes[a].2.leave(net.now);
+        let disconnects: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    frame: MemberFrame::Disconnect,
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(disconnects.len(), 2);
+        assert!(disconnects.contains(&addr(7010)) && disconnects.contains(&addr(7020)));
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::Down { .. }))
+                .count(),
+            2
+        );
+        // Inputs after leaving are ignored.
+        assert!(net.nodes[a]
+            .2
+            .tick(net.now + Duration::from_secs(9))
+            .is_empty());
+        net.push(a, out);
+        net.nodes[a].3 = false;
+        net.flush();
+        assert_eq!(net.active(b), vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn bad_contacts_and_layouts_are_dropped_and_counted() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let bad = Contact {
+            id: NodeId(9),
+            addr: addr(0),
+            shards: 1,
+        };
+        let t = Duration::from_millis(5);
+        let out = d.on_frames(
+            t,
+            NodeId(2),
+            addr(7010),
+            vec![
+                MemberFrame::ForwardJoin { new: bad, ttl: 0 },
+                MemberFrame::Join { shards: 0 },
+                MemberFrame::ShuffleReply { nodes: vec![bad] },
+            ],
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(d.stats.bad_contacts, 3);
+        assert!(d.m.active().is_empty() && d.m.passive().is_empty());
+    }
+
+    #[test]
+    fn the_address_book_is_bounded() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let cap = d.book.cap;
+        for k in 0..(cap as u64 * 3) {
+            let c = Contact {
+                id: NodeId(1000 + k),
+                addr: addr(10_000 + k as u16),
+                shards: 1,
+            };
+            d.on_frames(
+                Duration::from_millis(k),
+                NodeId(2),
+                addr(7010),
+                vec![MemberFrame::ShuffleReply { nodes: vec![c] }],
+            );
+        }
+        assert!(d.book.map.len() <= cap);
+        assert!(d.stats.address_book_evictions > 0);
+        // Every passive member is still routable.
+        for p in d.m.passive() {
+            assert!(d.book.get(*p).is_some(), "{p:?} lost its address");
+        }
+    }
+}
