@@ -2,7 +2,9 @@
 //! previous one as its seed (a chain), must settle into one overlay; after four of
 //! them are killed with SIGKILL, the eight survivors must drop the dead from their
 //! views and settle again within the failure timeout plus a small bound, and one
-//! broadcast must then reach every survivor exactly once.
+//! broadcast must then reach every survivor exactly once. Last, one survivor gets
+//! SIGTERM: it must tell every neighbour (Disconnect) rather than leave them to the
+//! failure detector.
 //!
 //! "Settled" is what HyParView can promise, not "every view full": with 12 nodes and
 //! views of 5, a node can end with room while every node it is not linked to is full
@@ -21,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, broadcast, node_hex, read_deliveries, start_node, wait_until, Node,
+    active_view, broadcast, get_json, node_hex, read_deliveries, start_node, wait_until, Node,
 };
 
 const NODES: u64 = 12;
@@ -198,5 +200,47 @@ fn chain_seeded_cluster_fills_views_heals_after_sigkill_and_delivers_once() {
         let (count, payload) = &d[&id];
         assert_eq!(*count, 1, "node {i} delivered {id} {count} times");
         assert_eq!(payload, b"after-the-crash");
+    }
+
+    // SIGTERM: the node leaves, so each of its neighbours counts a Disconnect.
+    let disconnects = |n: &Node| {
+        get_json(n.admin, "/members").map_or(0, |v| v["stats"]["disconnects"].as_u64().unwrap_or(0))
+    };
+    let (leaver_id, leaver) = survivors[1];
+    let leaver_hex = node_hex(leaver_id);
+    let rest: Vec<(u64, &Node)> = survivors
+        .iter()
+        .copied()
+        .filter(|(i, _)| *i != leaver_id)
+        .collect();
+    let neighbours: Vec<&Node> = rest
+        .iter()
+        .filter(|(_, n)| active_view(n.admin).is_some_and(|v| v.contains(&leaver_hex)))
+        .map(|(_, n)| *n)
+        .collect();
+    let before: Vec<u64> = neighbours.iter().map(|n| disconnects(n)).collect();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &leaver.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_until(
+        "every neighbour of the leaver to count its Disconnect",
+        Duration::from_secs(10),
+        || {
+            neighbours
+                .iter()
+                .zip(&before)
+                .all(|(n, b)| disconnects(n) > *b)
+        },
+    );
+    assert!(!neighbours.is_empty());
+    for (_, n) in &rest {
+        assert!(
+            !active_view(n.admin)
+                .unwrap_or_default()
+                .contains(&leaver_hex),
+            "a neighbour still lists the node that left"
+        );
     }
 }
