@@ -314,7 +314,7 @@ fn arb_contact() -> impl Strategy<Value = Contact> {
     (
         any::<u64>(),
         prop_oneof![
-            any::<[u8; 4]>().prop_map(|b| std::net::IpAddr::from(b)),
+            any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
             any::<[u8; 16]>().prop_map(|b| std::net::IpAddr::from(std::net::Ipv6Addr::from(b))),
         ],
         any::<u16>(),
