@@ -1,6 +1,7 @@
 //! The `plumcore` command line.
 
 mod launcher;
+mod members_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     /// Start a local cluster of node processes on 127.0.0.1, publish under load and
     /// report deliveries: the quickstart.
     Cluster(launcher::ClusterArgs),
+    /// Show a running node's HyParView views (active and passive) from its admin plane.
+    Members(members_cmd::MembersArgs),
     /// Run the deterministic simulator: many protocol nodes over a virtual network.
     Sim(SimArgs),
     /// Validate a core map file against this machine.
@@ -280,6 +283,13 @@ fn main() -> Result<ExitCode> {
             launcher::run(a)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Members(a) => match members_cmd::run(&a) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("plumcore: {e:#}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Sim(a) => run_sim(a),
         Command::CheckCoreMap { file } => Ok(check_core_map(file)),
     }

@@ -332,3 +332,86 @@ fn reencode_matches(header: &Header, frames: &[Frame]) -> Result<(), TestCaseErr
     prop_assert_eq!(normalize(again), normalize(frames.iter().cloned()));
     Ok(())
 }
+
+// ---- HyParView frames on the control socket ----------------------------------------
+
+use plumcore::wire::{decode_members, encode_member_datagram, Contact, MemberFrame};
+
+fn arb_contact() -> impl Strategy<Value = Contact> {
+    (
+        any::<u64>(),
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
+            any::<[u8; 16]>().prop_map(|b| std::net::IpAddr::from(std::net::Ipv6Addr::from(b))),
+        ],
+        any::<u16>(),
+        any::<u16>(),
+    )
+        .prop_map(|(id, ip, port, shards)| {
+            // An IPv4-mapped IPv6 address travels as (and decodes to) its IPv4 form.
+            let ip = match ip {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+                v4 => v4,
+            };
+            Contact {
+                id: NodeId(id),
+                addr: std::net::SocketAddr::new(ip, port),
+                shards,
+            }
+        })
+}
+
+fn arb_member_frame() -> impl Strategy<Value = MemberFrame> {
+    prop_oneof![
+        any::<u16>().prop_map(|shards| MemberFrame::Join { shards }),
+        Just(MemberFrame::Disconnect),
+        (arb_contact(), any::<u8>()).prop_map(|(new, ttl)| MemberFrame::ForwardJoin { new, ttl }),
+        (any::<bool>(), any::<u16>()).prop_map(|(high_priority, shards)| MemberFrame::Neighbor {
+            high_priority,
+            shards
+        }),
+        (any::<bool>(), any::<u16>())
+            .prop_map(|(accepted, shards)| MemberFrame::NeighborReply { accepted, shards }),
+        (arb_contact(), any::<u8>(), vec(arb_contact(), 0..40))
+            .prop_map(|(origin, ttl, nodes)| MemberFrame::Shuffle { origin, ttl, nodes }),
+        vec(arb_contact(), 0..40).prop_map(|nodes| MemberFrame::ShuffleReply { nodes }),
+        Just(MemberFrame::Heartbeat),
+        Just(MemberFrame::Probe),
+        Just(MemberFrame::ProbeReply),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn member_frames_roundtrip(header in arb_header(), frames in vec(arb_member_frame(), 1..6)) {
+        let raw = encode_member_datagram(&header, &frames);
+        let dg = decode_members(&Bytes::from(raw)).expect("valid datagram");
+        prop_assert_eq!(dg.header, header);
+        prop_assert_eq!(dg.frames, frames);
+        prop_assert_eq!(dg.skipped_unknown, 0);
+    }
+
+    #[test]
+    fn member_decode_arbitrary_body(header in arb_header(), body in vec(any::<u8>(), 0..2048)) {
+        let mut raw = Vec::new();
+        plumcore::wire::encode_header(&header, &mut raw);
+        raw.extend_from_slice(&body);
+        let _ = decode_members(&Bytes::from(raw));
+    }
+
+    #[test]
+    fn member_bit_flips_never_panic(
+        header in arb_header(),
+        frames in vec(arb_member_frame(), 1..4),
+        flips in vec(any::<prop::sample::Index>(), 1..8),
+    ) {
+        let mut raw = encode_member_datagram(&header, &frames);
+        for f in flips {
+            let i = f.index(raw.len());
+            raw[i] ^= 1 << (i % 8);
+        }
+        let _ = decode_members(&Bytes::from(raw));
+    }
+}

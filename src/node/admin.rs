@@ -1,4 +1,5 @@
-//! The HTTP admin plane: `/metrics`, `/status`, `/peers` and `POST /broadcast`, served
+//! The HTTP admin plane: `/metrics`, `/status`, `/peers`, `/members` and
+//! `POST /broadcast`, served
 //! by `tiny_http` on a std thread of its own so that it never runs on (or blocks) a
 //! shard core. It only reads snapshots and submits broadcasts through
 //! [`AdminBackend`], so the node's internals stay behind that trait.
@@ -210,7 +211,7 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
         };
     }
     let allowed = match path {
-        "/metrics" | "/status" | "/peers" => Method::Get,
+        "/metrics" | "/status" | "/peers" | "/members" => Method::Get,
         "/broadcast" => Method::Post,
         _ => return Reply::error(404, "not found"),
     };
@@ -234,8 +235,21 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             200,
             &serde_json::to_value(&backend.snapshot().peers).unwrap_or(Value::Null),
         ),
+        "/members" => Reply::json(200, &members_json(&backend.snapshot())),
         _ => broadcast(request, backend),
     }
+}
+
+/// The `/members` document: this node's id and address, then the HyParView views
+/// (active and passive, each member with address, shard count, state and last
+/// heard), the join state, the address book's fill and the membership counters.
+pub fn members_json(s: &NodeSnapshot) -> Value {
+    let mut v = serde_json::to_value(&s.membership).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut v {
+        map.insert("node_id".into(), json!(s.node_id));
+        map.insert("addr".into(), json!(s.addr));
+    }
+    v
 }
 
 /// `/chaos/faults` (GET the settings, POST `FaultRates` JSON to replace the random
@@ -354,7 +368,7 @@ mod tests {
 
     use super::*;
     use crate::ids::{MessageId, NodeId};
-    use crate::node::snapshot::{IoStats, LoopInfo, PeerInfo};
+    use crate::node::snapshot::{IoStats, LoopInfo, MemberInfo, MembershipSnapshot, PeerInfo};
 
     struct Fake {
         refuse: Mutex<Option<BroadcastRefused>>,
@@ -398,6 +412,25 @@ mod tests {
                 broadcasts_refused: 2,
                 degraded: Vec::new(),
                 tasks: Default::default(),
+                membership: MembershipSnapshot {
+                    active: vec![MemberInfo {
+                        node_id: "0000000000000001".into(),
+                        addr: Some("127.0.0.1:7100".parse().unwrap()),
+                        shards: 2,
+                        state: "active".into(),
+                        last_heard_ms_ago: Some(10),
+                    }],
+                    passive: vec![MemberInfo {
+                        node_id: "0000000000000009".into(),
+                        addr: Some("127.0.0.1:7900".parse().unwrap()),
+                        shards: 1,
+                        state: "passive".into(),
+                        last_heard_ms_ago: None,
+                    }],
+                    active_capacity: 5,
+                    passive_capacity: 30,
+                    ..MembershipSnapshot::default()
+                },
             }
         }
 
@@ -488,6 +521,17 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v[1]["node_id"], "0000000000000002");
         assert_eq!(v[0]["eager_partitions"], 3);
+
+        let (status, _, body) = request(addr, "GET", "/members", b"");
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["node_id"], "00000000000000ff");
+        assert_eq!(v["active"][0]["addr"], "127.0.0.1:7100");
+        assert_eq!(v["active"][0]["state"], "active");
+        assert_eq!(v["passive"][0]["node_id"], "0000000000000009");
+        assert!(v["passive"][0]["last_heard_ms_ago"].is_null());
+        assert_eq!(v["active_capacity"], 5);
+        assert_eq!(request(addr, "POST", "/members", b"").0, 405);
 
         let (status, _, body) = request(addr, "POST", "/broadcast", b"hello");
         assert_eq!(status, 200);

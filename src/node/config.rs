@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use super::fault::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
 use super::ratelimit::RateLimitConfig;
+use crate::membership::MembershipConfig;
 use crate::protocol::ProtocolConfig;
 use crate::wire;
 
@@ -46,10 +47,6 @@ pub struct NodeConfig {
     pub deliveries: Option<String>,
     /// `tracing` filter directive, e.g. `info` or `plumcore=debug`.
     pub log_level: String,
-    /// Period of membership heartbeats, in milliseconds.
-    pub heartbeat_interval_ms: u64,
-    /// Silence after which a neighbour is declared failed, in milliseconds.
-    pub failure_timeout_ms: u64,
     /// `SO_RCVBUF` requested for every UDP socket.
     pub recv_buffer_bytes: usize,
     /// `SO_SNDBUF` requested for every UDP socket.
@@ -58,6 +55,8 @@ pub struct NodeConfig {
     pub mtu: usize,
     /// Plumtree tunables (the `[protocol]` table).
     pub protocol: ProtocolConfig,
+    /// HyParView tunables (the `[membership]` table; durations in milliseconds).
+    pub membership: MembershipConfig,
     /// Test-only fault injection: `POST /chaos/panic/<loop>` makes a loop panic.
     pub chaos: bool,
     /// File of cluster keys (one 64-hex-digit key per line, `#` comments; the first
@@ -98,12 +97,11 @@ impl Default for NodeConfig {
             core_map: None,
             deliveries: None,
             log_level: "info".to_string(),
-            heartbeat_interval_ms: 500,
-            failure_timeout_ms: 3000,
             recv_buffer_bytes: 8 << 20,
             send_buffer_bytes: 8 << 20,
             mtu: wire::DEFAULT_MTU,
             protocol: ProtocolConfig::default(),
+            membership: MembershipConfig::default(),
             chaos: false,
             cluster_key_file: None,
             admin_token_file: None,
@@ -304,6 +302,8 @@ fn describe_toml_error(message: &str, text: &str, start: Option<usize>) -> Strin
         // The protocol table's expected-fields list names its own keys.
         let prefix = if message.contains("`eager_fanout`") {
             "protocol."
+        } else if message.contains("`shuffle_interval`") {
+            "membership."
         } else {
             ""
         };
@@ -508,24 +508,9 @@ impl NodeConfig {
                 ),
             ));
         }
-        if self.heartbeat_interval_ms == 0 {
-            return Err(ConfigError::invalid(
-                "heartbeat_interval_ms",
-                "must be positive",
-            ));
-        }
-        if self.failure_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "failure_timeout_ms",
-                "must be positive",
-            ));
-        }
-        if self.failure_timeout_ms <= self.heartbeat_interval_ms {
-            return Err(ConfigError::invalid(
-                "failure_timeout_ms",
-                "must be greater than heartbeat_interval_ms",
-            ));
-        }
+        self.membership
+            .validate()
+            .map_err(|e| ConfigError::invalid(&format!("membership.{}", e.key), e.reason))?;
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
@@ -593,8 +578,7 @@ mod tests {
         assert_eq!(cfg.admin, "127.0.0.1:7080".parse().unwrap());
         assert!(cfg.seeds.is_empty());
         assert_eq!(cfg.log_level, "info");
-        assert_eq!(cfg.heartbeat_interval_ms, 500);
-        assert_eq!(cfg.failure_timeout_ms, 3000);
+        assert_eq!(cfg.membership, MembershipConfig::default());
         assert_eq!(cfg.recv_buffer_bytes, 8 << 20);
         assert_eq!(cfg.send_buffer_bytes, 8 << 20);
         assert_eq!(cfg.mtu, 1400);
@@ -634,7 +618,6 @@ graft_timeout = 250
             cfg.protocol.graft_timeout,
             std::time::Duration::from_millis(250)
         );
-        assert_eq!(cfg.heartbeat_interval_ms, 500);
 
         let args = NodeArgs {
             node_id: Some(7),
@@ -821,13 +804,20 @@ graft_timeout = 250
         assert_eq!(invalid_key("mtu = 10"), "mtu");
         assert_eq!(invalid_key("mtu = 70000"), "mtu");
         assert_eq!(
-            invalid_key("heartbeat_interval_ms = 0"),
-            "heartbeat_interval_ms"
+            invalid_key("[membership]\nactive_view = 0"),
+            "membership.active_view"
         );
-        assert_eq!(invalid_key("failure_timeout_ms = 0"), "failure_timeout_ms");
         assert_eq!(
-            invalid_key("heartbeat_interval_ms = 500\nfailure_timeout_ms = 500"),
-            "failure_timeout_ms"
+            invalid_key("[membership]\nheartbeat_interval = 0"),
+            "membership.heartbeat_interval"
+        );
+        assert_eq!(
+            invalid_key("[membership]\nheartbeat_interval = 500\nfailure_timeout = 600"),
+            "membership.failure_timeout"
+        );
+        assert_eq!(
+            invalid_key("[membership]\njoin_retry = 500\njoin_retry_max = 100"),
+            "membership.join_retry_max"
         );
         assert_eq!(invalid_key("log_level = \"\""), "log_level");
         assert_eq!(
@@ -853,6 +843,30 @@ graft_timeout = 250
             ..NodeArgs::default()
         };
         assert_eq!(load(&args).unwrap_err().key(), Some("shards"));
+    }
+
+    #[test]
+    fn membership_table() {
+        let f = write(
+            "[membership]\nactive_view = 4\npassive_view = 12\nshuffle_interval = 500\nheartbeat_interval = 100\nfailure_timeout = 400\n",
+        );
+        let m = load(&args_with(&f)).unwrap().membership;
+        assert_eq!(m.active_view, 4);
+        assert_eq!(m.passive_view, 12);
+        assert_eq!(m.shuffle_interval, std::time::Duration::from_millis(500));
+        assert_eq!(m.heartbeat_interval, std::time::Duration::from_millis(100));
+        assert_eq!(m.failure_timeout, std::time::Duration::from_millis(400));
+        assert_eq!(m.arwl, MembershipConfig::default().arwl);
+        let f = write("[membership]\nactive_view = 4\nbogus = 1\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("unknown key `membership.bogus` at line 3"),
+            "{msg}"
+        );
+        // The membership-lite keys are gone, and say so.
+        let f = write("heartbeat_interval_ms = 500\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(msg.contains("unknown key `heartbeat_interval_ms`"), "{msg}");
     }
 
     #[test]

@@ -1,42 +1,47 @@
-//! The control core: membership over the control socket (Ping/Leave, heartbeat
-//! failure detection) and the node's periodic work, each a supervised [`Loop`]:
-//! heartbeat, maintenance, seen-map cleanup scheduling and
-//! stats aggregation. The receive path is a permanent child of a supervisor.
+//! The control core: HyParView membership over the control socket (driven by
+//! [`MemberDriver`]) and the node's periodic work, each a supervised [`Loop`]:
+//! membership timers, maintenance, seen-map cleanup scheduling and stats aggregation.
+//! The receive path is a permanent child of a supervisor.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use glommio::net::UdpSocket;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use socket2::Socket;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use super::fault::{FaultSwitch, FaultySocket};
+use super::members::{MemberDriver, Output};
 use super::runtime::{
-    build_mtu, is_timeout, unix_ms, PeerLayout, RuntimeConfig, ShardCmd, ShardReport, Shared,
+    build_mtu, is_timeout, unix_ms, RuntimeConfig, ShardCmd, ShardReport, Shared,
 };
 use super::snapshot::{node_hex, IoStats, LoopInfo, PeerInfo, ShardSnapshot};
-use crate::ids::NodeId;
+use crate::membership::{MembershipConfig, Time};
 use crate::tasks::{
     BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
     LoopStatus, RestartIntensity, RestartType, Supervisor, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
-use crate::wire::{self, Coalescer, Frame, Header};
+use crate::wire::{self, Header, MemberFrame};
 
 /// How often stats are aggregated for the admin plane.
 pub(super) const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often the control core schedules a seen-map cleanup slice on every shard.
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
+/// Resolution of membership timers: how often due ones are fired.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(10);
 
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
     pub cfg: RuntimeConfig,
+    /// HyParView tunables (validated).
+    pub membership: MembershipConfig,
     pub header: Header,
     pub shared: Arc<Shared>,
     pub reports: Receiver<ShardReport>,
@@ -49,14 +54,9 @@ pub(super) struct ControlCtx {
     pub faults: Option<Arc<FaultSwitch>>,
 }
 
-struct PeerEntry {
-    layout: PeerLayout,
-    last_heard: Instant,
-}
-
 struct ControlState {
     ctx: ControlCtx,
-    peers: FxHashMap<NodeId, PeerEntry>,
+    members: MemberDriver,
     io: IoStats,
     loops: Vec<LoopHandle>,
     shards: Vec<Option<ShardSnapshot>>,
@@ -158,28 +158,53 @@ impl ControlState {
         }
     }
 
+    /// Membership time: elapsed since the node started.
+    fn now(&self) -> Time {
+        self.ctx.shared.started.elapsed()
+    }
+
     /// One datagram holding `frame`, sealed when the cluster is keyed.
-    fn datagram(&mut self, frame: Frame) -> Bytes {
-        let mtu = build_mtu(self.ctx.cfg.mtu, self.ctx.auth.is_some());
-        let mut c = Coalescer::new(self.ctx.header, mtu);
-        let mut out = Vec::new();
-        let _ = c.push(frame, &mut out);
-        c.flush(&mut out);
-        let d = out.pop().unwrap_or_default();
+    fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
+        let d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
         match &mut self.ctx.auth {
             Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
-            None => d,
+            None => Bytes::from(d),
         }
     }
 
-    fn ping(&mut self) -> Bytes {
-        self.datagram(Frame::Ping {
-            shards: self.ctx.cfg.shard_cores.len() as u16,
-        })
+    /// Performs the driver's outputs that need no socket (neighbours to the shards)
+    /// and returns the datagrams to send.
+    fn apply(&mut self, outputs: Vec<Output>) -> Vec<(Bytes, SocketAddr)> {
+        let mut sends = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Send { to, frame } => {
+                    let d = self.datagram(&frame);
+                    sends.push((d, to));
+                }
+                Output::Up {
+                    peer,
+                    control,
+                    shards,
+                } => {
+                    info!(peer = %node_hex(peer), %control, shards, "neighbour up");
+                    self.tell_shards(|| ShardCmd::NeighborUp {
+                        peer,
+                        control,
+                        shards,
+                    });
+                }
+                Output::Down { peer } => {
+                    info!(peer = %node_hex(peer), "neighbour down");
+                    self.tell_shards(|| ShardCmd::NeighborDown { peer });
+                }
+            }
+        }
+        sends
     }
 
-    /// A datagram on the control socket. Returns a reply to send, if any.
-    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) -> Option<Bytes> {
+    /// A datagram on the control socket. Returns the datagrams to send in answer.
+    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) -> Vec<(Bytes, SocketAddr)> {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Authenticate before decoding anything; only the MAC'd part is decoded.
@@ -188,88 +213,32 @@ impl ControlState {
                 Ok(n) => &buf[..n],
                 Err(e) => {
                     self.io.count_auth_failure(e);
-                    return None;
+                    return Vec::new();
                 }
             },
             None => buf,
         };
         let bytes = Bytes::copy_from_slice(buf);
-        let dg = match wire::decode(&bytes) {
+        let dg = match wire::decode_members(&bytes) {
             Ok(dg) => dg,
             Err(e) => {
                 self.io.count_decode_error(e.reason());
-                return None;
+                return Vec::new();
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
-        let from = dg.header.sender;
-        if from == self.ctx.cfg.node_id {
-            return None;
-        }
-        let mut reply = None;
-        for f in dg.frames {
-            match f {
-                Frame::Ping { shards } if shards > 0 => {
-                    let layout = PeerLayout {
-                        control: src,
-                        shards,
-                    };
-                    match self.peers.get_mut(&from) {
-                        Some(p) => p.last_heard = Instant::now(),
-                        None => {
-                            info!(peer = %node_hex(from), %src, shards, "neighbour up");
-                            self.peers.insert(
-                                from,
-                                PeerEntry {
-                                    layout,
-                                    last_heard: Instant::now(),
-                                },
-                            );
-                            self.tell_shards(|| ShardCmd::NeighborUp {
-                                peer: from,
-                                control: src,
-                                shards,
-                            });
-                            // Answer at once so the joiner learns our layout.
-                            reply = Some(self.ping());
-                        }
-                    }
-                }
-                Frame::Leave if self.peers.remove(&from).is_some() => {
-                    info!(peer = %node_hex(from), "neighbour left");
-                    self.tell_shards(|| ShardCmd::NeighborDown { peer: from });
-                }
-                _ => {}
-            }
-        }
-        reply
+        let now = self.now();
+        let out = self
+            .members
+            .on_frames(now, dg.header.sender, src, dg.frames);
+        self.apply(out)
     }
 
-    /// Neighbours silent for longer than the failure timeout are declared down.
-    fn detect_failures(&mut self) {
-        let timeout = self.ctx.cfg.failure_timeout;
-        let dead: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.last_heard.elapsed() > timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            self.peers.remove(&id);
-            warn!(peer = %node_hex(id), "neighbour failed (silent past failure timeout)");
-            self.tell_shards(|| ShardCmd::NeighborDown { peer: id });
-        }
-    }
-
-    /// Where to send heartbeats: every neighbour, and seeds we have no neighbour at.
-    fn heartbeat_targets(&self) -> Vec<SocketAddr> {
-        let mut t: Vec<SocketAddr> = self.peers.values().map(|p| p.layout.control).collect();
-        for s in &self.ctx.cfg.seeds {
-            if !t.contains(s) && *s != self.ctx.shared.addr {
-                t.push(*s);
-            }
-        }
-        t
+    /// Fires due membership timers.
+    fn tick(&mut self) -> Vec<(Bytes, SocketAddr)> {
+        let now = self.now();
+        let out = self.members.tick(now);
+        self.apply(out)
     }
 
     fn publish(&mut self) {
@@ -280,11 +249,13 @@ impl ControlState {
             }
         }
         let shards: Vec<ShardSnapshot> = self.shards.iter().flatten().cloned().collect();
+        let now = self.now();
         let peers = self
-            .peers
-            .iter()
-            .map(|(id, p)| {
-                let hex = node_hex(*id);
+            .members
+            .active()
+            .filter_map(|(id, addr, n)| Some((id, addr?, n)))
+            .map(|(id, addr, n)| {
+                let hex = node_hex(id);
                 let (eager, lazy) = shards
                     .iter()
                     .flat_map(|s| s.peer_links.iter())
@@ -292,15 +263,19 @@ impl ControlState {
                     .fold((0, 0), |a, (_, e, l)| (a.0 + e, a.1 + l));
                 PeerInfo {
                     node_id: hex,
-                    addr: p.layout.control,
-                    shards: p.layout.shards,
+                    addr,
+                    shards: n,
                     state: "active".into(),
-                    last_heard_ms_ago: p.last_heard.elapsed().as_millis() as u64,
+                    last_heard_ms_ago: self
+                        .members
+                        .last_heard(id)
+                        .map_or(u64::MAX, |t| now.saturating_sub(t).as_millis() as u64),
                     eager_partitions: eager,
                     lazy_partitions: lazy,
                 }
             })
             .collect();
+        let membership = self.members.snapshot(now);
         let mut loops: Vec<LoopInfo> = self.loops.iter().map(|h| loop_info(&h.status())).collect();
         loops.extend(shards.iter().flat_map(|s| s.loops.iter().cloned()));
         let mut snap = self
@@ -321,6 +296,7 @@ impl ControlState {
         snap.tasks = tasks;
         snap.shards = shards;
         snap.peers = peers;
+        snap.membership = membership;
         snap.loops = loops;
         snap.control_io = self.io;
     }
@@ -333,36 +309,42 @@ fn chaos_point(state: &RefCell<ControlState>, name: &str) {
     }
 }
 
-/// Pings every neighbour and unanswered seed; declares silent neighbours failed.
-struct HeartbeatLoop {
-    state: Rc<RefCell<ControlState>>,
-    sock: Rc<FaultySocket>,
-    interval: Duration,
+/// Sends the datagrams the membership driver asked for.
+async fn send_all(
+    state: &RefCell<ControlState>,
+    sock: &FaultySocket,
+    sends: Vec<(Bytes, SocketAddr)>,
+) {
+    for (d, to) in sends {
+        let ok = sock.send_to(&d, to).await.is_ok();
+        let mut s = state.borrow_mut();
+        if ok {
+            s.io.datagrams_sent += 1;
+            s.io.bytes_sent += d.len() as u64;
+        } else {
+            s.io.send_errors += 1;
+        }
+    }
 }
 
-impl Loop for HeartbeatLoop {
+/// Fires due HyParView timers (heartbeats, probes, shuffles, join retries) and
+/// sends what they produce.
+struct MembershipLoop {
+    state: Rc<RefCell<ControlState>>,
+    sock: Rc<FaultySocket>,
+}
+
+impl Loop for MembershipLoop {
     fn name(&self) -> &str {
-        "heartbeat"
+        "membership"
     }
     fn interval(&self) -> Duration {
-        self.interval
+        MEMBERSHIP_TICK
     }
     async fn run_once(&mut self) -> Result<(), LoopError> {
-        chaos_point(&self.state, "heartbeat");
-        let (ping, targets) = {
-            let mut s = self.state.borrow_mut();
-            s.detect_failures();
-            (s.ping(), s.heartbeat_targets())
-        };
-        for a in targets {
-            let ok = self.sock.send_to(&ping, a).await.is_ok();
-            let mut s = self.state.borrow_mut();
-            if ok {
-                s.io.datagrams_sent += 1;
-            } else {
-                s.io.send_errors += 1;
-            }
-        }
+        chaos_point(&self.state, "membership");
+        let sends = self.state.borrow_mut().tick();
+        send_all(&self.state, &self.sock, sends).await;
         Ok(())
     }
 }
@@ -422,10 +404,8 @@ async fn receive(
     while !stop.is_set() {
         match sock.recv_from(&mut buf).await {
             Ok((len, src)) => {
-                let reply = state.borrow_mut().on_datagram(&buf[..len], src);
-                if let Some(r) = reply {
-                    let _ = sock.send_to(&r, src).await;
-                }
+                let sends = state.borrow_mut().on_datagram(&buf[..len], src);
+                send_all(&state, &sock, sends).await;
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
@@ -448,11 +428,27 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let n = ctx.cfg.shard_cores.len();
     let seed = ctx.cfg.node_id.0;
     let p = ctx.cfg.protocol.clone();
-    let heartbeat = ctx.cfg.heartbeat_interval;
     let shared = ctx.shared.clone();
+    let members = match MemberDriver::new(
+        ctx.cfg.node_id,
+        shared.addr,
+        n as u16,
+        build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
+        ctx.membership.clone(),
+        &ctx.cfg.seeds,
+        seed ^ 0x6d65_6d62_6572_7321,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            // Validated at start-up; reaching this is a bug, so stop the node loudly.
+            error!(error = %e, "membership config rejected");
+            shared.degrade("membership", true);
+            return;
+        }
+    };
     let state = Rc::new(RefCell::new(ControlState {
         ctx,
-        peers: FxHashMap::default(),
+        members,
         io: IoStats::default(),
         loops: Vec::new(),
         shards: vec![None; n],
@@ -479,11 +475,17 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         seed,
         ..LoopConfig::default()
     };
+    let first = {
+        let mut s = state.borrow_mut();
+        let now = s.now();
+        let out = s.members.start(now);
+        s.apply(out)
+    };
+    send_all(&state, &sock, first).await;
     let mut handles = vec![mgr.add(
-        HeartbeatLoop {
+        MembershipLoop {
             state: state.clone(),
             sock: sock.clone(),
-            interval: heartbeat,
         },
         cfg(0.0),
     )];
@@ -525,23 +527,19 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     while !shared.stop_requested() {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    // Shutdown: loops in reverse start order, then tell neighbours we leave, then stop
-    // the shards and the receive path.
+    // Shutdown: loops in reverse start order, then leave the cluster (Disconnect to
+    // every active neighbour, so they repair at once), then stop the shards and the
+    // receive path.
     let stopped = mgr.stop_all(Duration::from_secs(1)).await;
     debug!(stopped, "control loops stopped");
-    let (leave, targets) = {
+    let leave = {
         let mut s = state.borrow_mut();
-        (
-            s.datagram(Frame::Leave),
-            s.peers
-                .values()
-                .map(|p| p.layout.control)
-                .collect::<Vec<_>>(),
-        )
+        let now = s.now();
+        let out = s.members.leave(now);
+        s.apply(out)
     };
-    for a in targets {
-        let _ = sock.send_to(&leave, a).await;
-    }
+    info!(neighbours = leave.len(), "leaving the cluster");
+    send_all(&state, &sock, leave).await;
     state.borrow_mut().tell_shards(|| ShardCmd::Shutdown);
     let _ = sup.stop().await;
     info!("control core stopped");

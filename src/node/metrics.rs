@@ -491,6 +491,106 @@ impl Collector for SnapshotCollector {
         )?;
 
         let none: Labels = Vec::new();
+        let m = &s.membership;
+        for (name, help, v) in [
+            (
+                "plumtree_membership_active_view_size",
+                "HyParView active view size (Plumtree neighbours).",
+                m.active.len(),
+            ),
+            (
+                "plumtree_membership_passive_view_size",
+                "HyParView passive view size (backups).",
+                m.passive.len(),
+            ),
+            (
+                "plumtree_membership_address_book_size",
+                "Nodes the address book can reach (bounded).",
+                m.address_book_size,
+            ),
+            (
+                "plumtree_membership_timers_pending",
+                "Membership timers waiting to fire.",
+                m.timers_pending,
+            ),
+            (
+                "plumtree_membership_joining",
+                "1 while the node has no neighbour and is joining through its seeds.",
+                usize::from(m.joining),
+            ),
+        ] {
+            write_gauges(&mut enc, name, help, &[(none.clone(), v as u64)])?;
+        }
+        let (st, d) = (&m.stats, &m.driver);
+        for (name, help, v) in [
+            (
+                "plumtree_membership_joins",
+                "Join requests received (as a contact node).",
+                st.joins,
+            ),
+            (
+                "plumtree_membership_forward_joins",
+                "ForwardJoin messages received.",
+                st.forward_joins,
+            ),
+            (
+                "plumtree_membership_shuffles",
+                "Shuffles this node started.",
+                st.shuffles_sent,
+            ),
+            (
+                "plumtree_membership_shuffles_received",
+                "Shuffle messages received (forwarded or answered).",
+                st.shuffles_received,
+            ),
+            (
+                "plumtree_membership_neighbor_failures",
+                "Active neighbours dropped after an unanswered probe.",
+                st.neighbor_failures,
+            ),
+            (
+                "plumtree_membership_promotions",
+                "Passive nodes promoted into the active view.",
+                st.promotions,
+            ),
+            (
+                "plumtree_membership_disconnects",
+                "Disconnects received from active neighbours.",
+                st.disconnects,
+            ),
+            (
+                "plumtree_membership_messages_sent",
+                "Membership messages queued for sending.",
+                st.messages_sent,
+            ),
+            (
+                "plumtree_membership_unroutable",
+                "Membership messages dropped: no address known for the node.",
+                d.unroutable,
+            ),
+            (
+                "plumtree_membership_bad_contacts",
+                "Contacts or layouts without address, port or shard, dropped.",
+                d.bad_contacts,
+            ),
+            (
+                "plumtree_membership_address_book_evictions",
+                "Address book entries evicted to stay within the bound.",
+                d.address_book_evictions,
+            ),
+            (
+                "plumtree_membership_timer_overflow",
+                "Membership timers dropped because the timer queue was full.",
+                d.timer_overflow,
+            ),
+            (
+                "plumtree_membership_seed_joins",
+                "Joins sent to seed addresses (retried with backoff until one answers).",
+                d.seed_joins_sent,
+            ),
+        ] {
+            write_counters(&mut enc, name, help, &[(none.clone(), v)])?;
+        }
         write_counters(
             &mut enc,
             "plumtree_broadcasts_accepted",
@@ -608,6 +708,22 @@ mod tests {
             broadcasts_refused: 6,
             degraded: Vec::new(),
             tasks: Default::default(),
+            membership: crate::node::snapshot::MembershipSnapshot {
+                passive: vec![crate::node::snapshot::MemberInfo {
+                    node_id: "0000000000000002".into(),
+                    addr: None,
+                    shards: 0,
+                    state: "passive".into(),
+                    last_heard_ms_ago: None,
+                }],
+                address_book_size: 3,
+                stats: crate::membership::MembershipStats {
+                    joins: 4,
+                    promotions: 2,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         }
     }
 
@@ -691,6 +807,13 @@ mod tests {
         assert_eq!(get("plumtree_loop_errors_total{loop=\"heartbeat\"}"), 1.0);
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
         assert_eq!(get("plumtree_uptime_seconds"), 12.0);
+        assert_eq!(get("plumtree_membership_active_view_size"), 0.0);
+        assert_eq!(get("plumtree_membership_passive_view_size"), 1.0);
+        assert_eq!(get("plumtree_membership_address_book_size"), 3.0);
+        assert_eq!(get("plumtree_membership_joins_total"), 4.0);
+        assert_eq!(get("plumtree_membership_promotions_total"), 2.0);
+        assert_eq!(get("plumtree_membership_shuffles_total"), 0.0);
+        assert_eq!(get("plumtree_membership_neighbor_failures_total"), 0.0);
         for name in [
             "plumtree_gossip_sent_total",
             "plumtree_ihave_sent_total",

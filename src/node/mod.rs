@@ -5,10 +5,12 @@ pub mod admin;
 pub mod config;
 mod control;
 pub mod fault;
+mod members;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
 pub mod runtime;
+
 mod shard_exec;
 pub mod sink;
 pub mod snapshot;
@@ -177,8 +179,8 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         seeds: cfg.seeds.clone(),
         shard_cores,
         control_core,
-        heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
-        failure_timeout: Duration::from_millis(cfg.failure_timeout_ms),
+        heartbeat_interval: cfg.membership.heartbeat_interval,
+        failure_timeout: cfg.membership.failure_timeout,
         recv_buffer: cfg.recv_buffer_bytes,
         send_buffer: cfg.send_buffer_bytes,
         mtu: cfg.mtu,
@@ -194,10 +196,12 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
             .map_err(|e| NodeError::Config(e.to_string()))?,
         rate_limit: cfg.rate_limit(),
     };
-    let node = runtime::start_hardened(rcfg, hardening, sink_tx).map_err(|e| match e {
-        runtime::RuntimeError::Config(m) => NodeError::Config(m),
-        other => NodeError::Environment(other.to_string()),
-    })?;
+    let node = runtime::start_with(rcfg, cfg.membership.clone(), hardening, sink_tx).map_err(
+        |e| match e {
+            runtime::RuntimeError::Config(m) => NodeError::Config(m),
+            other => NodeError::Environment(other.to_string()),
+        },
+    )?;
     let admin = admin::AdminServer::start_with_token(cfg.admin, Arc::new(node.backend()), token)
         .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(

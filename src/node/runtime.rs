@@ -26,6 +26,7 @@ use super::snapshot::{
     node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, NodeSnapshot, ShardSnapshot,
 };
 use crate::ids::{MessageId, NodeId};
+use crate::membership::MembershipConfig;
 use crate::protocol::ProtocolConfig;
 use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
 use crate::wire::Header;
@@ -43,7 +44,11 @@ pub struct RuntimeConfig {
     /// Core of each shard (`None`: not pinned).
     pub shard_cores: Vec<Option<usize>>,
     pub control_core: Option<usize>,
+    /// HyParView heartbeat period, used by [`start`] (the rest of the membership
+    /// tunables at their defaults); [`start_with`] takes a whole
+    /// [`MembershipConfig`] instead and ignores this.
     pub heartbeat_interval: Duration,
+    /// HyParView failure timeout, used by [`start`]; see `heartbeat_interval`.
     pub failure_timeout: Duration,
     pub recv_buffer: usize,
     pub send_buffer: usize,
@@ -374,18 +379,29 @@ impl Default for Hardening {
     }
 }
 
-/// Starts the shards and the control core. Sockets are bound before this returns,
-/// so a port clash is reported here.
+/// Starts the shards and the control core with the default membership tunables, except
+/// `cfg.heartbeat_interval` and `cfg.failure_timeout`, and default [`Hardening`].
+/// Sockets are bound before this returns, so a port clash is reported here.
 pub fn start(cfg: RuntimeConfig, sink: SinkSender) -> Result<RunningNode, RuntimeError> {
-    start_hardened(cfg, Hardening::default(), sink)
+    let membership = MembershipConfig {
+        heartbeat_interval: cfg.heartbeat_interval,
+        failure_timeout: cfg.failure_timeout,
+        ..MembershipConfig::default()
+    };
+    start_with(cfg, membership, Hardening::default(), sink)
 }
 
-/// [`start`] with the [`Hardening`] settings.
-pub fn start_hardened(
+/// Starts the shards and the control core, which runs HyParView with `membership`,
+/// with the [`Hardening`] settings.
+pub fn start_with(
     cfg: RuntimeConfig,
+    membership: MembershipConfig,
     hardening: Hardening,
     sink: SinkSender,
 ) -> Result<RunningNode, RuntimeError> {
+    membership.validate().map_err(|e| {
+        RuntimeError::Config(format!("config key `membership.{}`: {}", e.key, e.reason))
+    })?;
     let n = cfg.shard_cores.len();
     if n == 0 || n > cfg.protocol.partitions as usize {
         return Err(RuntimeError::Config(format!(
@@ -450,6 +466,7 @@ pub fn start_hardened(
         broadcasts_refused: 0,
         degraded: Vec::new(),
         tasks: Default::default(),
+        membership: Default::default(),
     };
     let (chaos_tx, chaos_rx) = if cfg.chaos {
         let (tx, rx) = bounded(64);
@@ -514,6 +531,7 @@ pub fn start_hardened(
             .clone()
             .map(|keys| (Sealer::new(keys.clone(), 0, first_seq), Verifier::new(keys))),
         cfg: cfg.clone(),
+        membership,
         header,
         shared: shared.clone(),
         reports: report_rx,

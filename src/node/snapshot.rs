@@ -151,6 +151,56 @@ pub struct PeerInfo {
     pub lazy_partitions: u32,
 }
 
+/// One member of a HyParView view, as `GET /members` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    pub node_id: String,
+    /// Control address; shard `k` listens on port + 1 + k.
+    pub addr: Option<SocketAddr>,
+    /// Shard count (0 = not known yet).
+    pub shards: u16,
+    /// `active` (a Plumtree neighbour), `passive` (a backup) or `pending` (a passive
+    /// node asked to become a neighbour).
+    pub state: String,
+    /// Milliseconds since a datagram last came from it; `None` if it never wrote to
+    /// us (known from a shuffle or a forwarded join only).
+    pub last_heard_ms_ago: Option<u64>,
+}
+
+/// Counters of the membership driver (the part of the control core around the
+/// sans-IO state machine): what it could not route or had to drop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemberDriverStats {
+    /// Messages for a node whose address is not in the address book, dropped.
+    pub unroutable: u64,
+    /// Contacts (or Join/Neighbor layouts) with no port, no address or no shard, dropped.
+    pub bad_contacts: u64,
+    /// Address book entries evicted to stay within its bound.
+    pub address_book_evictions: u64,
+    /// Timers dropped because the timer queue was full.
+    pub timer_overflow: u64,
+    /// Joins sent to seed addresses whose node id was not known yet.
+    pub seed_joins_sent: u64,
+}
+
+/// The HyParView state as the control core last saw it (`GET /members`, metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MembershipSnapshot {
+    pub active: Vec<MemberInfo>,
+    pub passive: Vec<MemberInfo>,
+    pub active_capacity: usize,
+    pub passive_capacity: usize,
+    /// A join is still unanswered (no neighbour yet).
+    pub joining: bool,
+    /// Configured seed addresses.
+    pub seeds: Vec<SocketAddr>,
+    pub address_book_size: usize,
+    pub address_book_capacity: usize,
+    pub timers_pending: usize,
+    pub stats: crate::membership::MembershipStats,
+    pub driver: MemberDriverStats,
+}
+
 /// Status of one background loop (field names from the loop-manager reference).
 #[derive(Debug, Clone, Serialize)]
 pub struct LoopInfo {
@@ -166,7 +216,7 @@ pub struct LoopInfo {
     pub last_error: Option<String>,
 }
 
-/// Everything `/status`, `/peers` and `/metrics` show.
+/// Everything `/status`, `/peers`, `/members` and `/metrics` show.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSnapshot {
     pub node_id: String,
@@ -186,6 +236,8 @@ pub struct NodeSnapshot {
     pub degraded: Vec<String>,
     /// Task tracker counters, summed over the control core and every shard.
     pub tasks: TaskCounters,
+    /// HyParView views and counters.
+    pub membership: MembershipSnapshot,
 }
 
 /// Why `POST /broadcast` was refused.

@@ -12,10 +12,24 @@ pub mod tag {
     pub const IHAVE: u8 = 0x02;
     pub const GRAFT: u8 = 0x03;
     pub const PRUNE: u8 = 0x04;
-    /// Membership: liveness and layout announcement (join and heartbeat).
+    /// Membership: HyParView Join with the sender's shard count (the same bytes are
+    /// [`Frame::Ping`](super::Frame::Ping) in the Plumtree view).
     pub const PING: u8 = 0x10;
-    /// Membership: the sender leaves the cluster.
+    /// Membership: HyParView Disconnect (the same bytes are
+    /// [`Frame::Leave`](super::Frame::Leave) in the Plumtree view).
     pub const LEAVE: u8 = 0x11;
+    /// HyParView Join (see [`super::MemberFrame`]); the former Ping.
+    pub const JOIN: u8 = 0x10;
+    /// HyParView Disconnect; the former Leave.
+    pub const DISCONNECT: u8 = 0x11;
+    pub const FORWARD_JOIN: u8 = 0x12;
+    pub const NEIGHBOR: u8 = 0x13;
+    pub const NEIGHBOR_REPLY: u8 = 0x14;
+    pub const SHUFFLE: u8 = 0x15;
+    pub const SHUFFLE_REPLY: u8 = 0x16;
+    pub const HEARTBEAT: u8 = 0x17;
+    pub const PROBE: u8 = 0x18;
+    pub const PROBE_REPLY: u8 = 0x19;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.
@@ -72,10 +86,13 @@ pub enum Frame {
         reply: bool,
         blocks: Vec<DigestBlock>,
     },
-    /// Membership (control socket): "I am alive; my shards listen on my control port
-    /// + 1 + k for k < `shards`". The first one from an unknown node is a join.
+    /// Membership (control socket): a HyParView Join, "let me in; my shards listen on
+    /// my control port + 1 + k for k < `shards`". Kept in this enum so a shard can
+    /// count it as misrouted; the control core decodes it as
+    /// [`MemberFrame::Join`](super::MemberFrame::Join).
     Ping { shards: u16 },
-    /// Membership: the sender is leaving; drop it now rather than after a timeout.
+    /// Membership: a HyParView Disconnect ("drop me now"), decoded by the control core
+    /// as [`MemberFrame::Disconnect`](super::MemberFrame::Disconnect).
     Leave,
 }
 

@@ -10,11 +10,14 @@
 //! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
-//! Ping     (0x10) body := shards u16          (membership, control socket)
-//! Leave    (0x11) body := (empty)             (membership, control socket)
+//! Ping     (0x10) body := shards u16          (membership Join, control socket)
+//! Leave    (0x11) body := (empty)             (membership Disconnect, control socket)
 //! Digest   (0x20) body := partition u16 | flags u8 (bit0 = reply) | (origin u64 | first u64 | bits u64){n}
 //!                        (anti-entropy; bit i of a block stands for seq first + i * partitions)
 //! ```
+//!
+//! The control socket carries the HyParView frames (0x10..=0x19), decoded by
+//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout.
 //!
 //! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
 //! frames (see [`auth`]); it is verified and stripped before decoding.
@@ -28,6 +31,7 @@ mod builder;
 mod codec;
 mod error;
 mod frame;
+pub mod members;
 
 pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
 pub use codec::{
@@ -35,6 +39,10 @@ pub use codec::{
 };
 pub use error::DecodeError;
 pub use frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
+pub use members::{
+    decode_members, encode_member_datagram, encode_member_frame, member_encoded_len, Contact,
+    MemberDatagram, MemberFrame, CONTACT_LEN,
+};
 
 /// Datagram magic, "PC".
 pub const MAGIC: [u8; 2] = *b"PC";

@@ -252,3 +252,21 @@ pub fn metric_sum(admin: SocketAddr, name: &str, token: Option<&str>) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A node's HyParView active view (node ids as 16 hex digits) from `GET /members`;
+/// `None` while the node is not answering.
+pub fn active_view(admin: SocketAddr) -> Option<Vec<String>> {
+    let v = get_json(admin, "/members")?;
+    Some(
+        v["active"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["node_id"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Node id `id` as the admin plane prints it.
+pub fn node_hex(id: u64) -> String {
+    format!("{id:016x}")
+}

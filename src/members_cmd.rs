@@ -1,0 +1,113 @@
+//! `plumcore members`: a node's HyParView views, read from its admin plane
+//! (`GET /members`), as a table or as the raw JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+/// Flags of `plumcore members`.
+#[derive(clap::Args)]
+pub struct MembersArgs {
+    /// The node's admin plane address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub admin: SocketAddr,
+    /// Print the `/members` JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The node's admin bearer token (first line of the file), when it has one.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Fetches `/members` and prints it.
+pub fn run(a: &MembersArgs) -> Result<()> {
+    let url = format!("http://{}/members", a.admin);
+    let mut req = ureq::get(&url).timeout(Duration::from_secs(5));
+    if let Some(path) = &a.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        req = req.set("Authorization", &format!("Bearer {token}"));
+    }
+    let v: Value = req
+        .call()
+        .with_context(|| format!("GET {url}"))?
+        .into_json()
+        .with_context(|| format!("GET {url}: not JSON"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", table(&v));
+    }
+    Ok(())
+}
+
+/// The human form: a heading, then one row per view member.
+pub fn table(v: &Value) -> String {
+    let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
+    let n = |x: &Value| x.as_u64().map_or("-".to_string(), |n| n.to_string());
+    let mut out = format!(
+        "node {} at {}: active {}/{}, passive {}/{}{}, address book {}/{}\n",
+        s(&v["node_id"]),
+        s(&v["addr"]),
+        v["active"].as_array().map_or(0, Vec::len),
+        n(&v["active_capacity"]),
+        v["passive"].as_array().map_or(0, Vec::len),
+        n(&v["passive_capacity"]),
+        if v["joining"].as_bool() == Some(true) {
+            " (joining)"
+        } else {
+            ""
+        },
+        n(&v["address_book_size"]),
+        n(&v["address_book_capacity"]),
+    );
+    out.push_str(&format!(
+        "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
+        "STATE", "NODE ID", "ADDRESS", "SHARDS", "LAST HEARD MS"
+    ));
+    for view in ["active", "passive"] {
+        for m in v[view].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
+                s(&m["state"]),
+                s(&m["node_id"]),
+                s(&m["addr"]),
+                n(&m["shards"]),
+                n(&m["last_heard_ms_ago"]),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lists_both_views() {
+        let v = serde_json::json!({
+            "node_id": "00000000000000ff", "addr": "127.0.0.1:7000",
+            "active_capacity": 5, "passive_capacity": 30, "joining": false,
+            "address_book_size": 2, "address_book_capacity": 204,
+            "active": [{"node_id": "0000000000000001", "addr": "127.0.0.1:7100",
+                        "shards": 2, "state": "active", "last_heard_ms_ago": 12}],
+            "passive": [{"node_id": "0000000000000002", "addr": null,
+                         "shards": 0, "state": "passive", "last_heard_ms_ago": null}],
+        });
+        let t = table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].contains("active 1/5, passive 1/30"), "{t}");
+        assert!(
+            lines[2].starts_with("active   0000000000000001 127.0.0.1:7100"),
+            "{t}"
+        );
+        assert!(lines[2].trim_end().ends_with("12"), "{t}");
+        assert!(lines[3].starts_with("passive  0000000000000002 -"), "{t}");
+    }
+}

@@ -1,0 +1,832 @@
+//! The membership driver: runs the sans-IO HyParView [`Membership`] for the control
+//! core. It owns the address book (node id -> control address, shard count, last
+//! heard), the timer queue, and the join through seeds that are known only by
+//! address; it turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
+//! (datagrams to send, neighbours for the shards). No sockets and no clock here: the
+//! control core passes `now` and performs the outputs.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use super::snapshot::{node_hex, MemberDriverStats, MemberInfo, MembershipSnapshot};
+use crate::ids::NodeId;
+use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
+use crate::wire::members::max_contacts;
+use crate::wire::{Contact, MemberFrame};
+
+/// Most timers waiting at once. The state machine keeps a handful per neighbour;
+/// this is far above what it can reach and only guards against a bug.
+pub(super) const MAX_TIMERS: usize = 1 << 14;
+
+/// What the control core must do after an input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Output {
+    /// Encode, seal and send `frame` to `to`'s control socket.
+    Send { to: SocketAddr, frame: MemberFrame },
+    /// `peer` entered the active view: every shard adds it as a Plumtree neighbour.
+    Up {
+        peer: NodeId,
+        control: SocketAddr,
+        shards: u16,
+    },
+    /// `peer` left the active view.
+    Down { peer: NodeId },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BookEntry {
+    addr: SocketAddr,
+    /// 0 until a frame or a contact told us.
+    shards: u16,
+    /// Last datagram from it; `None`: only heard of (shuffle, forwarded join).
+    last_heard: Option<Time>,
+}
+
+/// Node id -> where to reach it. Bounded: when full, the entry heard from longest
+/// ago that is in neither view is evicted (views are always far below the bound).
+struct AddressBook {
+    map: FxHashMap<NodeId, BookEntry>,
+    cap: usize,
+}
+
+impl AddressBook {
+    fn get(&self, id: NodeId) -> Option<&BookEntry> {
+        self.map.get(&id)
+    }
+
+    /// Makes room for one entry; `keep` says which ids must stay. False if nothing
+    /// could be evicted.
+    fn make_room(&mut self, keep: impl Fn(NodeId) -> bool, evictions: &mut u64) -> bool {
+        if self.map.len() < self.cap {
+            return true;
+        }
+        let victim = self
+            .map
+            .iter()
+            .filter(|(id, _)| !keep(**id))
+            .min_by_key(|(_, e)| e.last_heard)
+            .map(|(id, _)| *id);
+        match victim {
+            Some(id) => {
+                self.map.remove(&id);
+                *evictions += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A timer due at `at`; `seq` keeps equal deadlines in arming order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    at: Time,
+    seq: u64,
+}
+
+/// The HyParView driver of one node. See the module documentation.
+pub(super) struct MemberDriver {
+    me: NodeId,
+    /// Our own control address and shard count, as put in contacts about us.
+    my_addr: SocketAddr,
+    my_shards: u16,
+    /// Largest datagram before sealing: bounds shuffle samples.
+    mtu: usize,
+    m: Membership,
+    book: AddressBook,
+    timers: BinaryHeap<Reverse<Due>>,
+    timer_of: FxHashMap<u64, Timer>,
+    next_seq: u64,
+    /// Configured seeds (our own address excluded) and the ids learned from them.
+    seeds: Vec<SocketAddr>,
+    seed_ids: Vec<NodeId>,
+    seed_backoff: Duration,
+    next_seed_join: Time,
+    left: bool,
+    stats: MemberDriverStats,
+    out: Vec<Output>,
+}
+
+impl MemberDriver {
+    /// A driver for node `me` (control address `my_addr`, `my_shards` shards) that
+    /// joins through `seeds` (addresses; their ids are learned from their answers).
+    pub fn new(
+        me: NodeId,
+        my_addr: SocketAddr,
+        my_shards: u16,
+        mtu: usize,
+        cfg: MembershipConfig,
+        seeds: &[SocketAddr],
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        let cap = 4 * (cfg.active_view + cfg.passive_view) + 64;
+        let backoff = cfg.join_retry;
+        let m = Membership::new(me, cfg, seed)?;
+        let mut s: Vec<SocketAddr> = Vec::new();
+        for a in seeds {
+            if *a != my_addr && !s.contains(a) {
+                s.push(*a);
+            }
+        }
+        Ok(Self {
+            me,
+            my_addr,
+            my_shards,
+            mtu,
+            m,
+            book: AddressBook {
+                map: FxHashMap::default(),
+                cap,
+            },
+            timers: BinaryHeap::new(),
+            timer_of: FxHashMap::default(),
+            next_seq: 0,
+            seeds: s,
+            seed_ids: Vec::new(),
+            seed_backoff: backoff,
+            next_seed_join: Duration::ZERO,
+            left: false,
+            stats: MemberDriverStats::default(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Starts the state machine's timers and the first join attempt.
+    pub fn start(&mut self, now: Time) -> Vec<Output> {
+        self.m.join(now, &[]);
+        self.drain(now);
+        self.tick(now)
+    }
+
+    /// The active view's members with their layouts (for `/peers`).
+    pub fn active(&self) -> impl Iterator<Item = (NodeId, Option<SocketAddr>, u16)> + '_ {
+        self.m.active().iter().map(|&id| {
+            let e = self.book.get(id);
+            (id, e.map(|e| e.addr), e.map_or(0, |e| e.shards))
+        })
+    }
+
+    /// Last time `id` was heard from, if ever.
+    pub fn last_heard(&self, id: NodeId) -> Option<Time> {
+        self.book.get(id).and_then(|e| e.last_heard)
+    }
+
+    /// Records a datagram from `id` at `addr`; `shards` when the frame told it.
+    fn heard(&mut self, id: NodeId, addr: SocketAddr, shards: u16, now: Time) {
+        if let Some(e) = self.book.map.get_mut(&id) {
+            e.addr = addr;
+            e.last_heard = Some(now);
+            if shards > 0 {
+                e.shards = shards;
+            }
+            return;
+        }
+        self.insert(
+            id,
+            BookEntry {
+                addr,
+                shards,
+                last_heard: Some(now),
+            },
+        );
+    }
+
+    /// Adds a new entry, evicting one if the book is full; false if it is full of
+    /// view members (cannot happen with the bound `new` sets).
+    fn insert(&mut self, id: NodeId, e: BookEntry) -> bool {
+        let keep: Vec<NodeId> = self
+            .m
+            .active()
+            .iter()
+            .chain(self.m.passive())
+            .chain(&self.seed_ids)
+            .copied()
+            .collect();
+        let ok = self.book.make_room(
+            |n| keep.contains(&n),
+            &mut self.stats.address_book_evictions,
+        );
+        if ok {
+            self.book.map.insert(id, e);
+        }
+        ok
+    }
+
+    /// Records a contact learned second hand. An entry we heard from directly wins:
+    /// its source address is better evidence than a third party's report.
+    fn learn(&mut self, c: &Contact) -> bool {
+        if !c.is_usable() {
+            self.stats.bad_contacts += 1;
+            return false;
+        }
+        if c.id == self.me {
+            return true;
+        }
+        match self.book.map.get_mut(&c.id) {
+            Some(e) if e.last_heard.is_some() => {
+                if e.shards == 0 {
+                    e.shards = c.shards;
+                }
+            }
+            Some(e) => {
+                e.addr = c.addr;
+                e.shards = c.shards;
+            }
+            None => {
+                return self.insert(
+                    c.id,
+                    BookEntry {
+                        addr: c.addr,
+                        shards: c.shards,
+                        last_heard: None,
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    fn contact(&self, id: NodeId) -> Option<Contact> {
+        if id == self.me {
+            return Some(Contact {
+                id,
+                addr: self.my_addr,
+                shards: self.my_shards,
+            });
+        }
+        let e = self.book.get(id)?;
+        (e.shards > 0).then_some(Contact {
+            id,
+            addr: e.addr,
+            shards: e.shards,
+        })
+    }
+
+    /// Contacts for `ids` that we can describe, at most `max`.
+    fn contacts(&mut self, ids: &[NodeId], max: usize) -> Vec<Contact> {
+        let mut v = Vec::with_capacity(ids.len().min(max));
+        for &id in ids {
+            if v.len() >= max {
+                break;
+            }
+            match self.contact(id) {
+                Some(c) => v.push(c),
+                None => self.stats.unroutable += 1,
+            }
+        }
+        v
+    }
+
+    /// One decoded control datagram from `from` (header sender) at `src`.
+    pub fn on_frames(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        src: SocketAddr,
+        frames: Vec<MemberFrame>,
+    ) -> Vec<Output> {
+        if self.left || from == self.me {
+            return Vec::new();
+        }
+        let shards = frames
+            .iter()
+            .find_map(|f| match f {
+                MemberFrame::Join { shards }
+                | MemberFrame::Neighbor { shards, .. }
+                | MemberFrame::NeighborReply { shards, .. } => Some(*shards),
+                _ => None,
+            })
+            .unwrap_or(0);
+        self.heard(from, src, shards, now);
+        // A seed we knew only by address answered: from now on the state machine
+        // joins through it by id. Joining through it first makes its acknowledgement
+        // (an accepting NeighborReply) count as the answer to our Join. This happens
+        // even when we already have neighbours: a node joined *through us* before our
+        // own seed answered would otherwise leave us on an island with it.
+        if self.seeds.contains(&src) && !self.seed_ids.contains(&from) {
+            self.seed_ids.push(from);
+            let mut ids = vec![from];
+            ids.extend(self.seed_ids.iter().copied().filter(|&s| s != from));
+            self.m.join(now, &ids);
+            self.drain(now);
+        }
+        for f in frames {
+            let msg = match f {
+                MemberFrame::Join { shards } => {
+                    if shards == 0 {
+                        self.stats.bad_contacts += 1;
+                        continue;
+                    }
+                    Message::Join
+                }
+                MemberFrame::Disconnect => Message::Disconnect,
+                MemberFrame::ForwardJoin { new, ttl } => {
+                    if !self.learn(&new) {
+                        continue;
+                    }
+                    Message::ForwardJoin { new: new.id, ttl }
+                }
+                MemberFrame::Neighbor {
+                    high_priority,
+                    shards,
+                } => {
+                    if shards == 0 {
+                        self.stats.bad_contacts += 1;
+                        continue;
+                    }
+                    Message::Neighbor { high_priority }
+                }
+                MemberFrame::NeighborReply { accepted, shards } => {
+                    if shards == 0 {
+                        self.stats.bad_contacts += 1;
+                        continue;
+                    }
+                    Message::NeighborReply { accepted }
+                }
+                MemberFrame::Shuffle {
+                    mut origin,
+                    ttl,
+                    nodes,
+                } => {
+                    // The origin's own datagram: its source address beats what it says.
+                    if origin.id == from {
+                        origin.addr = src;
+                    }
+                    if !self.learn(&origin) {
+                        continue;
+                    }
+                    let nodes = nodes
+                        .iter()
+                        .filter(|c| self.learn(c))
+                        .map(|c| c.id)
+                        .collect();
+                    Message::Shuffle {
+                        origin: origin.id,
+                        ttl,
+                        nodes,
+                    }
+                }
+                MemberFrame::ShuffleReply { nodes } => Message::ShuffleReply {
+                    nodes: nodes
+                        .iter()
+                        .filter(|c| self.learn(c))
+                        .map(|c| c.id)
+                        .collect(),
+                },
+                MemberFrame::Heartbeat => Message::Heartbeat,
+                MemberFrame::Probe => Message::Probe,
+                MemberFrame::ProbeReply => Message::ProbeReply,
+            };
+            self.m.handle(now, from, msg);
+            self.drain(now);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Fires due timers and retries the join at seed addresses until one answers
+    /// (and while we have no neighbour). Called every few milliseconds by the control core.
+    pub fn tick(&mut self, now: Time) -> Vec<Output> {
+        if self.left {
+            return Vec::new();
+        }
+        while self.timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(d)) = self.timers.pop() else {
+                break;
+            };
+            if let Some(t) = self.timer_of.remove(&d.seq) {
+                self.m.handle_timer(now, t);
+                self.drain(now);
+            }
+        }
+        let cfg = self.m.config();
+        let (retry, retry_max) = (cfg.join_retry, cfg.join_retry_max);
+        // Join through seed addresses until one answered, and again whenever the node
+        // is left with no neighbour at all.
+        let need =
+            !self.seeds.is_empty() && (self.seed_ids.is_empty() || self.m.active().is_empty());
+        if !need {
+            self.seed_backoff = retry;
+        } else if now >= self.next_seed_join {
+            // Seeds may be down or not started yet: ask every one by address, with a
+            // doubling wait. The state machine retries the ones whose id we know.
+            for &a in &self.seeds {
+                self.out.push(Output::Send {
+                    to: a,
+                    frame: MemberFrame::Join {
+                        shards: self.my_shards,
+                    },
+                });
+                self.stats.seed_joins_sent += 1;
+            }
+            self.next_seed_join = now + self.seed_backoff;
+            self.seed_backoff = (self.seed_backoff * 2).min(retry_max);
+            if !self.seed_ids.is_empty() && !self.m.is_joining() {
+                let ids = self.seed_ids.clone();
+                self.m.join(now, &ids);
+                self.drain(now);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Leaves the cluster: Disconnect to every active neighbour, every neighbour
+    /// reported down; afterwards every input is ignored.
+    pub fn leave(&mut self, now: Time) -> Vec<Output> {
+        if self.left {
+            return Vec::new();
+        }
+        self.m.leave(now);
+        self.drain(now);
+        self.left = true;
+        self.timers.clear();
+        self.timer_of.clear();
+        std::mem::take(&mut self.out)
+    }
+
+    /// Drains the state machine's events into outputs and the timer queue.
+    fn drain(&mut self, _now: Time) {
+        while let Some(ev) = self.m.poll_event() {
+            match ev {
+                Event::Send { to, msg } => self.send(to, msg),
+                Event::NeighborUp(peer) => match self.book.get(peer) {
+                    Some(e) if e.shards > 0 => self.out.push(Output::Up {
+                        peer,
+                        control: e.addr,
+                        shards: e.shards,
+                    }),
+                    _ => self.stats.unroutable += 1,
+                },
+                Event::NeighborDown(peer) => self.out.push(Output::Down { peer }),
+                Event::SetTimer { at, timer } => {
+                    if self.timers.len() >= MAX_TIMERS {
+                        self.stats.timer_overflow += 1;
+                        continue;
+                    }
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.timers.push(Reverse(Due { at, seq }));
+                    self.timer_of.insert(seq, timer);
+                }
+            }
+        }
+    }
+
+    /// Turns one message into a frame, with contacts for the nodes it names.
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let Some(addr) = self.book.get(to).map(|e| e.addr) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        let shards = self.my_shards;
+        let frame = match msg {
+            Message::Join => MemberFrame::Join { shards },
+            Message::ForwardJoin { new, ttl } => match self.contact(new) {
+                Some(new) => MemberFrame::ForwardJoin { new, ttl },
+                None => {
+                    self.stats.unroutable += 1;
+                    return;
+                }
+            },
+            Message::Neighbor { high_priority } => MemberFrame::Neighbor {
+                high_priority,
+                shards,
+            },
+            Message::NeighborReply { accepted } => MemberFrame::NeighborReply { accepted, shards },
+            Message::Disconnect => MemberFrame::Disconnect,
+            Message::Shuffle { origin, ttl, nodes } => {
+                let Some(origin) = self.contact(origin) else {
+                    self.stats.unroutable += 1;
+                    return;
+                };
+                let nodes = self.contacts(&nodes, max_contacts(self.mtu, true));
+                MemberFrame::Shuffle { origin, ttl, nodes }
+            }
+            Message::ShuffleReply { nodes } => MemberFrame::ShuffleReply {
+                nodes: self.contacts(&nodes, max_contacts(self.mtu, false)),
+            },
+            Message::Heartbeat => MemberFrame::Heartbeat,
+            Message::Probe => MemberFrame::Probe,
+            Message::ProbeReply => MemberFrame::ProbeReply,
+        };
+        self.out.push(Output::Send { to: addr, frame });
+    }
+
+    /// The views and counters for `/members` and metrics.
+    pub fn snapshot(&self, now: Time) -> MembershipSnapshot {
+        let info = |id: NodeId, state: &str| {
+            let e = self.book.get(id);
+            MemberInfo {
+                node_id: node_hex(id),
+                addr: e.map(|e| e.addr),
+                shards: e.map_or(0, |e| e.shards),
+                state: state.to_string(),
+                last_heard_ms_ago: e
+                    .and_then(|e| e.last_heard)
+                    .map(|t| now.saturating_sub(t).as_millis() as u64),
+            }
+        };
+        let cfg = self.m.config();
+        MembershipSnapshot {
+            active: self
+                .m
+                .active()
+                .iter()
+                .map(|&id| info(id, "active"))
+                .collect(),
+            passive: self
+                .m
+                .passive()
+                .iter()
+                .map(|&id| info(id, "passive"))
+                .collect(),
+            active_capacity: cfg.active_view,
+            passive_capacity: cfg.passive_view,
+            joining: self.m.is_joining()
+                || (!self.seeds.is_empty()
+                    && (self.seed_ids.is_empty() || self.m.active().is_empty())),
+            seeds: self.seeds.clone(),
+            address_book_size: self.book.map.len(),
+            address_book_capacity: self.book.cap,
+            timers_pending: self.timers.len(),
+            stats: self.m.stats(),
+            driver: self.stats,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::wire::{decode_members, encode_member_datagram, Header};
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn cfg() -> MembershipConfig {
+        MembershipConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(200),
+            shuffle_interval: Duration::from_millis(300),
+            join_retry: Duration::from_millis(100),
+            join_retry_max: Duration::from_millis(800),
+            ..MembershipConfig::default()
+        }
+    }
+
+    /// Drivers wired through the real codec; datagrams to an address with no live
+    /// driver are lost.
+    struct Net {
+        nodes: Vec<(NodeId, SocketAddr, MemberDriver, bool)>,
+        queue: VecDeque<(usize, SocketAddr, MemberFrame)>,
+        /// (node index, neighbour up/down output) in order.
+        links: Vec<(usize, Output)>,
+        now: Time,
+    }
+
+    impl Net {
+        fn new() -> Self {
+            Net {
+                nodes: Vec::new(),
+                queue: VecDeque::new(),
+                links: Vec::new(),
+                now: Duration::ZERO,
+            }
+        }
+
+        fn add(&mut self, id: u64, port: u16, shards: u16, seeds: &[SocketAddr]) -> usize {
+            let d =
+                MemberDriver::new(NodeId(id), addr(port), shards, 1400, cfg(), seeds, id).unwrap();
+            self.nodes.push((NodeId(id), addr(port), d, false));
+            self.nodes.len() - 1
+        }
+
+        fn start(&mut self, i: usize) {
+            self.nodes[i].3 = true;
+            let out = self.nodes[i].2.start(self.now);
+            self.push(i, out);
+        }
+
+        fn push(&mut self, i: usize, out: Vec<Output>) {
+            for o in out {
+                match o {
+                    Output::Send { to, frame } => self.queue.push_back((i, to, frame)),
+                    other => self.links.push((i, other)),
+                }
+            }
+        }
+
+        /// Delivers everything queued (and what it causes).
+        fn flush(&mut self) {
+            while let Some((from, to, frame)) = self.queue.pop_front() {
+                let (id, src) = (self.nodes[from].0, self.nodes[from].1);
+                let h = Header {
+                    sender: id,
+                    incarnation: 1,
+                    flags: 0,
+                };
+                let raw = Bytes::from(encode_member_datagram(&h, &[frame]));
+                let dg = decode_members(&raw).unwrap();
+                let Some(j) = self.nodes.iter().position(|n| n.1 == to && n.3) else {
+                    continue;
+                };
+                let out = self.nodes[j]
+                    .2
+                    .on_frames(self.now, dg.header.sender, src, dg.frames);
+                self.push(j, out);
+            }
+        }
+
+        /// Advances time in 10 ms ticks up to `until`, delivering as it goes.
+        fn run(&mut self, until: Time) {
+            while self.now < until {
+                self.now += Duration::from_millis(10);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].3 {
+                        let out = self.nodes[i].2.tick(self.now);
+                        self.push(i, out);
+                    }
+                }
+                self.flush();
+            }
+        }
+
+        fn active(&self, i: usize) -> Vec<NodeId> {
+            self.nodes[i].2.m.active().to_vec()
+        }
+    }
+
+    #[test]
+    fn joins_through_a_seed_known_only_by_address() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 2, &[]);
+        let b = net.add(2, 7010, 3, &[addr(7000)]);
+        net.start(a);
+        net.start(b);
+        net.run(Duration::from_millis(200));
+        assert_eq!(net.active(a), vec![NodeId(2)]);
+        assert_eq!(net.active(b), vec![NodeId(1)]);
+        // The shards are told where the neighbour's shards listen.
+        assert!(net.links.contains(&(
+            a,
+            Output::Up {
+                peer: NodeId(2),
+                control: addr(7010),
+                shards: 3
+            }
+        )));
+        assert!(net.links.contains(&(
+            b,
+            Output::Up {
+                peer: NodeId(1),
+                control: addr(7000),
+                shards: 2
+            }
+        )));
+        let s = net.nodes[b].2.snapshot(net.now);
+        assert!(!s.joining);
+        assert_eq!(s.active[0].addr, Some(addr(7000)));
+    }
+
+    #[test]
+    fn a_seed_that_is_down_is_retried_with_backoff_until_it_answers() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        net.start(b);
+        net.run(Duration::from_millis(1000));
+        // Sent at 0, 100, 300, 700 ms (doubling from join_retry = 100).
+        let sent = net.nodes[b].2.stats.seed_joins_sent;
+        assert_eq!(sent, 4);
+        assert!(net.nodes[b].2.snapshot(net.now).joining);
+        net.start(a);
+        net.run(Duration::from_millis(2600));
+        assert_eq!(net.active(b), vec![NodeId(1)]);
+        let after = net.nodes[b].2.stats.seed_joins_sent;
+        net.run(Duration::from_millis(5000));
+        assert_eq!(
+            net.nodes[b].2.stats.seed_joins_sent, after,
+            "stops once joined"
+        );
+    }
+
+    #[test]
+    fn a_node_joined_through_us_before_our_seed_answered_does_not_make_an_island() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        let c = net.add(3, 7020, 1, &[addr(7010)]);
+        // B and C first; A (B's seed) comes up later.
+        net.start(b);
+        net.start(c);
+        net.run(Duration::from_millis(300));
+        assert_eq!(net.active(b), vec![NodeId(3)]);
+        net.start(a);
+        net.run(Duration::from_millis(3000));
+        let mut ab = net.active(a);
+        ab.sort();
+        assert_eq!(ab, vec![NodeId(2), NodeId(3)]);
+        assert!(net.active(b).contains(&NodeId(1)));
+    }
+
+    #[test]
+    fn leave_disconnects_every_active_neighbour() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        let c = net.add(3, 7020, 1, &[addr(7000)]);
+        for i in [a, b, c] {
+            net.start(i);
+        }
+        net.run(Duration::from_millis(500));
+        assert_eq!(net.active(a).len(), 2);
+        let out = net.nodes[a].2.leave(net.now);
+        let disconnects: Vec<SocketAddr> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    frame: MemberFrame::Disconnect,
+                } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(disconnects.len(), 2);
+        assert!(disconnects.contains(&addr(7010)) && disconnects.contains(&addr(7020)));
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::Down { .. }))
+                .count(),
+            2
+        );
+        // Inputs after leaving are ignored.
+        assert!(net.nodes[a]
+            .2
+            .tick(net.now + Duration::from_secs(9))
+            .is_empty());
+        net.push(a, out);
+        net.nodes[a].3 = false;
+        net.flush();
+        assert_eq!(net.active(b), vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn bad_contacts_and_layouts_are_dropped_and_counted() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let bad = Contact {
+            id: NodeId(9),
+            addr: addr(0),
+            shards: 1,
+        };
+        let t = Duration::from_millis(5);
+        let out = d.on_frames(
+            t,
+            NodeId(2),
+            addr(7010),
+            vec![
+                MemberFrame::ForwardJoin { new: bad, ttl: 0 },
+                MemberFrame::Join { shards: 0 },
+                MemberFrame::ShuffleReply { nodes: vec![bad] },
+            ],
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(d.stats.bad_contacts, 3);
+        assert!(d.m.active().is_empty() && d.m.passive().is_empty());
+    }
+
+    #[test]
+    fn the_address_book_is_bounded() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let cap = d.book.cap;
+        for k in 0..(cap as u64 * 3) {
+            let c = Contact {
+                id: NodeId(1000 + k),
+                addr: addr(10_000 + k as u16),
+                shards: 1,
+            };
+            d.on_frames(
+                Duration::from_millis(k),
+                NodeId(2),
+                addr(7010),
+                vec![MemberFrame::ShuffleReply { nodes: vec![c] }],
+            );
+        }
+        assert!(d.book.map.len() <= cap);
+        assert!(d.stats.address_book_evictions > 0);
+        // Every passive member is still routable.
+        for p in d.m.passive() {
+            assert!(d.book.get(*p).is_some(), "{p:?} lost its address");
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! HyParView frames on the control socket.
+//!
+//! They share the datagram format (header, `tag | len | body` frames, auth trailer)
+//! with the Plumtree frames, but only the control core reads them, so they decode
+//! into their own type: a shard's decoder skips them as unknown tags and the control
+//! decoder skips Plumtree frames the same way.
+//!
+//! A node id that names a third party (a ForwardJoin's new node, a shuffle's origin
+//! and sample) travels as a [`Contact`]: the id with the control address and shard
+//! count needed to reach it, so the receiver's address book covers every id that can
+//! enter its views. The sender's own address is the datagram's source; its shard
+//! count rides on the frames that can make it a neighbour (Join, Neighbor,
+//! NeighborReply).
+//!
+//! ```text
+//! Join          (0x10) body := shards u16                (the former Ping: same bytes)
+//! Disconnect    (0x11) body := (empty)                   (the former Leave: same bytes)
+//! ForwardJoin   (0x12) body := ttl u8 | contact
+//! Neighbor      (0x13) body := flags u8 (bit0 = high priority) | shards u16
+//! NeighborReply (0x14) body := flags u8 (bit0 = accepted) | shards u16
+//! Shuffle       (0x15) body := ttl u8 | origin contact | contact{n}
+//! ShuffleReply  (0x16) body := contact{n}
+//! Heartbeat     (0x17) body := (empty)
+//! Probe         (0x18) body := (empty)
+//! ProbeReply    (0x19) body := (empty)
+//! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
+//! ```
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use bytes::Bytes;
+
+use super::codec::{decode_header, write_prefix};
+use super::error::DecodeError;
+use super::frame::{tag, Header};
+use super::FRAME_PREFIX_LEN;
+use crate::ids::NodeId;
+
+/// Bytes of one [`Contact`] on the wire.
+pub const CONTACT_LEN: usize = 28;
+
+/// A node and where to reach it: its control address and shard count (shard `k`
+/// listens on control port + 1 + k).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Contact {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub shards: u16,
+}
+
+impl Contact {
+    /// Whether the contact can be used at all: a routable port, an address that is
+    /// not unspecified and at least one shard. The decoder accepts any bytes; the
+    /// driver drops contacts failing this (a peer's bug must not poison the book).
+    pub fn is_usable(&self) -> bool {
+        self.addr.port() != 0 && !self.addr.ip().is_unspecified() && self.shards > 0
+    }
+}
+
+/// A HyParView message as it travels, with addresses for every node it names. One
+/// variant per `membership::Message` variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberFrame {
+    /// "Let me in"; also the first contact with a seed known only by address.
+    Join {
+        shards: u16,
+    },
+    /// The sender removed the receiver from its active view (or is leaving).
+    Disconnect,
+    ForwardJoin {
+        new: Contact,
+        ttl: u8,
+    },
+    Neighbor {
+        high_priority: bool,
+        shards: u16,
+    },
+    NeighborReply {
+        accepted: bool,
+        shards: u16,
+    },
+    Shuffle {
+        origin: Contact,
+        ttl: u8,
+        nodes: Vec<Contact>,
+    },
+    ShuffleReply {
+        nodes: Vec<Contact>,
+    },
+    Heartbeat,
+    Probe,
+    ProbeReply,
+}
+
+/// A decoded control datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDatagram {
+    pub header: Header,
+    pub frames: Vec<MemberFrame>,
+    /// Frames this decoder does not know (Plumtree frames, newer tags), skipped.
+    pub skipped_unknown: u32,
+}
+
+fn body_len(f: &MemberFrame) -> usize {
+    match f {
+        MemberFrame::Join { .. } => 2,
+        MemberFrame::Disconnect
+        | MemberFrame::Heartbeat
+        | MemberFrame::Probe
+        | MemberFrame::ProbeReply => 0,
+        MemberFrame::ForwardJoin { .. } => 1 + CONTACT_LEN,
+        MemberFrame::Neighbor { .. } | MemberFrame::NeighborReply { .. } => 3,
+        MemberFrame::Shuffle { nodes, .. } => 1 + CONTACT_LEN * (1 + nodes.len()),
+        MemberFrame::ShuffleReply { nodes } => CONTACT_LEN * nodes.len(),
+    }
+}
+
+/// Bytes `f` occupies in a datagram (prefix and body).
+pub fn member_encoded_len(f: &MemberFrame) -> usize {
+    FRAME_PREFIX_LEN + body_len(f)
+}
+
+/// Most contacts a Shuffle (`with_origin`) or ShuffleReply can carry in a datagram
+/// of `mtu` bytes; the driver truncates samples to this.
+pub fn max_contacts(mtu: usize, with_origin: bool) -> usize {
+    let fixed =
+        super::HEADER_LEN + FRAME_PREFIX_LEN + if with_origin { 1 + CONTACT_LEN } else { 0 };
+    (mtu.saturating_sub(fixed) / CONTACT_LEN).min(usize::from(u16::MAX) / CONTACT_LEN - 1)
+}
+
+fn write_contact(c: &Contact, out: &mut Vec<u8>) {
+    out.extend_from_slice(&c.id.0.to_le_bytes());
+    let ip = match c.addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&c.addr.port().to_le_bytes());
+    out.extend_from_slice(&c.shards.to_le_bytes());
+}
+
+fn read_contact(b: &[u8; CONTACT_LEN]) -> Contact {
+    let (id, rest) = b.split_at(8);
+    let (ip, rest) = rest.split_at(16);
+    let id = NodeId(u64::from_le_bytes(id.try_into().unwrap_or_default()));
+    let ip = Ipv6Addr::from(<[u8; 16]>::try_from(ip).unwrap_or_default());
+    let ip = match ip.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(ip),
+    };
+    let port = u16::from_le_bytes([rest[0], rest[1]]);
+    let shards = u16::from_le_bytes([rest[2], rest[3]]);
+    Contact {
+        id,
+        addr: SocketAddr::new(ip, port),
+        shards,
+    }
+}
+
+fn read_contacts(mut b: &[u8]) -> Vec<Contact> {
+    let mut v = Vec::with_capacity(b.len() / CONTACT_LEN);
+    while let Some((c, rest)) = b.split_first_chunk::<CONTACT_LEN>() {
+        v.push(read_contact(c));
+        b = rest;
+    }
+    v
+}
+
+/// Appends `f` (prefix and body) to `out`.
+///
+/// # Panics
+///
+/// If the body exceeds the `u16` length prefix (more than 2,339 contacts); the
+/// driver caps samples with [`max_contacts`] far below that.
+pub fn encode_member_frame(f: &MemberFrame, out: &mut Vec<u8>) {
+    let len = body_len(f);
+    let Ok(len16) = u16::try_from(len) else {
+        panic!("member frame body of {len} bytes exceeds the u16 length prefix");
+    };
+    let flag = |b: bool| u8::from(b);
+    match f {
+        MemberFrame::Join { shards } => {
+            write_prefix(tag::JOIN, len16, out);
+            out.extend_from_slice(&shards.to_le_bytes());
+        }
+        MemberFrame::Disconnect => write_prefix(tag::DISCONNECT, len16, out),
+        MemberFrame::ForwardJoin { new, ttl } => {
+            write_prefix(tag::FORWARD_JOIN, len16, out);
+            out.push(*ttl);
+            write_contact(new, out);
+        }
+        MemberFrame::Neighbor {
+            high_priority,
+            shards,
+        } => {
+            write_prefix(tag::NEIGHBOR, len16, out);
+            out.push(flag(*high_priority));
+            out.extend_from_slice(&shards.to_le_bytes());
+        }
+        MemberFrame::NeighborReply { accepted, shards } => {
+            write_prefix(tag::NEIGHBOR_REPLY, len16, out);
+            out.push(flag(*accepted));
+            out.extend_from_slice(&shards.to_le_bytes());
+        }
+        MemberFrame::Shuffle { origin, ttl, nodes } => {
+            write_prefix(tag::SHUFFLE, len16, out);
+            out.push(*ttl);
+            write_contact(origin, out);
+            for c in nodes {
+                write_contact(c, out);
+            }
+        }
+        MemberFrame::ShuffleReply { nodes } => {
+            write_prefix(tag::SHUFFLE_REPLY, len16, out);
+            for c in nodes {
+                write_contact(c, out);
+            }
+        }
+        MemberFrame::Heartbeat => write_prefix(tag::HEARTBEAT, len16, out),
+        MemberFrame::Probe => write_prefix(tag::PROBE, len16, out),
+        MemberFrame::ProbeReply => write_prefix(tag::PROBE_REPLY, len16, out),
+    }
+}
+
+/// One datagram: header plus frames (the caller seals it when the cluster is keyed).
+pub fn encode_member_datagram(h: &Header, frames: &[MemberFrame]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        super::HEADER_LEN + frames.iter().map(member_encoded_len).sum::<usize>(),
+    );
+    super::encode_header(h, &mut out);
+    for f in frames {
+        encode_member_frame(f, &mut out);
+    }
+    out
+}
+
+/// Parses one known frame body; `None` when its length is wrong for the tag.
+fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
+    let empty = |f: MemberFrame| body.is_empty().then_some(f);
+    let flag_shards = || match *body {
+        [f, s0, s1] => Some((f & 1 != 0, u16::from_le_bytes([s0, s1]))),
+        _ => None,
+    };
+    Some(match t {
+        tag::JOIN => match *body {
+            [s0, s1] => MemberFrame::Join {
+                shards: u16::from_le_bytes([s0, s1]),
+            },
+            _ => return None,
+        },
+        tag::DISCONNECT => return empty(MemberFrame::Disconnect),
+        tag::HEARTBEAT => return empty(MemberFrame::Heartbeat),
+        tag::PROBE => return empty(MemberFrame::Probe),
+        tag::PROBE_REPLY => return empty(MemberFrame::ProbeReply),
+        tag::FORWARD_JOIN => {
+            let (&ttl, rest) = body.split_first()?;
+            let c = <&[u8; CONTACT_LEN]>::try_from(rest).ok()?;
+            MemberFrame::ForwardJoin {
+                new: read_contact(c),
+                ttl,
+            }
+        }
+        tag::NEIGHBOR => {
+            let (high_priority, shards) = flag_shards()?;
+            MemberFrame::Neighbor {
+                high_priority,
+                shards,
+            }
+        }
+        tag::NEIGHBOR_REPLY => {
+            let (accepted, shards) = flag_shards()?;
+            MemberFrame::NeighborReply { accepted, shards }
+        }
+        tag::SHUFFLE => {
+            let (&ttl, rest) = body.split_first()?;
+            let (origin, rest) = rest.split_first_chunk::<CONTACT_LEN>()?;
+            if rest.len() % CONTACT_LEN != 0 {
+                return None;
+            }
+            MemberFrame::Shuffle {
+                origin: read_contact(origin),
+                ttl,
+                nodes: read_contacts(rest),
+            }
+        }
+        tag::SHUFFLE_REPLY => {
+            if body.len() % CONTACT_LEN != 0 {
+                return None;
+            }
+            MemberFrame::ShuffleReply {
+                nodes: read_contacts(body),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Whether `t` is a membership tag this build decodes.
+fn is_member_tag(t: u8) -> bool {
+    (tag::JOIN..=tag::PROBE_REPLY).contains(&t)
+}
+
+/// Decodes a control datagram. Total like [`decode`](super::decode): any bytes give a
+/// datagram or a [`DecodeError`], never a panic; a malformed frame rejects the whole
+/// datagram; unknown tags are skipped by their length prefix and counted.
+pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
+    let (header, mut pos) = decode_header(buf)?;
+    let mut frames = Vec::new();
+    let mut skipped = 0u32;
+    loop {
+        let rest = buf.get(pos..).unwrap_or_default();
+        if rest.is_empty() {
+            break;
+        }
+        let Some((&[t, l0, l1], after)) = rest.split_first_chunk::<FRAME_PREFIX_LEN>() else {
+            return Err(DecodeError::Truncated {
+                tag: rest[0],
+                needed: FRAME_PREFIX_LEN,
+                have: rest.len(),
+            });
+        };
+        let len = usize::from(u16::from_le_bytes([l0, l1]));
+        let Some(body) = after.get(..len) else {
+            return Err(DecodeError::Truncated {
+                tag: t,
+                needed: len,
+                have: after.len(),
+            });
+        };
+        pos += FRAME_PREFIX_LEN + len;
+        if !is_member_tag(t) {
+            skipped = skipped.saturating_add(1);
+            continue;
+        }
+        match parse(t, body) {
+            Some(f) => frames.push(f),
+            None => return Err(DecodeError::BadLength { tag: t, len }),
+        }
+    }
+    if frames.is_empty() && skipped == 0 {
+        return Err(DecodeError::NoFrames);
+    }
+    Ok(MemberDatagram {
+        header,
+        frames,
+        skipped_unknown: skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode_frame, Frame, HEADER_LEN};
+
+    fn header() -> Header {
+        Header {
+            sender: NodeId(0x0102_0304_0506_0708),
+            incarnation: 9,
+            flags: 0,
+        }
+    }
+
+    fn contact(id: u64, addr: &str, shards: u16) -> Contact {
+        Contact {
+            id: NodeId(id),
+            addr: addr.parse().unwrap(),
+            shards,
+        }
+    }
+
+    fn samples() -> Vec<MemberFrame> {
+        let a = contact(1, "127.0.0.1:7000", 2);
+        let b = contact(u64::MAX, "[2001:db8::1]:65535", 64);
+        vec![
+            MemberFrame::Join { shards: 3 },
+            MemberFrame::Disconnect,
+            MemberFrame::ForwardJoin { new: a, ttl: 6 },
+            MemberFrame::Neighbor {
+                high_priority: true,
+                shards: 1,
+            },
+            MemberFrame::Neighbor {
+                high_priority: false,
+                shards: 7,
+            },
+            MemberFrame::NeighborReply {
+                accepted: true,
+                shards: 2,
+            },
+            MemberFrame::NeighborReply {
+                accepted: false,
+                shards: 2,
+            },
+            MemberFrame::Shuffle {
+                origin: a,
+                ttl: 5,
+                nodes: vec![a, b],
+            },
+            MemberFrame::Shuffle {
+                origin: b,
+                ttl: 0,
+                nodes: vec![],
+            },
+            MemberFrame::ShuffleReply { nodes: vec![b, a] },
+            MemberFrame::ShuffleReply { nodes: vec![] },
+            MemberFrame::Heartbeat,
+            MemberFrame::Probe,
+            MemberFrame::ProbeReply,
+        ]
+    }
+
+    #[test]
+    fn roundtrip_every_member_frame() {
+        let frames = samples();
+        let raw = encode_member_datagram(&header(), &frames);
+        assert_eq!(
+            raw.len(),
+            HEADER_LEN + frames.iter().map(member_encoded_len).sum::<usize>()
+        );
+        let dg = decode_members(&Bytes::from(raw)).unwrap();
+        assert_eq!(dg.header, header());
+        assert_eq!(dg.frames, frames);
+        assert_eq!(dg.skipped_unknown, 0);
+    }
+
+    #[test]
+    fn join_and_disconnect_keep_the_ping_and_leave_bytes() {
+        let mut a = Vec::new();
+        encode_member_frame(&MemberFrame::Join { shards: 4 }, &mut a);
+        let mut b = Vec::new();
+        encode_frame(&Frame::Ping { shards: 4 }, &mut b);
+        assert_eq!(a, b);
+        a.clear();
+        b.clear();
+        encode_member_frame(&MemberFrame::Disconnect, &mut a);
+        encode_frame(&Frame::Leave, &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn plumtree_and_member_decoders_skip_each_other() {
+        let mut raw = encode_member_datagram(&header(), &[MemberFrame::Heartbeat]);
+        encode_frame(&Frame::Prune { partition: 3 }, &mut raw);
+        let bytes = Bytes::from(raw);
+        let m = decode_members(&bytes).unwrap();
+        assert_eq!(m.frames, vec![MemberFrame::Heartbeat]);
+        assert_eq!(m.skipped_unknown, 1);
+        let p = decode(&bytes).unwrap();
+        assert_eq!(p.frames, vec![Frame::Prune { partition: 3 }]);
+        assert_eq!(p.skipped_unknown, 1);
+    }
+
+    #[test]
+    fn bad_lengths_are_typed_errors() {
+        let cases: &[(u8, usize)] = &[
+            (tag::JOIN, 1),
+            (tag::JOIN, 3),
+            (tag::DISCONNECT, 1),
+            (tag::HEARTBEAT, 2),
+            (tag::PROBE, 1),
+            (tag::PROBE_REPLY, 5),
+            (tag::FORWARD_JOIN, 0),
+            (tag::FORWARD_JOIN, CONTACT_LEN),
+            (tag::FORWARD_JOIN, CONTACT_LEN + 2),
+            (tag::NEIGHBOR, 2),
+            (tag::NEIGHBOR_REPLY, 4),
+            (tag::SHUFFLE, 0),
+            (tag::SHUFFLE, CONTACT_LEN),
+            (tag::SHUFFLE, 1 + CONTACT_LEN + 1),
+            (tag::SHUFFLE_REPLY, CONTACT_LEN - 1),
+            (tag::SHUFFLE_REPLY, CONTACT_LEN + 1),
+        ];
+        for &(t, len) in cases {
+            let mut raw = Vec::new();
+            crate::wire::encode_header(&header(), &mut raw);
+            write_prefix(t, len as u16, &mut raw);
+            raw.resize(raw.len() + len, 0);
+            assert_eq!(
+                decode_members(&Bytes::from(raw)),
+                Err(DecodeError::BadLength { tag: t, len }),
+                "tag {t:#x} len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_prefix_decodes_or_errors_without_panic() {
+        let raw = encode_member_datagram(&header(), &samples());
+        let full = Bytes::from(raw);
+        let mut ok = 0;
+        for cut in 0..full.len() {
+            if decode_members(&full.slice(..cut)).is_ok() {
+                ok += 1;
+            }
+        }
+        // Only cuts on frame boundaries (one per frame, header-only excluded) decode.
+        assert_eq!(ok, samples().len() - 1);
+        assert!(matches!(
+            decode_members(&full.slice(..HEADER_LEN)),
+            Err(DecodeError::NoFrames)
+        ));
+    }
+
+    #[test]
+    fn contacts_ipv4_ipv6_and_usability() {
+        let v4 = contact(5, "10.1.2.3:9", 1);
+        let v6 = contact(6, "[::1]:9", 1);
+        for c in [v4, v6] {
+            let raw =
+                encode_member_datagram(&header(), &[MemberFrame::ShuffleReply { nodes: vec![c] }]);
+            let dg = decode_members(&Bytes::from(raw)).unwrap();
+            assert_eq!(
+                dg.frames,
+                vec![MemberFrame::ShuffleReply { nodes: vec![c] }]
+            );
+            assert!(c.is_usable());
+        }
+        assert!(!contact(1, "0.0.0.0:9", 1).is_usable());
+        assert!(!contact(1, "10.0.0.1:0", 1).is_usable());
+        assert!(!contact(1, "10.0.0.1:9", 0).is_usable());
+    }
+
+    #[test]
+    fn max_contacts_fit_the_mtu() {
+        for mtu in [200, 1400, 65507] {
+            for with_origin in [false, true] {
+                let n = max_contacts(mtu, with_origin);
+                let c = contact(1, "127.0.0.1:1", 1);
+                let f = if with_origin {
+                    MemberFrame::Shuffle {
+                        origin: c,
+                        ttl: 1,
+                        nodes: vec![c; n],
+                    }
+                } else {
+                    MemberFrame::ShuffleReply { nodes: vec![c; n] }
+                };
+                let len = encode_member_datagram(&header(), &[f]).len();
+                assert!(len <= mtu, "mtu {mtu}: {len}");
+                assert!(len + CONTACT_LEN > mtu || mtu == 65507);
+            }
+        }
+    }
+}
