@@ -5,39 +5,58 @@
 //! live node must deliver every message broadcast by a live origin exactly once
 //! (checked in the NDJSON deliveries files). Each test prints its figures (`--nocapture`)
 //! for the README's Reliability section.
+//!
+//! Membership is HyParView (active views of 5), so the tests wait for what it
+//! guarantees once settled, never for a full mesh: every node has at least one live
+//! neighbour, links are symmetric and the overlay is connected. Membership timers are
+//! short (heartbeat 100 ms, failure timeout 600 ms, probe 300 ms, join retries 100 to
+//! 800 ms) so failures are noticed, and a healed partition re-merged, in about a second.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    admin_request, broadcast, get_json, metric_sum, read_deliveries, spawn_node, Node, NodeSpec,
+    active_view, admin_request, broadcast, get_json, metric_sum, node_hex, overlay_problem,
+    read_deliveries, spawn_node, Node, NodeSpec,
 };
 use serde_json::json;
 
 /// Anti-entropy every 250 ms (announcing deliveries older than 250 ms), so that
-/// recovery after a heal takes seconds, not tens of seconds.
-const FAST_ANTI_ENTROPY: &str = "\
+/// recovery after a heal takes seconds, not tens of seconds; HyParView timers in
+/// milliseconds, short for the same reason.
+const CHAOS_CONFIG: &str = "\
 chaos = true
 [protocol]
 anti_entropy_interval = 250
 anti_entropy_delay = 250
+[membership]
+heartbeat_interval = 100
+failure_timeout = 600
+probe_timeout = 300
+shuffle_interval = 500
+join_retry = 100
+join_retry_max = 800
 ";
 
 /// Upper bound on every wait for convergence.
 const CONVERGE: Duration = Duration::from_secs(60);
+/// Bound on the overlay re-merging after a partition heals: lost nodes are probed at
+/// most `join_retry_max` (800 ms) apart, then one Join links the sides; the rest is
+/// margin for a loaded machine.
+const REMERGE: Duration = Duration::from_secs(20);
 
 fn write_config(dir: &Path) -> String {
     let path = dir.join("chaos.toml");
-    std::fs::write(&path, FAST_ANTI_ENTROPY).unwrap();
+    std::fs::write(&path, CHAOS_CONFIG).unwrap();
     path.to_str().unwrap().to_string()
 }
 
-/// `n` single-shard nodes; node `i` seeds from every node started before it, so the
-/// membership is a full mesh. Waits until every node sees the `n - 1` others.
+/// `n` single-shard nodes; node `i` (id `i + 1`) seeds from every node started before
+/// it. Waits until their HyParView overlay has settled.
 fn cluster(n: usize, dir: &Path, extra: &[&str], taken: &mut Vec<u16>) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
@@ -52,34 +71,61 @@ fn cluster(n: usize, dir: &Path, extra: &[&str], taken: &mut Vec<u16>) -> Vec<No
         };
         nodes.push(spawn_node(&spec, dir, taken));
     }
-    wait_for_mesh(&nodes, CONVERGE);
+    wait_for_overlay(&indexed(&nodes), "the overlay to settle", CONVERGE);
     nodes
 }
 
-fn peers(n: &Node) -> usize {
-    get_json(n.admin, "/peers")
-        .and_then(|v| v.as_array().map(|a| a.len()))
-        .unwrap_or(0)
+/// `(node id, node)` for every node of a cluster: node `i` has id `i + 1`.
+fn indexed(nodes: &[Node]) -> Vec<(u64, &Node)> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as u64 + 1, n))
+        .collect()
 }
 
-/// Waits until every node has `want` peers; on timeout names each node's count.
-fn wait_for_peers(nodes: &[Node], want: usize, what: &str, limit: Duration) {
+/// Active views by node id (16 hex digits); nodes not answering are left out.
+fn views(nodes: &[(u64, &Node)]) -> HashMap<String, Vec<String>> {
+    nodes
+        .iter()
+        .filter_map(|(id, n)| Some((node_hex(*id), active_view(n.admin)?)))
+        .collect()
+}
+
+/// Active view sizes, in node order (for the figures).
+fn view_sizes(nodes: &[(u64, &Node)]) -> Vec<usize> {
+    let v = views(nodes);
+    nodes
+        .iter()
+        .map(|(id, _)| v.get(&node_hex(*id)).map_or(0, Vec::len))
+        .collect()
+}
+
+/// Waits until the active views of `nodes` form a settled overlay of exactly these
+/// nodes (see [`overlay_problem`]: no neighbour outside them, so on one side of a
+/// partition this also means the other side was dropped). Returns the time it took;
+/// on timeout fails naming the problem and every view.
+fn wait_for_overlay(nodes: &[(u64, &Node)], what: &str, limit: Duration) -> Duration {
+    let alive: HashSet<String> = nodes.iter().map(|(id, _)| node_hex(*id)).collect();
     let t = Instant::now();
     loop {
-        let counts: Vec<usize> = nodes.iter().map(peers).collect();
-        if counts.iter().all(|&c| c == want) {
-            return;
+        let v = views(nodes);
+        let Some(problem) = overlay_problem(&v, &alive) else {
+            return t.elapsed();
+        };
+        if t.elapsed() > limit {
+            let mut rows: Vec<String> = v
+                .iter()
+                .map(|(me, view)| format!("{me}: {view:?}"))
+                .collect();
+            rows.sort();
+            panic!(
+                "timed out after {limit:?} waiting for {what}: {problem}\n{}",
+                rows.join("\n")
+            );
         }
-        assert!(
-            t.elapsed() < limit,
-            "timed out waiting for {what}: peers per node {counts:?}, want {want} each"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn wait_for_mesh(nodes: &[Node], limit: Duration) {
-    wait_for_peers(nodes, nodes.len() - 1, "a full mesh", limit);
 }
 
 /// Broadcasts `count` messages, round-robin over `from`; returns id -> payload.
@@ -176,6 +222,7 @@ fn five_percent_loss_both_ways_every_message_exactly_once() {
         "both",
     ];
     let nodes = cluster(5, dir.path(), &extra, &mut taken);
+    let views_before = view_sizes(&indexed(&nodes));
     let all: Vec<&Node> = nodes.iter().collect();
     let sent = broadcast_round_robin(&all, 300, "loss");
     let out = check_exactly_once(&all, &sent, "5% loss");
@@ -184,9 +231,11 @@ fn five_percent_loss_both_ways_every_message_exactly_once() {
     let delayed = total(&all, "plumtree_chaos_delayed_total");
     let grafts = total(&all, "plumtree_graft_sent_total");
     let datagrams = total(&all, "plumtree_datagrams_sent_total");
+    let failures = total(&all, "plumtree_membership_neighbor_failures_total");
     eprintln!(
-        "chaos loss: nodes=5 messages={} deliveries={} expected={} duplicates={} converged_ms={} \
-         datagrams_sent={datagrams} dropped={dropped} duplicated={duplicated} delayed={delayed} grafts={grafts}",
+        "chaos loss: nodes=5 view_sizes={views_before:?} messages={} deliveries={} expected={} \
+         duplicates={} converged_ms={} datagrams_sent={datagrams} dropped={dropped} \
+         duplicated={duplicated} delayed={delayed} grafts={grafts} neighbor_failures={failures}",
         sent.len(),
         out.delivered,
         sent.len() * nodes.len(),
@@ -228,8 +277,12 @@ fn partition_then_heal_messages_from_both_sides_reach_the_other() {
     let sent_right = broadcast_round_robin(&r, 30, "right");
     check_exactly_once(&l, &sent_left, "left side during the partition");
     check_exactly_once(&r, &sent_right, "right side during the partition");
-    // ...and, once the failure timeout (3 s) has passed, sees the other side as failed.
-    wait_for_peers(&nodes, 2, "each side to drop the other", CONVERGE);
+    // ...and, after the failure timeout (600 ms) and a probe (300 ms), drops the other
+    // side from its views: each side is an overlay of its own.
+    let ids = indexed(&nodes);
+    let (left_ids, right_ids) = ids.split_at(3);
+    wait_for_overlay(left_ids, "the left side to drop the right", CONVERGE);
+    wait_for_overlay(right_ids, "the right side to drop the left", CONVERGE);
     for n in &l {
         let d = read_deliveries(&n.deliveries);
         assert!(sent_right.keys().all(|id| !d.contains_key(id)), "cut held");
@@ -246,21 +299,28 @@ fn partition_then_heal_messages_from_both_sides_reach_the_other() {
         assert_eq!(status, 200);
         assert!(v["cuts"].as_array().unwrap().is_empty());
     }
-    let deletes_took = healed.elapsed();
+    // Both sides forgot each other; only the lost-node probes can bring them back
+    // together: within REMERGE the six must form one overlay again.
+    wait_for_overlay(&ids, "the overlay to re-merge after the heal", REMERGE);
+    let remerge_ms = healed.elapsed().as_millis();
     let mut sent = sent_left;
     sent.extend(sent_right);
     let all: Vec<&Node> = nodes.iter().collect();
+    let check_started = healed.elapsed();
     let out = check_exactly_once(&all, &sent, "after the heal");
     // From the first DELETE to the moment every node had every message.
-    let heal_ms = (deletes_took + out.converged).as_millis();
-    wait_for_mesh(&nodes, CONVERGE);
+    let heal_ms = (check_started + out.converged).as_millis();
     eprintln!(
         "chaos partition: nodes=6 (3|3) messages={} deliveries={} expected={} duplicates={} \
-         heal_to_all_delivered_ms={heal_ms} datagrams_cut={cut_datagrams} anti_entropy_rounds={}",
+         heal_to_remerged_ms={remerge_ms} heal_to_all_delivered_ms={heal_ms} view_sizes={:?} \
+         datagrams_cut={cut_datagrams} rejoins={} lost_probes={} anti_entropy_rounds={}",
         sent.len(),
         out.delivered,
         sent.len() * nodes.len(),
         out.duplicates,
+        view_sizes(&ids),
+        total(&all, "plumtree_membership_rejoins_total"),
+        total(&all, "plumtree_membership_lost_probes_total"),
         total(&all, "plumtree_anti_entropy_rounds_total"),
     );
     assert_eq!(out.delivered, sent.len() * nodes.len());
@@ -311,7 +371,11 @@ fn sigkill_a_quarter_and_restart_with_new_incarnation_exactly_once() {
         };
         nodes[v] = spawn_node(&spec, dir.path(), &mut taken);
     }
-    wait_for_mesh(&nodes, CONVERGE);
+    wait_for_overlay(
+        &indexed(&nodes),
+        "the overlay to settle with the restarted nodes",
+        CONVERGE,
+    );
     let rejoin_ms = restarted_at.elapsed().as_millis();
     for &v in &victims {
         let up = get_json(nodes[v].admin, "/status").unwrap()["uptime_ms"]
@@ -327,14 +391,16 @@ fn sigkill_a_quarter_and_restart_with_new_incarnation_exactly_once() {
     let after = broadcast_round_robin(&all, 80, "after");
     let out = check_exactly_once(&all, &after, "after the restart");
     eprintln!(
-        "chaos crash: nodes=8 killed=2 rejoin_ms={rejoin_ms} messages_after={} deliveries={} \
-         expected={} duplicates={} converged_ms={} during_messages={}",
+        "chaos crash: nodes=8 killed=2 rejoin_ms={rejoin_ms} view_sizes={:?} messages_after={} \
+         deliveries={} expected={} duplicates={} converged_ms={} during_messages={} rejoins={}",
+        view_sizes(&indexed(&nodes)),
         after.len(),
         out.delivered,
         after.len() * nodes.len(),
         out.duplicates,
         out.converged.as_millis(),
         during.len(),
+        total(&all, "plumtree_membership_rejoins_total"),
     );
     assert_eq!(out.delivered, after.len() * nodes.len());
 }

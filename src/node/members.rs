@@ -4,6 +4,20 @@
 //! address; it turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
 //! (datagrams to send, neighbours for the shards). No sockets and no clock here: the
 //! control core passes `now` and performs the outputs.
+//!
+//! Partition healing. The state machine forgets a node that stops answering: a
+//! neighbour whose probe went unanswered leaves the active view, and a passive node
+//! that ignores a Neighbor request leaves the passive view. During a partition each
+//! side therefore forgets the other entirely, and once the link heals nothing would
+//! ever bring them together again (views refill from their own side; shuffles never
+//! cross). So the driver keeps such nodes in a bounded *lost* list and sends each a
+//! Probe with a doubling wait (`join_retry` up to `join_retry_max`). Any datagram from
+//! a lost node (a Disconnect or ProbeReply answering the probe, or anything else)
+//! shows it is reachable again; if the views still do not know it, the driver joins
+//! through it, which links the two sides (the contact must accept a Join, even with a
+//! full view) and sends random walks into its side, after which shuffles and the
+//! usual promotions mix the views. Such rejoins are spaced at least one
+//! `shuffle_interval` apart, so a heal costs a few Joins, not one per lost node.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,6 +35,18 @@ use crate::wire::{Contact, MemberFrame};
 /// Most timers waiting at once. The state machine keeps a handful per neighbour;
 /// this is far above what it can reach and only guards against a bug.
 pub(super) const MAX_TIMERS: usize = 1 << 14;
+
+/// A node that stopped answering and that the views forgot; probed until it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lost {
+    id: NodeId,
+    /// When it was lost: the oldest entry is evicted when the list is full.
+    since: Time,
+    /// When the next Probe goes out.
+    next_probe: Time,
+    /// Wait after that probe; doubles up to `join_retry_max`.
+    backoff: Duration,
+}
 
 /// What the control core must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +132,12 @@ pub(super) struct MemberDriver {
     seed_ids: Vec<NodeId>,
     seed_backoff: Duration,
     next_seed_join: Time,
+    /// Nodes that stopped answering (see the module documentation); at most
+    /// `lost_cap`, never a member of either view.
+    lost: Vec<Lost>,
+    lost_cap: usize,
+    /// Last join through a revived lost node.
+    last_rejoin: Option<Time>,
     left: bool,
     stats: MemberDriverStats,
     out: Vec<Output>,
@@ -125,6 +157,7 @@ impl MemberDriver {
     ) -> Result<Self, ConfigError> {
         let cap = 4 * (cfg.active_view + cfg.passive_view) + 64;
         let backoff = cfg.join_retry;
+        let lost_cap = cfg.passive_view;
         let m = Membership::new(me, cfg, seed)?;
         let mut s: Vec<SocketAddr> = Vec::new();
         for a in seeds {
@@ -149,6 +182,9 @@ impl MemberDriver {
             seed_ids: Vec::new(),
             seed_backoff: backoff,
             next_seed_join: Duration::ZERO,
+            lost: Vec::new(),
+            lost_cap,
+            last_rejoin: None,
             left: false,
             stats: MemberDriverStats::default(),
             out: Vec::new(),
@@ -205,6 +241,7 @@ impl MemberDriver {
             .chain(self.m.passive())
             .chain(&self.seed_ids)
             .copied()
+            .chain(self.lost.iter().map(|l| l.id))
             .collect();
         let ok = self.book.make_room(
             |n| keep.contains(&n),
@@ -384,11 +421,86 @@ impl MemberDriver {
             self.m.handle(now, from, msg);
             self.drain(now);
         }
+        self.revive(now, from);
         std::mem::take(&mut self.out)
     }
 
-    /// Fires due timers and retries the join at seed addresses until one answers
-    /// (and while we have no neighbour). Called every few milliseconds by the control core.
+    /// Marks `peer` lost: the state machine just dropped it for not answering.
+    fn lose(&mut self, now: Time, peer: NodeId) {
+        if peer == self.me || self.lost.iter().any(|l| l.id == peer) {
+            return;
+        }
+        if self.lost.len() >= self.lost_cap {
+            if let Some(i) = (0..self.lost.len()).min_by_key(|&i| self.lost[i].since) {
+                self.lost.swap_remove(i);
+                self.stats.lost_evictions += 1;
+            }
+        }
+        let retry = self.m.config().join_retry;
+        self.lost.push(Lost {
+            id: peer,
+            since: now,
+            next_probe: now + retry,
+            backoff: retry,
+        });
+    }
+
+    /// `from` just sent us a datagram: if it was lost, it is reachable again. When
+    /// the views still do not know it, join through it (at most once a shuffle
+    /// period; otherwise it is asked again a shuffle period later, by when the last
+    /// rejoin may have brought it back into the views).
+    fn revive(&mut self, now: Time, from: NodeId) {
+        let Some(i) = self.lost.iter().position(|l| l.id == from) else {
+            return;
+        };
+        self.stats.lost_revived += 1;
+        if self.m.is_active(from) || self.m.passive().contains(&from) {
+            self.lost.swap_remove(i);
+            return;
+        }
+        let quiet = self.m.config().shuffle_interval;
+        if self.last_rejoin.is_some_and(|t| now < t + quiet) {
+            let retry = self.m.config().join_retry;
+            let l = &mut self.lost[i];
+            l.next_probe = now + quiet;
+            l.backoff = retry;
+            return;
+        }
+        self.lost.swap_remove(i);
+        self.last_rejoin = Some(now);
+        self.stats.rejoins += 1;
+        self.m.join(now, &[from]);
+        self.drain(now);
+    }
+
+    /// Probes the lost nodes that are due, and forgets those the views know again.
+    fn probe_lost(&mut self, now: Time) {
+        let max = self.m.config().join_retry_max;
+        let m = &self.m;
+        self.lost
+            .retain(|l| !m.is_active(l.id) && !m.passive().contains(&l.id));
+        for l in &mut self.lost {
+            if now < l.next_probe {
+                continue;
+            }
+            l.next_probe = now + l.backoff;
+            l.backoff = (l.backoff * 2).min(max);
+            match self.book.map.get(&l.id) {
+                Some(e) => {
+                    self.out.push(Output::Send {
+                        to: e.addr,
+                        frame: MemberFrame::Probe,
+                    });
+                    self.stats.lost_probes_sent += 1;
+                }
+                None => self.stats.unroutable += 1,
+            }
+        }
+    }
+
+    /// Fires due timers, probes lost nodes that are due, and retries the join at seed
+    /// addresses until one answers (and while we have no neighbour). Called every few
+    /// milliseconds by the control core.
     pub fn tick(&mut self, now: Time) -> Vec<Output> {
         if self.left {
             return Vec::new();
@@ -398,10 +510,25 @@ impl MemberDriver {
                 break;
             };
             if let Some(t) = self.timer_of.remove(&d.seq) {
+                // A neighbour whose probe deadline passes, or a passive node whose
+                // Neighbor deadline passes, may be dropped as dead: keep probing it.
+                let watched = match t {
+                    Timer::ProbeDeadline { peer, .. } => Some((peer, self.m.is_active(peer))),
+                    Timer::NeighborDeadline { peer, .. } => {
+                        Some((peer, self.m.passive().contains(&peer)))
+                    }
+                    _ => None,
+                };
                 self.m.handle_timer(now, t);
                 self.drain(now);
+                if let Some((peer, true)) = watched {
+                    if !self.m.is_active(peer) && !self.m.passive().contains(&peer) {
+                        self.lose(now, peer);
+                    }
+                }
             }
         }
+        self.probe_lost(now);
         let cfg = self.m.config();
         let (retry, retry_max) = (cfg.join_retry, cfg.join_retry_max);
         // Join through seed addresses until one answered, and again whenever the node
@@ -442,6 +569,7 @@ impl MemberDriver {
         self.m.leave(now);
         self.drain(now);
         self.left = true;
+        self.lost.clear();
         self.timers.clear();
         self.timer_of.clear();
         std::mem::take(&mut self.out)
@@ -543,8 +671,10 @@ impl MemberDriver {
                 .iter()
                 .map(|&id| info(id, "passive"))
                 .collect(),
+            lost: self.lost.iter().map(|l| info(l.id, "lost")).collect(),
             active_capacity: cfg.active_view,
             passive_capacity: cfg.passive_view,
+            lost_capacity: self.lost_cap,
             joining: self.m.is_joining()
                 || (!self.seeds.is_empty()
                     && (self.seed_ids.is_empty() || self.m.active().is_empty())),
@@ -590,6 +720,10 @@ mod tests {
         queue: VecDeque<(usize, SocketAddr, MemberFrame)>,
         /// (node index, neighbour up/down output) in order.
         links: Vec<(usize, Output)>,
+        /// Probes sent: (time, sender index, to).
+        probes: Vec<(Time, usize, SocketAddr)>,
+        /// A partition: node `i` is on side `sides[i]`; datagrams between sides are lost.
+        sides: Option<Vec<u8>>,
         now: Time,
     }
 
@@ -599,6 +733,8 @@ mod tests {
                 nodes: Vec::new(),
                 queue: VecDeque::new(),
                 links: Vec::new(),
+                probes: Vec::new(),
+                sides: None,
                 now: Duration::ZERO,
             }
         }
@@ -619,7 +755,12 @@ mod tests {
         fn push(&mut self, i: usize, out: Vec<Output>) {
             for o in out {
                 match o {
-                    Output::Send { to, frame } => self.queue.push_back((i, to, frame)),
+                    Output::Send { to, frame } => {
+                        if frame == MemberFrame::Probe {
+                            self.probes.push((self.now, i, to));
+                        }
+                        self.queue.push_back((i, to, frame))
+                    }
                     other => self.links.push((i, other)),
                 }
             }
@@ -639,6 +780,9 @@ mod tests {
                 let Some(j) = self.nodes.iter().position(|n| n.1 == to && n.3) else {
                     continue;
                 };
+                if self.sides.as_ref().is_some_and(|s| s[from] != s[j]) {
+                    continue;
+                }
                 let out = self.nodes[j]
                     .2
                     .on_frames(self.now, dg.header.sender, src, dg.frames);
@@ -663,6 +807,194 @@ mod tests {
         fn active(&self, i: usize) -> Vec<NodeId> {
             self.nodes[i].2.m.active().to_vec()
         }
+
+        /// Why the active views of `members` are not one symmetric, connected overlay
+        /// of exactly those nodes; `None` when they are.
+        fn overlay_problem(&self, members: &[usize]) -> Option<String> {
+            let ids: Vec<NodeId> = members.iter().map(|&i| self.nodes[i].0).collect();
+            let index = |id: NodeId| members[ids.iter().position(|&x| x == id).unwrap()];
+            for &i in members {
+                let view = self.active(i);
+                if view.is_empty() {
+                    return Some(format!("node {i} has no neighbour"));
+                }
+                for p in view {
+                    if !ids.contains(&p) {
+                        return Some(format!("node {i} lists {p:?}, outside the overlay"));
+                    }
+                    if !self.active(index(p)).contains(&self.nodes[i].0) {
+                        return Some(format!("node {i} lists {p:?}, not the other way round"));
+                    }
+                }
+            }
+            let mut seen = vec![members[0]];
+            let mut todo = vec![members[0]];
+            while let Some(i) = todo.pop() {
+                for p in self.active(i) {
+                    let j = index(p);
+                    if !seen.contains(&j) {
+                        seen.push(j);
+                        todo.push(j);
+                    }
+                }
+            }
+            (seen.len() < members.len()).then(|| format!("only {seen:?} connected"))
+        }
+    }
+
+    /// Six nodes, each seeded with every node started before it (as the chaos test
+    /// starts them).
+    fn six_seeded_by_their_elders() -> Net {
+        let mut net = Net::new();
+        let mut seeds = Vec::new();
+        for k in 0..6u16 {
+            let port = 7000 + 10 * k;
+            let i = net.add(u64::from(k) + 1, port, 1, &seeds);
+            seeds.push(addr(port));
+            net.start(i);
+        }
+        net
+    }
+
+    #[test]
+    fn a_healed_partition_re_merges_through_the_lost_nodes() {
+        let mut net = six_seeded_by_their_elders();
+        net.run(Duration::from_secs(3));
+        let all = [0, 1, 2, 3, 4, 5];
+        assert_eq!(net.overlay_problem(&all), None);
+        // Cut 3 | 3 long enough for each side to drop the other from both views.
+        net.sides = Some(vec![0, 0, 0, 1, 1, 1]);
+        net.run(Duration::from_secs(8));
+        for (side, members) in [(0u64, [0, 1, 2]), (1, [3, 4, 5])] {
+            assert_eq!(net.overlay_problem(&members), None, "side {side}");
+            for i in members {
+                let m = &net.nodes[i].2.m;
+                let other = |id: &NodeId| (id.0 - 1) / 3 != side;
+                assert!(!m.active().iter().chain(m.passive()).any(other), "node {i}");
+            }
+        }
+        // The state machine forgot the other side; the driver did not.
+        let lost: usize = net.nodes.iter().map(|n| n.2.lost.len()).sum();
+        assert!(lost > 0);
+        let probes_during = net.probes.len();
+        assert!(probes_during > 0, "lost nodes are probed during the cut");
+        // Heal: the first answered probe makes a node join through the other side.
+        net.sides = None;
+        let healed = net.now;
+        net.run(healed + Duration::from_secs(3));
+        assert_eq!(net.overlay_problem(&all), None);
+        let rejoins: u64 = net.nodes.iter().map(|n| n.2.stats.rejoins).sum();
+        let revived: u64 = net.nodes.iter().map(|n| n.2.stats.lost_revived).sum();
+        assert!(rejoins >= 1 && revived >= rejoins, "{rejoins} {revived}");
+        // Rejoins are spaced one shuffle period apart per node.
+        for n in &net.nodes {
+            assert!(n.2.stats.rejoins <= 1 + 3000 / 300, "{}", n.2.stats.rejoins);
+        }
+    }
+
+    #[test]
+    fn a_dead_neighbour_is_probed_with_capped_backoff_until_it_answers() {
+        let mut net = Net::new();
+        let a = net.add(1, 7000, 1, &[]);
+        let b = net.add(2, 7010, 1, &[addr(7000)]);
+        net.start(a);
+        net.start(b);
+        net.run(Duration::from_millis(500));
+        assert_eq!(net.active(a), vec![NodeId(2)]);
+        // B dies: A's failure detector drops it (failure_timeout 500 + probe 200).
+        net.nodes[b].3 = false;
+        let died = net.now;
+        net.run(died + Duration::from_secs(10));
+        assert!(net.active(a).is_empty());
+        assert_eq!(net.nodes[a].2.lost.len(), 1);
+        let since = net.nodes[a].2.lost[0].since;
+        assert!(since > died + Duration::from_millis(500), "{since:?}");
+        let lost_probes: Vec<Time> = net
+            .probes
+            .iter()
+            .filter(|(t, i, to)| *i == a && *to == addr(7010) && *t > since)
+            .map(|(t, _, _)| *t)
+            .collect();
+        let gaps: Vec<u128> = lost_probes
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        // join_retry 100 ms doubling to join_retry_max 800 ms (10 ms ticks).
+        assert_eq!(&gaps[..4], &[100, 200, 400, 800], "{gaps:?}");
+        assert!(gaps[4..].iter().all(|&g| g == 800), "{gaps:?}");
+        assert_eq!(
+            net.nodes[a].2.stats.lost_probes_sent,
+            lost_probes.len() as u64
+        );
+        assert_eq!(lost_probes[0] - since, Duration::from_millis(100));
+        // B comes back (a new process): its answer makes A join through it.
+        net.nodes[b].2 = MemberDriver::new(NodeId(2), addr(7010), 1, 1400, cfg(), &[], 2).unwrap();
+        net.start(b);
+        net.run(net.now + Duration::from_secs(2));
+        assert_eq!(net.active(a), vec![NodeId(2)]);
+        assert_eq!(net.active(b), vec![NodeId(1)]);
+        assert_eq!(net.nodes[a].2.stats.rejoins, 1);
+        assert!(net.nodes[a].2.lost.is_empty());
+        let s = net.nodes[a].2.snapshot(net.now);
+        assert!(s.lost.is_empty() && s.lost_capacity == cfg().passive_view);
+    }
+
+    #[test]
+    fn the_lost_list_is_bounded_and_forgets_the_oldest() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let cap = d.lost_cap;
+        for k in 0..(3 * cap as u64) {
+            d.lose(Duration::from_millis(k), NodeId(100 + k));
+        }
+        assert_eq!(d.lost.len(), cap);
+        assert_eq!(d.stats.lost_evictions, 2 * cap as u64);
+        let mut kept: Vec<u64> = d.lost.iter().map(|l| l.id.0).collect();
+        kept.sort_unstable();
+        let newest: Vec<u64> = (100 + 2 * cap as u64..100 + 3 * cap as u64).collect();
+        assert_eq!(kept, newest);
+        // Losing a node twice keeps one entry.
+        d.lose(Duration::from_secs(1), NodeId(100 + 3 * cap as u64 - 1));
+        assert_eq!(d.lost.len(), cap);
+    }
+
+    #[test]
+    fn revived_lost_nodes_cause_at_most_one_rejoin_per_shuffle_period() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let t = Duration::from_secs(1);
+        d.lose(t, NodeId(2));
+        d.lose(t, NodeId(3));
+        // Node 2 answers a probe (it has no link to us, so it says Disconnect): we
+        // join through it.
+        let out = d.on_frames(t, NodeId(2), addr(7010), vec![MemberFrame::Disconnect]);
+        assert!(out.contains(&Output::Send {
+            to: addr(7010),
+            frame: MemberFrame::Join { shards: 1 }
+        }));
+        assert_eq!((d.stats.rejoins, d.stats.lost_revived), (1, 1));
+        // Node 3 answers 100 ms later: too soon after the last rejoin; it is asked
+        // again one shuffle period (300 ms) later.
+        let t2 = t + Duration::from_millis(100);
+        let out = d.on_frames(t2, NodeId(3), addr(7020), vec![MemberFrame::Disconnect]);
+        assert!(!out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                frame: MemberFrame::Join { .. },
+                ..
+            }
+        )));
+        assert_eq!(d.stats.rejoins, 1);
+        assert_eq!(d.lost.len(), 1);
+        assert_eq!(d.lost[0].next_probe, t2 + cfg().shuffle_interval);
+        let t3 = t + cfg().shuffle_interval + Duration::from_millis(10);
+        let out = d.on_frames(t3, NodeId(3), addr(7020), vec![MemberFrame::Disconnect]);
+        assert!(out.contains(&Output::Send {
+            to: addr(7020),
+            frame: MemberFrame::Join { shards: 1 }
+        }));
+        assert_eq!(d.stats.rejoins, 2);
+        assert!(d.lost.is_empty());
     }
 
     #[test]

@@ -514,6 +514,11 @@ impl Collector for SnapshotCollector {
                 m.timers_pending,
             ),
             (
+                "plumtree_membership_lost_size",
+                "Nodes that stopped answering, probed until they answer (bounded).",
+                m.lost.len(),
+            ),
+            (
                 "plumtree_membership_joining",
                 "1 while the node has no neighbour and is joining through its seeds.",
                 usize::from(m.joining),
@@ -587,6 +592,26 @@ impl Collector for SnapshotCollector {
                 "plumtree_membership_seed_joins",
                 "Joins sent to seed addresses (retried with backoff until one answers).",
                 d.seed_joins_sent,
+            ),
+            (
+                "plumtree_membership_lost_probes",
+                "Probes sent to lost nodes to notice a healed partition.",
+                d.lost_probes_sent,
+            ),
+            (
+                "plumtree_membership_lost_revived",
+                "Lost nodes heard from again.",
+                d.lost_revived,
+            ),
+            (
+                "plumtree_membership_rejoins",
+                "Joins through a revived lost node the views had forgotten (partition heal).",
+                d.rejoins,
+            ),
+            (
+                "plumtree_membership_lost_evictions",
+                "Lost nodes forgotten to keep the lost list within its bound.",
+                d.lost_evictions,
             ),
         ] {
             write_counters(&mut enc, name, help, &[(none.clone(), v)])?;

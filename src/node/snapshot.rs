@@ -159,8 +159,8 @@ pub struct MemberInfo {
     pub addr: Option<SocketAddr>,
     /// Shard count (0 = not known yet).
     pub shards: u16,
-    /// `active` (a Plumtree neighbour), `passive` (a backup) or `pending` (a passive
-    /// node asked to become a neighbour).
+    /// `active` (a Plumtree neighbour), `passive` (a backup), `pending` (a passive
+    /// node asked to become a neighbour) or `lost` (stopped answering; probed).
     pub state: String,
     /// Milliseconds since a datagram last came from it; `None` if it never wrote to
     /// us (known from a shuffle or a forwarded join only).
@@ -181,6 +181,16 @@ pub struct MemberDriverStats {
     pub timer_overflow: u64,
     /// Joins sent to seed addresses whose node id was not known yet.
     pub seed_joins_sent: u64,
+    /// Probes sent to lost nodes (failed neighbours and silent passive nodes that the
+    /// state machine forgot), to notice when a partition heals.
+    pub lost_probes_sent: u64,
+    /// Lost nodes heard from again.
+    pub lost_revived: u64,
+    /// Joins sent through a revived lost node the views did not know any more: the
+    /// overlay re-merging after a partition.
+    pub rejoins: u64,
+    /// Lost nodes forgotten to keep the lost list within its bound.
+    pub lost_evictions: u64,
 }
 
 /// The HyParView state as the control core last saw it (`GET /members`, metrics).
@@ -188,8 +198,11 @@ pub struct MemberDriverStats {
 pub struct MembershipSnapshot {
     pub active: Vec<MemberInfo>,
     pub passive: Vec<MemberInfo>,
+    /// Nodes that stopped answering and are probed with backoff until they answer.
+    pub lost: Vec<MemberInfo>,
     pub active_capacity: usize,
     pub passive_capacity: usize,
+    pub lost_capacity: usize,
     /// A join is still unanswered (no neighbour yet).
     pub joining: bool,
     /// Configured seed addresses.

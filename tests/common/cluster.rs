@@ -1,7 +1,7 @@
 //! A harness for tests that run real `plumcore node` processes on 127.0.0.1: port
 //! picking (checked by binding), start/kill, admin-plane JSON, deliveries files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -269,4 +269,48 @@ pub fn active_view(admin: SocketAddr) -> Option<Vec<String>> {
 /// Node id `id` as the admin plane prints it.
 pub fn node_hex(id: u64) -> String {
     format!("{id:016x}")
+}
+
+/// Why the active views `v` (node -> its neighbours, as [`active_view`] gives them)
+/// are not yet an overlay one can broadcast over, or `None` when they are: every node
+/// in `alive` reports a view of at least one neighbour, every neighbour is in `alive`,
+/// every link is symmetric, and the overlay is connected. This is what HyParView
+/// guarantees once it settles; full views are not (see `tests/node_membership.rs`).
+pub fn overlay_problem(
+    v: &HashMap<String, Vec<String>>,
+    alive: &HashSet<String>,
+) -> Option<String> {
+    for me in alive {
+        let Some(view) = v.get(me) else {
+            return Some(format!("{me} did not answer"));
+        };
+        if view.is_empty() {
+            return Some(format!("{me} has no neighbour"));
+        }
+        for p in view {
+            if !alive.contains(p) {
+                return Some(format!("{me} lists {p}, which is not in this overlay"));
+            }
+            if !v.get(p).is_some_and(|pv| pv.contains(me)) {
+                return Some(format!("{me} lists {p}, but not the other way round"));
+            }
+        }
+    }
+    let start = alive.iter().next()?;
+    let mut seen: HashSet<&String> = HashSet::from([start]);
+    let mut todo = vec![start];
+    while let Some(n) = todo.pop() {
+        for p in &v[n] {
+            if seen.insert(p) {
+                todo.push(p);
+            }
+        }
+    }
+    (seen.len() < alive.len()).then(|| {
+        format!(
+            "not connected: {} of {} nodes reachable from {start}",
+            seen.len(),
+            alive.len()
+        )
+    })
 }
