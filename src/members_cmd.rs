@@ -45,7 +45,8 @@ pub fn run(a: &MembersArgs) -> Result<()> {
     Ok(())
 }
 
-/// The human form: a heading, then one row per view member.
+/// The human form: a heading, then one row per view member, then the lost nodes the
+/// driver still probes.
 pub fn table(v: &Value) -> String {
     let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
     let n = |x: &Value| x.as_u64().map_or("-".to_string(), |n| n.to_string());
@@ -69,7 +70,7 @@ pub fn table(v: &Value) -> String {
         "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
         "STATE", "NODE ID", "ADDRESS", "SHARDS", "LAST HEARD MS"
     ));
-    for view in ["active", "passive"] {
+    for view in ["active", "passive", "lost"] {
         for m in v[view].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
@@ -98,10 +99,12 @@ mod tests {
                         "shards": 2, "state": "active", "last_heard_ms_ago": 12}],
             "passive": [{"node_id": "0000000000000002", "addr": null,
                          "shards": 0, "state": "passive", "last_heard_ms_ago": null}],
+            "lost": [{"node_id": "0000000000000003", "addr": "127.0.0.1:7200",
+                      "shards": 1, "state": "lost", "last_heard_ms_ago": 9000}],
         });
         let t = table(&v);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[0].contains("active 1/5, passive 1/30"), "{t}");
         assert!(
             lines[2].starts_with("active   0000000000000001 127.0.0.1:7100"),
@@ -109,5 +112,9 @@ mod tests {
         );
         assert!(lines[2].trim_end().ends_with("12"), "{t}");
         assert!(lines[3].starts_with("passive  0000000000000002 -"), "{t}");
+        assert!(
+            lines[4].starts_with("lost     0000000000000003 127.0.0.1:7200"),
+            "{t}"
+        );
     }
 }
