@@ -469,7 +469,10 @@ impl MemberDriver {
         self.lost.swap_remove(i);
         self.last_rejoin = Some(now);
         self.stats.rejoins += 1;
-        self.m.join(now, &[from]);
+        // Through it first; the seeds stay on the list the state machine keeps.
+        let mut ids = vec![from];
+        ids.extend(self.seed_ids.iter().copied().filter(|&s| s != from));
+        self.m.join(now, &ids);
         self.drain(now);
     }
 
