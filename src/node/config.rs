@@ -121,6 +121,10 @@ pub struct NodeArgs {
     /// Cluster key file: authenticate every datagram (see README, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Flood instead of Plumtree (`protocol.mode = "flood"`): eager push to every
+    /// neighbour, no lazy push, no pruning; the classic-gossip baseline for benchmarks.
+    #[arg(long)]
+    pub flood: bool,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -317,6 +321,9 @@ impl NodeArgs {
         }
         if let Some(f) = &self.cluster_key_file {
             cfg.cluster_key_file = Some(f.clone());
+        }
+        if self.flood {
+            cfg.protocol.mode = crate::protocol::Mode::Flood;
         }
     }
 }
@@ -700,6 +707,22 @@ graft_timeout = 250
         assert!(
             msg.starts_with("config file /nonexistent/plumcore.toml: "),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn flood_flag_sets_protocol_mode() {
+        assert_eq!(
+            load(&NodeArgs::default()).unwrap().protocol.mode,
+            crate::protocol::Mode::Plumtree
+        );
+        let args = NodeArgs {
+            flood: true,
+            ..NodeArgs::default()
+        };
+        assert_eq!(
+            load(&args).unwrap().protocol.mode,
+            crate::protocol::Mode::Flood
         );
     }
 }
