@@ -133,6 +133,9 @@ pub struct ClusterReport {
     pub graft_sent: f64,
     pub prune_sent: f64,
     pub per_node: Vec<NodeFigures>,
+    /// Mean neighbours per node (`/peers`) when the measured window began: a tree
+    /// overlay has 2(n-1)/n, and then flooding sends no redundant payloads either.
+    pub overlay_degree_mean: f64,
     /// True when figures come from `/metrics` only (running nodes, no deliveries files).
     pub metrics_only: bool,
 }
@@ -346,6 +349,11 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     }
     std::thread::sleep(Duration::from_millis(600));
     let m0 = scrape_all(&nodes);
+    let degrees: Vec<usize> = nodes
+        .iter()
+        .filter_map(|n| nodes::peers_of(n.admin))
+        .collect();
+    let overlay_degree_mean = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
     let cpu0: Vec<Option<f64>> = nodes
         .iter()
         .map(|n| n.pid().and_then(machine::cpu_seconds))
@@ -483,6 +491,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         graft_sent: delta(&m0, &m1, "plumtree_graft_sent_total"),
         prune_sent: delta(&m0, &m1, "plumtree_prune_sent_total"),
         per_node: per_node_figs,
+        overlay_degree_mean,
         metrics_only,
     };
     Ok(ClusterRun { report, latency })
@@ -553,6 +562,9 @@ pub fn table(reports: &[&ClusterReport]) -> String {
     let rows: &[Row] = &[
         ("nodes x shards", |r| {
             format!("{} x {}", r.nodes, r.shards_per_node)
+        }),
+        ("overlay degree (mean)", |r| {
+            format!("{:.2}", r.overlay_degree_mean)
         }),
         ("payload bytes", |r| r.payload_bytes.to_string()),
         ("target rate /s", |r| r.rate_target.to_string()),

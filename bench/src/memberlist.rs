@@ -40,7 +40,7 @@ struct RunResult {
 /// crate's own target directory.
 pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MEMBERLIST_BENCH_BIN") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let name = "compare-memberlist";
     let near = std::env::current_exe()
@@ -147,6 +147,8 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         graft_sent: r.graft_sent.unwrap_or(0.0),
         prune_sent: r.prune_sent.unwrap_or(0.0),
         per_node: per_node_figs,
+        // Static membership: every node adds every other.
+        overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
         metrics_only: false,
     };
     Ok(ClusterRun { report, latency })

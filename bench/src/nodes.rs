@@ -96,12 +96,26 @@ fn free_tcp() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Starts `spec.nodes` nodes joined through the first, writing deliveries under `dir`,
+/// Seeds a new node joins through: at most this many earlier nodes.
+const SEEDS: usize = 3;
+
+/// The first node and the latest `SEEDS - 1` before the new one.
+fn seeds_for(earlier: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = earlier.iter().rev().take(SEEDS - 1).copied().collect();
+    if let Some(first) = earlier.first() {
+        if !v.contains(first) {
+            v.push(*first);
+        }
+    }
+    v
+}
+
+/// Starts `spec.nodes` nodes joined through earlier ones (see [`seeds_for`]), writing deliveries under `dir`,
 /// and waits until every one has a neighbour (30 s at most).
 pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
     let mut taken = Vec::new();
     let mut out: Vec<NodeHandle> = Vec::new();
-    let mut seed: Option<SocketAddr> = None;
+    let mut binds: Vec<SocketAddr> = Vec::new();
     for i in 0..spec.nodes {
         let base = free_udp_run(spec.shards + 1, &mut taken)?;
         let bind = SocketAddr::from(([127, 0, 0, 1], base));
@@ -120,13 +134,15 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
         if spec.flood {
             cmd.arg("--flood");
         }
-        if let Some(s) = seed {
+        // Join through up to SEEDS earlier nodes (the first and the latest ones), so
+        // that the overlay is not a star around one seed.
+        for s in seeds_for(&binds) {
             cmd.args(["--seed", &s.to_string()]);
         }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", spec.binary.display()))?;
-        seed.get_or_insert(bind);
+        binds.push(bind);
         out.push(NodeHandle {
             admin,
             child: Some(child),
@@ -149,7 +165,8 @@ pub fn remote(admins: &[SocketAddr]) -> Vec<NodeHandle> {
         .collect()
 }
 
-fn peers_of(admin: SocketAddr) -> Option<usize> {
+/// How many neighbours a node reports on `/peers`.
+pub fn peers_of(admin: SocketAddr) -> Option<usize> {
     let v: serde_json::Value = ureq::get(&format!("http://{admin}/peers"))
         .timeout(Duration::from_secs(2))
         .call()

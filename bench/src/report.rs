@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// What the nodes recorded about one measured broadcast.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MessageOutcome {
     /// Distinct nodes that delivered it.
     pub receivers: u32,
