@@ -99,7 +99,7 @@ struct SimArgs {
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
     /// Where neighbours come from.
-    #[arg(long, value_enum, default_value = "random")]
+    #[arg(long, value_enum, default_value = "hyparview")]
     overlay: OverlayArg,
     /// Average overlay degree (random overlay).
     #[arg(long, default_value_t = 8)]
