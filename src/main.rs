@@ -43,6 +43,14 @@ enum Command {
     Members(members_cmd::MembersArgs),
     /// Run the deterministic simulator: many protocol nodes over a virtual network.
     Sim(SimArgs),
+    /// The bundled load generator: runs the `plumcore-bench` binary next to this one
+    /// with the given arguments (`plumcore bench cluster`, `blast`, `scale`, `compare`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments for plumcore-bench (`plumcore bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Validate a core map file against this machine.
     CheckCoreMap {
         /// The core map (TOML: `control = 0`, `shards = [1, 2, 3]`).
@@ -91,7 +99,7 @@ struct SimArgs {
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
     /// Where neighbours come from.
-    #[arg(long, value_enum, default_value = "random")]
+    #[arg(long, value_enum, default_value = "hyparview")]
     overlay: OverlayArg,
     /// Average overlay degree (random overlay).
     #[arg(long, default_value_t = 8)]
@@ -274,6 +282,26 @@ fn check_core_map(file: PathBuf) -> ExitCode {
     }
 }
 
+/// `plumcore bench ...`: the load generator is its own crate (it depends on this one),
+/// built as the `plumcore-bench` binary in the same directory; this replaces the
+/// process with it.
+fn run_bench(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("plumcore-bench");
+    if !bin.is_file() {
+        eprintln!(
+            "plumcore: {} not found; build it with `cargo build --release -p plumcore-bench` \
+             (it is installed next to the plumcore binary)",
+            bin.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let err = std::process::Command::new(&bin).args(args).exec();
+    eprintln!("plumcore: running {}: {err}", bin.display());
+    Ok(ExitCode::from(1))
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -291,6 +319,7 @@ fn main() -> Result<ExitCode> {
             }
         },
         Command::Sim(a) => run_sim(a),
+        Command::Bench { args } => run_bench(args),
         Command::CheckCoreMap { file } => Ok(check_core_map(file)),
     }
 }

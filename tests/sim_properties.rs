@@ -1,9 +1,10 @@
-//! Whole-protocol properties checked in the deterministic simulator.
+//! Whole-protocol properties checked in the deterministic simulator. The overlay is
+//! the simulator's default, HyParView, unless a test says otherwise.
 
 use std::time::Duration;
 
 use plumcore::protocol::Mode;
-use plumcore::sim::{run, SimConfig};
+use plumcore::sim::{run, Overlay, SimConfig};
 
 fn small(seed: u64) -> SimConfig {
     let mut c = SimConfig {
@@ -48,6 +49,13 @@ fn hundred_lossy_crashing_seeds_all_deliver_exactly_once() {
         c.link.duplicate = 0.01;
         c.fail = 0.2;
         let r = run(&c);
+        assert_eq!(r.overlay, "hyparview");
+        // Messages broadcast before the overlay healed are reported apart; without a
+        // heal `reliability` would only cover the messages before the crash.
+        assert!(
+            r.heal_seconds.is_some(),
+            "seed {seed}: overlay never healed"
+        );
         assert_eq!(r.duplicate_deliveries, 0, "seed {seed}");
         assert_eq!(
             r.reliability, 1.0,
@@ -74,7 +82,9 @@ fn trees_form_and_beat_flooding() {
     assert_eq!(tree.reliability, 1.0);
     assert_eq!(flood.reliability, 1.0);
     assert!(tree.rmr < 0.1, "plumtree rmr {}", tree.rmr);
-    assert!(flood.rmr > 3.0, "flood rmr {}", flood.rmr);
+    // Flooding sends each message over every link but the one it came in on: with
+    // HyParView's active view of 5 that is about 3 redundant copies per node.
+    assert!(flood.rmr > 2.0, "flood rmr {}", flood.rmr);
     assert!(tree.gossip_sent * 3 < flood.gossip_sent);
 }
 
@@ -118,5 +128,46 @@ fn hyparview_overlay_heals_after_half_the_nodes_crash() {
     assert!(r.neighbor_failures > 0 && r.promotions > 0);
     assert!(r.messages_counted > 0, "messages after healing");
     assert_eq!(r.reliability, 1.0, "{} incomplete", r.messages_incomplete);
+    assert_eq!(r.duplicate_deliveries, 0);
+}
+
+#[test]
+fn hyparview_under_loss_heals_and_then_delivers_everything() {
+    // Lost membership messages used to leave islands that never met the rest (joins
+    // through a node whose own Join was lost; nodes whose passive view ran dry).
+    for seed in 1..=4 {
+        let mut c = small(seed);
+        c.nodes = 300;
+        c.messages = 40;
+        c.overlay = Overlay::HyParView;
+        c.link.loss = 0.05;
+        c.fail = 0.2;
+        let r = run(&c);
+        let heal = r.heal_seconds.expect("the overlay healed");
+        assert!(heal < 20.0, "seed {seed}: heal took {heal} s");
+        assert!(r.datagrams_lost > 0 && r.crashed_nodes == 60);
+        assert!(
+            r.messages_counted >= 10,
+            "seed {seed}: messages after healing"
+        );
+        assert_eq!(
+            r.reliability, 1.0,
+            "seed {seed}: {} of {} messages incomplete",
+            r.messages_incomplete, r.messages_counted
+        );
+        assert_eq!(r.duplicate_deliveries, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn random_overlay_is_still_available() {
+    let mut c = small(3);
+    c.overlay = Overlay::Random;
+    c.link.loss = 0.05;
+    c.fail = 0.2;
+    let r = run(&c);
+    assert_eq!(r.overlay, "random");
+    assert_eq!(r.heal_seconds, None);
+    assert_eq!(r.reliability, 1.0);
     assert_eq!(r.duplicate_deliveries, 0);
 }

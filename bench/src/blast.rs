@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use plumcore::ids::{MessageId, NodeId};
+use plumcore::ids::{origin_offset, MessageId, NodeId};
 use plumcore::node::runtime::{self, RuntimeConfig};
 use plumcore::node::sink::DeliverySink;
 use plumcore::node::snapshot::AdminBackend;
@@ -31,9 +31,18 @@ pub struct BlastConfig {
     pub frames_per_datagram: usize,
     /// Simulated neighbours of the node.
     pub peers: usize,
-    /// Core for the shard and for the raw loop (same core, so they compete equally).
-    pub shard_core: Option<usize>,
+    /// Core of each shard (one entry per shard); the first is also the raw loop's
+    /// core, so that the two compete equally.
+    pub shard_cores: Vec<Option<usize>>,
     pub control_core: Option<usize>,
+    /// Also measure the raw UDP loop (`scale` leaves it out).
+    pub raw: bool,
+}
+
+impl BlastConfig {
+    fn shards(&self) -> usize {
+        self.shard_cores.len().max(1)
+    }
 }
 
 /// What one blast run measured.
@@ -42,8 +51,9 @@ pub struct BlastReport {
     pub payload: usize,
     pub frames_per_datagram: usize,
     pub peers: usize,
+    pub shards: usize,
     pub duration_s: f64,
-    /// Messages the shard delivered per second.
+    /// Messages the shards delivered per second (all shards together).
     pub plumcore_msgs_per_s: f64,
     /// Datagrams the shard received per second.
     pub plumcore_datagrams_in_per_s: f64,
@@ -58,8 +68,16 @@ pub struct BlastReport {
     pub ratio_vs_raw: f64,
 }
 
-/// Builds one datagram of Gossip frames from `sender`, with seqs starting at `first`.
-fn datagram(sender: NodeId, origin: NodeId, first: u64, frames: usize, payload: &Bytes) -> Vec<u8> {
+/// Builds one datagram of Gossip frames from `sender`, with seqs `first`,
+/// `first + stride`, ... (a stride of the shard count keeps every frame in partitions
+/// one shard owns).
+fn datagram(
+    sender: NodeId,
+    origin: NodeId,
+    (first, stride): (u64, u64),
+    frames: usize,
+    payload: &Bytes,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(1500);
     encode_header(
         &Header {
@@ -74,7 +92,7 @@ fn datagram(sender: NodeId, origin: NodeId, first: u64, frames: usize, payload: 
             &Frame::Gossip {
                 id: MessageId {
                     origin,
-                    seq: first + i,
+                    seq: first + i * stride,
                 },
                 round: 0,
                 payload: payload.clone(),
@@ -124,26 +142,39 @@ fn drainer(socks: Vec<UdpSocket>, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) 
     })
 }
 
-/// Sends datagrams to `to` as fast as possible until `stop`; seqs never repeat.
+/// Sends datagrams to `to` as fast as possible until `stop`; seqs never repeat. With
+/// `shards` > 1 the frames are those of shard `shard`'s partitions only (the node's
+/// shard `k` owns the partitions `p` with `p % shards == k`).
+#[allow(clippy::too_many_arguments)]
 fn blaster(
     to: SocketAddr,
     peers: Vec<NodeId>,
     cfg: BlastConfig,
+    (shard, shards): (usize, usize),
     stop: Arc<AtomicBool>,
     sent_msgs: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind blaster");
         let payload = Bytes::from(vec![0xAB; cfg.payload]);
-        let origin = NodeId(0xB1A5_7000);
+        let origin = NodeId(0xB1A5_7000 + shard as u64);
+        let n = shards.max(1) as u64;
+        // partition = (offset + seq) mod 64; shard = partition mod n (n divides 64).
+        let first = (shard as u64 + n - origin_offset(origin) % n) % n;
         let frames = cfg.frames_per_datagram as u64;
-        let mut seq = 0u64;
+        let mut j = 0u64;
         let mut k = 0usize;
         while !stop.load(Ordering::Relaxed) {
             let sender = peers[k % peers.len()];
             k += 1;
-            let d = datagram(sender, origin, seq, frames as usize, &payload);
-            seq += frames;
+            let d = datagram(
+                sender,
+                origin,
+                (first + j * n, n),
+                frames as usize,
+                &payload,
+            );
+            j += frames;
             if sock.send_to(&d, to).is_ok() {
                 sent_msgs.fetch_add(frames, Ordering::Relaxed);
             }
@@ -162,38 +193,50 @@ fn delivered(backend: &runtime::NodeBackend) -> (u64, u64, u64) {
     })
 }
 
-/// One run: plumcore first, then the raw loop, same traffic shape.
+/// One run: plumcore first, then (with `cfg.raw`) the raw loop, same traffic shape.
 pub fn run(cfg: &BlastConfig) -> BlastReport {
     // --- plumcore ---
     let (sink, sink_tx) = DeliverySink::start(None).expect("count-only sink");
-    let control = UdpSocket::bind("127.0.0.1:0").expect("probe port");
-    let base = control.local_addr().expect("addr");
-    drop(control);
     let protocol = ProtocolConfig {
         max_payload: cfg.payload.max(1),
         ..ProtocolConfig::default()
     };
-    let node = runtime::start(
-        RuntimeConfig {
-            node_id: NodeId(1),
-            bind: base,
-            seeds: Vec::new(),
-            shard_cores: vec![cfg.shard_core],
-            control_core: cfg.control_core,
-            heartbeat_interval: Duration::from_millis(500),
-            failure_timeout: Duration::from_secs(30),
-            recv_buffer: 16 << 20,
-            send_buffer: 16 << 20,
-            mtu: 1400,
-            protocol,
-            chaos: false,
-            cluster_keys: None,
-        },
-        sink_tx,
-    )
-    .expect("start node");
+    let shards = cfg.shards();
+    // A free control port whose shard ports are free too; retried on a clash.
+    let mut attempt = 0;
+    let (node, base) = loop {
+        let control = UdpSocket::bind("127.0.0.1:0").expect("probe port");
+        let base = control.local_addr().expect("addr");
+        drop(control);
+        let started = runtime::start(
+            RuntimeConfig {
+                node_id: NodeId(1),
+                bind: base,
+                seeds: Vec::new(),
+                shard_cores: cfg.shard_cores.clone(),
+                control_core: cfg.control_core,
+                heartbeat_interval: Duration::from_millis(500),
+                failure_timeout: Duration::from_secs(30),
+                recv_buffer: 16 << 20,
+                send_buffer: 16 << 20,
+                mtu: 1400,
+                protocol: protocol.clone(),
+                chaos: false,
+                cluster_keys: None,
+            },
+            sink_tx.clone(),
+        );
+        match started {
+            Ok(node) => break (node, base),
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                let _ = e;
+            }
+            Err(e) => panic!("starting the node: {e}"),
+        }
+    };
     let backend = node.backend();
-    let shard_addr = node.shard_addrs()[0];
+    let shard_addrs = node.shard_addrs().to_vec();
     let peers: Vec<FakePeer> = (0..cfg.peers)
         .map(|i| fake_peer(NodeId(100 + i as u64)))
         .collect();
@@ -224,13 +267,20 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         .collect();
     let drain = drainer(shard_socks, stop.clone(), drained.clone());
     let sent = Arc::new(AtomicU64::new(0));
-    let blast = blaster(
-        shard_addr,
-        ids.clone(),
-        cfg.clone(),
-        stop.clone(),
-        sent.clone(),
-    );
+    let blasts: Vec<JoinHandle<()>> = shard_addrs
+        .iter()
+        .enumerate()
+        .map(|(k, &addr)| {
+            blaster(
+                addr,
+                ids.clone(),
+                cfg.clone(),
+                (k, shards),
+                stop.clone(),
+                sent.clone(),
+            )
+        })
+        .collect();
     std::thread::sleep(cfg.warmup);
     let (d0, in0, out0) = delivered(&backend);
     let s0 = sent.load(Ordering::Relaxed);
@@ -240,10 +290,31 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     let s1 = sent.load(Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    blast.join().expect("blaster");
+    for b in blasts {
+        b.join().expect("blaster");
+    }
     drain.join().expect("drainer");
     node.shutdown(Duration::from_secs(3));
+    drop(sink_tx);
     sink.stop();
+    let msgs = (d1 - d0) as f64 / secs;
+    let mut report = BlastReport {
+        payload: cfg.payload,
+        frames_per_datagram: cfg.frames_per_datagram,
+        peers: cfg.peers,
+        shards,
+        duration_s: secs,
+        plumcore_msgs_per_s: msgs,
+        plumcore_datagrams_in_per_s: (in1 - in0) as f64 / secs,
+        plumcore_datagrams_out_per_s: (out1 - out0) as f64 / secs,
+        offered_msgs_per_s: (s1 - s0) as f64 / secs,
+        raw_packets_per_s: 0.0,
+        raw_forwarded_per_s: 0.0,
+        ratio_vs_raw: 0.0,
+    };
+    if !cfg.raw {
+        return report;
+    }
 
     // --- raw loop, same datagrams, forwarded to as many peers as plumcore has eager ---
     let fanout = ProtocolConfig::default().eager_fanout.min(cfg.peers).max(1);
@@ -256,7 +327,11 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(RawCounters::default());
     let fwd = {
-        let (stop, counters, core) = (stop.clone(), counters.clone(), cfg.shard_core);
+        let (stop, counters, core) = (
+            stop.clone(),
+            counters.clone(),
+            cfg.shard_cores.first().copied().flatten(),
+        );
         std::thread::spawn(move || {
             if let Some(c) = core {
                 let _ = core_pinning::pin_current_thread(c);
@@ -273,6 +348,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         raw_addr,
         ids,
         cfg.clone(),
+        (0, 1),
         stop.clone(),
         Arc::new(AtomicU64::new(0)),
     );
@@ -289,19 +365,9 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     drain.join().expect("drainer");
     fwd.join().expect("forwarder");
 
-    let msgs = (d1 - d0) as f64 / secs;
     let raw = (r1 - r0) as f64 / raw_secs;
-    BlastReport {
-        payload: cfg.payload,
-        frames_per_datagram: cfg.frames_per_datagram,
-        peers: cfg.peers,
-        duration_s: secs,
-        plumcore_msgs_per_s: msgs,
-        plumcore_datagrams_in_per_s: (in1 - in0) as f64 / secs,
-        plumcore_datagrams_out_per_s: (out1 - out0) as f64 / secs,
-        offered_msgs_per_s: (s1 - s0) as f64 / secs,
-        raw_packets_per_s: raw,
-        raw_forwarded_per_s: (f1 - f0) as f64 / raw_secs,
-        ratio_vs_raw: if raw > 0.0 { msgs / raw } else { 0.0 },
-    }
+    report.raw_packets_per_s = raw;
+    report.raw_forwarded_per_s = (f1 - f0) as f64 / raw_secs;
+    report.ratio_vs_raw = if raw > 0.0 { msgs / raw } else { 0.0 };
+    report
 }

@@ -1,10 +1,17 @@
-//! `plumcore-bench`: the bundled load generator.
+//! `plumcore-bench` (also `plumcore bench ...`): the bundled load generator.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
 use plumcore_bench::blast::{self, BlastConfig, BlastReport};
+use plumcore_bench::cluster::{self, ClusterConfig};
+use plumcore_bench::compare::{self, System};
+use plumcore_bench::report::median;
+use plumcore_bench::{machine, memberlist, plot, scale, soak};
 
 #[derive(Parser)]
 #[command(
@@ -16,17 +23,52 @@ struct Cli {
     command: Cmd,
 }
 
+/// Flags every subcommand takes.
+#[derive(Args, Clone, Debug)]
+struct Common {
+    /// Measured time per run, after the warm-up (e.g. `10s`, `500ms`; a bare number is
+    /// seconds).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Write every figure and the machine description as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the latency distribution (cluster, compare) or the scaling curve (scale)
+    /// as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// Flags of the cluster workload (`cluster` and `compare`).
+#[derive(Args, Clone, Debug)]
+struct Workload {
+    /// Node processes to start on 127.0.0.1.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Shards per node.
+    #[arg(long, default_value_t = 1)]
+    shards: u16,
+    /// Broadcasts per second over all publishers.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Publisher threads (each POSTs to the nodes round-robin).
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Publishing time before the measured window, excluded from every figure.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    warmup: Duration,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Blast one node's shard with Gossip datagrams, next to a raw UDP
     /// receive-and-forward loop measured in the same run.
     Blast {
-        /// Measured seconds per run (after the warm-up).
-        #[arg(long, default_value_t = 5)]
-        duration: u64,
-        /// Payload bytes per message.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
+        #[command(flatten)]
+        common: Common,
         /// Gossip frames per datagram.
         #[arg(long, default_value_t = 16)]
         frames: usize,
@@ -36,99 +78,506 @@ enum Cmd {
         /// Runs; the medians are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Write every run and the medians as JSON.
+    },
+    /// A local cluster under a steady publish load: latency, reliability, RMR, LDH,
+    /// control traffic, CPU and RSS. With no flags: 5 nodes, 500/s, 2 s + 8 s.
+    Cluster {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        workload: Workload,
+        /// Target running nodes by admin address instead of starting local ones
+        /// (repeatable); figures then come from /metrics only (no latency).
+        #[arg(long = "admin", value_name = "IP:PORT")]
+        admins: Vec<SocketAddr>,
+        /// Run the nodes in flood mode (eager push to every neighbour).
         #[arg(long)]
-        json: Option<PathBuf>,
+        flood: bool,
+        /// Runs; the table shows each, the JSON holds the medians too.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// One node with 1, 2, 4, ... shards under blast: messages/s and efficiency vs
+    /// linear.
+    Scale {
+        #[command(flatten)]
+        common: Common,
+        /// Gossip frames per datagram.
+        #[arg(long, default_value_t = 16)]
+        frames: usize,
+        /// Simulated neighbours.
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        /// Runs per shard count; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Largest shard count (default: the machine's cores).
+        #[arg(long)]
+        max_shards: Option<usize>,
+    },
+    /// The cluster workload on plumcore, plumcore --flood and memberlist-plumtree,
+    /// side by side, then the highest rate each sustains at reliability 1.0.
+    Compare {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        workload: Workload,
+        /// Skip the rate search.
+        #[arg(long)]
+        no_search: bool,
+        /// Measured time of each rate-search probe.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        probe_duration: Duration,
+        /// Highest rate the search tries.
+        #[arg(long, default_value_t = 64_000)]
+        max_rate: u32,
+    },
+    /// A local cluster at a steady rate for a long time (default 10 minutes),
+    /// sampling every node's RSS, seen map, payload cache, pending grafts and IHave
+    /// queue; reports whether each stays flat once the TTLs are reached.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        /// Node processes to start on 127.0.0.1.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Shards per node.
+        #[arg(long, default_value_t = 1)]
+        shards: u16,
+        /// Broadcasts per second over all nodes.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Sampling period.
+        #[arg(long, value_parser = parse_duration, default_value = "5s")]
+        sample_every: Duration,
+        /// Time left out of the trends while the TTLs fill the structures (the
+        /// default is twice the 60 s message_cache_ttl).
+        #[arg(long, value_parser = parse_duration, default_value = "120s")]
+        warmup: Duration,
     },
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        0.0
-    } else {
-        v[v.len() / 2]
+/// Growth (per minute, relative to the plateau mean) under which a series counts as
+/// flat in the soak table.
+const FLAT_PCT_PER_MIN: f64 = 1.0;
+
+fn soak_cmd(common: Common, cfg: soak::SoakConfig) -> Result<()> {
+    check_plot(&common.plot)?;
+    if cfg.nodes < 2 || cfg.rate == 0 || cfg.sample_every.is_zero() {
+        bail!("invalid argument: need --nodes >= 2, --rate >= 1, --sample-every > 0");
     }
+    let dir = tempfile::tempdir()?;
+    let binary = plumcore_bench::nodes::plumcore_binary()?;
+    let r = soak::run(&cfg, binary, dir.path())?;
+    println!(
+        "soak: {} nodes x {} shards, {} msg/s of {} B for {:.0} s; {} published, {} refused; trends after {:.0} s",
+        r.nodes, r.shards, r.rate, r.payload, r.duration_s, r.published, r.refused, r.warmup_s
+    );
+    println!(
+        "{:<16}{:>6}{:>14}{:>14}{:>14}{:>12}  verdict",
+        "series", "node", "mean", "min", "max", "%/min"
+    );
+    for (t, node) in &r.worst {
+        println!(
+            "{:<16}{:>6}{:>14.1}{:>14.1}{:>14.1}{:>12.3}  {}",
+            t.series,
+            node,
+            t.mean,
+            t.min,
+            t.max,
+            t.growth_pct_per_min,
+            if t.growth_pct_per_min.abs() < FLAT_PCT_PER_MIN {
+                "flat"
+            } else {
+                "not flat"
+            }
+        );
+    }
+    write_json(&common.json, &serde_json::to_value(&r)?)?;
+    if let Some(p) = &common.plot {
+        plot::soak(p, &r)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
-fn machine() -> serde_json::Value {
-    let topo = core_pinning::Topology::detect();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    serde_json::json!({
-        "cores": topo.online().len(),
-        "cpu_model": topo.cpu_model(),
-        "kernel": kernel.trim(),
-    })
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 10s, 500ms)"))
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    match Cli::parse().command {
-        Cmd::Blast {
-            duration,
-            payload,
-            frames,
-            peers,
-            runs,
-            json,
-        } => {
-            let cores = core_pinning::Topology::detect().online().len();
-            let cfg = BlastConfig {
-                duration: Duration::from_secs(duration),
-                warmup: Duration::from_secs(1),
-                payload,
-                frames_per_datagram: frames.max(1),
-                peers: peers.max(1),
-                shard_core: (cores >= 2).then_some(1),
-                control_core: (cores >= 2).then_some(0),
-            };
-            let mut reports: Vec<BlastReport> = Vec::new();
-            println!(
-                "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8}",
-                "run",
-                "plumcore msg/s",
-                "dgram in/s",
-                "dgram out/s",
-                "offered msg/s",
-                "raw pkt/s",
-                "ratio"
+fn write_json(path: &Option<PathBuf>, v: &serde_json::Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)? + "\n")?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn check_plot(p: &Option<PathBuf>) -> Result<()> {
+    if let Some(p) = p {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            bail!(
+                "invalid argument `--plot {}`: only .svg is supported",
+                p.display()
             );
-            for r in 0..runs.max(1) {
-                let rep = blast::run(&cfg);
-                println!(
-                    "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2}",
-                    r + 1,
-                    rep.plumcore_msgs_per_s,
-                    rep.plumcore_datagrams_in_per_s,
-                    rep.plumcore_datagrams_out_per_s,
-                    rep.offered_msgs_per_s,
-                    rep.raw_packets_per_s,
-                    rep.ratio_vs_raw
-                );
-                reports.push(rep);
-            }
-            let med = |f: fn(&BlastReport) -> f64| median(reports.iter().map(f).collect());
-            let summary = serde_json::json!({
-                "machine": machine(),
-                "payload": payload,
-                "frames_per_datagram": frames,
-                "peers": peers,
-                "runs": reports,
-                "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
-                "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
-                "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
-            });
-            println!(
-                "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}",
-                summary["median_plumcore_msgs_per_s"]
-                    .as_f64()
-                    .unwrap_or(0.0),
-                summary["median_raw_packets_per_s"].as_f64().unwrap_or(0.0),
-                summary["median_ratio_vs_raw"].as_f64().unwrap_or(0.0)
-            );
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
-            }
         }
     }
     Ok(())
+}
+
+fn cores() -> usize {
+    core_pinning::Topology::detect().online().len()
+}
+
+fn blast_cmd(common: Common, frames: usize, peers: usize, runs: usize) -> Result<()> {
+    if common.plot.is_some() {
+        bail!("invalid argument `--plot`: blast has no plot (use `scale --plot`)");
+    }
+    let cores = cores();
+    let cfg = BlastConfig {
+        duration: common.duration.unwrap_or(Duration::from_secs(5)),
+        warmup: Duration::from_secs(1),
+        payload: common.payload,
+        frames_per_datagram: frames.max(1),
+        peers: peers.max(1),
+        shard_cores: vec![(cores >= 2).then_some(1)],
+        control_core: (cores >= 2).then_some(0),
+        raw: true,
+    };
+    let mut reports: Vec<BlastReport> = Vec::new();
+    println!(
+        "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8}",
+        "run", "plumcore msg/s", "dgram in/s", "dgram out/s", "offered msg/s", "raw pkt/s", "ratio"
+    );
+    for r in 0..runs.max(1) {
+        let rep = blast::run(&cfg);
+        println!(
+            "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2}",
+            r + 1,
+            rep.plumcore_msgs_per_s,
+            rep.plumcore_datagrams_in_per_s,
+            rep.plumcore_datagrams_out_per_s,
+            rep.offered_msgs_per_s,
+            rep.raw_packets_per_s,
+            rep.ratio_vs_raw
+        );
+        reports.push(rep);
+    }
+    let med = |f: fn(&BlastReport) -> f64| median(reports.iter().map(f).collect());
+    let summary = serde_json::json!({
+        "command": command_line(),
+        "machine": machine::describe(),
+        "payload": common.payload,
+        "frames_per_datagram": frames,
+        "peers": peers,
+        "runs": reports,
+        "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
+        "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
+        "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
+        "ratio_vs_raw": med(|r| r.ratio_vs_raw),
+    });
+    println!(
+        "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}",
+        summary["median_plumcore_msgs_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        summary["median_raw_packets_per_s"].as_f64().unwrap_or(0.0),
+        summary["median_ratio_vs_raw"].as_f64().unwrap_or(0.0)
+    );
+    write_json(&common.json, &summary)
+}
+
+fn cluster_config(
+    common: &Common,
+    w: &Workload,
+    flood: bool,
+    admins: Vec<SocketAddr>,
+) -> ClusterConfig {
+    ClusterConfig {
+        nodes: w.nodes,
+        shards: w.shards,
+        rate: w.rate,
+        publishers: w.publishers,
+        duration: common.duration.unwrap_or(Duration::from_secs(8)),
+        warmup: w.warmup,
+        payload: common.payload,
+        flood,
+        admins,
+        progress: true,
+    }
+}
+
+fn cluster_cmd(
+    common: Common,
+    workload: Workload,
+    admins: Vec<SocketAddr>,
+    flood: bool,
+    runs: usize,
+) -> Result<()> {
+    check_plot(&common.plot)?;
+    let cfg = cluster_config(&common, &workload, flood, admins);
+    let mut runs_out = Vec::new();
+    for i in 0..runs.max(1) {
+        if runs > 1 {
+            eprintln!("run {} of {runs}", i + 1);
+        }
+        runs_out.push(cluster::run(&cfg)?);
+    }
+    let reports: Vec<_> = runs_out.iter().map(|r| &r.report).collect();
+    print!("{}", cluster::table(&reports));
+    if let Some(last) = runs_out.last() {
+        if last.report.metrics_only {
+            println!("(running nodes: figures from /metrics only; no latency, no LDH)");
+        }
+    }
+    let med =
+        |f: fn(&cluster::ClusterReport) -> f64| median(reports.iter().map(|r| f(r)).collect());
+    let summary = serde_json::json!({
+        "command": command_line(),
+        "machine": machine::describe(),
+        "runs": reports,
+        "median": {
+            "achieved_rate": med(|r| r.achieved_rate),
+            "p50_us": med(|r| r.latency.p50_us),
+            "p90_us": med(|r| r.latency.p90_us),
+            "p99_us": med(|r| r.latency.p99_us),
+            "p999_us": med(|r| r.latency.p999_us),
+            "max_us": med(|r| r.latency.max_us),
+            "reliability": med(|r| r.reliability.mean),
+            "rmr": med(|r| r.rmr.unwrap_or(f64::NAN)),
+            "ldh_mean": med(|r| r.ldh_mean.unwrap_or(f64::NAN)),
+        },
+    });
+    if runs > 1 {
+        println!("medians over {runs} runs: {}", summary["median"]);
+    }
+    if let Some(p) = &common.plot {
+        let series: Vec<(String, &hdrhistogram::Histogram<u64>)> = runs_out
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{} run {}", r.report.system, i + 1), &r.latency))
+            .collect();
+        plot::latency(p, "publish-to-delivery latency", &series)?;
+        eprintln!("wrote {}", p.display());
+    }
+    write_json(&common.json, &summary)
+}
+
+fn scale_cmd(
+    common: Common,
+    frames: usize,
+    peers: usize,
+    runs: usize,
+    max_shards: Option<usize>,
+) -> Result<()> {
+    check_plot(&common.plot)?;
+    let cores = max_shards.unwrap_or_else(cores).max(1);
+    let template = BlastConfig {
+        duration: common.duration.unwrap_or(Duration::from_secs(3)),
+        warmup: Duration::from_secs(1),
+        payload: common.payload,
+        frames_per_datagram: frames.max(1),
+        peers: peers.max(1),
+        shard_cores: vec![None],
+        control_core: None,
+        raw: false,
+    };
+    let machine_cores = self::cores();
+    let points = scale::run(
+        &template,
+        cores.min(machine_cores.max(1)),
+        runs,
+        |n, r, m| eprintln!("shards {n} run {}: {m:.0} msg/s", r + 1),
+    );
+    println!(
+        "{:>6} {:>16} {:>16} {:>10}",
+        "shards", "msgs/s (median)", "per shard", "efficiency"
+    );
+    for p in &points {
+        println!(
+            "{:>6} {:>16.0} {:>16.0} {:>10.2}",
+            p.shards, p.median_msgs_per_s, p.per_shard_msgs_per_s, p.efficiency
+        );
+    }
+    if let Some(path) = &common.plot {
+        let pts: Vec<(usize, f64)> = points
+            .iter()
+            .map(|p| (p.shards, p.median_msgs_per_s))
+            .collect();
+        plot::scaling(path, &pts)?;
+        eprintln!("wrote {}", path.display());
+    }
+    write_json(
+        &common.json,
+        &serde_json::json!({
+            "command": command_line(),
+            "machine": machine::describe(),
+            "payload": common.payload,
+            "frames_per_datagram": frames,
+            "peers": peers,
+            "points": points,
+        }),
+    )
+}
+
+fn compare_cmd(
+    common: Common,
+    workload: Workload,
+    no_search: bool,
+    probe_duration: Duration,
+    max_rate: u32,
+) -> Result<()> {
+    check_plot(&common.plot)?;
+    let cfg = cluster_config(&common, &workload, false, Vec::new());
+    let mut systems = vec![System::Plumcore, System::PlumcoreFlood];
+    let mut missing = None;
+    if memberlist::binary().is_some() {
+        systems.push(System::MemberlistPlumtree);
+    } else {
+        let why = format!(
+            "memberlist-plumtree: not run, its bench binary is not built ({})",
+            memberlist::BUILD_HINT
+        );
+        eprintln!("{why}");
+        missing = Some(why);
+    }
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    for s in &systems {
+        eprintln!("compare: {} at {}/s", s.name(), cfg.rate);
+        match compare::run_one(*s, &cfg) {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                eprintln!("compare: {} failed: {e:#}", s.name());
+                failures.push(format!("{}: {e:#}", s.name()));
+            }
+        }
+    }
+    let reports: Vec<_> = runs.iter().map(|r| &r.report).collect();
+    print!("{}", cluster::table(&reports));
+    let mut searches = Vec::new();
+    if !no_search {
+        for s in &systems {
+            if failures.iter().any(|f| f.starts_with(s.name())) {
+                continue;
+            }
+            eprintln!("rate search: {}", s.name());
+            let r =
+                compare::search(*s, &cfg, cfg.rate, max_rate, probe_duration, |p| {
+                    eprintln!(
+                    "  {:>7}/s: achieved {:.0}/s reliability {:.4} refused {} p99 {:.0} us -> {}",
+                    p.rate,
+                    p.achieved_rate,
+                    p.reliability,
+                    p.refused,
+                    p.p99_us,
+                    if p.sustained { "sustained" } else { "not sustained" }
+                )
+                })?;
+            searches.push(r);
+        }
+        println!("{:<22}{:>18}", "highest rate at reliability 1.0", "");
+        for r in &searches {
+            println!(
+                "{:<22}{:>18}",
+                r.system,
+                r.max_sustained_rate
+                    .map_or_else(|| "below start".to_string(), |v| format!("{v}/s"))
+            );
+        }
+    }
+    if let Some(p) = &common.plot {
+        let series: Vec<(String, &hdrhistogram::Histogram<u64>)> = runs
+            .iter()
+            .map(|r| (r.report.system.clone(), &r.latency))
+            .collect();
+        plot::latency(p, "publish-to-delivery latency, same workload", &series)?;
+        eprintln!("wrote {}", p.display());
+    }
+    write_json(
+        &common.json,
+        &serde_json::json!({
+            "command": command_line(),
+            "machine": machine::describe(),
+            "reports": reports,
+            "rate_search": searches,
+            "not_run": missing,
+            "failures": failures,
+        }),
+    )?;
+    if let Some(m) = missing {
+        println!("{m}");
+    }
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Blast {
+            common,
+            frames,
+            peers,
+            runs,
+        } => blast_cmd(common, frames, peers, runs),
+        Cmd::Cluster {
+            common,
+            workload,
+            admins,
+            flood,
+            runs,
+        } => cluster_cmd(common, workload, admins, flood, runs),
+        Cmd::Scale {
+            common,
+            frames,
+            peers,
+            runs,
+            max_shards,
+        } => scale_cmd(common, frames, peers, runs, max_shards),
+        Cmd::Compare {
+            common,
+            workload,
+            no_search,
+            probe_duration,
+            max_rate,
+        } => compare_cmd(common, workload, no_search, probe_duration, max_rate),
+        Cmd::Soak {
+            common,
+            nodes,
+            shards,
+            rate,
+            sample_every,
+            warmup,
+        } => {
+            let cfg = soak::SoakConfig {
+                nodes,
+                shards,
+                rate,
+                duration: common.duration.unwrap_or(Duration::from_secs(600)),
+                payload: common.payload,
+                sample_every,
+                warmup,
+            };
+            soak_cmd(common, cfg)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plumcore-bench: {e:#}");
+            let invalid = e.to_string().starts_with("invalid argument");
+            ExitCode::from(if invalid { 2 } else { 1 })
+        }
+    }
 }

@@ -4,7 +4,15 @@
 //! flat or not once the TTLs have passed: a least-squares slope over the plateau,
 //! expressed as growth per minute relative to the plateau mean.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
 use serde::Serialize;
+
+use crate::machine::{describe, rss_mib, Machine};
+use crate::nodes::{metric_sum, scrape, start_local, LocalSpec, NodeHandle};
 
 /// The per-node series a soak samples, in report order: `(metric, label)`. Metrics
 /// are summed over a node's shards.
@@ -23,7 +31,7 @@ pub struct Sample {
     /// Seconds since publishing started.
     pub t: f64,
     pub node: usize,
-    pub rss_bytes: u64,
+    pub rss_mib: f64,
     /// Values of [`SERIES`], in order.
     pub values: Vec<f64>,
 }
@@ -39,29 +47,6 @@ pub struct Trend {
     /// Least-squares slope, per minute, as a percentage of `mean` (0 when the mean
     /// is 0).
     pub growth_pct_per_min: f64,
-}
-
-/// Resident set size of `pid` in bytes, from `/proc/<pid>/statm`.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
-}
-
-/// Sum of every sample of `name` (all label sets) in a Prometheus text exposition.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            if !(rest.starts_with(' ') || rest.starts_with('{')) {
-                return None;
-            }
-            l.rsplit(' ').next()?.parse::<f64>().ok()
-        })
-        .sum()
 }
 
 /// The trend of `points` `(t seconds, value)` from `after` seconds on; `None` with
@@ -91,6 +76,137 @@ pub fn trend(series: &str, points: &[(f64, f64)], after: f64) -> Option<Trend> {
     })
 }
 
+/// What `soak` runs.
+#[derive(Clone, Debug)]
+pub struct SoakConfig {
+    pub nodes: usize,
+    pub shards: u16,
+    /// Broadcasts per second over all nodes.
+    pub rate: u32,
+    pub duration: Duration,
+    pub payload: usize,
+    pub sample_every: Duration,
+    /// Samples before this are the warm-up (the TTLs filling the structures) and are
+    /// left out of the trends.
+    pub warmup: Duration,
+}
+
+/// Everything a soak measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub nodes: usize,
+    pub shards: u16,
+    pub rate: u32,
+    pub duration_s: f64,
+    pub payload: usize,
+    pub warmup_s: f64,
+    pub published: u64,
+    pub refused: u64,
+    pub series: Vec<String>,
+    pub samples: Vec<Sample>,
+    /// Per series, the node with the largest growth.
+    pub worst: Vec<(Trend, usize)>,
+    pub machine: Machine,
+}
+
+/// Starts the nodes, publishes at `rate` for `duration` while sampling, stops them.
+pub fn run(cfg: &SoakConfig, binary: PathBuf, dir: &Path) -> Result<SoakReport> {
+    let machine = describe();
+    let nodes = start_local(
+        &LocalSpec {
+            nodes: cfg.nodes,
+            shards: cfg.shards,
+            flood: false,
+            binary,
+        },
+        dir,
+    )?;
+    let pids: Vec<u32> = nodes.iter().filter_map(NodeHandle::pid).collect();
+    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+    let total = (cfg.duration.as_secs_f64() * f64::from(cfg.rate)) as u64;
+    let gap = Duration::from_secs_f64(1.0 / f64::from(cfg.rate.max(1)));
+    let bar = indicatif::ProgressBar::new(cfg.duration.as_secs());
+    let start = Instant::now();
+    let mut next_sample = start;
+    let mut samples = Vec::new();
+    let (mut published, mut refused) = (0u64, 0u64);
+    let mut x = u64::from(std::process::id()) | 1;
+    let payload = vec![b's'; cfg.payload];
+    for k in 0..total {
+        let now = Instant::now();
+        if now >= next_sample {
+            let t = now.duration_since(start).as_secs_f64();
+            for (i, (&admin, &pid)) in admins.iter().zip(&pids).enumerate() {
+                let text = scrape(admin);
+                samples.push(Sample {
+                    t,
+                    node: i,
+                    rss_mib: rss_mib(pid).unwrap_or(0.0),
+                    values: SERIES.iter().map(|(m, _)| metric_sum(&text, m)).collect(),
+                });
+            }
+            next_sample += cfg.sample_every;
+            bar.set_position(t as u64);
+        }
+        let due = start + gap.mul_f64(k as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let admin = admins[(x % admins.len() as u64) as usize];
+        match ureq::post(&format!("http://{admin}/broadcast"))
+            .timeout(Duration::from_secs(2))
+            .send_bytes(&payload)
+        {
+            Ok(_) => published += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    bar.finish_and_clear();
+    drop(nodes);
+    let warmup = cfg.warmup.as_secs_f64();
+    let mut worst = Vec::new();
+    let mut names = vec!["rss_mib".to_string()];
+    names.extend(SERIES.iter().map(|(_, l)| l.to_string()));
+    for (j, name) in names.iter().enumerate() {
+        let mut w: Option<(Trend, usize)> = None;
+        for node in 0..cfg.nodes {
+            let pts: Vec<(f64, f64)> = samples
+                .iter()
+                .filter(|s| s.node == node)
+                .map(|s| {
+                    let v = if j == 0 { s.rss_mib } else { s.values[j - 1] };
+                    (s.t, v)
+                })
+                .collect();
+            if let Some(t) = trend(name, &pts, warmup) {
+                if w.as_ref()
+                    .is_none_or(|(b, _)| t.growth_pct_per_min.abs() > b.growth_pct_per_min.abs())
+                {
+                    w = Some((t, node));
+                }
+            }
+        }
+        worst.extend(w);
+    }
+    Ok(SoakReport {
+        nodes: cfg.nodes,
+        shards: cfg.shards,
+        rate: cfg.rate,
+        duration_s: start.elapsed().as_secs_f64(),
+        payload: cfg.payload,
+        warmup_s: warmup,
+        published,
+        refused,
+        series: names,
+        samples,
+        worst,
+        machine,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,23 +232,5 @@ mod tests {
             .collect();
         assert_eq!(trend("step", &step, 50.0).unwrap().growth_pct_per_min, 0.0);
         assert!(trend("short", &step, 99.0).is_none());
-    }
-
-    #[test]
-    fn metric_sum_adds_every_shard_and_ignores_prefixes_and_comments() {
-        let text = "# HELP plumtree_cache_bytes x\n\
-                    plumtree_cache_bytes{shard=\"0\"} 100\n\
-                    plumtree_cache_bytes{shard=\"1\"} 23\n\
-                    plumtree_cache_bytes_total 999\n\
-                    plumtree_cache_entries 7\n";
-        assert_eq!(metric_sum(text, "plumtree_cache_bytes"), 123.0);
-        assert_eq!(metric_sum(text, "plumtree_cache_entries"), 7.0);
-        assert_eq!(metric_sum(text, "plumtree_missing"), 0.0);
-    }
-
-    #[test]
-    fn rss_of_this_process_is_plausible() {
-        let rss = rss_bytes(std::process::id()).unwrap();
-        assert!(rss > 100_000 && rss < 64 << 30, "{rss}");
     }
 }

@@ -238,6 +238,9 @@ pub struct MembershipStats {
     pub promotions: u64,
     /// Disconnects received from an active neighbour.
     pub disconnects: u64,
+    /// Joins started again because the passive view ran out with the active view
+    /// not full.
+    pub rejoins: u64,
     /// Messages queued for sending, of every kind.
     pub messages_sent: u64,
 }

@@ -325,6 +325,121 @@ fn join_ack_adds_seed_and_stops_retrying() {
 }
 
 #[test]
+fn join_is_retried_until_the_seed_acknowledges_even_with_neighbours() {
+    let mut m = Membership::new(ME, cfg(), 7).unwrap();
+    m.join(ms(0), &[A]);
+    let ev = drain(&mut m);
+    let (at, retry) = timers(&ev)
+        .into_iter()
+        .find(|(_, t)| matches!(t, Timer::JoinRetry { .. }))
+        .unwrap();
+    // Our Join to A was lost, but B joined through us and a walk made C our neighbour:
+    // neither proves we are attached to the cluster.
+    m.handle(ms(10), B, Message::Join);
+    m.handle(
+        ms(20),
+        C,
+        Message::Neighbor {
+            high_priority: true,
+        },
+    );
+    drain(&mut m);
+    assert_eq!(sorted(m.active().to_vec()), vec![B, C]);
+    assert!(m.is_joining());
+    m.handle_timer(at, retry);
+    let ev = drain(&mut m);
+    assert_eq!(sends(&ev), vec![(A, Message::Join)]);
+    // The seed's acknowledgement ends the join, and A becomes a neighbour.
+    m.handle(at + ms(30), A, Message::NeighborReply { accepted: true });
+    let ev = drain(&mut m);
+    assert_eq!(ups(&ev), vec![A]);
+    assert!(!m.is_joining());
+}
+
+#[test]
+fn join_ack_from_a_seed_already_active_still_ends_the_join() {
+    let mut m = Membership::new(ME, cfg(), 7).unwrap();
+    m.join(ms(0), &[A]);
+    drain(&mut m);
+    // A's walk ended at A itself (it accepted us through a ForwardJoin) before its ack.
+    m.handle(
+        ms(10),
+        A,
+        Message::Neighbor {
+            high_priority: true,
+        },
+    );
+    drain(&mut m);
+    assert!(m.is_joining());
+    m.handle(ms(20), A, Message::NeighborReply { accepted: true });
+    let ev = drain(&mut m);
+    assert!(ups(&ev).is_empty());
+    assert!(!m.is_joining());
+}
+
+/// A node that joined through `A` (acknowledged), then lost A and every passive node:
+/// its active view is empty and nothing is left to ask. Returns it and the next
+/// heartbeat timer.
+fn starved() -> (Membership, (Time, Timer)) {
+    let mut m = Membership::new(ME, cfg(), 7).unwrap();
+    m.join(ms(0), &[A]);
+    let ev = drain(&mut m);
+    let hb = last_heartbeat(&ev).unwrap();
+    m.handle(ms(10), A, Message::NeighborReply { accepted: true });
+    m.handle(ms(20), A, Message::Disconnect);
+    drain(&mut m);
+    assert_eq!(m.passive(), &[A]);
+    // The next rounds ask A twice; it never answers, so it is dropped.
+    let (ev, hb) = heartbeats(&mut m, hb, secs(1));
+    let (at, t) = timers(&ev)
+        .into_iter()
+        .find(|(_, t)| matches!(t, Timer::NeighborDeadline { .. }))
+        .unwrap();
+    m.handle_timer(at, t);
+    let ev = drain(&mut m);
+    let (at, t) = timers(&ev)
+        .into_iter()
+        .find(|(_, t)| matches!(t, Timer::NeighborDeadline { .. }))
+        .unwrap();
+    m.handle_timer(at, t);
+    drain(&mut m);
+    assert!(m.active().is_empty() && m.passive().is_empty());
+    assert!(!m.is_joining());
+    (m, hb)
+}
+
+#[test]
+fn starved_node_joins_again_through_its_seeds() {
+    let (mut m, hb) = starved();
+    // The next round (late, after both deadlines) finds nobody left to ask.
+    m.handle_timer(secs(4), hb.1);
+    let ev = drain(&mut m);
+    assert!(sends(&ev).contains(&(A, Message::Join)));
+    assert!(m.is_joining());
+    assert_eq!(m.stats().rejoins, 1);
+    // And keeps retrying until acknowledged, without starting a second join.
+    let hb = last_heartbeat(&ev).unwrap();
+    m.handle_timer(hb.0, hb.1);
+    assert!(!sends(&drain(&mut m)).contains(&(A, Message::Join)));
+    assert_eq!(m.stats().rejoins, 1);
+}
+
+#[test]
+fn node_with_a_full_view_or_no_seed_does_not_rejoin() {
+    // Full active view, empty passive view: nothing to repair.
+    let (mut m, ev) = node_with(&[A, B, C, D, E], &[]);
+    m.handle_timer(secs(1), last_heartbeat(&ev).unwrap().1);
+    let ev = drain(&mut m);
+    assert!(!sends(&ev).iter().any(|(_, msg)| *msg == Message::Join));
+    assert_eq!(m.stats().rejoins, 0);
+    // The cluster's first node has no seed to go back to.
+    let (mut m, ev) = node_with(&[], &[]);
+    m.handle_timer(secs(1), last_heartbeat(&ev).unwrap().1);
+    assert!(sends(&drain(&mut m)).is_empty());
+    assert_eq!(m.stats().rejoins, 0);
+}
+
+#[test]
 fn join_with_no_seeds_starts_a_cluster() {
     let mut m = Membership::new(ME, cfg(), 7).unwrap();
     m.join(ms(0), &[]);
@@ -606,24 +721,53 @@ fn acceptance_after_view_filled_is_undone() {
 }
 
 #[test]
-fn unanswered_request_drops_the_passive_node_and_tries_the_next() {
+fn unanswered_request_is_sent_once_more_then_drops_the_passive_node() {
     let (mut m, _) = node_with(&[A, B], &[C, D]);
     m.handle(ms(1), A, Message::Disconnect);
     let ev = drain(&mut m);
-    let (asked, _) = sends(&ev)[0].clone();
-    let (at, deadline) = timers(&ev)
-        .into_iter()
-        .find(|(_, t)| matches!(t, Timer::NeighborDeadline { .. }))
-        .unwrap();
-    m.handle_timer(at, deadline);
+    let (asked, first) = sends(&ev)[0].clone();
+    let deadline = |ev: &[Event]| {
+        timers(ev)
+            .into_iter()
+            .find(|(_, t)| matches!(t, Timer::NeighborDeadline { .. }))
+            .unwrap()
+    };
+    // First silence: the same request again (it or its answer may have been lost).
+    let (at, t) = deadline(&ev);
+    m.handle_timer(at, t);
+    let ev = drain(&mut m);
+    assert_eq!(sends(&ev), vec![(asked, first)]);
+    assert!(m.passive().contains(&asked));
+    // The first deadline is stale now.
+    m.handle_timer(at, t);
+    assert!(drain(&mut m).is_empty());
+    // Second silence: presumed dead, dropped, and the next passive node is asked.
+    let (at, t) = deadline(&ev);
+    m.handle_timer(at, t);
     let ev = drain(&mut m);
     assert!(!m.passive().contains(&asked));
     let s = sends(&ev);
     assert_eq!(s.len(), 1);
     assert_ne!(s[0].0, asked);
-    // Firing the same deadline again is stale.
-    m.handle_timer(at, deadline);
+    m.handle_timer(at, t);
     assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn answer_to_the_resent_request_is_taken() {
+    let (mut m, _) = node_with(&[A, B], &[C]);
+    m.handle(ms(1), A, Message::Disconnect);
+    let ev = drain(&mut m);
+    let (at, t) = timers(&ev)
+        .into_iter()
+        .find(|(_, t)| matches!(t, Timer::NeighborDeadline { peer, .. } if *peer == C))
+        .unwrap();
+    m.handle_timer(at, t);
+    drain(&mut m);
+    m.handle(at + ms(20), C, Message::NeighborReply { accepted: true });
+    let ev = drain(&mut m);
+    assert_eq!(ups(&ev), vec![C]);
+    assert_eq!(m.stats().promotions, 1);
 }
 
 #[test]

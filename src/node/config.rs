@@ -177,6 +177,10 @@ pub struct NodeArgs {
     /// IP:PORT-PORT).
     #[arg(long = "chaos-cut", value_name = "ADDR")]
     pub chaos_cut: Vec<String>,
+    /// Flood instead of Plumtree (`protocol.mode = "flood"`): eager push to every
+    /// neighbour, no lazy push, no pruning; the classic-gossip baseline for benchmarks.
+    #[arg(long)]
+    pub flood: bool,
 }
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
@@ -396,6 +400,9 @@ impl NodeArgs {
         }
         if !self.chaos_cut.is_empty() {
             cfg.chaos_cut = self.chaos_cut.clone();
+        }
+        if self.flood {
+            cfg.protocol.mode = crate::protocol::Mode::Flood;
         }
     }
 }
@@ -929,6 +936,22 @@ graft_timeout = 250
         assert!(
             msg.starts_with("config file /nonexistent/plumcore.toml: "),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn flood_flag_sets_protocol_mode() {
+        assert_eq!(
+            load(&NodeArgs::default()).unwrap().protocol.mode,
+            crate::protocol::Mode::Plumtree
+        );
+        let args = NodeArgs {
+            flood: true,
+            ..NodeArgs::default()
+        };
+        assert_eq!(
+            load(&args).unwrap().protocol.mode,
+            crate::protocol::Mode::Flood
         );
     }
 }

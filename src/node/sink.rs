@@ -3,7 +3,9 @@
 //! Shards hand deliveries over a bounded channel with `try_send`; when it is full the
 //! delivery is not written and the shard counts backpressure instead of waiting.
 //!
-//! Line format: `{"id":"<32 hex>","origin":"<16 hex>","hops":<n>,"payload_b64":"<base64>"}`.
+//! Line format: `{"id":"<32 hex>","origin":"<16 hex>","hops":<n>,"payload_b64":"<base64>","t_ns":<n>}`,
+//! where `t_ns` is the Unix time in nanoseconds at which the writer took the delivery
+//! off the queue (what `plumcore-bench cluster` measures publish-to-delivery latency to).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -136,16 +138,25 @@ impl Drop for DeliverySink {
     }
 }
 
-/// Formats one NDJSON line (without the newline). Every field is hex, base64 or a
-/// number, so no JSON escaping is needed.
-pub fn format_line(d: &Delivery) -> String {
+/// Formats one NDJSON line (without the newline) for a delivery taken off the queue
+/// at Unix time `t_ns`. Every field is hex, base64 or a number, so no JSON escaping is
+/// needed.
+pub fn format_line(d: &Delivery, t_ns: u64) -> String {
     format!(
-        "{{\"id\":\"{}\",\"origin\":\"{}\",\"hops\":{},\"payload_b64\":\"{}\"}}",
+        "{{\"id\":\"{}\",\"origin\":\"{}\",\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
         id_hex(d.id),
         node_hex(d.id.origin),
         d.hops,
-        base64::engine::general_purpose::STANDARD.encode(&d.payload)
+        base64::engine::general_purpose::STANDARD.encode(&d.payload),
+        t_ns
     )
+}
+
+/// Unix time in nanoseconds (0 if the clock is before 1970).
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The writer loop: write each delivery, flush whenever the queue is momentarily
@@ -162,7 +173,7 @@ fn run(
         if *failed {
             return;
         }
-        match writeln!(out, "{}", format_line(d)) {
+        match writeln!(out, "{}", format_line(d, unix_nanos())) {
             Ok(()) => {
                 written.fetch_add(1, Ordering::Relaxed);
             }
@@ -224,11 +235,11 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let line = format_line(&delivery(3, b"hello"));
+        let line = format_line(&delivery(3, b"hello"), 42);
         assert_eq!(
             line,
             "{\"id\":\"00000000000000ab0000000000000003\",\"origin\":\"00000000000000ab\",\
-             \"hops\":3,\"payload_b64\":\"aGVsbG8=\"}"
+             \"hops\":3,\"payload_b64\":\"aGVsbG8=\",\"t_ns\":42}"
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["hops"], 3);
@@ -262,6 +273,8 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(v["hops"], i as u64 + 1);
             assert_eq!(v["origin"], "00000000000000ab");
+            // Stamped by the writer with the wall clock (after 2020-01-01).
+            assert!(v["t_ns"].as_u64().unwrap() > 1_577_836_800_000_000_000);
         }
         // After stop, sends are discarded, never blocking.
         assert!(tx.try_send(delivery(101, b"late")));

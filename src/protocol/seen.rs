@@ -54,20 +54,30 @@ struct Window {
     spill: Option<Box<VecDeque<u64>>>,
     /// Seconds since the epoch of the last insert, for the TTL.
     last_active: u32,
-    /// Words the floor has advanced since the window was opened (saturating), so the
-    /// opening point `floor - 64 * opened_lag` is known without storing it.
+    /// Low [`LAG_BITS`] bits: words the floor has advanced since the window was
+    /// opened (saturating at [`LAG_MAX`]: no longer known); top 6 bits: the first
+    /// contact's seq within its word. Together they give the exact first-contact seq
+    /// without storing it.
     opened_lag: u32,
 }
 
+/// Bits of `Window::opened_lag` that count words.
+const LAG_BITS: u32 = 26;
+/// Saturated word lag: the opening point is no longer representable.
+const LAG_MAX: u32 = (1 << LAG_BITS) - 1;
+
 impl Window {
-    /// Where the window was opened (first contact), if still representable.
+    /// Where the window was opened (the first-contact seq), if still representable.
     fn opened(&self) -> Option<u64> {
-        (self.opened_lag != u32::MAX).then(|| self.floor - 64 * self.opened_lag as u64)
+        let lag = self.opened_lag & LAG_MAX;
+        let offset = u64::from(self.opened_lag >> LAG_BITS);
+        (lag != LAG_MAX).then(|| self.floor - 64 * u64::from(lag) + offset)
     }
 
     fn advance(&mut self, words: u64) {
         self.floor += 64 * words;
-        self.opened_lag = u32::try_from(self.opened_lag as u64 + words).unwrap_or(u32::MAX);
+        let lag = (u64::from(self.opened_lag & LAG_MAX) + words).min(u64::from(LAG_MAX)) as u32;
+        self.opened_lag = (self.opened_lag & !LAG_MAX) | lag;
     }
 }
 
@@ -142,8 +152,8 @@ impl SeenMap {
         self.fill[(origin_offset(origin) & (self.partitions - 1)) as usize]
     }
 
-    /// For a seq below the floor: whether it lies in the span tracked before first
-    /// contact (so the early list decides) rather than simply being old.
+    /// Whether `seq` lies in the span tracked before first contact (so the early list
+    /// decides) rather than being old or in the window.
     fn in_early_span(&self, w: &Window, seq: u64) -> bool {
         w.opened()
             .is_some_and(|opened| seq < opened && opened - seq <= self.max_words as u64 * 64)
@@ -154,13 +164,13 @@ impl SeenMap {
         let Some(w) = self.windows.get(&id.origin) else {
             return false;
         };
+        if self.in_early_span(w, id.seq) {
+            return self
+                .early
+                .get(&id.origin)
+                .is_some_and(|e| e.contains(&id.seq));
+        }
         if id.seq < w.floor {
-            if self.in_early_span(w, id.seq) {
-                return self
-                    .early
-                    .get(&id.origin)
-                    .is_some_and(|e| e.contains(&id.seq));
-            }
             return true;
         }
         let off = id.seq - w.floor;
@@ -184,19 +194,26 @@ impl SeenMap {
             self.evict_least_recent();
         }
         let max_words = self.max_words;
-        let w = self.windows.entry(id.origin).or_insert_with(|| Window {
-            floor: id.seq & !63,
-            bits: fill,
-            spill: None,
-            last_active: now_s,
-            opened_lag: 0,
+        // The first contact's word starts out with the seqs below it marked: those
+        // are tracked by the early list, and left open they would keep the word from
+        // ever folding (an origin's first seq is rarely a multiple of 64), pinning the
+        // floor until `max_window` forced a slide.
+        let w = self.windows.entry(id.origin).or_insert_with(|| {
+            let offset = id.seq & 63;
+            Window {
+                floor: id.seq & !63,
+                bits: fill | ((1u64 << offset) - 1),
+                spill: None,
+                last_active: now_s,
+                opened_lag: (offset as u32) << LAG_BITS,
+            }
         });
         w.last_active = now_s;
-        if id.seq < w.floor {
-            let span = max_words as u64 * 64;
-            let early_span = w
-                .opened()
-                .is_some_and(|opened| id.seq < opened && opened - id.seq <= span);
+        let span = max_words as u64 * 64;
+        let early_span = w
+            .opened()
+            .is_some_and(|opened| id.seq < opened && opened - id.seq <= span);
+        if early_span || id.seq < w.floor {
             if early_span {
                 let early = self.early.entry(id.origin).or_default();
                 if early.contains(&id.seq) {
@@ -396,7 +413,8 @@ mod tests {
         assert_eq!(m.insert(T, id(7, 255)), Seen::Duplicate);
         assert_eq!(m.insert(T, id(7, 10)), Seen::New);
         assert_eq!(m.insert(T, id(7, 10)), Seen::Duplicate);
-        assert_eq!(m.stats().early_accepted, 2);
+        // 256 (same word as 300, but before it), 255 and 10.
+        assert_eq!(m.stats().early_accepted, 3);
         // Even after the floor moves on, the early span stays anchored at first contact.
         for seq in 256..2000 {
             m.insert(T, id(7, seq));
@@ -411,8 +429,8 @@ mod tests {
         // max_window 1024: seqs more than 1024 before first contact are simply old.
         let mut m = map();
         assert_eq!(m.insert(T, id(7, 10_000)), Seen::New);
-        assert_eq!(m.insert(T, id(7, 9_984 - 1024)), Seen::New);
-        assert_eq!(m.insert(T, id(7, 9_984 - 1025)), Seen::Duplicate);
+        assert_eq!(m.insert(T, id(7, 10_000 - 1024)), Seen::New);
+        assert_eq!(m.insert(T, id(7, 10_000 - 1025)), Seen::Duplicate);
         assert!(m.contains(id(7, 5)));
     }
 
@@ -427,6 +445,30 @@ mod tests {
         assert!(w.spill.is_none());
         assert!(m.contains(id(1, 0)) && m.contains(id(1, 9999)));
         assert!(!m.contains(id(1, 10_000)));
+    }
+
+    #[test]
+    fn a_stream_first_met_mid_word_still_folds() {
+        // Found by the soak benchmark: an origin's seqs start at its start time in
+        // microseconds, so first contact is mid-word. The seqs below it in that word
+        // never come, and used to pin the floor until max_window forced a slide, so
+        // every origin's window grew to the bound.
+        let mut m = map();
+        let first = 1_000_037;
+        for seq in first..first + 10_000 {
+            assert_eq!(m.insert(T, id(1, seq)), Seen::New);
+        }
+        let w = &m.windows[&NodeId(1)];
+        assert_eq!(w.floor, (first + 10_000) & !63);
+        assert!(w.spill.is_none());
+        assert_eq!(m.stats().forced_slides, 0);
+        // The seqs of the first word below first contact are still delivered once,
+        // late (the early list), like any seq before first contact.
+        assert!(!m.contains(id(1, first - 1)));
+        assert_eq!(m.insert(T, id(1, first - 1)), Seen::New);
+        assert_eq!(m.insert(T, id(1, first - 1)), Seen::Duplicate);
+        assert_eq!(m.insert(T, id(1, first & !63)), Seen::New);
+        assert_eq!(m.stats().early_accepted, 2);
     }
 
     #[test]
@@ -446,10 +488,10 @@ mod tests {
     fn slide_that_folds_complete_words_keeps_bits_aligned() {
         // Window of 2 words. Fill word 1 completely and leave a hole in word 0.
         let mut m = SeenMap::new(1, 1, 16, 128, Duration::from_secs(60));
-        for seq in 1..128 {
+        for seq in (0..128).filter(|&s| s != 5) {
             assert_eq!(m.insert(T, id(1, seq)), Seen::New);
         }
-        // seq 130 needs word 2: slide by one word (forgetting hole 0), which makes the
+        // seq 130 needs word 2: slide by one word (forgetting hole 5), which makes the
         // complete word 1 fold into the floor too.
         assert_eq!(m.insert(T, id(1, 130)), Seen::New);
         // Every other seq in 128..192 is still new, and 130 is now a duplicate.
@@ -457,7 +499,7 @@ mod tests {
             assert_eq!(m.insert(T, id(1, seq)), Seen::New, "seq {seq}");
         }
         assert_eq!(m.insert(T, id(1, 130)), Seen::Duplicate);
-        assert_eq!(m.insert(T, id(1, 0)), Seen::Duplicate, "forgotten hole");
+        assert_eq!(m.insert(T, id(1, 5)), Seen::Duplicate, "forgotten hole");
     }
 
     #[test]

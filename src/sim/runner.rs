@@ -20,7 +20,10 @@ use crate::membership::{
 use crate::protocol::{Event, Mode, ProtocolConfig, Shard, Timer};
 use crate::wire::{self, Coalescer, Frame, Header};
 
-/// Where neighbours come from.
+/// Seeds each joining HyParView node is given (random earlier nodes).
+const SEEDS_PER_NODE: usize = 3;
+
+/// Where neighbours come from. HyParView is the default: it is what a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overlay {
     /// A fixed random graph (ring plus chords); crashes are announced to neighbours by
@@ -67,7 +70,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            overlay: Overlay::Random,
+            overlay: Overlay::HyParView,
             membership: MembershipConfig::default(),
             join_spacing: Duration::from_millis(1),
             nodes: 1000,
@@ -461,11 +464,13 @@ impl Sim {
             What::Split => self.split = true,
             What::Heal => self.split = false,
             What::Join { node } => {
-                let seeds: Vec<NodeId> = if node == 0 {
-                    Vec::new()
-                } else {
-                    vec![node_id(self.rng.gen_range(0..node))]
-                };
+                // Up to three random earlier nodes, as an operator lists a few seeds:
+                // the first is the contact, the others serve retries and rejoins.
+                let k = (node as usize).min(SEEDS_PER_NODE);
+                let seeds: Vec<NodeId> = rand::seq::index::sample(&mut self.rng, node as usize, k)
+                    .iter()
+                    .map(|i| node_id(i as u32))
+                    .collect();
                 self.members[node as usize].join(now, &seeds);
                 self.pump_member(node);
             }

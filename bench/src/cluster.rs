@@ -1,0 +1,718 @@
+//! `plumcore-bench cluster`: a cluster under a steady publish load. Starts N `plumcore
+//! node` processes on 127.0.0.1 (or uses running nodes given by admin address), runs K
+//! publisher threads that together `POST /broadcast` R messages/s for the warm-up plus
+//! the measured duration, each payload stamped with its publisher and send time, then
+//! reads every node's deliveries file and `/metrics` and reports latency, reliability,
+//! RMR, LDH, control traffic and per-node CPU and RSS over the measured window.
+//!
+//! Latency is publish to delivery: from just before the publisher's HTTP request to the
+//! moment the receiving node's deliveries writer takes the message off its queue (the
+//! `t_ns` field), both on this host's clock. The origin's own delivery (hop 0) is left
+//! out: it measures the HTTP round trip, not the broadcast.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use base64::Engine;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::machine;
+use crate::nodes::{self, LocalSpec, NodeHandle};
+use crate::report::{self, MessageOutcome, Percentiles, Reliability};
+
+/// Bytes of the stamp at the head of every payload: publisher id, then send time.
+pub const STAMP_BYTES: usize = 16;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    pub shards: u16,
+    /// Broadcasts per second over all publishers.
+    pub rate: u32,
+    pub publishers: usize,
+    /// Measured publishing time, after the warm-up.
+    pub duration: Duration,
+    /// Publishing time before the measured window (trees form, caches warm).
+    pub warmup: Duration,
+    pub payload: usize,
+    pub flood: bool,
+    /// Running nodes to target instead of starting local ones.
+    pub admins: Vec<SocketAddr>,
+    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 5,
+            shards: 1,
+            rate: 500,
+            publishers: 2,
+            duration: Duration::from_secs(8),
+            warmup: Duration::from_secs(2),
+            payload: 64,
+            flood: false,
+            admins: Vec::new(),
+            progress: true,
+        }
+    }
+}
+
+/// One published broadcast that a node accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub publisher: u64,
+    pub send_ns: u64,
+}
+
+impl Stamp {
+    /// Writes the stamp at the head of `payload` (at least [`STAMP_BYTES`] long).
+    pub fn write(&self, payload: &mut [u8]) {
+        payload[..8].copy_from_slice(&self.publisher.to_le_bytes());
+        payload[8..16].copy_from_slice(&self.send_ns.to_le_bytes());
+    }
+
+    /// Reads a stamp from the head of a payload.
+    pub fn read(payload: &[u8]) -> Option<Stamp> {
+        let p = payload.get(..STAMP_BYTES)?;
+        Some(Stamp {
+            publisher: u64::from_le_bytes(p[..8].try_into().ok()?),
+            send_ns: u64::from_le_bytes(p[8..16].try_into().ok()?),
+        })
+    }
+}
+
+/// One node's figures over the measured window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeFigures {
+    pub admin: String,
+    /// Measured broadcasts it delivered.
+    pub delivered: u64,
+    /// CPU used, in percent of one core (`None` for nodes this run did not start).
+    pub cpu_percent: Option<f64>,
+    pub rss_mib: Option<f64>,
+}
+
+/// Everything `cluster` reports; also one column of `compare`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterReport {
+    pub system: String,
+    pub nodes: usize,
+    pub shards_per_node: u16,
+    pub payload_bytes: usize,
+    pub publishers: usize,
+    pub rate_target: u32,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// Broadcasts accepted in the measured window.
+    pub measured: u64,
+    /// Broadcasts the nodes refused (HTTP error), warm-up included.
+    pub refused: u64,
+    /// Accepted broadcasts per second in the measured window.
+    pub achieved_rate: f64,
+    pub latency: Percentiles,
+    pub reliability: Reliability,
+    pub rmr: Option<f64>,
+    pub ldh_mean: Option<f64>,
+    pub ldh_max: Option<u32>,
+    /// The same broadcast delivered twice by one node (should be 0).
+    pub duplicate_deliveries: u64,
+    /// Gossip received for an already delivered broadcast (protocol redundancy).
+    pub redundant_receptions: f64,
+    pub gossip_sent: f64,
+    pub ihave_sent: f64,
+    pub graft_sent: f64,
+    pub prune_sent: f64,
+    pub per_node: Vec<NodeFigures>,
+    /// Mean neighbours per node (`/peers`) when the measured window began: a tree
+    /// overlay has 2(n-1)/n, and then flooding sends no redundant payloads either.
+    pub overlay_degree_mean: f64,
+    /// True when figures come from `/metrics` only (running nodes, no deliveries files).
+    pub metrics_only: bool,
+}
+
+/// A report plus the latency histogram it summarises (for `--plot`).
+pub struct ClusterRun {
+    pub report: ClusterReport,
+    pub latency: Histogram<u64>,
+}
+
+/// Unix time in nanoseconds.
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What one node's deliveries file says about the measured broadcasts.
+#[derive(Default)]
+pub struct NodeDeliveries {
+    /// Measured broadcast -> (times delivered, hops).
+    pub seen: HashMap<Stamp, (u32, Option<u32>, u64)>,
+}
+
+/// Reads a deliveries file (NDJSON with `payload_b64`, `t_ns`, optional `hops`),
+/// keeping the broadcasts in `measured`.
+pub fn read_deliveries(path: &Path, measured: &HashSet<Stamp>) -> NodeDeliveries {
+    let mut out = NodeDeliveries::default();
+    let Ok(f) = std::fs::File::open(path) else {
+        return out;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue; // a line still being written
+        };
+        let (Some(p), Some(t_ns)) = (v["payload_b64"].as_str(), v["t_ns"].as_u64()) else {
+            continue;
+        };
+        let Some(stamp) = b64.decode(p).ok().and_then(|b| Stamp::read(&b)) else {
+            continue;
+        };
+        if !measured.contains(&stamp) {
+            continue;
+        }
+        let hops = v["hops"].as_u64().map(|h| h as u32);
+        out.seen.entry(stamp).or_insert((0, hops, t_ns)).0 += 1;
+    }
+    out
+}
+
+/// Latency, outcomes and duplicates of the measured broadcasts over every node.
+pub fn analyse(
+    per_node: &[NodeDeliveries],
+    measured: &HashSet<Stamp>,
+) -> (Histogram<u64>, Vec<MessageOutcome>, u64) {
+    let mut hist = report::latency_histogram();
+    let mut outcomes: HashMap<Stamp, MessageOutcome> = measured
+        .iter()
+        .map(|s| (*s, MessageOutcome::default()))
+        .collect();
+    let mut dups = 0u64;
+    for node in per_node {
+        for (stamp, &(count, hops, t_ns)) in &node.seen {
+            let Some(o) = outcomes.get_mut(stamp) else {
+                continue;
+            };
+            o.receivers += 1;
+            dups += u64::from(count.saturating_sub(1));
+            if let Some(h) = hops {
+                o.last_hop = Some(o.last_hop.map_or(h, |m| m.max(h)));
+            }
+            if hops != Some(0) {
+                let _ = hist.record(t_ns.saturating_sub(stamp.send_ns).max(1));
+            }
+        }
+    }
+    (hist, outcomes.into_values().collect(), dups)
+}
+
+/// Publisher threads: `rate` broadcasts/s over `publishers` threads, round-robin over
+/// `admins`, until `stop`.
+struct Publishing {
+    accepted: Arc<Mutex<Vec<Stamp>>>,
+    refused: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn start_publishers(
+    admins: &[SocketAddr],
+    rate: u32,
+    publishers: usize,
+    payload: usize,
+    stop: Arc<AtomicBool>,
+) -> Publishing {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let k = publishers.max(1);
+    let gap = Duration::from_secs_f64(k as f64 / f64::from(rate.max(1)));
+    let threads = (0..k)
+        .map(|j| {
+            let urls: Vec<String> = admins
+                .iter()
+                .map(|a| format!("http://{a}/broadcast"))
+                .collect();
+            let (accepted, refused, sent, stop) = (
+                accepted.clone(),
+                refused.clone(),
+                sent.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(2))
+                    .build();
+                let mut body = vec![b'.'; payload.max(STAMP_BYTES)];
+                let mut mine = Vec::new();
+                // Stagger the publishers over one gap.
+                let start = Instant::now() + gap.mul_f64(j as f64 / k as f64);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let due = start + gap.mul_f64(n as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    let stamp = Stamp {
+                        publisher: j as u64,
+                        send_ns: unix_nanos(),
+                    };
+                    stamp.write(&mut body);
+                    let url = &urls[(n as usize + j) % urls.len()];
+                    n += 1;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match agent.post(url).send_bytes(&body) {
+                        Ok(_) => mine.push(stamp),
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                accepted.lock().expect("publisher lock").extend(mine);
+            })
+        })
+        .collect();
+    Publishing {
+        accepted,
+        refused,
+        sent,
+        threads,
+    }
+}
+
+fn scrape_all(nodes: &[NodeHandle]) -> Vec<String> {
+    nodes.iter().map(|n| nodes::scrape(n.admin)).collect()
+}
+
+fn delta(before: &[String], after: &[String], name: &str) -> f64 {
+    let sum = |pages: &[String]| {
+        pages
+            .iter()
+            .map(|p| nodes::metric_sum(p, name))
+            .sum::<f64>()
+    };
+    sum(after) - sum(before)
+}
+
+/// Runs the workload once on plumcore nodes: warm-up publishing, a pause for the
+/// counters to settle, the measured publishing, a drain, then the figures.
+pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
+    if cfg.payload < STAMP_BYTES {
+        bail!("invalid argument `--payload`: must be at least {STAMP_BYTES} (the send-time stamp)");
+    }
+    if cfg.rate == 0 || cfg.publishers == 0 {
+        bail!("invalid argument: `--rate` and `--publishers` must be at least 1");
+    }
+    let dir = tempfile::tempdir()?;
+    let mut nodes = if cfg.admins.is_empty() {
+        if cfg.nodes < 2 {
+            bail!("invalid argument `--nodes`: must be at least 2");
+        }
+        let spec = LocalSpec {
+            nodes: cfg.nodes,
+            shards: cfg.shards,
+            flood: cfg.flood,
+            binary: nodes::plumcore_binary()?,
+        };
+        nodes::start_local(&spec, dir.path())?
+    } else {
+        let mut n = nodes::remote(&cfg.admins);
+        nodes::wait_joined(&mut n, Duration::from_secs(10))?;
+        n
+    };
+    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+    let bar = progress_bar(cfg);
+    let started = Instant::now();
+    // Warm-up: publish, stop, and let traffic and the shards' counters (published
+    // every 250 ms) settle, so that the measured window's metric deltas hold exactly
+    // the measured broadcasts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let warm = start_publishers(&admins, cfg.rate, cfg.publishers, cfg.payload, stop.clone());
+    tick_until(&bar, started, cfg.warmup, &warm);
+    stop.store(true, Ordering::Relaxed);
+    let mut refused = warm.refused.load(Ordering::Relaxed);
+    for t in warm.threads {
+        let _ = t.join();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let m0 = scrape_all(&nodes);
+    let degrees: Vec<usize> = nodes
+        .iter()
+        .filter_map(|n| nodes::peers_of(n.admin))
+        .collect();
+    let overlay_degree_mean = degrees.iter().sum::<usize>() as f64 / degrees.len().max(1) as f64;
+    let cpu0: Vec<Option<f64>> = nodes
+        .iter()
+        .map(|n| n.pid().and_then(machine::cpu_seconds))
+        .collect();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = start_publishers(&admins, cfg.rate, cfg.publishers, cfg.payload, stop.clone());
+    tick_until(
+        &bar,
+        t0 - cfg.warmup,
+        cfg.warmup + cfg.duration,
+        &publishing,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let cpu1: Vec<Option<f64>> = nodes
+        .iter()
+        .map(|n| n.pid().and_then(machine::cpu_seconds))
+        .collect();
+    let window = t0.elapsed().as_secs_f64();
+    for t in publishing.threads {
+        let _ = t.join();
+    }
+    bar.finish_and_clear();
+    let measured: HashSet<Stamp> = std::mem::take(&mut *publishing.accepted.lock().expect("lock"))
+        .into_iter()
+        .collect();
+    refused += publishing.refused.load(Ordering::Relaxed);
+
+    // Drain: wait until every node has every measured broadcast, or progress stops.
+    let files: Vec<Option<PathBuf>> = nodes.iter().map(|n| n.deliveries.clone()).collect();
+    let metrics_only = files.iter().any(Option::is_none);
+    let mut per_node: Vec<NodeDeliveries> = Vec::new();
+    if !metrics_only {
+        let t = Instant::now();
+        let mut last = (0usize, Instant::now());
+        loop {
+            per_node = files
+                .iter()
+                .flatten()
+                .map(|f| read_deliveries(f, &measured))
+                .collect();
+            let got: usize = per_node.iter().map(|d| d.seen.len()).sum();
+            if got >= measured.len() * per_node.len() {
+                break;
+            }
+            if got > last.0 {
+                last = (got, Instant::now());
+            }
+            if last.1.elapsed() > Duration::from_secs(3) || t.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    } else {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Shards publish their counters every 250 ms: let the last ones land.
+    std::thread::sleep(Duration::from_millis(600));
+    let m1 = scrape_all(&nodes);
+    let rss: Vec<Option<f64>> = nodes
+        .iter()
+        .map(|n| n.pid().and_then(machine::rss_mib))
+        .collect();
+    shutdown(&mut nodes);
+
+    let gossip_sent = delta(&m0, &m1, "plumtree_gossip_sent_total");
+    let (latency, mut outcomes, dups) = analyse(&per_node, &measured);
+    let delivered_metric: Vec<f64> = m0
+        .iter()
+        .zip(&m1)
+        .map(|(a, b)| {
+            nodes::metric_sum(b, "plumtree_messages_delivered_total")
+                - nodes::metric_sum(a, "plumtree_messages_delivered_total")
+        })
+        .collect();
+    if metrics_only {
+        // No per-message records: spread the delivered counts evenly (an estimate
+        // that also counts other traffic the nodes carried).
+        let total: f64 = delivered_metric.iter().sum();
+        let per_msg = if measured.is_empty() {
+            0
+        } else {
+            (total / measured.len() as f64).round() as u32
+        };
+        outcomes = measured
+            .iter()
+            .map(|_| MessageOutcome {
+                receivers: per_msg,
+                last_hop: None,
+            })
+            .collect();
+    }
+    let n = nodes.len() as u32;
+    let ldh = report::ldh(&outcomes);
+    let per_node_figs = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, nd)| NodeFigures {
+            admin: nd.admin.to_string(),
+            delivered: per_node
+                .get(i)
+                .map_or(delivered_metric[i].max(0.0) as u64, |d| d.seen.len() as u64),
+            cpu_percent: match (cpu0[i], cpu1[i]) {
+                (Some(a), Some(b)) if window > 0.0 => Some((b - a) / window * 100.0),
+                _ => None,
+            },
+            rss_mib: rss[i],
+        })
+        .collect();
+    let report = ClusterReport {
+        system: if cfg.flood {
+            "plumcore --flood".into()
+        } else {
+            "plumcore".into()
+        },
+        nodes: nodes.len(),
+        shards_per_node: cfg.shards,
+        payload_bytes: cfg.payload,
+        publishers: cfg.publishers,
+        rate_target: cfg.rate,
+        warmup_s: cfg.warmup.as_secs_f64(),
+        duration_s: window,
+        measured: measured.len() as u64,
+        refused,
+        achieved_rate: measured.len() as f64 / window.max(1e-9),
+        latency: report::percentiles(&latency),
+        reliability: report::reliability(&outcomes, n),
+        rmr: report::rmr(gossip_sent.max(0.0) as u64, &outcomes),
+        ldh_mean: ldh.map(|l| l.0),
+        ldh_max: ldh.map(|l| l.1),
+        duplicate_deliveries: dups,
+        redundant_receptions: delta(&m0, &m1, "plumtree_messages_duplicate_total"),
+        gossip_sent,
+        ihave_sent: delta(&m0, &m1, "plumtree_ihave_sent_total"),
+        graft_sent: delta(&m0, &m1, "plumtree_graft_sent_total"),
+        prune_sent: delta(&m0, &m1, "plumtree_prune_sent_total"),
+        per_node: per_node_figs,
+        overlay_degree_mean,
+        metrics_only,
+    };
+    Ok(ClusterRun { report, latency })
+}
+
+/// SIGTERM to the nodes this run started, then a bounded wait (drop kills the rest).
+fn shutdown(nodes: &mut [NodeHandle]) {
+    for n in nodes.iter() {
+        if let Some(pid) = n.pid() {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    let t = Instant::now();
+    for n in nodes.iter_mut() {
+        if let Some(c) = &mut n.child {
+            while t.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn progress_bar(cfg: &ClusterConfig) -> indicatif::ProgressBar {
+    if !cfg.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total = (cfg.warmup + cfg.duration).as_millis() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {percent:>3}% {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Sleeps until `started + until`, updating the bar with the publish count.
+fn tick_until(bar: &indicatif::ProgressBar, started: Instant, until: Duration, p: &Publishing) {
+    loop {
+        let el = started.elapsed();
+        bar.set_position(el.as_millis() as u64);
+        bar.set_message(format!(
+            "{} published, {} refused",
+            p.sent.load(Ordering::Relaxed),
+            p.refused.load(Ordering::Relaxed)
+        ));
+        if el >= until {
+            return;
+        }
+        std::thread::sleep((until - el).min(Duration::from_millis(100)));
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+}
+
+/// Rows of the readable table: (label, value) for each report, side by side.
+pub fn table(reports: &[&ClusterReport]) -> String {
+    type Row = (&'static str, fn(&ClusterReport) -> String);
+    let rows: &[Row] = &[
+        ("nodes x shards", |r| {
+            format!("{} x {}", r.nodes, r.shards_per_node)
+        }),
+        ("overlay degree (mean)", |r| {
+            format!("{:.2}", r.overlay_degree_mean)
+        }),
+        ("payload bytes", |r| r.payload_bytes.to_string()),
+        ("target rate /s", |r| r.rate_target.to_string()),
+        ("achieved rate /s", |r| format!("{:.0}", r.achieved_rate)),
+        ("measured broadcasts", |r| r.measured.to_string()),
+        ("refused", |r| r.refused.to_string()),
+        ("latency p50 us", |r| format!("{:.0}", r.latency.p50_us)),
+        ("latency p90 us", |r| format!("{:.0}", r.latency.p90_us)),
+        ("latency p99 us", |r| format!("{:.0}", r.latency.p99_us)),
+        ("latency p99.9 us", |r| format!("{:.0}", r.latency.p999_us)),
+        ("latency max us", |r| format!("{:.0}", r.latency.max_us)),
+        ("reliability", |r| format!("{:.4}", r.reliability.mean)),
+        ("reached all nodes", |r| {
+            format!("{:.4}", r.reliability.atomic_fraction)
+        }),
+        ("RMR", |r| fmt_opt(r.rmr, 3)),
+        ("LDH mean", |r| fmt_opt(r.ldh_mean, 2)),
+        ("LDH max", |r| fmt_opt(r.ldh_max.map(f64::from), 0)),
+        ("duplicate deliveries", |r| {
+            r.duplicate_deliveries.to_string()
+        }),
+        ("redundant receptions", |r| {
+            format!("{:.0}", r.redundant_receptions)
+        }),
+        ("gossip sent", |r| format!("{:.0}", r.gossip_sent)),
+        ("ihave sent", |r| format!("{:.0}", r.ihave_sent)),
+        ("grafts", |r| format!("{:.0}", r.graft_sent)),
+        ("prunes", |r| format!("{:.0}", r.prune_sent)),
+        ("node CPU % (mean)", |r| {
+            let v: Vec<f64> = r.per_node.iter().filter_map(|n| n.cpu_percent).collect();
+            fmt_opt(
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64),
+                1,
+            )
+        }),
+        ("node RSS MiB (max)", |r| {
+            fmt_opt(
+                r.per_node.iter().filter_map(|n| n.rss_mib).reduce(f64::max),
+                1,
+            )
+        }),
+    ];
+    let mut out = format!("{:<22}", "");
+    for r in reports {
+        out.push_str(&format!("{:>18}", r.system));
+    }
+    out.push('\n');
+    for (label, f) in rows {
+        out.push_str(&format!("{label:<22}"));
+        for r in reports {
+            out.push_str(&format!("{:>18}", f(r)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trips_and_needs_sixteen_bytes() {
+        let s = Stamp {
+            publisher: 3,
+            send_ns: 1_700_000_000_123_456_789,
+        };
+        let mut p = vec![0u8; 64];
+        s.write(&mut p);
+        assert_eq!(Stamp::read(&p), Some(s));
+        assert_eq!(Stamp::read(&p[..15]), None);
+    }
+
+    #[test]
+    fn analyse_counts_receivers_duplicates_and_skips_origin_latency() {
+        let a = Stamp {
+            publisher: 0,
+            send_ns: 1_000,
+        };
+        let b = Stamp {
+            publisher: 1,
+            send_ns: 2_000,
+        };
+        let measured: HashSet<Stamp> = [a, b].into_iter().collect();
+        let node = |entries: &[(Stamp, u32, u32, u64)]| NodeDeliveries {
+            seen: entries
+                .iter()
+                .map(|&(s, n, h, t)| (s, (n, Some(h), t)))
+                .collect(),
+        };
+        let per_node = vec![
+            node(&[(a, 1, 0, 1_500), (b, 1, 2, 9_000)]),
+            node(&[(a, 2, 1, 3_000)]),
+            node(&[(a, 1, 3, 5_000), (b, 1, 0, 2_100)]),
+        ];
+        let (hist, outcomes, dups) = analyse(&per_node, &measured);
+        assert_eq!(dups, 1);
+        // Latencies of hops > 0 only: a at 2000 and 4000 ns, b at 7000 ns.
+        assert_eq!(hist.len(), 3);
+        assert_eq!(hist.max(), hist.highest_equivalent(7_000));
+        let mut o = outcomes;
+        o.sort_by_key(|o| o.last_hop);
+        assert_eq!(
+            o,
+            vec![
+                MessageOutcome {
+                    receivers: 2,
+                    last_hop: Some(2)
+                },
+                MessageOutcome {
+                    receivers: 3,
+                    last_hop: Some(3)
+                },
+            ]
+        );
+        let r = report::reliability(&o, 3);
+        assert!((r.mean - 5.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn read_deliveries_keeps_measured_stamped_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.ndjson");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let s = Stamp {
+            publisher: 1,
+            send_ns: 77,
+        };
+        let mut p = vec![0u8; 20];
+        s.write(&mut p);
+        let other = {
+            let mut q = p.clone();
+            q[8] = 99;
+            q
+        };
+        let text = format!(
+            "{{\"hops\":2,\"payload_b64\":\"{}\",\"t_ns\":100}}\n\
+             {{\"hops\":2,\"payload_b64\":\"{}\",\"t_ns\":100}}\n\
+             not json\n\
+             {{\"payload_b64\":\"{}\",\"t_ns\":150}}\n",
+            b64.encode(&p),
+            b64.encode(&other),
+            b64.encode(&p)
+        );
+        std::fs::write(&path, text).unwrap();
+        let measured: HashSet<Stamp> = [s].into_iter().collect();
+        let d = read_deliveries(&path, &measured);
+        assert_eq!(d.seen.len(), 1);
+        assert_eq!(d.seen[&s], (2, Some(2), 100));
+    }
+}

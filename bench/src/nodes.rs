@@ -1,0 +1,244 @@
+//! The node processes a cluster benchmark runs against: either `plumcore node`
+//! processes started here on 127.0.0.1 (killed on drop), or running nodes named by
+//! their admin addresses.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+/// One node the benchmark publishes to and reads from.
+pub struct NodeHandle {
+    pub admin: SocketAddr,
+    /// The process, when this benchmark started it (CPU and RSS are read from it).
+    pub child: Option<Child>,
+    /// Its deliveries file, when this benchmark started it.
+    pub deliveries: Option<PathBuf>,
+}
+
+impl NodeHandle {
+    /// The node's process id, when it is ours.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// How to start local nodes.
+#[derive(Clone, Debug)]
+pub struct LocalSpec {
+    pub nodes: usize,
+    pub shards: u16,
+    /// `--flood`: the classic-gossip baseline.
+    pub flood: bool,
+    /// The `plumcore` binary.
+    pub binary: PathBuf,
+}
+
+/// The `plumcore` binary: `$PLUMCORE_BIN`, else `plumcore` next to this executable.
+pub fn plumcore_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PLUMCORE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("locating plumcore-bench")?;
+    let dir = me.parent().context("plumcore-bench has no directory")?;
+    // Test binaries live one level down, in deps/.
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("plumcore");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "the plumcore binary is not next to {} (build it: `cargo build --release --bin plumcore`, or set PLUMCORE_BIN)",
+        me.display()
+    )
+}
+
+/// First of `n` consecutive free UDP ports on 127.0.0.1, checked by binding, none of
+/// them in `taken`.
+fn free_udp_run(n: u16, taken: &mut Vec<u16>) -> Result<u16> {
+    let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let base = 20_000 + (x % 30_000) as u16;
+        if (base..base + n).any(|p| taken.contains(&p)) {
+            continue;
+        }
+        let socks: Vec<_> = (base..base + n)
+            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if socks.len() == n as usize {
+            taken.extend(base..base + n);
+            return Ok(base);
+        }
+    }
+    bail!("no run of {n} free UDP ports found on 127.0.0.1")
+}
+
+fn free_tcp() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Seeds a new node joins through: at most this many earlier nodes.
+const SEEDS: usize = 3;
+
+/// The first node and the latest `SEEDS - 1` before the new one.
+fn seeds_for(earlier: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = earlier.iter().rev().take(SEEDS - 1).copied().collect();
+    if let Some(first) = earlier.first() {
+        if !v.contains(first) {
+            v.push(*first);
+        }
+    }
+    v
+}
+
+/// Starts `spec.nodes` nodes joined through earlier ones (see [`seeds_for`]), writing deliveries under `dir`,
+/// and waits until every one has a neighbour (30 s at most).
+pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
+    let mut taken = Vec::new();
+    let mut out: Vec<NodeHandle> = Vec::new();
+    let mut binds: Vec<SocketAddr> = Vec::new();
+    for i in 0..spec.nodes {
+        let base = free_udp_run(spec.shards + 1, &mut taken)?;
+        let bind = SocketAddr::from(([127, 0, 0, 1], base));
+        let admin = free_tcp()?;
+        let deliveries = dir.join(format!("node{i}.ndjson"));
+        let mut cmd = Command::new(&spec.binary);
+        cmd.arg("node")
+            .args(["--node-id", &(i + 1).to_string()])
+            .args(["--bind", &bind.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(["--shards", &spec.shards.to_string()])
+            .args(["--deliveries", deliveries.to_str().context("temp path")?])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if spec.flood {
+            cmd.arg("--flood");
+        }
+        // Join through up to SEEDS earlier nodes (the first and the latest ones), so
+        // that the overlay is not a star around one seed.
+        for s in seeds_for(&binds) {
+            cmd.args(["--seed", &s.to_string()]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", spec.binary.display()))?;
+        binds.push(bind);
+        out.push(NodeHandle {
+            admin,
+            child: Some(child),
+            deliveries: Some(deliveries),
+        });
+    }
+    wait_joined(&mut out, Duration::from_secs(30))?;
+    Ok(out)
+}
+
+/// Running nodes, known by their admin addresses.
+pub fn remote(admins: &[SocketAddr]) -> Vec<NodeHandle> {
+    admins
+        .iter()
+        .map(|&admin| NodeHandle {
+            admin,
+            child: None,
+            deliveries: None,
+        })
+        .collect()
+}
+
+/// How many neighbours a node reports on `/peers`.
+pub fn peers_of(admin: SocketAddr) -> Option<usize> {
+    let v: serde_json::Value = ureq::get(&format!("http://{admin}/peers"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    Some(v.as_array()?.len())
+}
+
+/// Waits until every node reports at least one neighbour.
+pub fn wait_joined(nodes: &mut [NodeHandle], limit: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        for n in nodes.iter_mut() {
+            if let Some(c) = &mut n.child {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!("a node exited during start-up ({status})");
+                }
+            }
+        }
+        let joined = nodes
+            .iter()
+            .filter(|n| peers_of(n.admin).is_some_and(|p| p > 0))
+            .count();
+        if joined == nodes.len() {
+            return Ok(());
+        }
+        if t.elapsed() > limit {
+            bail!(
+                "only {joined} of {} nodes joined within {limit:?}",
+                nodes.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The text of a node's `/metrics`, or empty when it does not answer.
+pub fn scrape(admin: SocketAddr) -> String {
+    ureq::get(&format!("http://{admin}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// Sum of every sample of metric `name` (all label sets) in a Prometheus text page.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(name))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            rest.starts_with(' ') || rest.starts_with('{')
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sum_adds_label_sets_and_skips_lookalikes() {
+        let text = "# TYPE plumtree_gossip_sent counter\n\
+                    plumtree_gossip_sent_total{shard=\"0\"} 10\n\
+                    plumtree_gossip_sent_total{shard=\"1\"} 5\n\
+                    plumtree_gossip_sent_total_extra 100\n\
+                    plumtree_graft_sent_total 2\n";
+        assert_eq!(metric_sum(text, "plumtree_gossip_sent_total"), 15.0);
+        assert_eq!(metric_sum(text, "plumtree_graft_sent_total"), 2.0);
+        assert_eq!(metric_sum(text, "absent_total"), 0.0);
+    }
+}

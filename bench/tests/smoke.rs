@@ -1,0 +1,211 @@
+//! Short runs of every `plumcore-bench` subcommand (a few seconds each): they finish,
+//! print their table, and write JSON whose figures hold together.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bench_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_plumcore-bench"))
+}
+
+/// The `plumcore` binary the cluster runs start: next to plumcore-bench. A workspace
+/// test run has built it already (then this is a no-op); a run of this package alone
+/// builds it here, so that it is never a stale one.
+fn ensure_plumcore() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(build_plumcore);
+}
+
+fn build_plumcore() {
+    let dir = bench_bin().parent().unwrap().to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "plumcore", "--bin", "plumcore"])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the plumcore binary failed");
+    assert!(
+        dir.join("plumcore").is_file(),
+        "plumcore not found next to {}",
+        bench_bin().display()
+    );
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(bench_bin())
+        .args(args)
+        .env("MEMBERLIST_BENCH_BIN", "/nonexistent/compare-memberlist")
+        .output()
+        .expect("run plumcore-bench");
+    eprintln!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_machine(v: &serde_json::Value) {
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(v["machine"]["kernel"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
+    assert!(v["machine"]["cpu_model"].is_string());
+}
+
+#[test]
+fn cluster_smoke() {
+    ensure_plumcore();
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("c.json");
+    let p = dir.path().join("c.svg");
+    let out = run(&[
+        "cluster",
+        "--nodes",
+        "3",
+        "--rate",
+        "100",
+        "--warmup",
+        "500ms",
+        "--duration",
+        "1s",
+        "--json",
+        j.to_str().unwrap(),
+        "--plot",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("latency p99 us") && table.contains("RMR"),
+        "{table}"
+    );
+    let v = json(&j);
+    assert_machine(&v);
+    let r = &v["runs"][0];
+    let measured = r["measured"].as_u64().unwrap();
+    assert!(measured >= 50, "{r}");
+    // Loopback loses nothing: every measured broadcast reaches all 3 nodes, once.
+    assert_eq!(r["reliability"]["mean"].as_f64(), Some(1.0), "{r}");
+    assert_eq!(r["duplicate_deliveries"].as_u64(), Some(0));
+    assert_eq!(r["latency"]["count"].as_u64(), Some(measured * 2));
+    assert!(r["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(r["latency"]["p99_us"].as_f64() >= r["latency"]["p50_us"].as_f64());
+    assert!(r["rmr"].as_f64().unwrap() >= 0.0);
+    assert!(r["ldh_max"].as_u64().unwrap() >= 1);
+    assert_eq!(r["per_node"].as_array().unwrap().len(), 3);
+    assert!(r["per_node"][0]["rss_mib"].as_f64().unwrap() > 1.0);
+    assert!(std::fs::read_to_string(&p).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn compare_smoke_plumcore_and_flood() {
+    ensure_plumcore();
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("cmp.json");
+    let out = run(&[
+        "compare",
+        "--nodes",
+        "4",
+        "--rate",
+        "100",
+        "--warmup",
+        "1s",
+        "--duration",
+        "1s",
+        "--no-search",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let v = json(&j);
+    assert_machine(&v);
+    let reports = v["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{v}");
+    assert_eq!(reports[0]["system"], "plumcore");
+    assert_eq!(reports[1]["system"], "plumcore --flood");
+    for r in reports {
+        assert_eq!(r["reliability"]["mean"].as_f64(), Some(1.0), "{r}");
+    }
+    // Flooding sends every payload over every link; the tree never sends more. When
+    // the overlay has a cycle (more edges than a tree's n - 1), flooding is redundant.
+    let rmr = |r: &serde_json::Value| r["rmr"].as_f64().unwrap();
+    assert!(rmr(&reports[1]) >= rmr(&reports[0]) - 1e-9, "{v}");
+    let edges = reports[1]["overlay_degree_mean"].as_f64().unwrap() * 4.0 / 2.0;
+    if edges > 3.0 + 1e-9 {
+        assert!(rmr(&reports[1]) > 0.0, "{v}");
+    }
+    assert_eq!(reports[1]["prune_sent"].as_f64(), Some(0.0));
+    assert_eq!(reports[1]["ihave_sent"].as_f64(), Some(0.0));
+    // memberlist-plumtree's binary is not built here: said so, with how to build it.
+    assert!(
+        v["not_run"].as_str().unwrap().contains("cargo build"),
+        "{v}"
+    );
+}
+
+#[test]
+fn blast_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("b.json");
+    let out = run(&[
+        "blast",
+        "--duration",
+        "1s",
+        "--runs",
+        "1",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let v = json(&j);
+    assert_machine(&v);
+    assert!(v["runs"][0]["plumcore_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["runs"][0]["raw_packets_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio_vs_raw"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn scale_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("s.json");
+    let p = dir.path().join("s.svg");
+    let out = run(&[
+        "scale",
+        "--duration",
+        "1s",
+        "--runs",
+        "1",
+        "--max-shards",
+        "2",
+        "--json",
+        j.to_str().unwrap(),
+        "--plot",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let v = json(&j);
+    assert_machine(&v);
+    let points = v["points"].as_array().unwrap();
+    assert!(!points.is_empty());
+    assert_eq!(points[0]["shards"].as_u64(), Some(1));
+    assert_eq!(points[0]["efficiency"].as_f64(), Some(1.0));
+    for p in points {
+        assert!(p["median_msgs_per_s"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert!(std::fs::read_to_string(&p).unwrap().contains("<circle"));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = run(&["cluster", "--payload", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--payload"));
+    let out = run(&["cluster", "--plot", "x.png"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["cluster", "--duration", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+}
