@@ -313,13 +313,13 @@ fn partition_then_heal_messages_from_both_sides_reach_the_other() {
     eprintln!(
         "chaos partition: nodes=6 (3|3) messages={} deliveries={} expected={} duplicates={} \
          heal_to_remerged_ms={remerge_ms} heal_to_all_delivered_ms={heal_ms} view_sizes={:?} \
-         datagrams_cut={cut_datagrams} rejoins={} lost_probes={} anti_entropy_rounds={}",
+         datagrams_cut={cut_datagrams} lost_rejoins={} lost_probes={} anti_entropy_rounds={}",
         sent.len(),
         out.delivered,
         sent.len() * nodes.len(),
         out.duplicates,
         view_sizes(&ids),
-        total(&all, "plumtree_membership_rejoins_total"),
+        total(&all, "plumtree_membership_lost_rejoins_total"),
         total(&all, "plumtree_membership_lost_probes_total"),
         total(&all, "plumtree_anti_entropy_rounds_total"),
     );
@@ -392,7 +392,7 @@ fn sigkill_a_quarter_and_restart_with_new_incarnation_exactly_once() {
     let out = check_exactly_once(&all, &after, "after the restart");
     eprintln!(
         "chaos crash: nodes=8 killed=2 rejoin_ms={rejoin_ms} view_sizes={:?} messages_after={} \
-         deliveries={} expected={} duplicates={} converged_ms={} during_messages={} rejoins={}",
+         deliveries={} expected={} duplicates={} converged_ms={} during_messages={} lost_rejoins={}",
         view_sizes(&indexed(&nodes)),
         after.len(),
         out.delivered,
@@ -400,7 +400,7 @@ fn sigkill_a_quarter_and_restart_with_new_incarnation_exactly_once() {
         out.duplicates,
         out.converged.as_millis(),
         during.len(),
-        total(&all, "plumtree_membership_rejoins_total"),
+        total(&all, "plumtree_membership_lost_rejoins_total"),
     );
     assert_eq!(out.delivered, after.len() * nodes.len());
 }

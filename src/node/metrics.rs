@@ -604,9 +604,9 @@ impl Collector for SnapshotCollector {
                 d.lost_revived,
             ),
             (
-                "plumtree_membership_rejoins",
-                "Joins through a revived lost node the views had forgotten (partition heal).",
-                d.rejoins,
+                "plumtree_membership_lost_rejoins",
+                "Joins through a revived lost node that was not a neighbour (partition heal).",
+                d.lost_rejoins,
             ),
             (
                 "plumtree_membership_lost_evictions",

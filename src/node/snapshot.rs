@@ -186,9 +186,9 @@ pub struct MemberDriverStats {
     pub lost_probes_sent: u64,
     /// Lost nodes heard from again.
     pub lost_revived: u64,
-    /// Joins sent through a revived lost node the views did not know any more: the
+    /// Joins sent through a revived lost node that was not a neighbour again: the
     /// overlay re-merging after a partition.
-    pub rejoins: u64,
+    pub lost_rejoins: u64,
     /// Lost nodes forgotten to keep the lost list within its bound.
     pub lost_evictions: u64,
 }
