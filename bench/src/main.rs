@@ -352,6 +352,8 @@ fn cluster_cmd(
             "p99_us": med(|r| r.latency.p99_us),
             "p999_us": med(|r| r.latency.p999_us),
             "max_us": med(|r| r.latency.max_us),
+            "origin_to_node_p50_us": med(|r| r.dissemination.p50_us),
+            "origin_to_node_p99_us": med(|r| r.dissemination.p99_us),
             "reliability": med(|r| r.reliability.mean),
             "rmr": med(|r| r.rmr.unwrap_or(f64::NAN)),
             "ldh_mean": med(|r| r.ldh_mean.unwrap_or(f64::NAN)),
