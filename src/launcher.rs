@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,28 +47,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// First port of `n` consecutive free UDP ports on 127.0.0.1, checked by binding.
-fn free_udp_run(n: u16, taken: &mut Vec<u16>, salt: u64) -> Result<u16> {
-    let mut x = salt | 1;
-    for _ in 0..1000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let base = 20_000 + (x % 30_000) as u16;
-        if (base..base + n).any(|p| taken.contains(&p)) {
-            continue;
-        }
-        let socks: Vec<_> = (base..base + n)
-            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if socks.len() == n as usize {
-            taken.extend(base..base + n);
-            return Ok(base);
-        }
-    }
-    bail!("no run of {n} free UDP ports found on 127.0.0.1")
 }
 
 fn free_tcp() -> Result<SocketAddr> {
@@ -125,7 +103,7 @@ pub fn run(a: ClusterArgs) -> Result<()> {
     let mut procs: Vec<Proc> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
     for i in 0..a.nodes {
-        let base = free_udp_run(a.shards + 1, &mut taken, salt.wrapping_add(i as u64 * 7919))?;
+        let base = plumcore::ports::free_udp_run(a.shards + 1, &mut taken)?;
         let bind: SocketAddr = format!("127.0.0.1:{base}").parse()?;
         let admin = free_tcp()?;
         let deliveries = dir.path().join(format!("node{i}.ndjson"));

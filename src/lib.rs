@@ -7,6 +7,7 @@
 pub mod ids;
 pub mod membership;
 pub mod node;
+pub mod ports;
 pub mod protocol;
 pub mod sim;
 pub mod tasks;

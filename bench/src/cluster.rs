@@ -119,7 +119,10 @@ pub struct ClusterReport {
     pub refused: u64,
     /// Accepted broadcasts per second in the measured window.
     pub achieved_rate: f64,
+    /// Publish (the publisher's stamp) to delivery.
     pub latency: Percentiles,
+    /// The origin's own delivery to each other node's delivery.
+    pub dissemination: Percentiles,
     pub reliability: Reliability,
     pub rmr: Option<f64>,
     pub ldh_mean: Option<f64>,
@@ -132,7 +135,16 @@ pub struct ClusterReport {
     pub ihave_sent: f64,
     pub graft_sent: f64,
     pub prune_sent: f64,
+    /// Missing messages given up after the last Graft retry.
+    pub graft_failed: f64,
+    /// IHave announcements shed because a queue was full.
+    pub ihave_dropped: f64,
+    /// Cached payloads evicted by the size bounds (a Graft then finds nothing).
+    pub cache_evictions: f64,
     pub per_node: Vec<NodeFigures>,
+    /// Datagrams the kernel dropped host-wide for a full receive buffer during the
+    /// measured window and drain (`/proc/net/snmp` RcvbufErrors).
+    pub udp_rcvbuf_drops: Option<u64>,
     /// Mean neighbours per node (`/peers`) when the measured window began: a tree
     /// overlay has 2(n-1)/n, and then flooding sends no redundant payloads either.
     pub overlay_degree_mean: f64,
@@ -187,16 +199,27 @@ pub fn read_deliveries(path: &Path, measured: &HashSet<Stamp>) -> NodeDeliveries
     out
 }
 
+/// What [`analyse`] finds in the deliveries of the measured broadcasts.
+pub struct Analysis {
+    /// Publish to delivery, every delivery but the origin's own.
+    pub latency: Histogram<u64>,
+    /// The origin's own delivery to each other delivery: the dissemination alone,
+    /// without the publish path (HTTP, command queue).
+    pub dissemination: Histogram<u64>,
+    pub outcomes: Vec<MessageOutcome>,
+    /// The same broadcast delivered more than once by one node.
+    pub duplicates: u64,
+}
+
 /// Latency, outcomes and duplicates of the measured broadcasts over every node.
-pub fn analyse(
-    per_node: &[NodeDeliveries],
-    measured: &HashSet<Stamp>,
-) -> (Histogram<u64>, Vec<MessageOutcome>, u64) {
+pub fn analyse(per_node: &[NodeDeliveries], measured: &HashSet<Stamp>) -> Analysis {
     let mut hist = report::latency_histogram();
+    let mut dissemination = report::latency_histogram();
     let mut outcomes: HashMap<Stamp, MessageOutcome> = measured
         .iter()
         .map(|s| (*s, MessageOutcome::default()))
         .collect();
+    let mut origin_t: HashMap<Stamp, u64> = HashMap::new();
     let mut dups = 0u64;
     for node in per_node {
         for (stamp, &(count, hops, t_ns)) in &node.seen {
@@ -208,12 +231,26 @@ pub fn analyse(
             if let Some(h) = hops {
                 o.last_hop = Some(o.last_hop.map_or(h, |m| m.max(h)));
             }
-            if hops != Some(0) {
+            if hops == Some(0) {
+                origin_t.insert(*stamp, t_ns);
+            } else {
                 let _ = hist.record(t_ns.saturating_sub(stamp.send_ns).max(1));
             }
         }
     }
-    (hist, outcomes.into_values().collect(), dups)
+    for node in per_node {
+        for (stamp, &(_, hops, t_ns)) in &node.seen {
+            if let (Some(&t0), false) = (origin_t.get(stamp), hops == Some(0)) {
+                let _ = dissemination.record(t_ns.saturating_sub(t0).max(1));
+            }
+        }
+    }
+    Analysis {
+        latency: hist,
+        dissemination,
+        outcomes: outcomes.into_values().collect(),
+        duplicates: dups,
+    }
 }
 
 /// Publisher threads: `rate` broadcasts/s over `publishers` threads, round-robin over
@@ -349,6 +386,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     }
     std::thread::sleep(Duration::from_millis(600));
     let m0 = scrape_all(&nodes);
+    let drops0 = machine::udp_rcvbuf_errors();
     let degrees: Vec<usize> = nodes
         .iter()
         .filter_map(|n| nodes::peers_of(n.admin))
@@ -413,6 +451,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     // Shards publish their counters every 250 ms: let the last ones land.
     std::thread::sleep(Duration::from_millis(600));
     let m1 = scrape_all(&nodes);
+    let drops1 = machine::udp_rcvbuf_errors();
     let rss: Vec<Option<f64>> = nodes
         .iter()
         .map(|n| n.pid().and_then(machine::rss_mib))
@@ -420,7 +459,12 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     shutdown(&mut nodes);
 
     let gossip_sent = delta(&m0, &m1, "plumtree_gossip_sent_total");
-    let (latency, mut outcomes, dups) = analyse(&per_node, &measured);
+    let Analysis {
+        latency,
+        dissemination,
+        mut outcomes,
+        duplicates: dups,
+    } = analyse(&per_node, &measured);
     let delivered_metric: Vec<f64> = m0
         .iter()
         .zip(&m1)
@@ -480,6 +524,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         refused,
         achieved_rate: measured.len() as f64 / window.max(1e-9),
         latency: report::percentiles(&latency),
+        dissemination: report::percentiles(&dissemination),
         reliability: report::reliability(&outcomes, n),
         rmr: report::rmr(gossip_sent.max(0.0) as u64, &outcomes),
         ldh_mean: ldh.map(|l| l.0),
@@ -490,7 +535,11 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         ihave_sent: delta(&m0, &m1, "plumtree_ihave_sent_total"),
         graft_sent: delta(&m0, &m1, "plumtree_graft_sent_total"),
         prune_sent: delta(&m0, &m1, "plumtree_prune_sent_total"),
+        graft_failed: delta(&m0, &m1, "plumtree_graft_failed_total"),
+        ihave_dropped: delta(&m0, &m1, "plumtree_ihave_dropped_total"),
+        cache_evictions: delta(&m0, &m1, "plumtree_cache_evictions_total"),
         per_node: per_node_figs,
+        udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         overlay_degree_mean,
         metrics_only,
     };
@@ -576,6 +625,12 @@ pub fn table(reports: &[&ClusterReport]) -> String {
         ("latency p99 us", |r| format!("{:.0}", r.latency.p99_us)),
         ("latency p99.9 us", |r| format!("{:.0}", r.latency.p999_us)),
         ("latency max us", |r| format!("{:.0}", r.latency.max_us)),
+        ("origin->node p50 us", |r| {
+            format!("{:.0}", r.dissemination.p50_us)
+        }),
+        ("origin->node p99 us", |r| {
+            format!("{:.0}", r.dissemination.p99_us)
+        }),
         ("reliability", |r| format!("{:.4}", r.reliability.mean)),
         ("reached all nodes", |r| {
             format!("{:.4}", r.reliability.atomic_fraction)
@@ -593,6 +648,13 @@ pub fn table(reports: &[&ClusterReport]) -> String {
         ("ihave sent", |r| format!("{:.0}", r.ihave_sent)),
         ("grafts", |r| format!("{:.0}", r.graft_sent)),
         ("prunes", |r| format!("{:.0}", r.prune_sent)),
+        ("grafts given up", |r| format!("{:.0}", r.graft_failed)),
+        ("ihave shed", |r| format!("{:.0}", r.ihave_dropped)),
+        ("cache evictions", |r| format!("{:.0}", r.cache_evictions)),
+        ("kernel UDP rcvbuf drops", |r| {
+            r.udp_rcvbuf_drops
+                .map_or_else(|| "-".into(), |d| d.to_string())
+        }),
         ("node CPU % (mean)", |r| {
             let v: Vec<f64> = r.per_node.iter().filter_map(|n| n.cpu_percent).collect();
             fmt_opt(
@@ -609,13 +671,13 @@ pub fn table(reports: &[&ClusterReport]) -> String {
     ];
     let mut out = format!("{:<22}", "");
     for r in reports {
-        out.push_str(&format!("{:>18}", r.system));
+        out.push_str(&format!("{:>21}", r.system));
     }
     out.push('\n');
     for (label, f) in rows {
         out.push_str(&format!("{label:<22}"));
         for r in reports {
-            out.push_str(&format!("{:>18}", f(r)));
+            out.push_str(&format!("{:>21}", f(r)));
         }
         out.push('\n');
     }
@@ -660,12 +722,18 @@ mod tests {
             node(&[(a, 2, 1, 3_000)]),
             node(&[(a, 1, 3, 5_000), (b, 1, 0, 2_100)]),
         ];
-        let (hist, outcomes, dups) = analyse(&per_node, &measured);
-        assert_eq!(dups, 1);
+        let an = analyse(&per_node, &measured);
+        assert_eq!(an.duplicates, 1);
         // Latencies of hops > 0 only: a at 2000 and 4000 ns, b at 7000 ns.
+        let hist = &an.latency;
         assert_eq!(hist.len(), 3);
         assert_eq!(hist.max(), hist.highest_equivalent(7_000));
-        let mut o = outcomes;
+        // From the origin's delivery: a at 1500 and 3500 ns, b at 6900 ns.
+        let d = &an.dissemination;
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.min(), d.lowest_equivalent(1_500));
+        assert_eq!(d.max(), d.highest_equivalent(6_900));
+        let mut o = an.outcomes;
         o.sort_by_key(|o| o.last_hop);
         assert_eq!(
             o,

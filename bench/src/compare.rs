@@ -54,6 +54,49 @@ pub fn sustained(r: &ClusterReport) -> bool {
         && r.achieved_rate >= 0.95 * f64::from(r.rate_target)
 }
 
+/// The search itself over `probe(rate) -> sustained?`: doubles from `start` while
+/// sustained (up to `cap`), or halves (three times at most) when `start` is not, then
+/// probes the midpoint between the highest good and the lowest bad rate once.
+pub fn highest_sustained(
+    start: u32,
+    cap: u32,
+    probe: &mut impl FnMut(u32) -> Result<bool>,
+) -> Result<Option<u32>> {
+    let (mut good, mut bad) = (None::<u32>, None::<u32>);
+    let mut rate = start.max(1);
+    loop {
+        if probe(rate)? {
+            good = Some(rate);
+            if rate >= cap {
+                break;
+            }
+            rate = (rate * 2).min(cap);
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    let mut down = start.max(1);
+    for _ in 0..3 {
+        if good.is_some() || down < 2 {
+            break;
+        }
+        down /= 2;
+        if probe(down)? {
+            good = Some(down);
+        } else {
+            bad = Some(down);
+        }
+    }
+    if let (Some(g), Some(b)) = (good, bad) {
+        let mid = g + (b - g) / 2;
+        if mid > g && probe(mid)? {
+            good = Some(mid);
+        }
+    }
+    Ok(good)
+}
+
 /// One probe of the rate search.
 #[derive(Clone, Debug, Serialize)]
 pub struct Probe {
@@ -74,8 +117,7 @@ pub struct RateSearch {
     pub probes: Vec<Probe>,
 }
 
-/// Doubles the rate from `start` while it is sustained (up to `cap`), then probes the
-/// midpoint between the last good and the first bad rate once.
+/// Runs [`highest_sustained`] with real cluster probes of `probe_duration`.
 pub fn search(
     system: System,
     base: &ClusterConfig,
@@ -107,26 +149,7 @@ pub fn search(
         probes.push(p);
         Ok(ok)
     };
-    let (mut good, mut bad) = (None::<u32>, None::<u32>);
-    let mut rate = start.max(1);
-    loop {
-        if probe(rate)? {
-            good = Some(rate);
-            if rate >= cap {
-                break;
-            }
-            rate = (rate * 2).min(cap);
-        } else {
-            bad = Some(rate);
-            break;
-        }
-    }
-    if let (Some(g), Some(b)) = (good, bad) {
-        let mid = g + (b - g) / 2;
-        if mid > g && probe(mid)? {
-            good = Some(mid);
-        }
-    }
+    let good = highest_sustained(start, cap, &mut probe)?;
     Ok(RateSearch {
         system: system.name().into(),
         max_sustained_rate: good,
@@ -138,6 +161,29 @@ pub fn search(
 mod tests {
     use super::*;
     use crate::report::Reliability;
+
+    #[test]
+    fn search_doubles_halves_and_bisects_once() {
+        let run = |limit: u32, start: u32| {
+            let mut probes = Vec::new();
+            let got = highest_sustained(start, 64_000, &mut |r| {
+                probes.push(r);
+                Ok(r <= limit)
+            })
+            .unwrap();
+            (got, probes)
+        };
+        assert_eq!(
+            run(3000, 500),
+            (Some(3000), vec![500, 1000, 2000, 4000, 3000])
+        );
+        assert_eq!(run(300, 500), (Some(250), vec![500, 250, 375]));
+        assert_eq!(run(10, 500), (None, vec![500, 250, 125, 62]));
+        assert_eq!(
+            run(u32::MAX, 16_000),
+            (Some(64_000), vec![16_000, 32_000, 64_000])
+        );
+    }
 
     #[test]
     fn sustained_needs_full_reliability_no_refusals_and_the_rate() {

@@ -36,6 +36,17 @@ pub fn describe() -> Machine {
     }
 }
 
+/// Host-wide UDP datagrams the kernel dropped for want of receive-buffer room
+/// (`RcvbufErrors` in `/proc/net/snmp`); on loopback these are the datagrams a busy
+/// receiver never saw.
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -80,5 +91,6 @@ mod tests {
         assert!(rss_mib(me).unwrap() > 0.5);
         assert!(describe().cores >= 1);
         assert_eq!(cpu_seconds(u32::MAX), None);
+        assert!(udp_rcvbuf_errors().is_some());
     }
 }

@@ -157,10 +157,6 @@ enum Cmd {
     },
 }
 
-/// Growth (per minute, relative to the plateau mean) under which a series counts as
-/// flat in the soak table.
-const FLAT_PCT_PER_MIN: f64 = 1.0;
-
 fn soak_cmd(common: Common, cfg: soak::SoakConfig) -> Result<()> {
     check_plot(&common.plot)?;
     if cfg.nodes < 2 || cfg.rate == 0 || cfg.sample_every.is_zero() {
@@ -186,11 +182,7 @@ fn soak_cmd(common: Common, cfg: soak::SoakConfig) -> Result<()> {
             t.min,
             t.max,
             t.growth_pct_per_min,
-            if t.growth_pct_per_min.abs() < FLAT_PCT_PER_MIN {
-                "flat"
-            } else {
-                "not flat"
-            }
+            if t.is_flat() { "flat" } else { "not flat" }
         );
     }
     write_json(&common.json, &serde_json::to_value(&r)?)?;
@@ -352,6 +344,8 @@ fn cluster_cmd(
             "p99_us": med(|r| r.latency.p99_us),
             "p999_us": med(|r| r.latency.p999_us),
             "max_us": med(|r| r.latency.max_us),
+            "origin_to_node_p50_us": med(|r| r.dissemination.p50_us),
+            "origin_to_node_p99_us": med(|r| r.dissemination.p99_us),
             "reliability": med(|r| r.reliability.mean),
             "rmr": med(|r| r.rmr.unwrap_or(f64::NAN)),
             "ldh_mean": med(|r| r.ldh_mean.unwrap_or(f64::NAN)),

@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cluster::{
-    analyse, read_deliveries, ClusterConfig, ClusterReport, ClusterRun, NodeFigures, Stamp,
+    analyse, read_deliveries, Analysis, ClusterConfig, ClusterReport, ClusterRun, NodeFigures,
+    Stamp,
 };
 use crate::report;
 
@@ -66,6 +67,8 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         bail!("the memberlist-plumtree bench binary is not built: {BUILD_HINT}");
     };
     let dir = tempfile::tempdir()?;
+    // Host-wide, over the whole child run (its window is not visible from here).
+    let drops0 = crate::machine::udp_rcvbuf_errors();
     let mut child = Command::new(&bin)
         .args(["--nodes", &cfg.nodes.to_string()])
         .args(["--rate", &cfg.rate.to_string()])
@@ -95,6 +98,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     if !status.success() {
         bail!("{} failed ({status})", bin.display());
     }
+    let drops1 = crate::machine::udp_rcvbuf_errors();
     let r: RunResult = serde_json::from_slice(
         &std::fs::read(dir.path().join("result.json")).context("reading result.json")?,
     )
@@ -108,7 +112,12 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     let per_node: Vec<_> = (0..cfg.nodes)
         .map(|i| read_deliveries(&dir.path().join(format!("node{i}.ndjson")), &measured))
         .collect();
-    let (latency, outcomes, dups) = analyse(&per_node, &measured);
+    let Analysis {
+        latency,
+        dissemination,
+        outcomes,
+        duplicates: dups,
+    } = analyse(&per_node, &measured);
     let window = (r.end_ns.saturating_sub(r.warm_end_ns)) as f64 / 1e9;
     let per_node_figs = per_node
         .iter()
@@ -134,6 +143,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         refused: r.refused,
         achieved_rate: measured.len() as f64 / window.max(1e-9),
         latency: report::percentiles(&latency),
+        dissemination: report::percentiles(&dissemination),
         reliability: report::reliability(&outcomes, cfg.nodes as u32),
         rmr: r
             .gossip_sent
@@ -146,7 +156,11 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         ihave_sent: r.ihave_sent.unwrap_or(0.0),
         graft_sent: r.graft_sent.unwrap_or(0.0),
         prune_sent: r.prune_sent.unwrap_or(0.0),
+        graft_failed: 0.0,
+        ihave_dropped: 0.0,
+        cache_evictions: 0.0,
         per_node: per_node_figs,
+        udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         // Static membership: every node adds every other.
         overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
         metrics_only: false,

@@ -2,10 +2,10 @@
 //! processes started here on 127.0.0.1 (killed on drop), or running nodes named by
 //! their admin addresses.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -65,33 +65,6 @@ pub fn plumcore_binary() -> Result<PathBuf> {
     )
 }
 
-/// First of `n` consecutive free UDP ports on 127.0.0.1, checked by binding, none of
-/// them in `taken`.
-fn free_udp_run(n: u16, taken: &mut Vec<u16>) -> Result<u16> {
-    let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
-    for _ in 0..2000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let base = 20_000 + (x % 30_000) as u16;
-        if (base..base + n).any(|p| taken.contains(&p)) {
-            continue;
-        }
-        let socks: Vec<_> = (base..base + n)
-            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if socks.len() == n as usize {
-            taken.extend(base..base + n);
-            return Ok(base);
-        }
-    }
-    bail!("no run of {n} free UDP ports found on 127.0.0.1")
-}
-
 fn free_tcp() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -117,7 +90,7 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
     let mut out: Vec<NodeHandle> = Vec::new();
     let mut binds: Vec<SocketAddr> = Vec::new();
     for i in 0..spec.nodes {
-        let base = free_udp_run(spec.shards + 1, &mut taken)?;
+        let base = plumcore::ports::free_udp_run(spec.shards + 1, &mut taken)?;
         let bind = SocketAddr::from(([127, 0, 0, 1], base));
         let admin = free_tcp()?;
         let deliveries = dir.join(format!("node{i}.ndjson"));

@@ -47,6 +47,17 @@ pub struct Trend {
     /// Least-squares slope, per minute, as a percentage of `mean` (0 when the mean
     /// is 0).
     pub growth_pct_per_min: f64,
+    /// Change of the fitted line over the samples' span.
+    pub drift: f64,
+}
+
+impl Trend {
+    /// Flat: growing by less than 1 % of the mean per minute, or the fitted line moves
+    /// less than half the samples' range (a small queue that swings between 0 and 50 is
+    /// noise around a level, not growth).
+    pub fn is_flat(&self) -> bool {
+        self.growth_pct_per_min.abs() < 1.0 || self.drift.abs() < (self.max - self.min) / 2.0
+    }
 }
 
 /// The trend of `points` `(t seconds, value)` from `after` seconds on; `None` with
@@ -62,8 +73,10 @@ pub fn trend(series: &str, points: &[(f64, f64)], after: f64) -> Option<Trend> {
     let cov: f64 = pts.iter().map(|p| (p.0 - mt) * (p.1 - mv)).sum();
     let var: f64 = pts.iter().map(|p| (p.0 - mt).powi(2)).sum();
     let slope = if var == 0.0 { 0.0 } else { cov / var };
+    let span = pts.last().map_or(0.0, |p| p.0) - pts.first().map_or(0.0, |p| p.0);
     Some(Trend {
         series: series.to_string(),
+        drift: slope * span,
         samples: pts.len(),
         mean: mv,
         min: pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
@@ -220,12 +233,20 @@ mod tests {
         assert_eq!(t.samples, 90);
         assert!(t.growth_pct_per_min.abs() < 0.5, "{t:?}");
         assert_eq!((t.min, t.max), (995.0, 1005.0));
+        assert!(t.is_flat());
+        // A small queue swinging between 0 and 50 around a level is noise, not growth.
+        let swing: Vec<(f64, f64)> = (0..100)
+            .map(|i| (i as f64, if i % 3 == 0 { 50.0 } else { (i % 7) as f64 }))
+            .collect();
+        assert!(trend("swing", &swing, 0.0).unwrap().is_flat());
 
         // 1 unit per second on a mean of ~100: 60 per minute = about 60 % per minute.
         let ramp: Vec<(f64, f64)> = (0..=100).map(|i| (i as f64, 50.0 + i as f64)).collect();
         let t = trend("ramp", &ramp, 0.0).unwrap();
         assert!((t.mean - 100.0).abs() < 1e-9);
         assert!((t.growth_pct_per_min - 60.0).abs() < 1e-9, "{t:?}");
+        assert!((t.drift - 100.0).abs() < 1e-9);
+        assert!(!t.is_flat());
         // Warm-up excluded: only what comes after `after` counts.
         let step: Vec<(f64, f64)> = (0..100)
             .map(|i| (i as f64, if i < 50 { i as f64 } else { 50.0 }))

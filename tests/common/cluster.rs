@@ -3,10 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A node process; killed when dropped, so a failing test leaves nothing behind.
 pub struct Node {
@@ -27,27 +27,7 @@ impl Drop for Node {
 
 /// First of `n` consecutive free UDP ports on 127.0.0.1, none of them in `taken`.
 pub fn free_udp_ports(n: u16, taken: &mut Vec<u16>) -> u16 {
-    let mut seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + (seed >> 33) as u16 % 30_000;
-        if (base..base + n).any(|p| taken.contains(&p)) {
-            continue;
-        }
-        let socks: Vec<_> = (base..base + n)
-            .map_while(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if socks.len() == n as usize {
-            taken.extend(base..base + n);
-            return base;
-        }
-    }
+    plumcore::ports::free_udp_run(n, taken).expect("free loopback ports")
 }
 
 /// Starts node `id` with `shards` shards, joining through `seed`, writing deliveries

@@ -2,8 +2,8 @@
 //! for `plumcore-bench compare`. N nodes run in this one process on a tokio runtime,
 //! each with its own UDP socket on 127.0.0.1 and the library's own background tasks
 //! (IHave scheduler, Graft timer, seen-map cleanup, maintenance); membership is static
-//! (every node adds every other as a peer; the library picks eager and lazy peers with
-//! its default config). K publishers call `broadcast` at R/s in total on the nodes in
+//! (every node adds every other as a peer, in a seeded random order; the library picks
+//! eager and lazy peers with its default config). K publishers call `broadcast` at R/s in total on the nodes in
 //! turn, payloads stamped like plumcore-bench's (publisher id, send time in Unix ns).
 //!
 //! Output in `--out DIR`: `node<i>.ndjson` (one line per delivery: `payload_b64`, `t_ns`,
@@ -147,6 +147,19 @@ fn rss_mib() -> f64 {
 
 type Node = Plumtree<u64, Delegate>;
 
+/// The other nodes' ids in a seeded random order (xorshift Fisher-Yates).
+fn peer_order(me: u64, n: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n).filter(|&p| p != me).collect();
+    let mut x = me.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
 /// Publishes at `rate`/s over `k` tasks until `stop`; returns accepted stamps and refusals.
 async fn publish(
     nodes: Arc<Vec<Node>>,
@@ -266,10 +279,11 @@ async fn main() {
                 tx: tx.clone(),
             },
         );
-        for p in 0..a.nodes as u64 {
-            if p != i as u64 {
-                pt.add_peer(p);
-            }
+        // Every other node, in an order of this node's own (seeded shuffle): the
+        // library makes the first `eager_fanout` eager, so adding peers in id order
+        // would leave the last ids lazy everywhere.
+        for p in peer_order(i as u64, a.nodes as u64) {
+            pt.add_peer(p);
         }
         let bg = pt.clone();
         tokio::spawn(async move { bg.run_ihave_scheduler().await });
