@@ -200,6 +200,58 @@ fn scale_smoke() {
 }
 
 #[test]
+fn soak_smoke() {
+    ensure_plumcore();
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("s.json");
+    let p = dir.path().join("s.svg");
+    let out = run(&[
+        "soak",
+        "--nodes",
+        "3",
+        "--rate",
+        "100",
+        "--duration",
+        "3s",
+        "--sample-every",
+        "500ms",
+        "--warmup",
+        "1s",
+        "--json",
+        j.to_str().unwrap(),
+        "--plot",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("rss_mib") && table.contains("cache_bytes"),
+        "{table}"
+    );
+    let v = json(&j);
+    assert_machine(&v);
+    assert_eq!(v["published"].as_u64(), Some(300));
+    // Every node sampled several times, each with every series.
+    let samples = v["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3 * 4, "{} samples", samples.len());
+    let series = v["series"].as_array().unwrap().len();
+    assert!(samples
+        .iter()
+        .all(|s| s["values"].as_array().unwrap().len() == series - 1
+            && s["rss_mib"].as_f64().unwrap() > 1.0));
+    // The payload cache filled up while publishing (TTL 60 s: nothing expired yet).
+    let last_cache = samples
+        .iter()
+        .rev()
+        .find(|s| s["node"] == 0)
+        .map(|s| s["values"][2].as_f64().unwrap())
+        .unwrap();
+    assert!(last_cache > 100.0, "cache entries {last_cache}");
+    assert_eq!(v["worst"].as_array().unwrap().len(), series);
+    assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+}
+
+#[test]
 fn bad_arguments_exit_2() {
     let out = run(&["cluster", "--payload", "8"]);
     assert_eq!(out.status.code(), Some(2));
