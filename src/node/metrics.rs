@@ -564,6 +564,11 @@ impl Collector for SnapshotCollector {
                 st.disconnects,
             ),
             (
+                "plumtree_membership_rejoins",
+                "Joins again through the seeds with room in the active view and nobody passive left.",
+                st.rejoins,
+            ),
+            (
                 "plumtree_membership_messages_sent",
                 "Membership messages queued for sending.",
                 st.messages_sent,
@@ -745,6 +750,7 @@ mod tests {
                 stats: crate::membership::MembershipStats {
                     joins: 4,
                     promotions: 2,
+                    rejoins: 3,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -837,6 +843,7 @@ mod tests {
         assert_eq!(get("plumtree_membership_address_book_size"), 3.0);
         assert_eq!(get("plumtree_membership_joins_total"), 4.0);
         assert_eq!(get("plumtree_membership_promotions_total"), 2.0);
+        assert_eq!(get("plumtree_membership_rejoins_total"), 3.0);
         assert_eq!(get("plumtree_membership_shuffles_total"), 0.0);
         assert_eq!(get("plumtree_membership_neighbor_failures_total"), 0.0);
         for name in [
