@@ -454,25 +454,7 @@ mod tests {
 
     /// One request over a fresh connection; returns (status, headers, body).
     fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        // The server may close before reading an oversized body; keep what arrived.
-        let _ = s.read_to_end(&mut raw);
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("header end");
-        let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head, raw[split + 4..].to_vec())
+        request_with(addr, method, path, "", body)
     }
 
     fn start() -> (AdminServer, Arc<Fake>) {
@@ -586,6 +568,7 @@ mod tests {
         .unwrap();
         s.write_all(body).unwrap();
         let mut raw = Vec::new();
+        // The server may close before reading an oversized body; keep what arrived.
         let _ = s.read_to_end(&mut raw);
         let split = raw
             .windows(4)
