@@ -62,6 +62,34 @@ struct Workload {
     warmup: Duration,
 }
 
+/// Flags of the blast load (`blast` and `scale`).
+#[derive(Args, Clone, Debug)]
+struct BlastLoad {
+    /// Gossip frames per datagram.
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    /// Simulated neighbours.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+}
+
+impl BlastLoad {
+    /// The blast of one unpinned shard with no raw baseline; `duration` unless
+    /// `--duration` says otherwise.
+    fn config(&self, common: &Common, duration: Duration) -> BlastConfig {
+        BlastConfig {
+            duration: common.duration.unwrap_or(duration),
+            warmup: Duration::from_secs(1),
+            payload: common.payload,
+            frames_per_datagram: self.frames.max(1),
+            peers: self.peers.max(1),
+            shard_cores: vec![None],
+            control_core: None,
+            raw: false,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Blast one node's shard with Gossip datagrams, next to a raw UDP
@@ -69,12 +97,8 @@ enum Cmd {
     Blast {
         #[command(flatten)]
         common: Common,
-        /// Gossip frames per datagram.
-        #[arg(long, default_value_t = 16)]
-        frames: usize,
-        /// Simulated neighbours.
-        #[arg(long, default_value_t = 4)]
-        peers: usize,
+        #[command(flatten)]
+        load: BlastLoad,
         /// Runs; the medians are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -102,12 +126,8 @@ enum Cmd {
     Scale {
         #[command(flatten)]
         common: Common,
-        /// Gossip frames per datagram.
-        #[arg(long, default_value_t = 16)]
-        frames: usize,
-        /// Simulated neighbours.
-        #[arg(long, default_value_t = 4)]
-        peers: usize,
+        #[command(flatten)]
+        load: BlastLoad,
         /// Runs per shard count; the medians are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -230,20 +250,16 @@ fn cores() -> usize {
     core_pinning::Topology::detect().online().len()
 }
 
-fn blast_cmd(common: Common, frames: usize, peers: usize, runs: usize) -> Result<()> {
+fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     if common.plot.is_some() {
         bail!("invalid argument `--plot`: blast has no plot (use `scale --plot`)");
     }
     let cores = cores();
     let cfg = BlastConfig {
-        duration: common.duration.unwrap_or(Duration::from_secs(5)),
-        warmup: Duration::from_secs(1),
-        payload: common.payload,
-        frames_per_datagram: frames.max(1),
-        peers: peers.max(1),
         shard_cores: vec![(cores >= 2).then_some(1)],
         control_core: (cores >= 2).then_some(0),
         raw: true,
+        ..load.config(&common, Duration::from_secs(5))
     };
     let mut reports: Vec<BlastReport> = Vec::new();
     println!(
@@ -269,8 +285,8 @@ fn blast_cmd(common: Common, frames: usize, peers: usize, runs: usize) -> Result
         "command": command_line(),
         "machine": machine::describe(),
         "payload": common.payload,
-        "frames_per_datagram": frames,
-        "peers": peers,
+        "frames_per_datagram": load.frames,
+        "peers": load.peers,
         "runs": reports,
         "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
         "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
@@ -368,23 +384,13 @@ fn cluster_cmd(
 
 fn scale_cmd(
     common: Common,
-    frames: usize,
-    peers: usize,
+    load: BlastLoad,
     runs: usize,
     max_shards: Option<usize>,
 ) -> Result<()> {
     check_plot(&common.plot)?;
     let cores = max_shards.unwrap_or_else(cores).max(1);
-    let template = BlastConfig {
-        duration: common.duration.unwrap_or(Duration::from_secs(3)),
-        warmup: Duration::from_secs(1),
-        payload: common.payload,
-        frames_per_datagram: frames.max(1),
-        peers: peers.max(1),
-        shard_cores: vec![None],
-        control_core: None,
-        raw: false,
-    };
+    let template = load.config(&common, Duration::from_secs(3));
     let machine_cores = self::cores();
     let points = scale::run(
         &template,
@@ -416,8 +422,8 @@ fn scale_cmd(
             "command": command_line(),
             "machine": machine::describe(),
             "payload": common.payload,
-            "frames_per_datagram": frames,
-            "peers": peers,
+            "frames_per_datagram": load.frames,
+            "peers": load.peers,
             "points": points,
         }),
     )
@@ -516,12 +522,7 @@ fn compare_cmd(
 
 fn run() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Blast {
-            common,
-            frames,
-            peers,
-            runs,
-        } => blast_cmd(common, frames, peers, runs),
+        Cmd::Blast { common, load, runs } => blast_cmd(common, load, runs),
         Cmd::Cluster {
             common,
             workload,
@@ -531,11 +532,10 @@ fn run() -> Result<()> {
         } => cluster_cmd(common, workload, admins, flood, runs),
         Cmd::Scale {
             common,
-            frames,
-            peers,
+            load,
             runs,
             max_shards,
-        } => scale_cmd(common, frames, peers, runs, max_shards),
+        } => scale_cmd(common, load, runs, max_shards),
         Cmd::Compare {
             common,
             workload,
