@@ -23,7 +23,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, broadcast, get_json, node_hex, read_deliveries, start_node, wait_until, Node,
+    active_view, broadcast, get_json, node_hex, overlay_problem, read_deliveries, start_node,
+    wait_until, Node,
 };
 
 const NODES: u64 = 12;
@@ -57,35 +58,16 @@ fn views(nodes: &[(u64, &Node)]) -> Option<HashMap<String, Vec<String>>> {
 }
 
 /// Views of `alive` are within 1..=`full`, hold only live nodes, are symmetric,
-/// connected and maximal (see the module documentation).
+/// connected ([`overlay_problem`]) and maximal (see the module documentation).
 fn settled(v: &HashMap<String, Vec<String>>, alive: &HashSet<String>, full: usize) -> bool {
-    let sane = v.len() == alive.len()
-        && v.iter().all(|(me, view)| {
-            (1..=full).contains(&view.len())
-                && view
-                    .iter()
-                    .all(|p| alive.contains(p) && v.get(p).is_some_and(|pv| pv.contains(me)))
-        });
-    if !sane {
-        return false;
-    }
     let maximal = v.iter().all(|(a, va)| {
         v.iter()
             .all(|(b, vb)| a == b || va.contains(b) || va.len() == full || vb.len() == full)
     });
-    let Some(start) = v.keys().next() else {
-        return false;
-    };
-    let mut seen: HashSet<&String> = HashSet::from([start]);
-    let mut todo = vec![start];
-    while let Some(n) = todo.pop() {
-        for p in &v[n] {
-            if seen.insert(p) {
-                todo.push(p);
-            }
-        }
-    }
-    maximal && seen.len() == v.len()
+    v.len() == alive.len()
+        && v.values().all(|view| view.len() <= full)
+        && overlay_problem(v, alive).is_none()
+        && maximal
 }
 
 /// "5:11 3:1": how many nodes have each view size.
