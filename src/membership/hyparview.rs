@@ -28,6 +28,24 @@
 //!   immediate attempt was rejected. Rejections are retried immediately with another
 //!   passive node, but each node at most once per heartbeat round, which bounds the work
 //!   one input can cause.
+//! - A request sent again (the first went unanswered) no longer counts against the
+//!   view's room: its node is probably dead, so the next passive node is asked at
+//!   once instead of a `probe_timeout` later. A late acceptance that finds the view
+//!   full is undone with Disconnect as usual.
+//! - The paper's rules can leave views short for good: when the only nodes with room
+//!   are already linked to each other (two short nodes side by side, or one node short
+//!   by two), every other node is full and refuses low-priority requests, and nothing
+//!   else changes. Every view could still fill whenever the total room is even, by
+//!   rewiring one link elsewhere. So a node short for [`SPLICE_AFTER_ROUNDS`]
+//!   heartbeat rounds asks a full passive node C to *splice* it in: C picks a
+//!   neighbour D and offers it the swap; D, if not linked to the partner yet, drops C
+//!   and asks the partner; C then drops D and accepts the requester. Link C–D becomes
+//!   C–requester and D–partner: both short nodes gain a link and C, D keep their
+//!   degree. The partner is the requester itself when it is short by two, else a
+//!   neighbour that said in its Heartbeat that it is short too (the lower id of the
+//!   pair starts, so the two do not both splice). A node short by one with no short
+//!   neighbour never splices, so when the total room is odd the last short view stays
+//!   short instead of the links churning for ever.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -49,6 +67,41 @@ struct Liveness {
     last_sent: Time,
     /// Generation of the outstanding probe, if it is suspected.
     probe: Option<u64>,
+    /// Its last Heartbeat said its active view has room.
+    short: bool,
+}
+
+/// Heartbeat rounds a view must stay short before the node asks for a splice: long
+/// enough for the ordinary repair (promotion, resent requests) to have had its turn.
+pub const SPLICE_AFTER_ROUNDS: u32 = 2;
+
+/// Neighbours a full node offers one splice to before it refuses the requester (an
+/// offer fails when that neighbour is already linked to the partner).
+pub const SPLICE_OFFERS: usize = 3;
+
+/// What an outstanding Neighbor-like request to a passive node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    /// A Neighbor request, first attempt.
+    First,
+    /// A Neighbor request sent again after no answer: the node is probably dead.
+    Resent,
+    /// A Splice request (answered late: it waits for a third node's reply).
+    Splice,
+}
+
+/// A splice this node is carrying out as the full node in the middle.
+#[derive(Clone, Debug)]
+struct SpliceJob {
+    /// The short node that asked, accepted once `via` agrees.
+    requester: NodeId,
+    /// The node `via` is asked to link to instead of us.
+    partner: NodeId,
+    /// The neighbour offered the swap now.
+    via: NodeId,
+    /// Neighbours offered so far (at most [`SPLICE_OFFERS`]).
+    offered: Vec<NodeId>,
+    gen: u64,
 }
 
 /// An unfinished join.
@@ -71,9 +124,18 @@ pub struct Membership {
     active: Vec<NodeId>,
     live: Vec<Liveness>,
     passive: Vec<NodeId>,
-    /// Passive nodes sent a Neighbor request: generation of their deadline, and
-    /// whether the request was already sent again.
-    pending: FxHashMap<NodeId, (u64, bool)>,
+    /// Passive nodes sent a Neighbor or Splice request: generation of their deadline,
+    /// and what was asked.
+    pending: FxHashMap<NodeId, (u64, Ask)>,
+    /// Consecutive heartbeat rounds that ended with the active view short.
+    short_rounds: u32,
+    /// The splice this node is in the middle of, if any (one at a time).
+    splicing: Option<SpliceJob>,
+    /// Passive nodes that refused a request since the last heartbeat round: alive and
+    /// full, so the best nodes to ask for a splice.
+    refused: Vec<NodeId>,
+    /// Nodes asked for a splice since the last heartbeat round.
+    splice_tried: Vec<NodeId>,
     /// Passive nodes asked since the last heartbeat round (no asking twice per round).
     tried: Vec<NodeId>,
     joining: Option<Joining>,
@@ -105,6 +167,10 @@ impl Membership {
             live: Vec::with_capacity(cfg.active_view),
             passive: Vec::with_capacity(cfg.passive_view),
             pending: FxHashMap::default(),
+            short_rounds: 0,
+            splicing: None,
+            refused: Vec::new(),
+            splice_tried: Vec::new(),
             tried: Vec::new(),
             joining: None,
             seeds: Vec::new(),
@@ -208,6 +274,10 @@ impl Membership {
             self.events.push_back(Event::NeighborDown(p));
         }
         self.pending.clear();
+        self.splicing = None;
+        self.short_rounds = 0;
+        self.refused.clear();
+        self.splice_tried.clear();
         self.tried.clear();
         self.joining = None;
         self.join_sent.clear();
@@ -240,7 +310,12 @@ impl Membership {
                 let prefer = std::mem::take(&mut self.last_shuffle);
                 self.integrate(&nodes, prefer);
             }
-            Message::Heartbeat => self.check_link(now, from),
+            Message::Heartbeat { short } => {
+                if let Some(i) = self.index_of(from) {
+                    self.live[i].short = short;
+                }
+                self.check_link(now, from)
+            }
             Message::Probe => {
                 if self.is_active(from) {
                     self.send(now, from, Message::ProbeReply);
@@ -250,6 +325,9 @@ impl Membership {
             }
             // Refreshing `last_heard` above was all a reply had to do.
             Message::ProbeReply => {}
+            Message::Splice { partner } => self.on_splice(now, from, partner),
+            Message::SpliceOffer { new } => self.on_splice_offer(now, from, new),
+            Message::SpliceReply { accepted } => self.on_splice_reply(now, from, accepted),
         }
     }
 
@@ -281,20 +359,34 @@ impl Membership {
                 }
             }
             Timer::NeighborDeadline { peer, gen } => {
-                let Some(&(pending_gen, resent)) = self.pending.get(&peer) else {
+                let Some(&(pending_gen, ask)) = self.pending.get(&peer) else {
                     return;
                 };
                 if pending_gen != gen {
                     return;
                 }
-                if !resent {
+                match ask {
                     // Once more: over UDP the request or its answer may just be lost.
-                    self.send_neighbor(now, peer, true);
-                } else {
-                    self.pending.remove(&peer);
-                    // No answer: presumed dead, so stop offering it as a backup.
-                    self.passive.retain(|&n| n != peer);
-                    self.promote(now);
+                    // The resent request no longer holds a slot, so ask another too.
+                    Ask::First => {
+                        self.send_neighbor(now, peer, Ask::Resent);
+                        self.promote(now);
+                    }
+                    Ask::Resent => {
+                        self.pending.remove(&peer);
+                        // No answer: presumed dead, so stop offering it as a backup.
+                        self.passive.retain(|&n| n != peer);
+                        self.promote(now);
+                    }
+                    // A splice needs a third node; it is tried again some later round.
+                    Ask::Splice => {
+                        self.pending.remove(&peer);
+                    }
+                }
+            }
+            Timer::SpliceDeadline { gen } => {
+                if self.splicing.as_ref().is_some_and(|j| j.gen == gen) {
+                    self.offer_splice(now);
                 }
             }
             Timer::Shuffle { .. } | Timer::Heartbeat { .. } => {}
@@ -361,15 +453,22 @@ impl Membership {
     }
 
     fn on_neighbor_reply(&mut self, now: Time, from: NodeId, accepted: bool) {
-        let asked = self.pending.remove(&from).is_some();
+        let asked = self.pending.remove(&from);
         let join_ack = self.join_sent.contains(&from);
         if accepted && join_ack {
             self.joining = None;
         }
         if !accepted {
             // It stays in the passive view; ask someone else.
-            if asked {
-                self.promote(now);
+            if let Some((_, ask)) = asked {
+                if !self.refused.contains(&from) {
+                    self.refused.push(from);
+                }
+                if ask == Ask::Splice {
+                    self.try_splice(now);
+                } else {
+                    self.promote(now);
+                }
             }
             return;
         }
@@ -377,9 +476,9 @@ impl Membership {
             return;
         }
         let room = self.active.len() < self.cfg.active_view;
-        if (asked && room) || join_ack {
+        if (asked.is_some() && room) || join_ack {
             self.add_active(now, from);
-            if asked {
+            if asked.is_some() {
                 self.stats.promotions += 1;
             }
         } else {
@@ -437,6 +536,164 @@ impl Membership {
             },
         );
         self.integrate(&nodes, reply);
+    }
+
+    /// A short node asks this one to splice it in (see the module documentation).
+    fn on_splice(&mut self, now: Time, from: NodeId, partner: NodeId) {
+        if self.is_active(from) || self.active.len() < self.cfg.active_view {
+            // Already linked, or room after all: an ordinary acceptance.
+            self.on_neighbor(now, from, false);
+            return;
+        }
+        if self.splicing.is_some() || partner == self.me {
+            self.send(now, from, Message::NeighborReply { accepted: false });
+            return;
+        }
+        self.splicing = Some(SpliceJob {
+            requester: from,
+            partner,
+            via: from,
+            offered: Vec::new(),
+            gen: 0,
+        });
+        self.offer_splice(now);
+    }
+
+    /// Offers the splice under way to one more neighbour, or, when
+    /// [`SPLICE_OFFERS`] were tried or none is left, gives up and refuses the requester.
+    fn offer_splice(&mut self, now: Time) {
+        let Some(mut job) = self.splicing.take() else {
+            return;
+        };
+        let mut except = vec![job.requester, job.partner];
+        except.extend_from_slice(&job.offered);
+        let via = if job.offered.len() < SPLICE_OFFERS {
+            self.random_active_except(&except)
+        } else {
+            None
+        };
+        let Some(via) = via else {
+            self.send(
+                now,
+                job.requester,
+                Message::NeighborReply { accepted: false },
+            );
+            return;
+        };
+        job.gen = self.gen();
+        job.via = via;
+        job.offered.push(via);
+        let (gen, partner) = (job.gen, job.partner);
+        self.splicing = Some(job);
+        self.send(now, via, Message::SpliceOffer { new: partner });
+        self.set_timer(now + self.cfg.probe_timeout, Timer::SpliceDeadline { gen });
+    }
+
+    /// A neighbour in the middle of a splice offers to swap our link for one to `new`:
+    /// taken only if `new` is not linked to us (only we can tell) nor already asked.
+    fn on_splice_offer(&mut self, now: Time, from: NodeId, new: NodeId) {
+        let ok = new != self.me && !self.is_active(new) && !self.pending.contains_key(&new);
+        let Some(i) = self.index_of(from).filter(|_| ok) else {
+            self.send(now, from, Message::SpliceReply { accepted: false });
+            return;
+        };
+        self.remove_active_at(i);
+        self.add_passive(from);
+        self.send(now, from, Message::SpliceReply { accepted: true });
+        self.send_neighbor(now, new, Ask::First);
+    }
+
+    /// The neighbour offered a splice answered: finish it (drop that neighbour, accept
+    /// the requester) or offer it to another neighbour.
+    fn on_splice_reply(&mut self, now: Time, from: NodeId, accepted: bool) {
+        if !self.splicing.as_ref().is_some_and(|j| j.via == from) {
+            return;
+        }
+        if !accepted {
+            self.offer_splice(now);
+            return;
+        }
+        let Some(job) = self.splicing.take() else {
+            return;
+        };
+        if let Some(i) = self.index_of(from) {
+            self.remove_active_at(i);
+            self.add_passive(from);
+        }
+        self.add_active(now, job.requester);
+        self.send(now, job.requester, Message::NeighborReply { accepted: true });
+        self.stats.splices += 1;
+    }
+
+    /// Counts heartbeat rounds the view stayed short; after [`SPLICE_AFTER_ROUNDS`]
+    /// asks for a splice.
+    fn splice_if_stuck(&mut self, now: Time) {
+        if self.active.len() >= self.cfg.active_view {
+            self.short_rounds = 0;
+            return;
+        }
+        self.short_rounds += 1;
+        if self.short_rounds >= SPLICE_AFTER_ROUNDS {
+            self.try_splice(now);
+        }
+    }
+
+    /// Asks a full passive node to splice this node in, if there is a partner: this
+    /// node when short by two or more, else a short neighbour with a higher id (so
+    /// only one of the pair asks). Nodes that just refused a request are asked first
+    /// (they are alive and full); each node at most once per heartbeat round.
+    fn try_splice(&mut self, now: Time) {
+        let room = self.cfg.active_view.saturating_sub(self.active.len());
+        if room == 0
+            || self.active.is_empty()
+            || self.pending.values().any(|&(_, a)| a == Ask::Splice)
+        {
+            return;
+        }
+        let partner = if room >= 2 {
+            Some(self.me)
+        } else {
+            let me = self.me;
+            let shorts: Vec<NodeId> = self
+                .active
+                .iter()
+                .zip(&self.live)
+                .filter(|(&n, l)| l.short && n > me)
+                .map(|(&n, _)| n)
+                .collect();
+            shorts.choose(&mut self.rng).copied()
+        };
+        let Some(partner) = partner else {
+            return;
+        };
+        let candidates: Vec<NodeId> = self
+            .passive
+            .iter()
+            .copied()
+            .filter(|n| {
+                *n != partner && !self.pending.contains_key(n) && !self.splice_tried.contains(n)
+            })
+            .collect();
+        let known_full: Vec<NodeId> = candidates
+            .iter()
+            .copied()
+            .filter(|n| self.refused.contains(n))
+            .collect();
+        let pick = if known_full.is_empty() {
+            candidates.choose(&mut self.rng)
+        } else {
+            known_full.choose(&mut self.rng)
+        };
+        let Some(&target) = pick else {
+            return;
+        };
+        self.splice_tried.push(target);
+        let gen = self.gen();
+        self.pending.insert(target, (gen, Ask::Splice));
+        self.send(now, target, Message::Splice { partner });
+        // The target may offer the swap to several neighbours, one after another.
+        let wait = self.cfg.probe_timeout * (1 + SPLICE_OFFERS as u32);
+        self.set_timer(now + wait, Timer::NeighborDeadline { peer: target, gen });
     }
 
     /// A Heartbeat or Probe from `from`: fine from a neighbour; from anyone else (except
@@ -511,6 +768,7 @@ impl Membership {
         self.heartbeat_gen = Some(gen);
         self.set_timer(now + self.cfg.heartbeat_interval, Timer::Heartbeat { gen });
         self.tried.clear();
+        self.splice_tried.clear();
         for i in 0..self.active.len() {
             let peer = self.active[i];
             let l = self.live[i];
@@ -523,9 +781,14 @@ impl Membership {
                     Timer::ProbeDeadline { peer, gen },
                 );
             } else if now.saturating_sub(l.last_sent) >= self.cfg.heartbeat_interval {
-                self.send(now, peer, Message::Heartbeat);
+                let short = self.active.len() < self.cfg.active_view;
+                self.send(now, peer, Message::Heartbeat { short });
             }
         }
+        // The splice first: it wants a full passive node, which promotion may be
+        // about to ask (and hold as pending) once more.
+        self.splice_if_stuck(now);
+        self.refused.clear();
         self.promote(now);
         self.rejoin_if_starved(now);
     }
@@ -583,6 +846,7 @@ impl Membership {
             last_heard: now,
             last_sent: now,
             probe: None,
+            short: false,
         });
         self.events.push_back(Event::NeighborUp(peer));
     }
@@ -636,7 +900,8 @@ impl Membership {
     /// Asks one passive node to become a neighbour, if the active view (counting
     /// requests in flight) has room. High priority only when we have no neighbour.
     fn promote(&mut self, now: Time) {
-        if self.active.len() + self.pending.len() >= self.cfg.active_view {
+        let asking = self.pending.values().filter(|(_, a)| *a != Ask::Resent).count();
+        if self.active.len() + asking >= self.cfg.active_view {
             return;
         }
         if self.tried.len() >= self.cfg.passive_view * 2 {
@@ -652,14 +917,14 @@ impl Membership {
             return;
         };
         self.tried.push(peer);
-        self.send_neighbor(now, peer, false);
+        self.send_neighbor(now, peer, Ask::First);
     }
 
     /// Sends `peer` a Neighbor request (high priority only when we have no neighbour)
-    /// and arms its deadline; `resent` marks the second and last attempt.
-    fn send_neighbor(&mut self, now: Time, peer: NodeId, resent: bool) {
+    /// and arms its deadline; `ask` says whether this is the first or the last attempt.
+    fn send_neighbor(&mut self, now: Time, peer: NodeId, ask: Ask) {
         let gen = self.gen();
-        self.pending.insert(peer, (gen, resent));
+        self.pending.insert(peer, (gen, ask));
         let high_priority = self.active.is_empty();
         self.send(now, peer, Message::Neighbor { high_priority });
         self.set_timer(

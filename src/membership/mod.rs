@@ -181,12 +181,28 @@ pub enum Message {
     },
     /// The shuffle's endpoint answers the origin with a sample of its passive view.
     ShuffleReply { nodes: Vec<NodeId> },
-    /// Keep-alive to an active neighbour nothing else was sent to lately.
-    Heartbeat,
+    /// Keep-alive to an active neighbour nothing else was sent to lately. `short` says
+    /// the sender's active view has room, so a neighbour that is short as well can
+    /// pair with it in a [`Message::Splice`].
+    Heartbeat { short: bool },
     /// Are you alive? Sent to a neighbour silent for `failure_timeout`.
     Probe,
     /// Answer to [`Message::Probe`].
     ProbeReply,
+    /// From a node whose view has stayed short while every node it asked was full:
+    /// "break one of your links, C–D, and make it C–sender plus D–`partner`". The
+    /// partner is the sender itself when it is short by two or more, or a short
+    /// neighbour of the sender (two short nodes already linked can never fill by
+    /// ordinary requests when everyone else is full). Each side gains one link and
+    /// nobody loses one. Answered with [`Message::NeighborReply`].
+    Splice { partner: NodeId },
+    /// From the full node working on a splice to one of its neighbours: "drop our link
+    /// and ask `new` to be your neighbour instead", if that neighbour is not linked to
+    /// `new` already (only it can tell).
+    SpliceOffer { new: NodeId },
+    /// Answer to [`Message::SpliceOffer`]: `accepted` means the link to the sender is
+    /// gone and `new` was asked.
+    SpliceReply { accepted: bool },
 }
 
 /// A timer the state machine asked for. The driver calls
@@ -204,6 +220,8 @@ pub enum Timer {
     ProbeDeadline { peer: NodeId, gen: u64 },
     /// A passive node asked to become a neighbour did not answer in time.
     NeighborDeadline { peer: NodeId, gen: u64 },
+    /// The neighbour offered a splice did not answer in time: refuse the requester.
+    SpliceDeadline { gen: u64 },
 }
 
 /// What the state machine wants its driver to do.
@@ -241,6 +259,9 @@ pub struct MembershipStats {
     /// Joins started again because the passive view ran out with the active view
     /// not full.
     pub rejoins: u64,
+    /// Splices this node carried out as the full node in the middle (it dropped one
+    /// link and gained the requester; two short views each gained a link).
+    pub splices: u64,
     /// Messages queued for sending, of every kind.
     pub messages_sent: u64,
 }

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::hyparview::SPLICE_AFTER_ROUNDS;
 use super::*;
 use crate::ids::NodeId;
 
@@ -722,33 +723,38 @@ fn acceptance_after_view_filled_is_undone() {
 
 #[test]
 fn unanswered_request_is_sent_once_more_then_drops_the_passive_node() {
-    let (mut m, _) = node_with(&[A, B], &[C, D]);
+    let (mut m, _) = node_with(&[A, B], &[C, D, E]);
     m.handle(ms(1), A, Message::Disconnect);
     let ev = drain(&mut m);
     let (asked, first) = sends(&ev)[0].clone();
-    let deadline = |ev: &[Event]| {
+    let deadline = |ev: &[Event], peer: NodeId| {
         timers(ev)
             .into_iter()
-            .find(|(_, t)| matches!(t, Timer::NeighborDeadline { .. }))
+            .find(|(_, t)| matches!(t, Timer::NeighborDeadline { peer: p, .. } if *p == peer))
             .unwrap()
     };
-    // First silence: the same request again (it or its answer may have been lost).
-    let (at, t) = deadline(&ev);
+    // First silence: the same request again (it or its answer may have been lost),
+    // and, since the node is probably dead, another passive node asked at once.
+    let (at, t) = deadline(&ev, asked);
     m.handle_timer(at, t);
     let ev = drain(&mut m);
-    assert_eq!(sends(&ev), vec![(asked, first)]);
+    let s = sends(&ev);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0], (asked, first));
+    let other = s[1].0;
+    assert!(other != asked && other != A, "asked {other:?}");
     assert!(m.passive().contains(&asked));
     // The first deadline is stale now.
     m.handle_timer(at, t);
     assert!(drain(&mut m).is_empty());
-    // Second silence: presumed dead, dropped, and the next passive node is asked.
-    let (at, t) = deadline(&ev);
+    // Second silence: presumed dead, dropped, and the last passive node is asked.
+    let (at, t) = deadline(&ev, asked);
     m.handle_timer(at, t);
     let ev = drain(&mut m);
     assert!(!m.passive().contains(&asked));
     let s = sends(&ev);
     assert_eq!(s.len(), 1);
-    assert_ne!(s[0].0, asked);
+    assert!(![asked, other, A].contains(&s[0].0));
     m.handle_timer(at, t);
     assert!(drain(&mut m).is_empty());
 }
@@ -941,7 +947,7 @@ fn heartbeat_goes_only_to_neighbours_nothing_else_was_sent_to() {
     drain(&mut m);
     m.handle_timer(at, t);
     let ev = drain(&mut m);
-    assert_eq!(sends(&ev), vec![(B, Message::Heartbeat)]);
+    assert_eq!(sends(&ev), vec![(B, Message::Heartbeat { short: true })]);
     assert_eq!(last_heartbeat(&ev).unwrap().0, secs(2));
 }
 
@@ -958,7 +964,7 @@ fn silent_neighbour_is_probed_then_removed_and_replaced() {
     let mut hb = hb;
     let mut probe = None;
     for s in 1..=5 {
-        m.handle(secs(s) - ms(1), B, Message::Heartbeat);
+        m.handle(secs(s) - ms(1), B, Message::Heartbeat { short: false });
         let (ev, next) = heartbeats(&mut m, hb, secs(s));
         hb = next;
         let probes: Vec<NodeId> = sends(&ev)
@@ -1018,9 +1024,9 @@ fn probe_is_answered_by_a_neighbour_and_disowned_by_a_stranger() {
     assert_eq!(sends(&drain(&mut m)), vec![(A, Message::ProbeReply)]);
     m.handle(ms(1), B, Message::Probe);
     assert_eq!(sends(&drain(&mut m)), vec![(B, Message::Disconnect)]);
-    m.handle(ms(1), B, Message::Heartbeat);
+    m.handle(ms(1), B, Message::Heartbeat { short: false });
     assert_eq!(sends(&drain(&mut m)), vec![(B, Message::Disconnect)]);
-    m.handle(ms(1), A, Message::Heartbeat);
+    m.handle(ms(1), A, Message::Heartbeat { short: false });
     assert!(drain(&mut m).is_empty());
     m.handle(ms(1), B, Message::ProbeReply);
     assert!(drain(&mut m).is_empty());
@@ -1120,7 +1126,7 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
         let nodes: Vec<NodeId> = (0..rng.gen_range(0..40))
             .map(|_| NodeId(rng.gen_range(0..20)))
             .collect();
-        match rng.gen_range(0..13) {
+        match rng.gen_range(0..16) {
             0 => m.handle(now, peer, Message::Join),
             1 => m.handle(
                 now,
@@ -1155,7 +1161,7 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
                 },
             ),
             6 => m.handle(now, peer, Message::ShuffleReply { nodes }),
-            7 => m.handle(now, peer, Message::Heartbeat),
+            7 => m.handle(now, peer, Message::Heartbeat { short: rng.gen() }),
             8 => m.handle(now, peer, Message::Probe),
             9 => m.handle(now, peer, Message::ProbeReply),
             10 if !pending_timers.is_empty() => {
@@ -1164,6 +1170,27 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
                 m.handle_timer(now, t);
             }
             11 => m.leave(now),
+            12 => m.handle(
+                now,
+                peer,
+                Message::Splice {
+                    partner: NodeId(rng.gen_range(0..20)),
+                },
+            ),
+            13 => m.handle(
+                now,
+                peer,
+                Message::SpliceOffer {
+                    new: NodeId(rng.gen_range(0..20)),
+                },
+            ),
+            14 => m.handle(
+                now,
+                peer,
+                Message::SpliceReply {
+                    accepted: rng.gen(),
+                },
+            ),
             _ => m.join(now, &[peer]),
         }
         for e in drain(&mut m) {
@@ -1187,6 +1214,227 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
         let distinct: FxHashSet<NodeId> = m.passive().iter().copied().collect();
         assert_eq!(distinct.len(), m.passive().len());
     }
+}
+
+// ---- splices ----------------------------------------------------------------------------
+
+/// Fires `n` heartbeat rounds, one a second, answering every Neighbor request with a
+/// refusal (everyone else is full); returns all events and the next heartbeat timer.
+fn refused_rounds(m: &mut Membership, mut hb: (Time, Timer), n: usize) -> (Vec<Event>, (Time, Timer)) {
+    let mut all = Vec::new();
+    for _ in 0..n {
+        m.handle_timer(hb.0, hb.1);
+        let mut ev = drain(m);
+        hb = last_heartbeat(&ev).expect("heartbeat re-armed");
+        loop {
+            let refusals: Vec<NodeId> = sends(&ev)
+                .into_iter()
+                .filter(|(_, msg)| matches!(msg, Message::Neighbor { .. }))
+                .map(|(to, _)| to)
+                .collect();
+            all.append(&mut ev);
+            if refusals.is_empty() {
+                break;
+            }
+            for to in refusals {
+                m.handle(hb.0 - ms(500), to, Message::NeighborReply { accepted: false });
+            }
+            ev = drain(m);
+        }
+    }
+    (all, hb)
+}
+
+fn splices_sent(events: &[Event]) -> Vec<(NodeId, NodeId)> {
+    sends(events)
+        .into_iter()
+        .filter_map(|(to, msg)| match msg {
+            Message::Splice { partner } => Some((to, partner)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn short_node_with_a_short_neighbour_asks_a_full_node_to_splice_after_three_rounds() {
+    let (mut m, ev) = node_with(&[A, B, C, D], &[E, F]);
+    m.handle(ms(1), B, Message::Heartbeat { short: true });
+    let hb = last_heartbeat(&ev).unwrap();
+    let (ev, hb) = refused_rounds(&mut m, hb, SPLICE_AFTER_ROUNDS as usize - 1);
+    assert!(splices_sent(&ev).is_empty(), "spliced too early");
+    let (ev, _) = refused_rounds(&mut m, hb, 1);
+    let s = splices_sent(&ev);
+    assert_eq!(s.len(), 1);
+    assert!([E, F].contains(&s[0].0));
+    assert_eq!(s[0].1, B, "the short neighbour is the partner");
+    // The full node's acceptance comes in as an answer to a request.
+    m.handle(hb.0 + ms(5), s[0].0, Message::NeighborReply { accepted: true });
+    let ev = drain(&mut m);
+    assert_eq!(ups(&ev), vec![s[0].0]);
+    assert_eq!(m.active().len(), 5);
+}
+
+#[test]
+fn node_short_by_two_splices_itself_in() {
+    let (mut m, ev) = node_with(&[A, B, C], &[E]);
+    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), SPLICE_AFTER_ROUNDS as usize);
+    assert_eq!(splices_sent(&ev), vec![(E, ME)]);
+}
+
+#[test]
+fn lone_short_node_or_the_higher_id_of_a_pair_never_splices() {
+    // No short neighbour: when the total room is odd, one view stays short, quietly.
+    let (mut m, ev) = node_with(&[A, B, C, D], &[E, F]);
+    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), 10);
+    assert!(splices_sent(&ev).is_empty());
+    // A short neighbour with a lower id: that one asks, not us.
+    let low = NodeId(0);
+    let (mut m, ev) = node_with(&[A, B, C, low], &[E, F]);
+    m.handle(ms(1), low, Message::Heartbeat { short: true });
+    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), 10);
+    assert!(splices_sent(&ev).is_empty());
+}
+
+#[test]
+fn a_full_view_resets_the_short_round_count() {
+    let (mut m, ev) = node_with(&[A, B, C, D], &[E, F]);
+    m.handle(ms(1), B, Message::Heartbeat { short: true });
+    let (_, hb) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), 2);
+    // Full for one round, short again: the count starts over.
+    m.handle(hb.0 - ms(1), X, Message::Neighbor { high_priority: false });
+    let (_, hb) = refused_rounds(&mut m, hb, 1);
+    m.handle(hb.0 - ms(1), X, Message::Disconnect);
+    drain(&mut m);
+    let (ev, _) = refused_rounds(&mut m, hb, 2);
+    assert!(splices_sent(&ev).is_empty());
+}
+
+/// A full node: active A..E.
+fn full_node() -> Membership {
+    node_with(&[A, B, C, D, E], &[]).0
+}
+
+fn offers(events: &[Event]) -> Vec<(NodeId, NodeId)> {
+    sends(events)
+        .into_iter()
+        .filter_map(|(to, msg)| match msg {
+            Message::SpliceOffer { new } => Some((to, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn full_node_offers_the_swap_then_trades_that_neighbour_for_the_requester() {
+    let mut m = full_node();
+    m.handle(ms(10), X, Message::Splice { partner: F });
+    let ev = drain(&mut m);
+    let o = offers(&ev);
+    assert_eq!(o.len(), 1, "{ev:?}");
+    let (via, new) = o[0];
+    assert_eq!(new, F);
+    assert!([A, B, C, D, E].contains(&via));
+    assert_eq!(sends(&ev).len(), 1, "no answer to the requester yet");
+    assert!(timers(&ev)
+        .iter()
+        .any(|(at, t)| matches!(t, Timer::SpliceDeadline { .. }) && *at == ms(10) + cfg().probe_timeout));
+    m.handle(ms(12), via, Message::SpliceReply { accepted: true });
+    let ev = drain(&mut m);
+    assert_eq!(downs(&ev), vec![via]);
+    assert_eq!(ups(&ev), vec![X]);
+    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: true })]);
+    assert!(m.passive().contains(&via));
+    assert_eq!(m.active().len(), 5);
+    assert_eq!(m.stats().splices, 1);
+}
+
+#[test]
+fn refused_or_unanswered_offers_go_to_other_neighbours_then_refuse_the_requester() {
+    let mut m = full_node();
+    m.handle(ms(10), X, Message::Splice { partner: F });
+    let (via1, _) = offers(&drain(&mut m))[0];
+    // Refused (it is linked to F already): the next neighbour is offered at once.
+    m.handle(ms(12), via1, Message::SpliceReply { accepted: false });
+    let ev = drain(&mut m);
+    let o = offers(&ev);
+    assert_eq!(sends(&ev).len(), 1, "no answer to the requester yet");
+    let (via2, _) = o[0];
+    assert_ne!(via2, via1);
+    // Unanswered: after probe_timeout, a third one.
+    let (at, t) = timers(&ev)
+        .into_iter()
+        .find(|(_, t)| matches!(t, Timer::SpliceDeadline { .. }))
+        .unwrap();
+    assert_eq!(at, ms(12) + cfg().probe_timeout);
+    m.handle_timer(at, t);
+    let ev = drain(&mut m);
+    let (via3, _) = offers(&ev)[0];
+    assert!(via3 != via1 && via3 != via2);
+    // The late answer of the second is ignored; the third refuses: that was the last.
+    m.handle(at + ms(1), via2, Message::SpliceReply { accepted: true });
+    assert!(drain(&mut m).is_empty());
+    m.handle(at + ms(2), via3, Message::SpliceReply { accepted: false });
+    let ev = drain(&mut m);
+    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: false })]);
+    assert!(!m.is_active(X) && m.active().len() == 5);
+    assert_eq!(m.stats().splices, 0);
+    // Nothing is under way any more: a new request is worked on.
+    m.handle(at + ms(3), X, Message::Splice { partner: F });
+    assert_eq!(offers(&drain(&mut m)).len(), 1);
+}
+
+#[test]
+fn refused_splice_asks_another_full_node_preferring_those_that_refused() {
+    let (mut m, ev) = node_with(&[A, B, C], &[D, E, F]);
+    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), SPLICE_AFTER_ROUNDS as usize);
+    let first = splices_sent(&ev);
+    assert_eq!(first.len(), 1);
+    m.handle(secs(10), first[0].0, Message::NeighborReply { accepted: false });
+    let second = splices_sent(&drain(&mut m));
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].0, first[0].0);
+}
+
+#[test]
+fn one_splice_at_a_time_and_ordinary_acceptance_with_room() {
+    let mut m = full_node();
+    m.handle(ms(10), X, Message::Splice { partner: F });
+    drain(&mut m);
+    m.handle(ms(11), F, Message::Splice { partner: F });
+    let ev = drain(&mut m);
+    assert_eq!(sends(&ev), vec![(F, Message::NeighborReply { accepted: false })]);
+
+    let (mut m, _) = node_with(&[A], &[]);
+    m.handle(ms(10), X, Message::Splice { partner: F });
+    let ev = drain(&mut m);
+    assert_eq!(ups(&ev), vec![X]);
+    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: true })]);
+    assert!(offers(&ev).is_empty());
+}
+
+#[test]
+fn offer_is_taken_only_from_a_neighbour_for_a_node_not_linked_yet() {
+    let (mut m, _) = node_with(&[A, F], &[]);
+    let refusal = |from| vec![(from, Message::SpliceReply { accepted: false })];
+    m.handle(ms(1), A, Message::SpliceOffer { new: F });
+    assert_eq!(sends(&drain(&mut m)), refusal(A), "already linked to F");
+    m.handle(ms(1), X, Message::SpliceOffer { new: C });
+    assert_eq!(sends(&drain(&mut m)), refusal(X), "X is no neighbour");
+    m.handle(ms(1), A, Message::SpliceOffer { new: ME });
+    assert_eq!(sends(&drain(&mut m)), refusal(A), "offered ourselves");
+    m.handle(ms(2), A, Message::SpliceOffer { new: C });
+    let ev = drain(&mut m);
+    assert_eq!(downs(&ev), vec![A]);
+    assert_eq!(
+        sends(&ev),
+        vec![
+            (A, Message::SpliceReply { accepted: true }),
+            (C, Message::Neighbor { high_priority: false })
+        ]
+    );
+    assert!(m.passive().contains(&A));
+    m.handle(ms(3), C, Message::NeighborReply { accepted: true });
+    assert_eq!(ups(&drain(&mut m)), vec![C]);
 }
 
 // ---- simulation -------------------------------------------------------------------------
@@ -1378,4 +1626,79 @@ fn simulation_is_reproducible_from_the_seed() {
     };
     assert_eq!(views(5), views(5));
     assert_ne!(views(5), views(6));
+}
+
+/// Nodes whose active view has room.
+fn short_views(sim: &Sim) -> Vec<usize> {
+    sim.live()
+        .into_iter()
+        .filter(|&i| sim.nodes[i].active().len() < cfg().active_view)
+        .collect()
+}
+
+/// Twelve nodes, each joining through the one before (a chain), then four crash: with
+/// splices every view fills, before and after, whatever the seed (12 x 5 and 8 x 5
+/// links are both even, so full views exist; the paper's rules alone often stop with
+/// two linked nodes at 4). After the crash the survivors drop the dead within the
+/// detection bound (failure timeout, probe timeout, one heartbeat round) and are all
+/// full again within one more failure timeout.
+#[test]
+fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
+    let c = cfg();
+    let detect_bound = c.failure_timeout + c.probe_timeout + c.heartbeat_interval;
+    let (mut detected, mut refilled) = (Vec::new(), Vec::new());
+    for seed in 1..=30 {
+        let mut sim = Sim::new(12, seed);
+        sim.nodes[0].join(Duration::ZERO, &[]);
+        sim.pump(0);
+        for i in 1..12 {
+            sim.run_until(ms(100 * i as u64));
+            let now = sim.now;
+            sim.nodes[i].join(now, &[NodeId(i as u64 - 1)]);
+            sim.pump(i);
+            sim.deliver();
+        }
+        sim.run_until(secs(60));
+        sim.assert_healthy();
+        assert_eq!(short_views(&sim), Vec::<usize>::new(), "seed {seed} before the crash");
+        for i in [2, 5, 8, 11] {
+            sim.alive[i] = false;
+        }
+        let crash = sim.now;
+        let lists_dead = |sim: &Sim| {
+            sim.live()
+                .iter()
+                .any(|&i| sim.nodes[i].active().iter().any(|p| !sim.alive[p.0 as usize]))
+        };
+        let mut gone = None;
+        while lists_dead(&sim) || !short_views(&sim).is_empty() {
+            if gone.is_none() && !lists_dead(&sim) {
+                gone = Some(sim.now - crash);
+            }
+            assert!(
+                sim.now < crash + secs(60),
+                "seed {seed}: short views {:?}",
+                short_views(&sim)
+            );
+            let next = sim.now + ms(50);
+            sim.run_until(next);
+        }
+        sim.assert_healthy();
+        let all = sim.now - crash;
+        let gone = gone.unwrap_or(all);
+        assert!(gone <= detect_bound, "seed {seed}: dead dropped after {gone:?}");
+        assert!(
+            all - gone <= c.failure_timeout,
+            "seed {seed}: full {:?} after the dead were dropped",
+            all - gone
+        );
+        detected.push(gone);
+        refilled.push(all - gone);
+    }
+    detected.sort();
+    refilled.sort();
+    eprintln!(
+        "dead dropped after {:?} (median, max {:?}); full again {:?} later (median, max {:?})",
+        detected[15], detected[29], refilled[15], refilled[29]
+    );
 }

@@ -415,9 +415,28 @@ impl MemberDriver {
                         .map(|c| c.id)
                         .collect(),
                 },
-                MemberFrame::Heartbeat => Message::Heartbeat,
+                MemberFrame::Heartbeat { short } => Message::Heartbeat { short },
                 MemberFrame::Probe => Message::Probe,
                 MemberFrame::ProbeReply => Message::ProbeReply,
+                MemberFrame::Splice { mut partner } => {
+                    // The requester naming itself: its source address beats what it says.
+                    if partner.id == from {
+                        partner.addr = src;
+                    }
+                    if !self.learn(&partner) {
+                        continue;
+                    }
+                    Message::Splice {
+                        partner: partner.id,
+                    }
+                }
+                MemberFrame::SpliceOffer { new } => {
+                    if !self.learn(&new) {
+                        continue;
+                    }
+                    Message::SpliceOffer { new: new.id }
+                }
+                MemberFrame::SpliceReply { accepted } => Message::SpliceReply { accepted },
             };
             self.m.handle(now, from, msg);
             self.drain(now);
@@ -641,9 +660,24 @@ impl MemberDriver {
             Message::ShuffleReply { nodes } => MemberFrame::ShuffleReply {
                 nodes: self.contacts(&nodes, max_contacts(self.mtu, false)),
             },
-            Message::Heartbeat => MemberFrame::Heartbeat,
+            Message::Heartbeat { short } => MemberFrame::Heartbeat { short },
             Message::Probe => MemberFrame::Probe,
             Message::ProbeReply => MemberFrame::ProbeReply,
+            Message::Splice { partner } => match self.contact(partner) {
+                Some(partner) => MemberFrame::Splice { partner },
+                None => {
+                    self.stats.unroutable += 1;
+                    return;
+                }
+            },
+            Message::SpliceOffer { new } => match self.contact(new) {
+                Some(new) => MemberFrame::SpliceOffer { new },
+                None => {
+                    self.stats.unroutable += 1;
+                    return;
+                }
+            },
+            Message::SpliceReply { accepted } => MemberFrame::SpliceReply { accepted },
         };
         self.out.push(Output::Send { to: addr, frame });
     }

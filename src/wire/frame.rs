@@ -30,6 +30,9 @@ pub mod tag {
     pub const HEARTBEAT: u8 = 0x17;
     pub const PROBE: u8 = 0x18;
     pub const PROBE_REPLY: u8 = 0x19;
+    pub const SPLICE: u8 = 0x1a;
+    pub const SPLICE_OFFER: u8 = 0x1b;
+    pub const SPLICE_REPLY: u8 = 0x1c;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.

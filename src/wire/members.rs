@@ -20,9 +20,12 @@
 //! NeighborReply (0x14) body := flags u8 (bit0 = accepted) | shards u16
 //! Shuffle       (0x15) body := ttl u8 | origin contact | contact{n}
 //! ShuffleReply  (0x16) body := contact{n}
-//! Heartbeat     (0x17) body := (empty)
+//! Heartbeat     (0x17) body := flags u8 (bit0 = short)   (empty from older nodes: not short)
 //! Probe         (0x18) body := (empty)
 //! ProbeReply    (0x19) body := (empty)
+//! Splice        (0x1a) body := partner contact
+//! SpliceOffer   (0x1b) body := new contact
+//! SpliceReply   (0x1c) body := flags u8 (bit0 = accepted)
 //! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
 //! ```
 
@@ -87,9 +90,20 @@ pub enum MemberFrame {
     ShuffleReply {
         nodes: Vec<Contact>,
     },
-    Heartbeat,
+    Heartbeat {
+        short: bool,
+    },
     Probe,
     ProbeReply,
+    Splice {
+        partner: Contact,
+    },
+    SpliceOffer {
+        new: Contact,
+    },
+    SpliceReply {
+        accepted: bool,
+    },
 }
 
 /// A decoded control datagram.
@@ -104,10 +118,9 @@ pub struct MemberDatagram {
 fn body_len(f: &MemberFrame) -> usize {
     match f {
         MemberFrame::Join { .. } => 2,
-        MemberFrame::Disconnect
-        | MemberFrame::Heartbeat
-        | MemberFrame::Probe
-        | MemberFrame::ProbeReply => 0,
+        MemberFrame::Disconnect | MemberFrame::Probe | MemberFrame::ProbeReply => 0,
+        MemberFrame::Heartbeat { .. } | MemberFrame::SpliceReply { .. } => 1,
+        MemberFrame::Splice { .. } | MemberFrame::SpliceOffer { .. } => CONTACT_LEN,
         MemberFrame::ForwardJoin { .. } => 1 + CONTACT_LEN,
         MemberFrame::Neighbor { .. } | MemberFrame::NeighborReply { .. } => 3,
         MemberFrame::Shuffle { nodes, .. } => 1 + CONTACT_LEN * (1 + nodes.len()),
@@ -216,9 +229,24 @@ pub fn encode_member_frame(f: &MemberFrame, out: &mut Vec<u8>) {
                 write_contact(c, out);
             }
         }
-        MemberFrame::Heartbeat => write_prefix(tag::HEARTBEAT, len16, out),
+        MemberFrame::Heartbeat { short } => {
+            write_prefix(tag::HEARTBEAT, len16, out);
+            out.push(flag(*short));
+        }
         MemberFrame::Probe => write_prefix(tag::PROBE, len16, out),
         MemberFrame::ProbeReply => write_prefix(tag::PROBE_REPLY, len16, out),
+        MemberFrame::Splice { partner } => {
+            write_prefix(tag::SPLICE, len16, out);
+            write_contact(partner, out);
+        }
+        MemberFrame::SpliceOffer { new } => {
+            write_prefix(tag::SPLICE_OFFER, len16, out);
+            write_contact(new, out);
+        }
+        MemberFrame::SpliceReply { accepted } => {
+            write_prefix(tag::SPLICE_REPLY, len16, out);
+            out.push(flag(*accepted));
+        }
     }
 }
 
@@ -249,7 +277,11 @@ fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
             _ => return None,
         },
         tag::DISCONNECT => return empty(MemberFrame::Disconnect),
-        tag::HEARTBEAT => return empty(MemberFrame::Heartbeat),
+        tag::HEARTBEAT => match *body {
+            [] => MemberFrame::Heartbeat { short: false },
+            [f] => MemberFrame::Heartbeat { short: f & 1 != 0 },
+            _ => return None,
+        },
         tag::PROBE => return empty(MemberFrame::Probe),
         tag::PROBE_REPLY => return empty(MemberFrame::ProbeReply),
         tag::FORWARD_JOIN => {
@@ -283,6 +315,18 @@ fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
                 nodes: read_contacts(rest),
             }
         }
+        tag::SPLICE => MemberFrame::Splice {
+            partner: read_contact(<&[u8; CONTACT_LEN]>::try_from(body).ok()?),
+        },
+        tag::SPLICE_OFFER => MemberFrame::SpliceOffer {
+            new: read_contact(<&[u8; CONTACT_LEN]>::try_from(body).ok()?),
+        },
+        tag::SPLICE_REPLY => match *body {
+            [f] => MemberFrame::SpliceReply {
+                accepted: f & 1 != 0,
+            },
+            _ => return None,
+        },
         tag::SHUFFLE_REPLY => {
             if body.len() % CONTACT_LEN != 0 {
                 return None;
@@ -297,7 +341,7 @@ fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
 
 /// Whether `t` is a membership tag this build decodes.
 fn is_member_tag(t: u8) -> bool {
-    (tag::JOIN..=tag::PROBE_REPLY).contains(&t)
+    (tag::JOIN..=tag::SPLICE_REPLY).contains(&t)
 }
 
 /// Decodes a control datagram. Total like [`decode`](super::decode): any bytes give a
@@ -403,9 +447,14 @@ mod tests {
             },
             MemberFrame::ShuffleReply { nodes: vec![b, a] },
             MemberFrame::ShuffleReply { nodes: vec![] },
-            MemberFrame::Heartbeat,
+            MemberFrame::Heartbeat { short: true },
+            MemberFrame::Heartbeat { short: false },
             MemberFrame::Probe,
             MemberFrame::ProbeReply,
+            MemberFrame::Splice { partner: b },
+            MemberFrame::SpliceOffer { new: a },
+            MemberFrame::SpliceReply { accepted: true },
+            MemberFrame::SpliceReply { accepted: false },
         ]
     }
 
@@ -439,11 +488,12 @@ mod tests {
 
     #[test]
     fn plumtree_and_member_decoders_skip_each_other() {
-        let mut raw = encode_member_datagram(&header(), &[MemberFrame::Heartbeat]);
+        let hb = MemberFrame::Heartbeat { short: true };
+        let mut raw = encode_member_datagram(&header(), std::slice::from_ref(&hb));
         encode_frame(&Frame::Prune { partition: 3 }, &mut raw);
         let bytes = Bytes::from(raw);
         let m = decode_members(&bytes).unwrap();
-        assert_eq!(m.frames, vec![MemberFrame::Heartbeat]);
+        assert_eq!(m.frames, vec![hb]);
         assert_eq!(m.skipped_unknown, 1);
         let p = decode(&bytes).unwrap();
         assert_eq!(p.frames, vec![Frame::Prune { partition: 3 }]);
@@ -469,6 +519,11 @@ mod tests {
             (tag::SHUFFLE, 1 + CONTACT_LEN + 1),
             (tag::SHUFFLE_REPLY, CONTACT_LEN - 1),
             (tag::SHUFFLE_REPLY, CONTACT_LEN + 1),
+            (tag::SPLICE, 0),
+            (tag::SPLICE, CONTACT_LEN + 1),
+            (tag::SPLICE_OFFER, CONTACT_LEN - 1),
+            (tag::SPLICE_REPLY, 0),
+            (tag::SPLICE_REPLY, 2),
         ];
         for &(t, len) in cases {
             let mut raw = Vec::new();
