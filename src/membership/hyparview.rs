@@ -32,6 +32,15 @@
 //!   view's room: its node is probably dead, so the next passive node is asked at
 //!   once instead of a `probe_timeout` later. A late acceptance that finds the view
 //!   full is undone with Disconnect as usual.
+//! - A node this one found dead (a neighbour that failed its probe, a passive node
+//!   that never answered) is remembered for `10 x failure_timeout`, and shuffles do
+//!   not bring it back into the passive view meanwhile: other nodes keep gossiping a
+//!   crashed node's id for a long time, and asking it again costs a `probe_timeout`
+//!   each time (after four of twelve nodes crashed, a third of every shuffle named a
+//!   dead node). Any message from the node itself clears the memory.
+//! - Promotion asks first the passive nodes heard from directly within the failure
+//!   timeout (a refusal, a shuffle, a disconnect): those are known alive, while a
+//!   random passive node may be long dead and costs a `probe_timeout` to find out.
 //! - The paper's rules can leave views short for good: when the only nodes with room
 //!   are already linked to each other (two short nodes side by side, or one node short
 //!   by two), every other node is full and refuses low-priority requests, and nothing
@@ -78,6 +87,10 @@ pub const SPLICE_AFTER_ROUNDS: u32 = 2;
 /// Neighbours a full node offers one splice to before it refuses the requester (an
 /// offer fails when that neighbour is already linked to the partner).
 pub const SPLICE_OFFERS: usize = 3;
+
+/// Failure timeouts a node found dead is kept out of the passive view (unless it
+/// speaks up itself).
+pub const DEAD_MEMORY_TIMEOUTS: u32 = 10;
 
 /// What an outstanding Neighbor-like request to a passive node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +149,12 @@ pub struct Membership {
     refused: Vec<NodeId>,
     /// Nodes asked for a splice since the last heartbeat round.
     splice_tried: Vec<NodeId>,
+    /// Nodes found dead, and when: shuffles do not bring them back for
+    /// [`DEAD_MEMORY_TIMEOUTS`] failure timeouts. At most `passive_view` entries.
+    presumed_dead: VecDeque<(NodeId, Time)>,
+    /// When nodes last sent us anything, kept for one failure timeout (at most
+    /// `2 x passive_view + active_view` entries): promotion asks these first.
+    heard: FxHashMap<NodeId, Time>,
     /// Passive nodes asked since the last heartbeat round (no asking twice per round).
     tried: Vec<NodeId>,
     joining: Option<Joining>,
@@ -171,6 +190,8 @@ impl Membership {
             splicing: None,
             refused: Vec::new(),
             splice_tried: Vec::new(),
+            presumed_dead: VecDeque::new(),
+            heard: FxHashMap::default(),
             tried: Vec::new(),
             joining: None,
             seeds: Vec::new(),
@@ -297,6 +318,11 @@ impl Membership {
             self.live[i].last_heard = now;
             self.live[i].probe = None;
         }
+        self.presumed_dead.retain(|&(n, _)| n != from);
+        let cap = 2 * self.cfg.passive_view + self.cfg.active_view;
+        if self.heard.len() < cap || self.heard.contains_key(&from) {
+            self.heard.insert(from, now);
+        }
         match msg {
             Message::Join => self.on_join(now, from),
             Message::ForwardJoin { new, ttl } => self.on_forward_join(now, from, new, ttl),
@@ -308,7 +334,7 @@ impl Membership {
             }
             Message::ShuffleReply { nodes } => {
                 let prefer = std::mem::take(&mut self.last_shuffle);
-                self.integrate(&nodes, prefer);
+                self.integrate(now, &nodes, prefer);
             }
             Message::Heartbeat { short } => {
                 if let Some(i) = self.index_of(from) {
@@ -354,6 +380,7 @@ impl Membership {
                     if self.live[i].probe == Some(gen) {
                         self.remove_active_at(i);
                         self.stats.neighbor_failures += 1;
+                        self.remember_dead(now, peer);
                         self.promote(now);
                     }
                 }
@@ -376,6 +403,7 @@ impl Membership {
                         self.pending.remove(&peer);
                         // No answer: presumed dead, so stop offering it as a backup.
                         self.passive.retain(|&n| n != peer);
+                        self.remember_dead(now, peer);
                         self.promote(now);
                     }
                     // A splice needs a third node; it is tried again some later round.
@@ -535,7 +563,7 @@ impl Membership {
                 nodes: reply.clone(),
             },
         );
-        self.integrate(&nodes, reply);
+        self.integrate(now, &nodes, reply);
     }
 
     /// A short node asks this one to splice it in (see the module documentation).
@@ -640,8 +668,9 @@ impl Membership {
 
     /// Asks a full passive node to splice this node in, if there is a partner: this
     /// node when short by two or more, else a short neighbour with a higher id (so
-    /// only one of the pair asks). Nodes that just refused a request are asked first
-    /// (they are alive and full); each node at most once per heartbeat round.
+    /// only one of the pair asks). Only passive nodes known alive are asked (they
+    /// refused a request since the last round, or spoke within the failure timeout);
+    /// each at most once per round.
     fn try_splice(&mut self, now: Time) {
         let room = self.cfg.active_view.saturating_sub(self.active.len());
         if room == 0
@@ -666,25 +695,26 @@ impl Membership {
         let Some(partner) = partner else {
             return;
         };
+        // Only passive nodes known alive: those that just refused us (full, exactly
+        // what a splice needs) or spoke lately (one with room simply accepts). A dead
+        // node would hold the splice up for its whole deadline.
+        let horizon = self.cfg.failure_timeout;
         let candidates: Vec<NodeId> = self
             .passive
             .iter()
             .copied()
             .filter(|n| {
-                *n != partner && !self.pending.contains_key(n) && !self.splice_tried.contains(n)
+                *n != partner
+                    && (self.refused.contains(n)
+                        || self
+                            .heard
+                            .get(n)
+                            .is_some_and(|&at| now.saturating_sub(at) < horizon))
+                    && !self.pending.contains_key(n)
+                    && !self.splice_tried.contains(n)
             })
             .collect();
-        let known_full: Vec<NodeId> = candidates
-            .iter()
-            .copied()
-            .filter(|n| self.refused.contains(n))
-            .collect();
-        let pick = if known_full.is_empty() {
-            candidates.choose(&mut self.rng)
-        } else {
-            known_full.choose(&mut self.rng)
-        };
-        let Some(&target) = pick else {
+        let Some(&target) = candidates.choose(&mut self.rng) else {
             return;
         };
         self.splice_tried.push(target);
@@ -769,6 +799,9 @@ impl Membership {
         self.set_timer(now + self.cfg.heartbeat_interval, Timer::Heartbeat { gen });
         self.tried.clear();
         self.splice_tried.clear();
+        let horizon = self.cfg.failure_timeout;
+        self.heard
+            .retain(|_, &mut at| now.saturating_sub(at) < horizon);
         for i in 0..self.active.len() {
             let peer = self.active[i];
             let l = self.live[i];
@@ -872,11 +905,33 @@ impl Membership {
         self.passive.push(peer);
     }
 
+    /// Remembers `peer` as dead (see the module documentation), forgetting the oldest
+    /// entry when `passive_view` are remembered already.
+    fn remember_dead(&mut self, now: Time, peer: NodeId) {
+        self.presumed_dead.retain(|&(n, _)| n != peer);
+        if self.presumed_dead.len() >= self.cfg.passive_view {
+            self.presumed_dead.pop_front();
+        }
+        self.presumed_dead.push_back((peer, now));
+    }
+
     /// Merges shuffled `nodes` into the passive view; when it is full, members in
     /// `prefer` (the ones just sent away, so still known elsewhere) are evicted first.
-    fn integrate(&mut self, nodes: &[NodeId], mut prefer: Vec<NodeId>) {
+    fn integrate(&mut self, now: Time, nodes: &[NodeId], mut prefer: Vec<NodeId>) {
+        let memory = self.cfg.failure_timeout * DEAD_MEMORY_TIMEOUTS;
+        while self
+            .presumed_dead
+            .front()
+            .is_some_and(|&(_, at)| now.saturating_sub(at) >= memory)
+        {
+            self.presumed_dead.pop_front();
+        }
         for &n in nodes.iter().take(self.shuffle_cap()) {
-            if n == self.me || self.is_active(n) || self.passive.contains(&n) {
+            if n == self.me
+                || self.is_active(n)
+                || self.passive.contains(&n)
+                || self.presumed_dead.iter().any(|&(d, _)| d == n)
+            {
                 continue;
             }
             if self.passive.len() >= self.cfg.passive_view {
@@ -900,7 +955,14 @@ impl Membership {
     /// Asks one passive node to become a neighbour, if the active view (counting
     /// requests in flight) has room. High priority only when we have no neighbour.
     fn promote(&mut self, now: Time) {
-        let asking = self.pending.values().filter(|(_, a)| *a != Ask::Resent).count();
+        // Neither a resent request (its node is probably dead) nor a splice (it is
+        // asked of a full node, and the view keeps looking for ordinary room meanwhile)
+        // holds a slot.
+        let asking = self
+            .pending
+            .values()
+            .filter(|(_, a)| *a == Ask::First)
+            .count();
         if self.active.len() + asking >= self.cfg.active_view {
             return;
         }
@@ -913,7 +975,22 @@ impl Membership {
             .copied()
             .filter(|n| !self.pending.contains_key(n) && !self.tried.contains(n))
             .collect();
-        let Some(&peer) = candidates.choose(&mut self.rng) else {
+        let horizon = self.cfg.failure_timeout;
+        let alive: Vec<NodeId> = candidates
+            .iter()
+            .copied()
+            .filter(|n| {
+                self.heard
+                    .get(n)
+                    .is_some_and(|&at| now.saturating_sub(at) < horizon)
+            })
+            .collect();
+        let pick = if alive.is_empty() {
+            candidates.choose(&mut self.rng)
+        } else {
+            alive.choose(&mut self.rng)
+        };
+        let Some(&peer) = pick else {
             return;
         };
         self.tried.push(peer);

@@ -1443,6 +1443,7 @@ fn offer_is_taken_only_from_a_neighbour_for_a_node_not_linked_yet() {
 /// crashed nodes receive nothing and fire nothing.
 struct Sim {
     nodes: Vec<Membership>,
+    cfg: MembershipConfig,
     alive: Vec<bool>,
     /// Mirror of each node's active view built only from NeighborUp/NeighborDown.
     up: Vec<FxHashSet<NodeId>>,
@@ -1455,10 +1456,17 @@ struct Sim {
 
 impl Sim {
     fn new(n: usize, seed: u64) -> Self {
+        Self::with_config(n, seed, cfg())
+    }
+
+    fn with_config(n: usize, seed: u64, cfg: MembershipConfig) -> Self {
         Self {
             nodes: (0..n)
-                .map(|i| Membership::new(NodeId(i as u64), cfg(), seed * 1000 + i as u64).unwrap())
+                .map(|i| {
+                    Membership::new(NodeId(i as u64), cfg.clone(), seed * 1000 + i as u64).unwrap()
+                })
                 .collect(),
+            cfg,
             alive: vec![true; n],
             up: vec![FxHashSet::default(); n],
             queue: VecDeque::new(),
@@ -1524,7 +1532,7 @@ impl Sim {
 
     fn assert_healthy(&self) {
         let live = self.live();
-        let c = cfg();
+        let c = &self.cfg;
         for &i in &live {
             let m = &self.nodes[i];
             assert!(!m.active().is_empty(), "node {i} has no neighbour");
@@ -1632,7 +1640,7 @@ fn simulation_is_reproducible_from_the_seed() {
 fn short_views(sim: &Sim) -> Vec<usize> {
     sim.live()
         .into_iter()
-        .filter(|&i| sim.nodes[i].active().len() < cfg().active_view)
+        .filter(|&i| sim.nodes[i].active().len() < sim.cfg.active_view)
         .collect()
 }
 
@@ -1644,21 +1652,42 @@ fn short_views(sim: &Sim) -> Vec<usize> {
 /// full again within one more failure timeout.
 #[test]
 fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
-    let c = cfg();
+    chain_of_twelve(cfg(), 1..=300);
+}
+
+/// The same with the timers of the 12-process integration test (heartbeat 100 ms,
+/// failure timeout 600 ms, probe timeout 300 ms, shuffles every 500 ms).
+#[test]
+fn chain_of_twelve_with_fast_timers() {
+    chain_of_twelve(
+        MembershipConfig {
+            heartbeat_interval: ms(100),
+            failure_timeout: ms(600),
+            probe_timeout: ms(300),
+            shuffle_interval: ms(500),
+            join_retry: ms(100),
+            join_retry_max: ms(800),
+            ..cfg()
+        },
+        1..=300,
+    );
+}
+
+fn chain_of_twelve(c: MembershipConfig, seeds: std::ops::RangeInclusive<u64>) {
     let detect_bound = c.failure_timeout + c.probe_timeout + c.heartbeat_interval;
     let (mut detected, mut refilled) = (Vec::new(), Vec::new());
-    for seed in 1..=30 {
-        let mut sim = Sim::new(12, seed);
+    for seed in seeds {
+        let mut sim = Sim::with_config(12, seed, c.clone());
         sim.nodes[0].join(Duration::ZERO, &[]);
         sim.pump(0);
         for i in 1..12 {
-            sim.run_until(ms(100 * i as u64));
+            sim.run_until(c.heartbeat_interval / 10 * i as u32);
             let now = sim.now;
             sim.nodes[i].join(now, &[NodeId(i as u64 - 1)]);
             sim.pump(i);
             sim.deliver();
         }
-        sim.run_until(secs(60));
+        sim.run_until(c.failure_timeout * 12);
         sim.assert_healthy();
         assert_eq!(short_views(&sim), Vec::<usize>::new(), "seed {seed} before the crash");
         for i in [2, 5, 8, 11] {
@@ -1676,11 +1705,11 @@ fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
                 gone = Some(sim.now - crash);
             }
             assert!(
-                sim.now < crash + secs(60),
+                sim.now < crash + c.failure_timeout * 12,
                 "seed {seed}: short views {:?}",
                 short_views(&sim)
             );
-            let next = sim.now + ms(50);
+            let next = sim.now + c.heartbeat_interval / 20;
             sim.run_until(next);
         }
         sim.assert_healthy();
@@ -1697,8 +1726,9 @@ fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
     }
     detected.sort();
     refilled.sort();
+    let (mid, last) = (detected.len() / 2, detected.len() - 1);
     eprintln!(
         "dead dropped after {:?} (median, max {:?}); full again {:?} later (median, max {:?})",
-        detected[15], detected[29], refilled[15], refilled[29]
+        detected[mid], detected[last], refilled[mid], refilled[last]
     );
 }
