@@ -38,9 +38,11 @@
 //!   crashed node's id for a long time, and asking it again costs a `probe_timeout`
 //!   each time (after four of twelve nodes crashed, a third of every shuffle named a
 //!   dead node). Any message from the node itself clears the memory.
-//! - Promotion asks first the passive nodes heard from directly within the failure
-//!   timeout (a refusal, a shuffle, a disconnect): those are known alive, while a
-//!   random passive node may be long dead and costs a `probe_timeout` to find out.
+//! - Promotion picks a passive node at random, as the paper does, even though the
+//!   nodes heard from lately are known alive and a random one may be dead: asking the
+//!   recently heard first was tried and makes the overlay local (in a 10,000-node
+//!   run with half crashing, 24 nodes ended in an island of full views whose passive
+//!   views held nobody outside it, for good).
 //! - The paper's rules can leave views short for good: when the only nodes with room
 //!   are already linked to each other (two short nodes side by side, or one node short
 //!   by two), every other node is full and refuses low-priority requests, and nothing
@@ -153,7 +155,7 @@ pub struct Membership {
     /// [`DEAD_MEMORY_TIMEOUTS`] failure timeouts. At most `passive_view` entries.
     presumed_dead: VecDeque<(NodeId, Time)>,
     /// When nodes last sent us anything, kept for one failure timeout (at most
-    /// `2 x passive_view + active_view` entries): promotion asks these first.
+    /// `2 x passive_view + active_view` entries): splices ask only nodes known alive.
     heard: FxHashMap<NodeId, Time>,
     /// Passive nodes asked since the last heartbeat round (no asking twice per round).
     tried: Vec<NodeId>,
@@ -649,7 +651,11 @@ impl Membership {
             self.add_passive(from);
         }
         self.add_active(now, job.requester);
-        self.send(now, job.requester, Message::NeighborReply { accepted: true });
+        self.send(
+            now,
+            job.requester,
+            Message::NeighborReply { accepted: true },
+        );
         self.stats.splices += 1;
     }
 
@@ -975,22 +981,7 @@ impl Membership {
             .copied()
             .filter(|n| !self.pending.contains_key(n) && !self.tried.contains(n))
             .collect();
-        let horizon = self.cfg.failure_timeout;
-        let alive: Vec<NodeId> = candidates
-            .iter()
-            .copied()
-            .filter(|n| {
-                self.heard
-                    .get(n)
-                    .is_some_and(|&at| now.saturating_sub(at) < horizon)
-            })
-            .collect();
-        let pick = if alive.is_empty() {
-            candidates.choose(&mut self.rng)
-        } else {
-            alive.choose(&mut self.rng)
-        };
-        let Some(&peer) = pick else {
+        let Some(&peer) = candidates.choose(&mut self.rng) else {
             return;
         };
         self.tried.push(peer);

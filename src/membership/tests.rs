@@ -1220,7 +1220,11 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
 
 /// Fires `n` heartbeat rounds, one a second, answering every Neighbor request with a
 /// refusal (everyone else is full); returns all events and the next heartbeat timer.
-fn refused_rounds(m: &mut Membership, mut hb: (Time, Timer), n: usize) -> (Vec<Event>, (Time, Timer)) {
+fn refused_rounds(
+    m: &mut Membership,
+    mut hb: (Time, Timer),
+    n: usize,
+) -> (Vec<Event>, (Time, Timer)) {
     let mut all = Vec::new();
     for _ in 0..n {
         m.handle_timer(hb.0, hb.1);
@@ -1237,7 +1241,11 @@ fn refused_rounds(m: &mut Membership, mut hb: (Time, Timer), n: usize) -> (Vec<E
                 break;
             }
             for to in refusals {
-                m.handle(hb.0 - ms(500), to, Message::NeighborReply { accepted: false });
+                m.handle(
+                    hb.0 - ms(500),
+                    to,
+                    Message::NeighborReply { accepted: false },
+                );
             }
             ev = drain(m);
         }
@@ -1268,7 +1276,11 @@ fn short_node_with_a_short_neighbour_asks_a_full_node_to_splice_after_three_roun
     assert!([E, F].contains(&s[0].0));
     assert_eq!(s[0].1, B, "the short neighbour is the partner");
     // The full node's acceptance comes in as an answer to a request.
-    m.handle(hb.0 + ms(5), s[0].0, Message::NeighborReply { accepted: true });
+    m.handle(
+        hb.0 + ms(5),
+        s[0].0,
+        Message::NeighborReply { accepted: true },
+    );
     let ev = drain(&mut m);
     assert_eq!(ups(&ev), vec![s[0].0]);
     assert_eq!(m.active().len(), 5);
@@ -1277,7 +1289,11 @@ fn short_node_with_a_short_neighbour_asks_a_full_node_to_splice_after_three_roun
 #[test]
 fn node_short_by_two_splices_itself_in() {
     let (mut m, ev) = node_with(&[A, B, C], &[E]);
-    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), SPLICE_AFTER_ROUNDS as usize);
+    let (ev, _) = refused_rounds(
+        &mut m,
+        last_heartbeat(&ev).unwrap(),
+        SPLICE_AFTER_ROUNDS as usize,
+    );
     assert_eq!(splices_sent(&ev), vec![(E, ME)]);
 }
 
@@ -1301,7 +1317,13 @@ fn a_full_view_resets_the_short_round_count() {
     m.handle(ms(1), B, Message::Heartbeat { short: true });
     let (_, hb) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), 2);
     // Full for one round, short again: the count starts over.
-    m.handle(hb.0 - ms(1), X, Message::Neighbor { high_priority: false });
+    m.handle(
+        hb.0 - ms(1),
+        X,
+        Message::Neighbor {
+            high_priority: false,
+        },
+    );
     let (_, hb) = refused_rounds(&mut m, hb, 1);
     m.handle(hb.0 - ms(1), X, Message::Disconnect);
     drain(&mut m);
@@ -1337,12 +1359,16 @@ fn full_node_offers_the_swap_then_trades_that_neighbour_for_the_requester() {
     assert_eq!(sends(&ev).len(), 1, "no answer to the requester yet");
     assert!(timers(&ev)
         .iter()
-        .any(|(at, t)| matches!(t, Timer::SpliceDeadline { .. }) && *at == ms(10) + cfg().probe_timeout));
+        .any(|(at, t)| matches!(t, Timer::SpliceDeadline { .. })
+            && *at == ms(10) + cfg().probe_timeout));
     m.handle(ms(12), via, Message::SpliceReply { accepted: true });
     let ev = drain(&mut m);
     assert_eq!(downs(&ev), vec![via]);
     assert_eq!(ups(&ev), vec![X]);
-    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: true })]);
+    assert_eq!(
+        sends(&ev),
+        vec![(X, Message::NeighborReply { accepted: true })]
+    );
     assert!(m.passive().contains(&via));
     assert_eq!(m.active().len(), 5);
     assert_eq!(m.stats().splices, 1);
@@ -1375,7 +1401,10 @@ fn refused_or_unanswered_offers_go_to_other_neighbours_then_refuse_the_requester
     assert!(drain(&mut m).is_empty());
     m.handle(at + ms(2), via3, Message::SpliceReply { accepted: false });
     let ev = drain(&mut m);
-    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: false })]);
+    assert_eq!(
+        sends(&ev),
+        vec![(X, Message::NeighborReply { accepted: false })]
+    );
     assert!(!m.is_active(X) && m.active().len() == 5);
     assert_eq!(m.stats().splices, 0);
     // Nothing is under way any more: a new request is worked on.
@@ -1386,10 +1415,18 @@ fn refused_or_unanswered_offers_go_to_other_neighbours_then_refuse_the_requester
 #[test]
 fn refused_splice_asks_another_full_node_preferring_those_that_refused() {
     let (mut m, ev) = node_with(&[A, B, C], &[D, E, F]);
-    let (ev, _) = refused_rounds(&mut m, last_heartbeat(&ev).unwrap(), SPLICE_AFTER_ROUNDS as usize);
+    let (ev, _) = refused_rounds(
+        &mut m,
+        last_heartbeat(&ev).unwrap(),
+        SPLICE_AFTER_ROUNDS as usize,
+    );
     let first = splices_sent(&ev);
     assert_eq!(first.len(), 1);
-    m.handle(secs(10), first[0].0, Message::NeighborReply { accepted: false });
+    m.handle(
+        secs(10),
+        first[0].0,
+        Message::NeighborReply { accepted: false },
+    );
     let second = splices_sent(&drain(&mut m));
     assert_eq!(second.len(), 1);
     assert_ne!(second[0].0, first[0].0);
@@ -1402,13 +1439,19 @@ fn one_splice_at_a_time_and_ordinary_acceptance_with_room() {
     drain(&mut m);
     m.handle(ms(11), F, Message::Splice { partner: F });
     let ev = drain(&mut m);
-    assert_eq!(sends(&ev), vec![(F, Message::NeighborReply { accepted: false })]);
+    assert_eq!(
+        sends(&ev),
+        vec![(F, Message::NeighborReply { accepted: false })]
+    );
 
     let (mut m, _) = node_with(&[A], &[]);
     m.handle(ms(10), X, Message::Splice { partner: F });
     let ev = drain(&mut m);
     assert_eq!(ups(&ev), vec![X]);
-    assert_eq!(sends(&ev), vec![(X, Message::NeighborReply { accepted: true })]);
+    assert_eq!(
+        sends(&ev),
+        vec![(X, Message::NeighborReply { accepted: true })]
+    );
     assert!(offers(&ev).is_empty());
 }
 
@@ -1429,7 +1472,12 @@ fn offer_is_taken_only_from_a_neighbour_for_a_node_not_linked_yet() {
         sends(&ev),
         vec![
             (A, Message::SpliceReply { accepted: true }),
-            (C, Message::Neighbor { high_priority: false })
+            (
+                C,
+                Message::Neighbor {
+                    high_priority: false
+                }
+            )
         ]
     );
     assert!(m.passive().contains(&A));
@@ -1656,14 +1704,14 @@ fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
 }
 
 /// The same with the timers of the 12-process integration test (heartbeat 100 ms,
-/// failure timeout 600 ms, probe timeout 300 ms, shuffles every 500 ms).
+/// failure timeout 1 s, probe timeout 200 ms, shuffles every 500 ms).
 #[test]
 fn chain_of_twelve_with_fast_timers() {
     chain_of_twelve(
         MembershipConfig {
             heartbeat_interval: ms(100),
-            failure_timeout: ms(600),
-            probe_timeout: ms(300),
+            failure_timeout: ms(1000),
+            probe_timeout: ms(200),
             shuffle_interval: ms(500),
             join_retry: ms(100),
             join_retry_max: ms(800),
@@ -1689,15 +1737,22 @@ fn chain_of_twelve(c: MembershipConfig, seeds: std::ops::RangeInclusive<u64>) {
         }
         sim.run_until(c.failure_timeout * 12);
         sim.assert_healthy();
-        assert_eq!(short_views(&sim), Vec::<usize>::new(), "seed {seed} before the crash");
+        assert_eq!(
+            short_views(&sim),
+            Vec::<usize>::new(),
+            "seed {seed} before the crash"
+        );
         for i in [2, 5, 8, 11] {
             sim.alive[i] = false;
         }
         let crash = sim.now;
         let lists_dead = |sim: &Sim| {
-            sim.live()
-                .iter()
-                .any(|&i| sim.nodes[i].active().iter().any(|p| !sim.alive[p.0 as usize]))
+            sim.live().iter().any(|&i| {
+                sim.nodes[i]
+                    .active()
+                    .iter()
+                    .any(|p| !sim.alive[p.0 as usize])
+            })
         };
         let mut gone = None;
         while lists_dead(&sim) || !short_views(&sim).is_empty() {
@@ -1715,7 +1770,10 @@ fn chain_of_twelve(c: MembershipConfig, seeds: std::ops::RangeInclusive<u64>) {
         sim.assert_healthy();
         let all = sim.now - crash;
         let gone = gone.unwrap_or(all);
-        assert!(gone <= detect_bound, "seed {seed}: dead dropped after {gone:?}");
+        assert!(
+            gone <= detect_bound,
+            "seed {seed}: dead dropped after {gone:?}"
+        );
         assert!(
             all - gone <= c.failure_timeout,
             "seed {seed}: full {:?} after the dead were dropped",

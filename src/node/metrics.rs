@@ -569,6 +569,11 @@ impl Collector for SnapshotCollector {
                 st.rejoins,
             ),
             (
+                "plumtree_membership_splices",
+                "Splices carried out as the full node in the middle (a link traded so two short views each gain one).",
+                st.splices,
+            ),
+            (
                 "plumtree_membership_messages_sent",
                 "Membership messages queued for sending.",
                 st.messages_sent,
@@ -751,6 +756,7 @@ mod tests {
                     joins: 4,
                     promotions: 2,
                     rejoins: 3,
+                    splices: 5,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -844,6 +850,7 @@ mod tests {
         assert_eq!(get("plumtree_membership_joins_total"), 4.0);
         assert_eq!(get("plumtree_membership_promotions_total"), 2.0);
         assert_eq!(get("plumtree_membership_rejoins_total"), 3.0);
+        assert_eq!(get("plumtree_membership_splices_total"), 5.0);
         assert_eq!(get("plumtree_membership_shuffles_total"), 0.0);
         assert_eq!(get("plumtree_membership_neighbor_failures_total"), 0.0);
         for name in [
