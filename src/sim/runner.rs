@@ -719,63 +719,6 @@ impl Sim {
     }
 
     fn report(&self) -> SimReport {
-        if std::env::var("SIM_DEBUG").is_ok() {
-            let n = self.cfg.nodes;
-            let mut comp = vec![usize::MAX; n];
-            let mut sizes = Vec::new();
-            for s in 0..n {
-                if !self.alive[s] || comp[s] != usize::MAX {
-                    continue;
-                }
-                let id = sizes.len();
-                let mut stack = vec![s];
-                comp[s] = id;
-                let mut cnt = 0;
-                let mut members = Vec::new();
-                while let Some(i) = stack.pop() {
-                    cnt += 1;
-                    members.push(i);
-                    for &p in self.members[i].active() {
-                        let j = index_of(p) as usize;
-                        if self.alive[j] && comp[j] == usize::MAX {
-                            comp[j] = id;
-                            stack.push(j);
-                        }
-                    }
-                }
-                sizes.push((cnt, members));
-            }
-            sizes.sort_by_key(|(c, _)| std::cmp::Reverse(*c));
-            eprintln!(
-                "components: {:?}",
-                sizes.iter().map(|(c, _)| *c).take(20).collect::<Vec<_>>()
-            );
-            for (c, m) in sizes.iter().skip(1).take(3) {
-                eprintln!("island of {c}:");
-                for &i in m.iter().take(30) {
-                    let mm = &self.members[i];
-                    let dead_act = mm
-                        .active()
-                        .iter()
-                        .filter(|p| !self.alive[index_of(**p) as usize])
-                        .count();
-                    let dead_pas = mm
-                        .passive()
-                        .iter()
-                        .filter(|p| !self.alive[index_of(**p) as usize])
-                        .count();
-                    let out_pas = mm
-                        .passive()
-                        .iter()
-                        .filter(|p| {
-                            let j = index_of(**p) as usize;
-                            self.alive[j] && comp[j] != comp[i]
-                        })
-                        .count();
-                    eprintln!("  {i}: active {} (dead {dead_act}) passive {} (dead {dead_pas}, outside {out_pas}) joining {} stats {:?}", mm.active().len(), mm.passive().len(), mm.is_joining(), mm.stats());
-                }
-            }
-        }
         let n = self.cfg.nodes;
         let m = self.tracks.len();
         let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
