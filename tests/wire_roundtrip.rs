@@ -377,9 +377,12 @@ fn arb_member_frame() -> impl Strategy<Value = MemberFrame> {
         (arb_contact(), any::<u8>(), vec(arb_contact(), 0..40))
             .prop_map(|(origin, ttl, nodes)| MemberFrame::Shuffle { origin, ttl, nodes }),
         vec(arb_contact(), 0..40).prop_map(|nodes| MemberFrame::ShuffleReply { nodes }),
-        Just(MemberFrame::Heartbeat),
+        any::<bool>().prop_map(|short| MemberFrame::Heartbeat { short }),
         Just(MemberFrame::Probe),
         Just(MemberFrame::ProbeReply),
+        arb_contact().prop_map(|partner| MemberFrame::Splice { partner }),
+        arb_contact().prop_map(|new| MemberFrame::SpliceOffer { new }),
+        any::<bool>().prop_map(|accepted| MemberFrame::SpliceReply { accepted }),
     ]
 }
 

@@ -33,11 +33,19 @@
 //!   once instead of a `probe_timeout` later. A late acceptance that finds the view
 //!   full is undone with Disconnect as usual.
 //! - A node this one found dead (a neighbour that failed its probe, a passive node
-//!   that never answered) is remembered for `10 x failure_timeout`, and shuffles do
-//!   not bring it back into the passive view meanwhile: other nodes keep gossiping a
-//!   crashed node's id for a long time, and asking it again costs a `probe_timeout`
-//!   each time (after four of twelve nodes crashed, a third of every shuffle named a
-//!   dead node). Any message from the node itself clears the memory.
+//!   that never answered twice) goes on a bounded *lost* list (`passive_view` entries,
+//!   the oldest forgotten first). Shuffles do not bring a lost node back into the
+//!   passive view: other nodes keep gossiping a crashed node's id for a long time, and
+//!   asking it again costs a `probe_timeout` each time (after four of twelve nodes
+//!   crashed, a third of every shuffle named a dead node). Lost nodes are sent a Probe
+//!   with a doubling wait (`join_retry` up to `join_retry_max`), because "dead" may be
+//!   a partition: during one each side forgets the other entirely, and once it heals
+//!   nothing else would bring them together (views refill from their own side,
+//!   shuffles never cross). Any message from a lost node (its Disconnect answering the
+//!   probe, or anything else) revives it; unless it is a neighbour again, this node
+//!   joins through it (a contact accepts a Join even with a full view, and the walks go
+//!   into its side), at most once per `shuffle_interval`, so a heal costs a few Joins,
+//!   not one per lost node.
 //! - Promotion picks a passive node at random, as the paper does, even though the
 //!   nodes heard from lately are known alive and a random one may be dead: asking the
 //!   recently heard first was tried and makes the overlay local (in a 10,000-node
@@ -90,9 +98,17 @@ pub const SPLICE_AFTER_ROUNDS: u32 = 2;
 /// offer fails when that neighbour is already linked to the partner).
 pub const SPLICE_OFFERS: usize = 3;
 
-/// Failure timeouts a node found dead is kept out of the passive view (unless it
-/// speaks up itself).
-pub const DEAD_MEMORY_TIMEOUTS: u32 = 10;
+/// A node found dead (see the module documentation), probed until it answers.
+#[derive(Clone, Copy, Debug)]
+struct Lost {
+    id: NodeId,
+    /// When it was lost: the oldest entry is forgotten when the list is full.
+    since: Time,
+    /// Wait after the next probe; doubles up to `join_retry_max`.
+    backoff: Duration,
+    /// Generation of its live probe timer.
+    gen: u64,
+}
 
 /// What an outstanding Neighbor-like request to a passive node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,9 +167,11 @@ pub struct Membership {
     refused: Vec<NodeId>,
     /// Nodes asked for a splice since the last heartbeat round.
     splice_tried: Vec<NodeId>,
-    /// Nodes found dead, and when: shuffles do not bring them back for
-    /// [`DEAD_MEMORY_TIMEOUTS`] failure timeouts. At most `passive_view` entries.
-    presumed_dead: VecDeque<(NodeId, Time)>,
+    /// Nodes found dead, probed until they answer; shuffles do not bring them back.
+    /// At most `passive_view` entries, never a member of either view.
+    lost: Vec<Lost>,
+    /// Last join through a revived lost node.
+    last_rejoin: Option<Time>,
     /// When nodes last sent us anything, kept for one failure timeout (at most
     /// `2 x passive_view + active_view` entries): splices ask only nodes known alive.
     heard: FxHashMap<NodeId, Time>,
@@ -192,7 +210,8 @@ impl Membership {
             splicing: None,
             refused: Vec::new(),
             splice_tried: Vec::new(),
-            presumed_dead: VecDeque::new(),
+            lost: Vec::new(),
+            last_rejoin: None,
             heard: FxHashMap::default(),
             tried: Vec::new(),
             joining: None,
@@ -241,6 +260,16 @@ impl Membership {
         self.active.contains(&peer)
     }
 
+    /// The lost list: nodes found dead and probed until they answer (for status pages).
+    pub fn lost(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.lost.iter().map(|l| l.id)
+    }
+
+    /// Whether `peer` is on the lost list.
+    pub fn is_lost(&self, peer: NodeId) -> bool {
+        self.lost.iter().any(|l| l.id == peer)
+    }
+
     /// Whether a join is still unanswered (for status pages).
     pub fn is_joining(&self) -> bool {
         self.joining.is_some()
@@ -272,13 +301,20 @@ impl Membership {
 
     /// Sends a Join to the first remembered seed and retries until one acknowledges.
     fn start_joining(&mut self, now: Time) {
+        let seeds = self.seeds.clone();
+        self.start_joining_through(now, seeds);
+    }
+
+    /// Sends a Join to the first of `seeds` and retries along them until one
+    /// acknowledges.
+    fn start_joining_through(&mut self, now: Time, seeds: Vec<NodeId>) {
         self.join_sent.clear();
-        if self.seeds.is_empty() {
+        if seeds.is_empty() {
             self.joining = None;
             return;
         }
         self.joining = Some(Joining {
-            seeds: self.seeds.clone(),
+            seeds,
             next: 0,
             backoff: self.cfg.join_retry,
             gen: 0,
@@ -298,6 +334,7 @@ impl Membership {
         }
         self.pending.clear();
         self.splicing = None;
+        self.lost.clear();
         self.short_rounds = 0;
         self.refused.clear();
         self.splice_tried.clear();
@@ -320,7 +357,6 @@ impl Membership {
             self.live[i].last_heard = now;
             self.live[i].probe = None;
         }
-        self.presumed_dead.retain(|&(n, _)| n != from);
         let cap = 2 * self.cfg.passive_view + self.cfg.active_view;
         if self.heard.len() < cap || self.heard.contains_key(&from) {
             self.heard.insert(from, now);
@@ -336,7 +372,7 @@ impl Membership {
             }
             Message::ShuffleReply { nodes } => {
                 let prefer = std::mem::take(&mut self.last_shuffle);
-                self.integrate(now, &nodes, prefer);
+                self.integrate(&nodes, prefer);
             }
             Message::Heartbeat { short } => {
                 if let Some(i) = self.index_of(from) {
@@ -357,6 +393,7 @@ impl Membership {
             Message::SpliceOffer { new } => self.on_splice_offer(now, from, new),
             Message::SpliceReply { accepted } => self.on_splice_reply(now, from, accepted),
         }
+        self.revive(now, from);
     }
 
     /// Processes a timer armed by an earlier [`Event::SetTimer`]; stale ones do nothing.
@@ -382,7 +419,7 @@ impl Membership {
                     if self.live[i].probe == Some(gen) {
                         self.remove_active_at(i);
                         self.stats.neighbor_failures += 1;
-                        self.remember_dead(now, peer);
+                        self.lose(now, peer);
                         self.promote(now);
                     }
                 }
@@ -405,7 +442,7 @@ impl Membership {
                         self.pending.remove(&peer);
                         // No answer: presumed dead, so stop offering it as a backup.
                         self.passive.retain(|&n| n != peer);
-                        self.remember_dead(now, peer);
+                        self.lose(now, peer);
                         self.promote(now);
                     }
                     // A splice needs a third node; it is tried again some later round.
@@ -419,6 +456,7 @@ impl Membership {
                     self.offer_splice(now);
                 }
             }
+            Timer::LostProbe { peer, gen } => self.probe_lost(now, peer, gen),
             Timer::Shuffle { .. } | Timer::Heartbeat { .. } => {}
         }
     }
@@ -565,7 +603,7 @@ impl Membership {
                 nodes: reply.clone(),
             },
         );
-        self.integrate(now, &nodes, reply);
+        self.integrate(&nodes, reply);
     }
 
     /// A short node asks this one to splice it in (see the module documentation).
@@ -636,7 +674,7 @@ impl Membership {
     /// The neighbour offered a splice answered: finish it (drop that neighbour, accept
     /// the requester) or offer it to another neighbour.
     fn on_splice_reply(&mut self, now: Time, from: NodeId, accepted: bool) {
-        if !self.splicing.as_ref().is_some_and(|j| j.via == from) {
+        if self.splicing.as_ref().is_none_or(|j| j.via != from) {
             return;
         }
         if !accepted {
@@ -872,6 +910,7 @@ impl Membership {
         if peer == self.me || self.is_active(peer) {
             return;
         }
+        self.lost.retain(|l| l.id != peer);
         if self.active.len() >= self.cfg.active_view {
             let i = self.rng.gen_range(0..self.active.len());
             let victim = self.remove_active_at(i);
@@ -911,33 +950,80 @@ impl Membership {
         self.passive.push(peer);
     }
 
-    /// Remembers `peer` as dead (see the module documentation), forgetting the oldest
-    /// entry when `passive_view` are remembered already.
-    fn remember_dead(&mut self, now: Time, peer: NodeId) {
-        self.presumed_dead.retain(|&(n, _)| n != peer);
-        if self.presumed_dead.len() >= self.cfg.passive_view {
-            self.presumed_dead.pop_front();
+    /// Puts `peer` on the lost list (see the module documentation) and arms its first
+    /// probe; the oldest entry is forgotten when the list is full.
+    pub(super) fn lose(&mut self, now: Time, peer: NodeId) {
+        if peer == self.me || self.is_active(peer) || self.lost.iter().any(|l| l.id == peer) {
+            return;
         }
-        self.presumed_dead.push_back((peer, now));
+        if self.lost.len() >= self.cfg.passive_view {
+            if let Some(i) = (0..self.lost.len()).min_by_key(|&i| self.lost[i].since) {
+                self.lost.swap_remove(i);
+                self.stats.lost_evictions += 1;
+            }
+        }
+        let gen = self.gen();
+        let retry = self.cfg.join_retry;
+        self.lost.push(Lost {
+            id: peer,
+            since: now,
+            backoff: retry,
+            gen,
+        });
+        self.set_timer(now + retry, Timer::LostProbe { peer, gen });
+    }
+
+    /// A lost node's probe is due: send it and arm the next, a doubled wait later.
+    fn probe_lost(&mut self, now: Time, peer: NodeId, gen: u64) {
+        let Some(i) = self.lost.iter().position(|l| l.id == peer && l.gen == gen) else {
+            return;
+        };
+        let next = self.gen();
+        let wait = self.lost[i].backoff;
+        self.lost[i].gen = next;
+        self.lost[i].backoff = (wait * 2).min(self.cfg.join_retry_max);
+        self.stats.lost_probes_sent += 1;
+        self.send(now, peer, Message::Probe);
+        self.set_timer(now + wait, Timer::LostProbe { peer, gen: next });
+    }
+
+    /// `from` just sent us something: if it was lost, it is reachable again. Unless it
+    /// is a neighbour again, join through it (at most once a shuffle period; otherwise
+    /// it is probed again a shuffle period later, by when the last rejoin may have
+    /// linked the sides). Being in the passive view does not count: with full active
+    /// views nobody asks a passive node, so after a partition one side's passive views
+    /// can name the other side for ever without linking to it.
+    fn revive(&mut self, now: Time, from: NodeId) {
+        let Some(i) = self.lost.iter().position(|l| l.id == from) else {
+            return;
+        };
+        self.stats.lost_revived += 1;
+        if self.is_active(from) {
+            self.lost.swap_remove(i);
+            return;
+        }
+        let quiet = self.cfg.shuffle_interval;
+        if self.last_rejoin.is_some_and(|t| now < t + quiet) {
+            let gen = self.gen();
+            self.lost[i].gen = gen;
+            self.lost[i].backoff = self.cfg.join_retry;
+            self.set_timer(now + quiet, Timer::LostProbe { peer: from, gen });
+            return;
+        }
+        self.lost.swap_remove(i);
+        self.last_rejoin = Some(now);
+        self.stats.lost_rejoins += 1;
+        // Through it first; the seeds stay for retries.
+        let mut through = vec![from];
+        through.extend(self.seeds.iter().copied().filter(|&s| s != from));
+        self.start_joining_through(now, through);
     }
 
     /// Merges shuffled `nodes` into the passive view; when it is full, members in
     /// `prefer` (the ones just sent away, so still known elsewhere) are evicted first.
-    fn integrate(&mut self, now: Time, nodes: &[NodeId], mut prefer: Vec<NodeId>) {
-        let memory = self.cfg.failure_timeout * DEAD_MEMORY_TIMEOUTS;
-        while self
-            .presumed_dead
-            .front()
-            .is_some_and(|&(_, at)| now.saturating_sub(at) >= memory)
-        {
-            self.presumed_dead.pop_front();
-        }
+    fn integrate(&mut self, nodes: &[NodeId], mut prefer: Vec<NodeId>) {
         for &n in nodes.iter().take(self.shuffle_cap()) {
-            if n == self.me
-                || self.is_active(n)
-                || self.passive.contains(&n)
-                || self.presumed_dead.iter().any(|&(d, _)| d == n)
-            {
+            if n == self.me || self.is_active(n) || self.passive.contains(&n) || self.is_lost(n) {
                 continue;
             }
             if self.passive.len() >= self.cfg.passive_view {

@@ -220,8 +220,10 @@ pub enum Timer {
     ProbeDeadline { peer: NodeId, gen: u64 },
     /// A passive node asked to become a neighbour did not answer in time.
     NeighborDeadline { peer: NodeId, gen: u64 },
-    /// The neighbour offered a splice did not answer in time: refuse the requester.
+    /// The neighbour offered a splice did not answer in time: offer another.
     SpliceDeadline { gen: u64 },
+    /// A lost node is due another probe.
+    LostProbe { peer: NodeId, gen: u64 },
 }
 
 /// What the state machine wants its driver to do.
@@ -259,6 +261,15 @@ pub struct MembershipStats {
     /// Joins started again because the passive view ran out with the active view
     /// not full.
     pub rejoins: u64,
+    /// Probes sent to lost nodes (found dead; probed in case it was a partition).
+    pub lost_probes_sent: u64,
+    /// Lost nodes heard from again.
+    pub lost_revived: u64,
+    /// Joins through a revived lost node that was not a neighbour again (how a healed
+    /// partition re-merges).
+    pub lost_rejoins: u64,
+    /// Lost nodes forgotten to keep the lost list within its bound.
+    pub lost_evictions: u64,
     /// Splices this node carried out as the full node in the middle (it dropped one
     /// link and gained the requester; two short views each gained a link).
     pub splices: u64,

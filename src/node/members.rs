@@ -5,20 +5,9 @@
 //! (datagrams to send, neighbours for the shards). No sockets and no clock here: the
 //! control core passes `now` and performs the outputs.
 //!
-//! Partition healing. The state machine forgets a node that stops answering: a
-//! neighbour whose probe went unanswered leaves the active view, and a passive node
-//! that ignores a Neighbor request leaves the passive view. During a partition each
-//! side therefore forgets the other entirely, and once the link heals nothing would
-//! ever bring them together again (views refill from their own side; shuffles never
-//! cross). So the driver keeps such nodes in a bounded *lost* list and sends each a
-//! Probe with a doubling wait (`join_retry` up to `join_retry_max`). Any datagram from
-//! a lost node (a Disconnect or ProbeReply answering the probe, or anything else)
-//! shows it is reachable again; unless it is a neighbour again, the driver joins
-//! through it (a passive view naming it is not enough: with full active views nobody
-//! asks passive nodes), which links the two sides (the contact must accept a Join, even with a
-//! full view) and sends random walks into its side, after which shuffles and the
-//! usual promotions mix the views. Such rejoins are spaced at least one
-//! `shuffle_interval` apart, so a heal costs a few Joins, not one per lost node.
+//! Partition healing happens in the state machine (its lost list, see
+//! `membership::hyparview`): nodes found dead are probed until they answer. The
+//! driver keeps their addresses in the book so those probes can be sent.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,18 +25,6 @@ use crate::wire::{Contact, MemberFrame};
 /// Most timers waiting at once. The state machine keeps a handful per neighbour;
 /// this is far above what it can reach and only guards against a bug.
 pub(super) const MAX_TIMERS: usize = 1 << 14;
-
-/// A node that stopped answering and that the views forgot; probed until it answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Lost {
-    id: NodeId,
-    /// When it was lost: the oldest entry is evicted when the list is full.
-    since: Time,
-    /// When the next Probe goes out.
-    next_probe: Time,
-    /// Wait after that probe; doubles up to `join_retry_max`.
-    backoff: Duration,
-}
 
 /// What the control core must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,12 +110,6 @@ pub(super) struct MemberDriver {
     seed_ids: Vec<NodeId>,
     seed_backoff: Duration,
     next_seed_join: Time,
-    /// Nodes that stopped answering (see the module documentation); at most
-    /// `lost_cap`, never a member of either view.
-    lost: Vec<Lost>,
-    lost_cap: usize,
-    /// Last join through a revived lost node.
-    last_rejoin: Option<Time>,
     left: bool,
     stats: MemberDriverStats,
     out: Vec<Output>,
@@ -158,7 +129,6 @@ impl MemberDriver {
     ) -> Result<Self, ConfigError> {
         let cap = 4 * (cfg.active_view + cfg.passive_view) + 64;
         let backoff = cfg.join_retry;
-        let lost_cap = cfg.passive_view;
         let m = Membership::new(me, cfg, seed)?;
         let mut s: Vec<SocketAddr> = Vec::new();
         for a in seeds {
@@ -183,9 +153,6 @@ impl MemberDriver {
             seed_ids: Vec::new(),
             seed_backoff: backoff,
             next_seed_join: Duration::ZERO,
-            lost: Vec::new(),
-            lost_cap,
-            last_rejoin: None,
             left: false,
             stats: MemberDriverStats::default(),
             out: Vec::new(),
@@ -242,7 +209,7 @@ impl MemberDriver {
             .chain(self.m.passive())
             .chain(&self.seed_ids)
             .copied()
-            .chain(self.lost.iter().map(|l| l.id))
+            .chain(self.m.lost())
             .collect();
         let ok = self.book.make_room(
             |n| keep.contains(&n),
@@ -441,88 +408,10 @@ impl MemberDriver {
             self.m.handle(now, from, msg);
             self.drain(now);
         }
-        self.revive(now, from);
         std::mem::take(&mut self.out)
     }
 
-    /// Marks `peer` lost: the state machine just dropped it for not answering.
-    fn lose(&mut self, now: Time, peer: NodeId) {
-        if peer == self.me || self.lost.iter().any(|l| l.id == peer) {
-            return;
-        }
-        if self.lost.len() >= self.lost_cap {
-            if let Some(i) = (0..self.lost.len()).min_by_key(|&i| self.lost[i].since) {
-                self.lost.swap_remove(i);
-                self.stats.lost_evictions += 1;
-            }
-        }
-        let retry = self.m.config().join_retry;
-        self.lost.push(Lost {
-            id: peer,
-            since: now,
-            next_probe: now + retry,
-            backoff: retry,
-        });
-    }
-
-    /// `from` just sent us a datagram: if it was lost, it is reachable again. Unless
-    /// it is a neighbour again, join through it (at most once a shuffle period;
-    /// otherwise it is asked again a shuffle period later, by when the last rejoin may
-    /// have linked us). Being in the passive view does not count: with full active
-    /// views nobody asks a passive node, so after a partition the passive views of one
-    /// side can name the other side for ever without ever linking to it.
-    fn revive(&mut self, now: Time, from: NodeId) {
-        let Some(i) = self.lost.iter().position(|l| l.id == from) else {
-            return;
-        };
-        self.stats.lost_revived += 1;
-        if self.m.is_active(from) {
-            self.lost.swap_remove(i);
-            return;
-        }
-        let quiet = self.m.config().shuffle_interval;
-        if self.last_rejoin.is_some_and(|t| now < t + quiet) {
-            let retry = self.m.config().join_retry;
-            let l = &mut self.lost[i];
-            l.next_probe = now + quiet;
-            l.backoff = retry;
-            return;
-        }
-        self.lost.swap_remove(i);
-        self.last_rejoin = Some(now);
-        self.stats.lost_rejoins += 1;
-        // Through it first; the seeds stay on the list the state machine keeps.
-        let mut ids = vec![from];
-        ids.extend(self.seed_ids.iter().copied().filter(|&s| s != from));
-        self.m.join(now, &ids);
-        self.drain(now);
-    }
-
-    /// Probes the lost nodes that are due, and forgets those that are neighbours again.
-    fn probe_lost(&mut self, now: Time) {
-        let max = self.m.config().join_retry_max;
-        let m = &self.m;
-        self.lost.retain(|l| !m.is_active(l.id));
-        for l in &mut self.lost {
-            if now < l.next_probe {
-                continue;
-            }
-            l.next_probe = now + l.backoff;
-            l.backoff = (l.backoff * 2).min(max);
-            match self.book.map.get(&l.id) {
-                Some(e) => {
-                    self.out.push(Output::Send {
-                        to: e.addr,
-                        frame: MemberFrame::Probe,
-                    });
-                    self.stats.lost_probes_sent += 1;
-                }
-                None => self.stats.unroutable += 1,
-            }
-        }
-    }
-
-    /// Fires due timers, probes lost nodes that are due, and retries the join at seed
+    /// Fires due timers and retries the join at seed
     /// addresses until one answers (and while we have no neighbour). Called every few
     /// milliseconds by the control core.
     pub fn tick(&mut self, now: Time) -> Vec<Output> {
@@ -534,25 +423,10 @@ impl MemberDriver {
                 break;
             };
             if let Some(t) = self.timer_of.remove(&d.seq) {
-                // A neighbour whose probe deadline passes, or a passive node whose
-                // Neighbor deadline passes, may be dropped as dead: keep probing it.
-                let watched = match t {
-                    Timer::ProbeDeadline { peer, .. } => Some((peer, self.m.is_active(peer))),
-                    Timer::NeighborDeadline { peer, .. } => {
-                        Some((peer, self.m.passive().contains(&peer)))
-                    }
-                    _ => None,
-                };
                 self.m.handle_timer(now, t);
                 self.drain(now);
-                if let Some((peer, true)) = watched {
-                    if !self.m.is_active(peer) && !self.m.passive().contains(&peer) {
-                        self.lose(now, peer);
-                    }
-                }
             }
         }
-        self.probe_lost(now);
         let cfg = self.m.config();
         let (retry, retry_max) = (cfg.join_retry, cfg.join_retry_max);
         // Join through seed addresses until one answered, and again whenever the node
@@ -593,7 +467,6 @@ impl MemberDriver {
         self.m.leave(now);
         self.drain(now);
         self.left = true;
-        self.lost.clear();
         self.timers.clear();
         self.timer_of.clear();
         std::mem::take(&mut self.out)
@@ -710,10 +583,10 @@ impl MemberDriver {
                 .iter()
                 .map(|&id| info(id, "passive"))
                 .collect(),
-            lost: self.lost.iter().map(|l| info(l.id, "lost")).collect(),
+            lost: self.m.lost().map(|id| info(id, "lost")).collect(),
             active_capacity: cfg.active_view,
             passive_capacity: cfg.passive_view,
-            lost_capacity: self.lost_cap,
+            lost_capacity: cfg.passive_view,
             joining: self.m.is_joining()
                 || (!self.seeds.is_empty()
                     && (self.seed_ids.is_empty() || self.m.active().is_empty())),
@@ -930,8 +803,8 @@ mod tests {
                 assert_eq!(m.active().len(), 2, "node {i}: views full on each side");
             }
         }
-        // The state machine forgot the other side; the driver did not.
-        let lost: usize = net.nodes.iter().map(|n| n.2.lost.len()).sum();
+        // The views forgot the other side; the lost lists did not.
+        let lost: usize = net.nodes.iter().map(|n| n.2.m.lost().count()).sum();
         assert!(lost > 0);
         let probes_during = net.probes.len();
         assert!(probes_during > 0, "lost nodes are probed during the cut");
@@ -940,15 +813,15 @@ mod tests {
         let healed = net.now;
         net.run(healed + Duration::from_secs(3));
         assert_eq!(net.overlay_problem(&all), None);
-        let rejoins: u64 = net.nodes.iter().map(|n| n.2.stats.lost_rejoins).sum();
-        let revived: u64 = net.nodes.iter().map(|n| n.2.stats.lost_revived).sum();
+        let rejoins: u64 = net.nodes.iter().map(|n| n.2.m.stats().lost_rejoins).sum();
+        let revived: u64 = net.nodes.iter().map(|n| n.2.m.stats().lost_revived).sum();
         assert!(rejoins >= 1 && revived >= rejoins, "{rejoins} {revived}");
         // Rejoins are spaced one shuffle period apart per node.
         for n in &net.nodes {
             assert!(
-                n.2.stats.lost_rejoins <= 1 + 3000 / 300,
+                n.2.m.stats().lost_rejoins <= 1 + 3000 / 300,
                 "{}",
-                n.2.stats.lost_rejoins
+                n.2.m.stats().lost_rejoins
             );
         }
     }
@@ -967,95 +840,37 @@ mod tests {
         let died = net.now;
         net.run(died + Duration::from_secs(10));
         assert!(net.active(a).is_empty());
-        assert_eq!(net.nodes[a].2.lost.len(), 1);
-        let since = net.nodes[a].2.lost[0].since;
-        assert!(since > died + Duration::from_millis(500), "{since:?}");
+        assert_eq!(net.nodes[a].2.m.lost().collect::<Vec<_>>(), vec![NodeId(2)]);
         let lost_probes: Vec<Time> = net
             .probes
             .iter()
-            .filter(|(t, i, to)| *i == a && *to == addr(7010) && *t > since)
+            .filter(|(t, i, to)| *i == a && *to == addr(7010) && *t > died)
             .map(|(t, _, _)| *t)
             .collect();
-        let gaps: Vec<u128> = lost_probes
+        // The failure detector's Probe, its 200 ms deadline, then join_retry.
+        assert_eq!(lost_probes[1] - lost_probes[0], Duration::from_millis(300));
+        let gaps: Vec<u128> = lost_probes[1..]
             .windows(2)
             .map(|w| (w[1] - w[0]).as_millis())
             .collect();
         // join_retry 100 ms doubling to join_retry_max 800 ms (10 ms ticks).
         assert_eq!(&gaps[..4], &[100, 200, 400, 800], "{gaps:?}");
         assert!(gaps[4..].iter().all(|&g| g == 800), "{gaps:?}");
+        // The first is the failure detector's own Probe, then the lost-list ones.
         assert_eq!(
-            net.nodes[a].2.stats.lost_probes_sent,
-            lost_probes.len() as u64
+            net.nodes[a].2.m.stats().lost_probes_sent,
+            lost_probes.len() as u64 - 1
         );
-        assert_eq!(lost_probes[0] - since, Duration::from_millis(100));
         // B comes back (a new process): its answer makes A join through it.
         net.nodes[b].2 = MemberDriver::new(NodeId(2), addr(7010), 1, 1400, cfg(), &[], 2).unwrap();
         net.start(b);
         net.run(net.now + Duration::from_secs(2));
         assert_eq!(net.active(a), vec![NodeId(2)]);
         assert_eq!(net.active(b), vec![NodeId(1)]);
-        assert_eq!(net.nodes[a].2.stats.lost_rejoins, 1);
-        assert!(net.nodes[a].2.lost.is_empty());
+        assert_eq!(net.nodes[a].2.m.stats().lost_rejoins, 1);
+        assert_eq!(net.nodes[a].2.m.lost().count(), 0);
         let s = net.nodes[a].2.snapshot(net.now);
         assert!(s.lost.is_empty() && s.lost_capacity == cfg().passive_view);
-    }
-
-    #[test]
-    fn the_lost_list_is_bounded_and_forgets_the_oldest() {
-        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
-        d.start(Duration::ZERO);
-        let cap = d.lost_cap;
-        for k in 0..(3 * cap as u64) {
-            d.lose(Duration::from_millis(k), NodeId(100 + k));
-        }
-        assert_eq!(d.lost.len(), cap);
-        assert_eq!(d.stats.lost_evictions, 2 * cap as u64);
-        let mut kept: Vec<u64> = d.lost.iter().map(|l| l.id.0).collect();
-        kept.sort_unstable();
-        let newest: Vec<u64> = (100 + 2 * cap as u64..100 + 3 * cap as u64).collect();
-        assert_eq!(kept, newest);
-        // Losing a node twice keeps one entry.
-        d.lose(Duration::from_secs(1), NodeId(100 + 3 * cap as u64 - 1));
-        assert_eq!(d.lost.len(), cap);
-    }
-
-    #[test]
-    fn revived_lost_nodes_cause_at_most_one_rejoin_per_shuffle_period() {
-        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
-        d.start(Duration::ZERO);
-        let t = Duration::from_secs(1);
-        d.lose(t, NodeId(2));
-        d.lose(t, NodeId(3));
-        // Node 2 answers a probe (it has no link to us, so it says Disconnect): we
-        // join through it.
-        let out = d.on_frames(t, NodeId(2), addr(7010), vec![MemberFrame::Disconnect]);
-        assert!(out.contains(&Output::Send {
-            to: addr(7010),
-            frame: MemberFrame::Join { shards: 1 }
-        }));
-        assert_eq!((d.stats.lost_rejoins, d.stats.lost_revived), (1, 1));
-        // Node 3 answers 100 ms later: too soon after the last rejoin; it is asked
-        // again one shuffle period (300 ms) later.
-        let t2 = t + Duration::from_millis(100);
-        let out = d.on_frames(t2, NodeId(3), addr(7020), vec![MemberFrame::Disconnect]);
-        assert!(!out.iter().any(|o| matches!(
-            o,
-            Output::Send {
-                frame: MemberFrame::Join { .. },
-                ..
-            }
-        )));
-        assert_eq!(d.stats.lost_rejoins, 1);
-        assert_eq!(d.lost.len(), 1);
-        assert_eq!(d.lost[0].next_probe, t2 + cfg().shuffle_interval);
-        let t3 = t + cfg().shuffle_interval + Duration::from_millis(10);
-        let out = d.on_frames(t3, NodeId(3), addr(7020), vec![MemberFrame::Disconnect]);
-        assert!(out.contains(&Output::Send {
-            to: addr(7020),
-            frame: MemberFrame::Join { shards: 1 }
-        }));
-        assert_eq!(d.stats.lost_rejoins, 2);
-        assert!(d.lost.is_empty());
     }
 
     #[test]

@@ -606,22 +606,22 @@ impl Collector for SnapshotCollector {
             (
                 "plumtree_membership_lost_probes",
                 "Probes sent to lost nodes to notice a healed partition.",
-                d.lost_probes_sent,
+                st.lost_probes_sent,
             ),
             (
                 "plumtree_membership_lost_revived",
                 "Lost nodes heard from again.",
-                d.lost_revived,
+                st.lost_revived,
             ),
             (
                 "plumtree_membership_lost_rejoins",
                 "Joins through a revived lost node that was not a neighbour (partition heal).",
-                d.lost_rejoins,
+                st.lost_rejoins,
             ),
             (
                 "plumtree_membership_lost_evictions",
                 "Lost nodes forgotten to keep the lost list within its bound.",
-                d.lost_evictions,
+                st.lost_evictions,
             ),
         ] {
             write_counters(&mut enc, name, help, &[(none.clone(), v)])?;

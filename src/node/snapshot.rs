@@ -181,16 +181,6 @@ pub struct MemberDriverStats {
     pub timer_overflow: u64,
     /// Joins sent to seed addresses whose node id was not known yet.
     pub seed_joins_sent: u64,
-    /// Probes sent to lost nodes (failed neighbours and silent passive nodes that the
-    /// state machine forgot), to notice when a partition heals.
-    pub lost_probes_sent: u64,
-    /// Lost nodes heard from again.
-    pub lost_revived: u64,
-    /// Joins sent through a revived lost node that was not a neighbour again: the
-    /// overlay re-merging after a partition.
-    pub lost_rejoins: u64,
-    /// Lost nodes forgotten to keep the lost list within its bound.
-    pub lost_evictions: u64,
 }
 
 /// The HyParView state as the control core last saw it (`GET /members`, metrics).
