@@ -45,6 +45,10 @@ pub struct SimReport {
     pub neighbor_failures: u64,
     pub promotions: u64,
     pub shuffles: u64,
+    /// HyParView: splices done (links traded so two short views fill) and joins
+    /// through a revived lost node.
+    pub splices: u64,
+    pub lost_rejoins: u64,
     /// HyParView: mean active-view size over live nodes at the end.
     pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
@@ -146,6 +150,8 @@ impl SimReport {
                 Box::new(|r| r.neighbor_failures.to_string()),
             ),
             ("promotions", Box::new(|r| r.promotions.to_string())),
+            ("splices", Box::new(|r| r.splices.to_string())),
+            ("lost rejoins", Box::new(|r| r.lost_rejoins.to_string())),
             (
                 "mean active view",
                 Box::new(|r| format!("{:.2}", r.mean_active_view)),

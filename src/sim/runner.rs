@@ -837,6 +837,8 @@ impl Sim {
                 .sum(),
             promotions: self.members.iter().map(|m| m.stats().promotions).sum(),
             shuffles: self.members.iter().map(|m| m.stats().shuffles_sent).sum(),
+            splices: self.members.iter().map(|m| m.stats().splices).sum(),
+            lost_rejoins: self.members.iter().map(|m| m.stats().lost_rejoins).sum(),
             mean_active_view: if live.is_empty() || self.members.is_empty() {
                 0.0
             } else {
