@@ -20,7 +20,7 @@ use common::cluster::{
 const NODES: u64 = 12;
 const ACTIVE: usize = 5;
 /// Short timers so the test runs in seconds (milliseconds).
-const HEARTBEAT: u64 = 100;
+const HEARTBEAT: u64 = 50;
 const FAILURE_TIMEOUT: u64 = 1000;
 const PROBE_TIMEOUT: u64 = 200;
 

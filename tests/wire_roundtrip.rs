@@ -383,6 +383,7 @@ fn arb_member_frame() -> impl Strategy<Value = MemberFrame> {
         arb_contact().prop_map(|partner| MemberFrame::Splice { partner }),
         arb_contact().prop_map(|new| MemberFrame::SpliceOffer { new }),
         any::<bool>().prop_map(|accepted| MemberFrame::SpliceReply { accepted }),
+        arb_contact().prop_map(|node| MemberFrame::Introduce { node }),
     ]
 }
 

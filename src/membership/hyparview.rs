@@ -65,6 +65,11 @@
 //!   pair starts, so the two do not both splice). A node short by one with no short
 //!   neighbour never splices, so when the total room is odd the last short view stays
 //!   short instead of the links churning for ever.
+//! - Two short nodes that are not linked pair up through any common neighbour: a node
+//!   whose heartbeats show two short neighbours tells the lower-id one about the other
+//!   ([`Message::Introduce`], one per heartbeat round), which asks it at once. Without
+//!   it they wait until shuffles put each in the other's passive view, which in a small
+//!   cluster whose passive views were emptied by a crash took up to a second.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -392,6 +397,7 @@ impl Membership {
             Message::Splice { partner } => self.on_splice(now, from, partner),
             Message::SpliceOffer { new } => self.on_splice_offer(now, from, new),
             Message::SpliceReply { accepted } => self.on_splice_reply(now, from, accepted),
+            Message::Introduce { node } => self.on_introduce(now, node),
         }
         self.revive(now, from);
     }
@@ -770,6 +776,36 @@ impl Membership {
         self.set_timer(now + wait, Timer::NeighborDeadline { peer: target, gen });
     }
 
+    /// A neighbour says `node` is short too: ask it, if we still have room.
+    fn on_introduce(&mut self, now: Time, node: NodeId) {
+        if self.active.len() < self.cfg.active_view
+            && node != self.me
+            && !self.is_active(node)
+            && !self.pending.contains_key(&node)
+        {
+            self.send_neighbor(now, node, Ask::First);
+        }
+    }
+
+    /// Tells one of two short neighbours (the lower id) about the other. They may be
+    /// linked already (then it is ignored, and a splice is what they need).
+    fn introduce_short_neighbours(&mut self, now: Time) {
+        let mut shorts: Vec<NodeId> = self
+            .active
+            .iter()
+            .zip(&self.live)
+            .filter(|(_, l)| l.short)
+            .map(|(&n, _)| n)
+            .collect();
+        if shorts.len() < 2 {
+            return;
+        }
+        shorts.shuffle(&mut self.rng);
+        let (a, b) = (shorts[0].min(shorts[1]), shorts[0].max(shorts[1]));
+        self.stats.introductions += 1;
+        self.send(now, a, Message::Introduce { node: b });
+    }
+
     /// A Heartbeat or Probe from `from`: fine from a neighbour; from anyone else (except
     /// a node we just asked, whose answer may be overtaken) it means the sender holds a
     /// link we do not, so tell it.
@@ -865,6 +901,7 @@ impl Membership {
         // The splice first: it wants a full passive node, which promotion may be
         // about to ask (and hold as pending) once more.
         self.splice_if_stuck(now);
+        self.introduce_short_neighbours(now);
         self.refused.clear();
         self.promote(now);
         self.rejoin_if_starved(now);

@@ -203,6 +203,10 @@ pub enum Message {
     /// Answer to [`Message::SpliceOffer`]: `accepted` means the link to the sender is
     /// gone and `new` was asked.
     SpliceReply { accepted: bool },
+    /// From a node with two short neighbours: "`node` has room, as you do; ask it".
+    /// Two short nodes that do not know each other (nothing in either passive view)
+    /// would otherwise wait for shuffles to meet.
+    Introduce { node: NodeId },
 }
 
 /// A timer the state machine asked for. The driver calls
@@ -273,6 +277,8 @@ pub struct MembershipStats {
     /// Splices this node carried out as the full node in the middle (it dropped one
     /// link and gained the requester; two short views each gained a link).
     pub splices: u64,
+    /// Introductions sent (two short neighbours told about each other).
+    pub introductions: u64,
     /// Messages queued for sending, of every kind.
     pub messages_sent: u64,
 }

@@ -1126,7 +1126,7 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
         let nodes: Vec<NodeId> = (0..rng.gen_range(0..40))
             .map(|_| NodeId(rng.gen_range(0..20)))
             .collect();
-        match rng.gen_range(0..16) {
+        match rng.gen_range(0..17) {
             0 => m.handle(now, peer, Message::Join),
             1 => m.handle(
                 now,
@@ -1189,6 +1189,13 @@ fn random_input_keeps_views_bounded_disjoint_and_events_exact() {
                 peer,
                 Message::SpliceReply {
                     accepted: rng.gen(),
+                },
+            ),
+            15 => m.handle(
+                now,
+                peer,
+                Message::Introduce {
+                    node: NodeId(rng.gen_range(0..20)),
                 },
             ),
             _ => m.join(now, &[peer]),
@@ -1470,6 +1477,52 @@ fn a_full_view_resets_the_short_round_count() {
     drain(&mut m);
     let (ev, _) = refused_rounds(&mut m, hb, 2);
     assert!(splices_sent(&ev).is_empty());
+}
+
+#[test]
+fn two_short_neighbours_are_introduced_lower_id_first() {
+    let (mut m, ev) = node_with(&[A, B, C, D, E], &[]);
+    m.handle(ms(1), D, Message::Heartbeat { short: true });
+    m.handle(ms(1), B, Message::Heartbeat { short: true });
+    let (ev, hb) = heartbeats(&mut m, last_heartbeat(&ev).unwrap(), secs(1));
+    let intro: Vec<_> = sends(&ev)
+        .into_iter()
+        .filter(|(_, msg)| matches!(msg, Message::Introduce { .. }))
+        .collect();
+    assert_eq!(intro, vec![(B, Message::Introduce { node: D })]);
+    assert_eq!(m.stats().introductions, 1);
+    // One short neighbour left: nobody to introduce.
+    m.handle(hb.0 - ms(1), D, Message::Heartbeat { short: false });
+    let (ev, _) = heartbeats(&mut m, hb, hb.0);
+    assert!(!sends(&ev)
+        .iter()
+        .any(|(_, msg)| matches!(msg, Message::Introduce { .. })));
+}
+
+#[test]
+fn introduced_node_is_asked_only_with_room_and_no_link() {
+    let (mut m, _) = node_with(&[A, B], &[]);
+    m.handle(ms(1), A, Message::Introduce { node: X });
+    let ev = drain(&mut m);
+    assert_eq!(
+        sends(&ev),
+        vec![(
+            X,
+            Message::Neighbor {
+                high_priority: false
+            }
+        )]
+    );
+    m.handle(ms(2), X, Message::NeighborReply { accepted: true });
+    assert_eq!(ups(&drain(&mut m)), vec![X]);
+    // Already linked, or about ourselves: nothing.
+    m.handle(ms(3), A, Message::Introduce { node: B });
+    m.handle(ms(3), A, Message::Introduce { node: ME });
+    assert!(drain(&mut m).is_empty());
+    // Full: nothing.
+    let mut full = full_node();
+    full.handle(ms(1), A, Message::Introduce { node: X });
+    assert!(drain(&mut full).is_empty());
 }
 
 /// A full node: active A..E.
@@ -1844,13 +1897,13 @@ fn chain_of_twelve_fills_every_view_and_refills_after_four_crash() {
     chain_of_twelve(cfg(), 1..=300);
 }
 
-/// The same with the timers of the 12-process integration test (heartbeat 100 ms,
+/// The same with the timers of the 12-process integration test (heartbeat 50 ms,
 /// failure timeout 1 s, probe timeout 200 ms, shuffles every 500 ms).
 #[test]
 fn chain_of_twelve_with_fast_timers() {
     chain_of_twelve(
         MembershipConfig {
-            heartbeat_interval: ms(100),
+            heartbeat_interval: ms(50),
             failure_timeout: ms(1000),
             probe_timeout: ms(200),
             shuffle_interval: ms(500),

@@ -404,6 +404,12 @@ impl MemberDriver {
                     Message::SpliceOffer { new: new.id }
                 }
                 MemberFrame::SpliceReply { accepted } => Message::SpliceReply { accepted },
+                MemberFrame::Introduce { node } => {
+                    if !self.learn(&node) {
+                        continue;
+                    }
+                    Message::Introduce { node: node.id }
+                }
             };
             self.m.handle(now, from, msg);
             self.drain(now);
@@ -551,6 +557,13 @@ impl MemberDriver {
                 }
             },
             Message::SpliceReply { accepted } => MemberFrame::SpliceReply { accepted },
+            Message::Introduce { node } => match self.contact(node) {
+                Some(node) => MemberFrame::Introduce { node },
+                None => {
+                    self.stats.unroutable += 1;
+                    return;
+                }
+            },
         };
         self.out.push(Output::Send { to: addr, frame });
     }

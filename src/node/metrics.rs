@@ -574,6 +574,11 @@ impl Collector for SnapshotCollector {
                 st.splices,
             ),
             (
+                "plumtree_membership_introductions",
+                "Introductions sent: two short neighbours told about each other.",
+                st.introductions,
+            ),
+            (
                 "plumtree_membership_messages_sent",
                 "Membership messages queued for sending.",
                 st.messages_sent,

@@ -103,12 +103,21 @@ impl SimReport {
                 "duplicate deliveries",
                 Box::new(|r| r.duplicate_deliveries.to_string()),
             ),
-            ("rmr", Box::new(|r| format!("{:.4}", r.rmr))),
-            ("ldh (mean)", Box::new(|r| format!("{:.2}", r.ldh))),
-            ("ldh max", Box::new(|r| r.ldh_max.to_string())),
+            // These are measured over the messages past their partition's warm-up;
+            // with none there is no figure, not a zero.
+            ("rmr messages", Box::new(|r| r.rmr_messages.to_string())),
+            ("rmr", Box::new(|r| past_warmup(r, format!("{:.4}", r.rmr)))),
+            (
+                "ldh (mean)",
+                Box::new(|r| past_warmup(r, format!("{:.2}", r.ldh))),
+            ),
+            (
+                "ldh max",
+                Box::new(|r| past_warmup(r, r.ldh_max.to_string())),
+            ),
             (
                 "last delivery ms (mean)",
-                Box::new(|r| format!("{:.1}", r.last_delivery_ms)),
+                Box::new(|r| past_warmup(r, format!("{:.1}", r.last_delivery_ms))),
             ),
             ("gossip sent", Box::new(|r| r.gossip_sent.to_string())),
             ("ihave sent", Box::new(|r| r.ihave_sent.to_string())),
@@ -175,5 +184,14 @@ impl SimReport {
             out.push('\n');
         }
         out
+    }
+}
+
+/// `figure`, or "-" when no message was past its partition's warm-up.
+fn past_warmup(r: &SimReport, figure: String) -> String {
+    if r.rmr_messages == 0 {
+        "-".to_string()
+    } else {
+        figure
     }
 }

@@ -33,6 +33,7 @@ pub mod tag {
     pub const SPLICE: u8 = 0x1a;
     pub const SPLICE_OFFER: u8 = 0x1b;
     pub const SPLICE_REPLY: u8 = 0x1c;
+    pub const INTRODUCE: u8 = 0x1d;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.

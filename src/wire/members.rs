@@ -26,6 +26,7 @@
 //! Splice        (0x1a) body := partner contact
 //! SpliceOffer   (0x1b) body := new contact
 //! SpliceReply   (0x1c) body := flags u8 (bit0 = accepted)
+//! Introduce     (0x1d) body := node contact
 //! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
 //! ```
 
@@ -104,6 +105,9 @@ pub enum MemberFrame {
     SpliceReply {
         accepted: bool,
     },
+    Introduce {
+        node: Contact,
+    },
 }
 
 /// A decoded control datagram.
@@ -120,7 +124,9 @@ fn body_len(f: &MemberFrame) -> usize {
         MemberFrame::Join { .. } => 2,
         MemberFrame::Disconnect | MemberFrame::Probe | MemberFrame::ProbeReply => 0,
         MemberFrame::Heartbeat { .. } | MemberFrame::SpliceReply { .. } => 1,
-        MemberFrame::Splice { .. } | MemberFrame::SpliceOffer { .. } => CONTACT_LEN,
+        MemberFrame::Splice { .. }
+        | MemberFrame::SpliceOffer { .. }
+        | MemberFrame::Introduce { .. } => CONTACT_LEN,
         MemberFrame::ForwardJoin { .. } => 1 + CONTACT_LEN,
         MemberFrame::Neighbor { .. } | MemberFrame::NeighborReply { .. } => 3,
         MemberFrame::Shuffle { nodes, .. } => 1 + CONTACT_LEN * (1 + nodes.len()),
@@ -247,6 +253,10 @@ pub fn encode_member_frame(f: &MemberFrame, out: &mut Vec<u8>) {
             write_prefix(tag::SPLICE_REPLY, len16, out);
             out.push(flag(*accepted));
         }
+        MemberFrame::Introduce { node } => {
+            write_prefix(tag::INTRODUCE, len16, out);
+            write_contact(node, out);
+        }
     }
 }
 
@@ -321,6 +331,9 @@ fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
         tag::SPLICE_OFFER => MemberFrame::SpliceOffer {
             new: read_contact(<&[u8; CONTACT_LEN]>::try_from(body).ok()?),
         },
+        tag::INTRODUCE => MemberFrame::Introduce {
+            node: read_contact(<&[u8; CONTACT_LEN]>::try_from(body).ok()?),
+        },
         tag::SPLICE_REPLY => match *body {
             [f] => MemberFrame::SpliceReply {
                 accepted: f & 1 != 0,
@@ -341,7 +354,7 @@ fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
 
 /// Whether `t` is a membership tag this build decodes.
 fn is_member_tag(t: u8) -> bool {
-    (tag::JOIN..=tag::SPLICE_REPLY).contains(&t)
+    (tag::JOIN..=tag::INTRODUCE).contains(&t)
 }
 
 /// Decodes a control datagram. Total like [`decode`](super::decode): any bytes give a
@@ -455,6 +468,7 @@ mod tests {
             MemberFrame::SpliceOffer { new: a },
             MemberFrame::SpliceReply { accepted: true },
             MemberFrame::SpliceReply { accepted: false },
+            MemberFrame::Introduce { node: a },
         ]
     }
 
@@ -524,6 +538,7 @@ mod tests {
             (tag::SPLICE_OFFER, CONTACT_LEN - 1),
             (tag::SPLICE_REPLY, 0),
             (tag::SPLICE_REPLY, 2),
+            (tag::INTRODUCE, CONTACT_LEN - 1),
         ];
         for &(t, len) in cases {
             let mut raw = Vec::new();
