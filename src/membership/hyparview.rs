@@ -56,9 +56,11 @@
 //!   by two), every other node is full and refuses low-priority requests, and nothing
 //!   else changes. Every view could still fill whenever the total room is even, by
 //!   rewiring one link elsewhere. So a node short for [`SPLICE_AFTER_ROUNDS`]
-//!   heartbeat rounds asks a full passive node C to *splice* it in: C picks a
-//!   neighbour D and offers it the swap; D, if not linked to the partner yet, drops C
-//!   and asks the partner; C then drops D and accepts the requester. Link C–D becomes
+//!   heartbeat rounds asks a full passive node C known alive (it refused us lately, or
+//!   spoke within the failure timeout) to *splice* it in: C picks a neighbour D and
+//!   offers it the swap (another, up to [`SPLICE_OFFERS`], if D refuses or is silent);
+//!   D, if not linked to the partner yet, drops C and asks the partner; C then drops D
+//!   and accepts the requester. Link C–D becomes
 //!   C–requester and D–partner: both short nodes gain a link and C, D keep their
 //!   degree. The partner is the requester itself when it is short by two, else a
 //!   neighbour that said in its Heartbeat that it is short too (the lower id of the

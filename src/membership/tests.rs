@@ -1412,7 +1412,7 @@ fn splices_sent(events: &[Event]) -> Vec<(NodeId, NodeId)> {
 }
 
 #[test]
-fn short_node_with_a_short_neighbour_asks_a_full_node_to_splice_after_three_rounds() {
+fn short_node_with_a_short_neighbour_asks_a_full_node_to_splice_once_stuck() {
     let (mut m, ev) = node_with(&[A, B, C, D], &[E, F]);
     m.handle(ms(1), B, Message::Heartbeat { short: true });
     let hb = last_heartbeat(&ev).unwrap();
