@@ -1,7 +1,9 @@
 //! The HyParView state machine: active and passive views, the join random walk,
 //! neighbour requests, shuffles and the heartbeat/probe failure detector.
 //!
-//! Choices the paper leaves open, and what this implementation does:
+//! Choices the paper leaves open, and what this implementation does (two more rule
+//! sets live in their own files: [`lost`], the nodes found dead and probed in case it was
+//! a partition, and [`splice`], which fills views the paper's rules leave short):
 //! - A contact node acknowledges a Join with `NeighborReply { accepted: true }`, so the
 //!   joiner learns it was let in (over UDP nothing else would tell it) and stops
 //!   retrying. The joiner accepts such a reply only from a seed it sent Join to. Until
@@ -32,46 +34,11 @@
 //!   view's room: its node is probably dead, so the next passive node is asked at
 //!   once instead of a `probe_timeout` later. A late acceptance that finds the view
 //!   full is undone with Disconnect as usual.
-//! - A node this one found dead (a neighbour that failed its probe, a passive node
-//!   that never answered twice) goes on a bounded *lost* list (`passive_view` entries,
-//!   the oldest forgotten first). Shuffles do not bring a lost node back into the
-//!   passive view: other nodes keep gossiping a crashed node's id for a long time, and
-//!   asking it again costs a `probe_timeout` each time (after four of twelve nodes
-//!   crashed, a third of every shuffle named a dead node). Lost nodes are sent a Probe
-//!   with a doubling wait (`join_retry` up to `join_retry_max`), because "dead" may be
-//!   a partition: during one each side forgets the other entirely, and once it heals
-//!   nothing else would bring them together (views refill from their own side,
-//!   shuffles never cross). Any message from a lost node (its Disconnect answering the
-//!   probe, or anything else) revives it; unless it is a neighbour again, this node
-//!   joins through it (a contact accepts a Join even with a full view, and the walks go
-//!   into its side), at most once per `shuffle_interval`, so a heal costs a few Joins,
-//!   not one per lost node.
 //! - Promotion picks a passive node at random, as the paper does, even though the
 //!   nodes heard from lately are known alive and a random one may be dead: asking the
 //!   recently heard first was tried and makes the overlay local (in a 10,000-node
 //!   run with half crashing, 24 nodes ended in an island of full views whose passive
 //!   views held nobody outside it, for good).
-//! - The paper's rules can leave views short for good: when the only nodes with room
-//!   are already linked to each other (two short nodes side by side, or one node short
-//!   by two), every other node is full and refuses low-priority requests, and nothing
-//!   else changes. Every view could still fill whenever the total room is even, by
-//!   rewiring one link elsewhere. So a node short for [`SPLICE_AFTER_ROUNDS`]
-//!   heartbeat rounds asks a full passive node C known alive (it refused us lately, or
-//!   spoke within the failure timeout) to *splice* it in: C picks a neighbour D and
-//!   offers it the swap (another, up to [`SPLICE_OFFERS`], if D refuses or is silent);
-//!   D, if not linked to the partner yet, drops C and asks the partner; C then drops D
-//!   and accepts the requester. Link C–D becomes
-//!   C–requester and D–partner: both short nodes gain a link and C, D keep their
-//!   degree. The partner is the requester itself when it is short by two, else a
-//!   neighbour that said in its Heartbeat that it is short too (the lower id of the
-//!   pair starts, so the two do not both splice). A node short by one with no short
-//!   neighbour never splices, so when the total room is odd the last short view stays
-//!   short instead of the links churning for ever.
-//! - Two short nodes that are not linked pair up through any common neighbour: a node
-//!   whose heartbeats show two short neighbours tells the lower-id one about the other
-//!   ([`Message::Introduce`], one per heartbeat round), which asks it at once. Without
-//!   it they wait until shuffles put each in the other's passive view, which in a small
-//!   cluster whose passive views were emptied by a crash took up to a second.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -81,8 +48,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
+mod lost;
+mod splice;
+
 use super::{ConfigError, Event, MembershipConfig, MembershipStats, Message, Time, Timer};
 use crate::ids::NodeId;
+use lost::Lost;
+use splice::SpliceJob;
+pub use splice::{SPLICE_AFTER_ROUNDS, SPLICE_OFFERS};
 
 /// What the failure detector knows about one active neighbour.
 #[derive(Clone, Copy, Debug)]
@@ -97,26 +70,6 @@ struct Liveness {
     short: bool,
 }
 
-/// Heartbeat rounds a view must stay short before the node asks for a splice: long
-/// enough for the ordinary repair (promotion, resent requests) to have had its turn.
-pub const SPLICE_AFTER_ROUNDS: u32 = 2;
-
-/// Neighbours a full node offers one splice to before it refuses the requester (an
-/// offer fails when that neighbour is already linked to the partner).
-pub const SPLICE_OFFERS: usize = 3;
-
-/// A node found dead (see the module documentation), probed until it answers.
-#[derive(Clone, Copy, Debug)]
-struct Lost {
-    id: NodeId,
-    /// When it was lost: the oldest entry is forgotten when the list is full.
-    since: Time,
-    /// Wait after the next probe; doubles up to `join_retry_max`.
-    backoff: Duration,
-    /// Generation of its live probe timer.
-    gen: u64,
-}
-
 /// What an outstanding Neighbor-like request to a passive node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ask {
@@ -126,20 +79,6 @@ enum Ask {
     Resent,
     /// A Splice request (answered late: it waits for a third node's reply).
     Splice,
-}
-
-/// A splice this node is carrying out as the full node in the middle.
-#[derive(Clone, Debug)]
-struct SpliceJob {
-    /// The short node that asked, accepted once `via` agrees.
-    requester: NodeId,
-    /// The node `via` is asked to link to instead of us.
-    partner: NodeId,
-    /// The neighbour offered the swap now.
-    via: NodeId,
-    /// Neighbours offered so far (at most [`SPLICE_OFFERS`]).
-    offered: Vec<NodeId>,
-    gen: u64,
 }
 
 /// An unfinished join.
@@ -459,11 +398,7 @@ impl Membership {
                     }
                 }
             }
-            Timer::SpliceDeadline { gen } => {
-                if self.splicing.as_ref().is_some_and(|j| j.gen == gen) {
-                    self.offer_splice(now);
-                }
-            }
+            Timer::SpliceDeadline { gen } => self.on_splice_deadline(now, gen),
             Timer::LostProbe { peer, gen } => self.probe_lost(now, peer, gen),
             Timer::Shuffle { .. } | Timer::Heartbeat { .. } => {}
         }
@@ -612,200 +547,6 @@ impl Membership {
             },
         );
         self.integrate(&nodes, reply);
-    }
-
-    /// A short node asks this one to splice it in (see the module documentation).
-    fn on_splice(&mut self, now: Time, from: NodeId, partner: NodeId) {
-        if self.is_active(from) || self.active.len() < self.cfg.active_view {
-            // Already linked, or room after all: an ordinary acceptance.
-            self.on_neighbor(now, from, false);
-            return;
-        }
-        if self.splicing.is_some() || partner == self.me {
-            self.send(now, from, Message::NeighborReply { accepted: false });
-            return;
-        }
-        self.splicing = Some(SpliceJob {
-            requester: from,
-            partner,
-            via: from,
-            offered: Vec::new(),
-            gen: 0,
-        });
-        self.offer_splice(now);
-    }
-
-    /// Offers the splice under way to one more neighbour, or, when
-    /// [`SPLICE_OFFERS`] were tried or none is left, gives up and refuses the requester.
-    fn offer_splice(&mut self, now: Time) {
-        let Some(mut job) = self.splicing.take() else {
-            return;
-        };
-        let mut except = vec![job.requester, job.partner];
-        except.extend_from_slice(&job.offered);
-        let via = if job.offered.len() < SPLICE_OFFERS {
-            self.random_active_except(&except)
-        } else {
-            None
-        };
-        let Some(via) = via else {
-            self.send(
-                now,
-                job.requester,
-                Message::NeighborReply { accepted: false },
-            );
-            return;
-        };
-        job.gen = self.gen();
-        job.via = via;
-        job.offered.push(via);
-        let (gen, partner) = (job.gen, job.partner);
-        self.splicing = Some(job);
-        self.send(now, via, Message::SpliceOffer { new: partner });
-        self.set_timer(now + self.cfg.probe_timeout, Timer::SpliceDeadline { gen });
-    }
-
-    /// A neighbour in the middle of a splice offers to swap our link for one to `new`:
-    /// taken only if `new` is not linked to us (only we can tell) nor already asked.
-    fn on_splice_offer(&mut self, now: Time, from: NodeId, new: NodeId) {
-        let ok = new != self.me && !self.is_active(new) && !self.pending.contains_key(&new);
-        let Some(i) = self.index_of(from).filter(|_| ok) else {
-            self.send(now, from, Message::SpliceReply { accepted: false });
-            return;
-        };
-        self.remove_active_at(i);
-        self.add_passive(from);
-        self.send(now, from, Message::SpliceReply { accepted: true });
-        self.send_neighbor(now, new, Ask::First);
-    }
-
-    /// The neighbour offered a splice answered: finish it (drop that neighbour, accept
-    /// the requester) or offer it to another neighbour.
-    fn on_splice_reply(&mut self, now: Time, from: NodeId, accepted: bool) {
-        if self.splicing.as_ref().is_none_or(|j| j.via != from) {
-            return;
-        }
-        if !accepted {
-            self.offer_splice(now);
-            return;
-        }
-        let Some(job) = self.splicing.take() else {
-            return;
-        };
-        if let Some(i) = self.index_of(from) {
-            self.remove_active_at(i);
-            self.add_passive(from);
-        }
-        self.add_active(now, job.requester);
-        self.send(
-            now,
-            job.requester,
-            Message::NeighborReply { accepted: true },
-        );
-        self.stats.splices += 1;
-    }
-
-    /// Counts heartbeat rounds the view stayed short; after [`SPLICE_AFTER_ROUNDS`]
-    /// asks for a splice.
-    fn splice_if_stuck(&mut self, now: Time) {
-        if self.active.len() >= self.cfg.active_view {
-            self.short_rounds = 0;
-            return;
-        }
-        self.short_rounds += 1;
-        if self.short_rounds >= SPLICE_AFTER_ROUNDS {
-            self.try_splice(now);
-        }
-    }
-
-    /// Asks a full passive node to splice this node in, if there is a partner: this
-    /// node when short by two or more, else a short neighbour with a higher id (so
-    /// only one of the pair asks). Only passive nodes known alive are asked (they
-    /// refused a request since the last round, or spoke within the failure timeout);
-    /// each at most once per round.
-    fn try_splice(&mut self, now: Time) {
-        let room = self.cfg.active_view.saturating_sub(self.active.len());
-        if room == 0
-            || self.active.is_empty()
-            || self.pending.values().any(|&(_, a)| a == Ask::Splice)
-        {
-            return;
-        }
-        let partner = if room >= 2 {
-            Some(self.me)
-        } else {
-            let me = self.me;
-            let shorts: Vec<NodeId> = self
-                .active
-                .iter()
-                .zip(&self.live)
-                .filter(|(&n, l)| l.short && n > me)
-                .map(|(&n, _)| n)
-                .collect();
-            shorts.choose(&mut self.rng).copied()
-        };
-        let Some(partner) = partner else {
-            return;
-        };
-        // Only passive nodes known alive: those that just refused us (full, exactly
-        // what a splice needs) or spoke lately (one with room simply accepts). A dead
-        // node would hold the splice up for its whole deadline.
-        let horizon = self.cfg.failure_timeout;
-        let candidates: Vec<NodeId> = self
-            .passive
-            .iter()
-            .copied()
-            .filter(|n| {
-                *n != partner
-                    && (self.refused.contains(n)
-                        || self
-                            .heard
-                            .get(n)
-                            .is_some_and(|&at| now.saturating_sub(at) < horizon))
-                    && !self.pending.contains_key(n)
-                    && !self.splice_tried.contains(n)
-            })
-            .collect();
-        let Some(&target) = candidates.choose(&mut self.rng) else {
-            return;
-        };
-        self.splice_tried.push(target);
-        let gen = self.gen();
-        self.pending.insert(target, (gen, Ask::Splice));
-        self.send(now, target, Message::Splice { partner });
-        // The target may offer the swap to several neighbours, one after another.
-        let wait = self.cfg.probe_timeout * (1 + SPLICE_OFFERS as u32);
-        self.set_timer(now + wait, Timer::NeighborDeadline { peer: target, gen });
-    }
-
-    /// A neighbour says `node` is short too: ask it, if we still have room.
-    fn on_introduce(&mut self, now: Time, node: NodeId) {
-        if self.active.len() < self.cfg.active_view
-            && node != self.me
-            && !self.is_active(node)
-            && !self.pending.contains_key(&node)
-        {
-            self.send_neighbor(now, node, Ask::First);
-        }
-    }
-
-    /// Tells one of two short neighbours (the lower id) about the other. They may be
-    /// linked already (then it is ignored, and a splice is what they need).
-    fn introduce_short_neighbours(&mut self, now: Time) {
-        let mut shorts: Vec<NodeId> = self
-            .active
-            .iter()
-            .zip(&self.live)
-            .filter(|(_, l)| l.short)
-            .map(|(&n, _)| n)
-            .collect();
-        if shorts.len() < 2 {
-            return;
-        }
-        shorts.shuffle(&mut self.rng);
-        let (a, b) = (shorts[0].min(shorts[1]), shorts[0].max(shorts[1]));
-        self.stats.introductions += 1;
-        self.send(now, a, Message::Introduce { node: b });
     }
 
     /// A Heartbeat or Probe from `from`: fine from a neighbour; from anyone else (except
@@ -987,75 +728,6 @@ impl Membership {
             self.passive.swap_remove(i);
         }
         self.passive.push(peer);
-    }
-
-    /// Puts `peer` on the lost list (see the module documentation) and arms its first
-    /// probe; the oldest entry is forgotten when the list is full.
-    pub(super) fn lose(&mut self, now: Time, peer: NodeId) {
-        if peer == self.me || self.is_active(peer) || self.lost.iter().any(|l| l.id == peer) {
-            return;
-        }
-        if self.lost.len() >= self.cfg.passive_view {
-            if let Some(i) = (0..self.lost.len()).min_by_key(|&i| self.lost[i].since) {
-                self.lost.swap_remove(i);
-                self.stats.lost_evictions += 1;
-            }
-        }
-        let gen = self.gen();
-        let retry = self.cfg.join_retry;
-        self.lost.push(Lost {
-            id: peer,
-            since: now,
-            backoff: retry,
-            gen,
-        });
-        self.set_timer(now + retry, Timer::LostProbe { peer, gen });
-    }
-
-    /// A lost node's probe is due: send it and arm the next, a doubled wait later.
-    fn probe_lost(&mut self, now: Time, peer: NodeId, gen: u64) {
-        let Some(i) = self.lost.iter().position(|l| l.id == peer && l.gen == gen) else {
-            return;
-        };
-        let next = self.gen();
-        let wait = self.lost[i].backoff;
-        self.lost[i].gen = next;
-        self.lost[i].backoff = (wait * 2).min(self.cfg.join_retry_max);
-        self.stats.lost_probes_sent += 1;
-        self.send(now, peer, Message::Probe);
-        self.set_timer(now + wait, Timer::LostProbe { peer, gen: next });
-    }
-
-    /// `from` just sent us something: if it was lost, it is reachable again. Unless it
-    /// is a neighbour again, join through it (at most once a shuffle period; otherwise
-    /// it is probed again a shuffle period later, by when the last rejoin may have
-    /// linked the sides). Being in the passive view does not count: with full active
-    /// views nobody asks a passive node, so after a partition one side's passive views
-    /// can name the other side for ever without linking to it.
-    fn revive(&mut self, now: Time, from: NodeId) {
-        let Some(i) = self.lost.iter().position(|l| l.id == from) else {
-            return;
-        };
-        self.stats.lost_revived += 1;
-        if self.is_active(from) {
-            self.lost.swap_remove(i);
-            return;
-        }
-        let quiet = self.cfg.shuffle_interval;
-        if self.last_rejoin.is_some_and(|t| now < t + quiet) {
-            let gen = self.gen();
-            self.lost[i].gen = gen;
-            self.lost[i].backoff = self.cfg.join_retry;
-            self.set_timer(now + quiet, Timer::LostProbe { peer: from, gen });
-            return;
-        }
-        self.lost.swap_remove(i);
-        self.last_rejoin = Some(now);
-        self.stats.lost_rejoins += 1;
-        // Through it first; the seeds stay for retries.
-        let mut through = vec![from];
-        through.extend(self.seeds.iter().copied().filter(|&s| s != from));
-        self.start_joining_through(now, through);
     }
 
     /// Merges shuffled `nodes` into the passive view; when it is full, members in
