@@ -141,6 +141,10 @@ pub struct ClusterReport {
     pub ihave_dropped: f64,
     /// Cached payloads evicted by the size bounds (a Graft then finds nothing).
     pub cache_evictions: f64,
+    /// Overlay churn in the measured window: passive nodes promoted, splices, and
+    /// neighbours lost to a Disconnect or the failure detector. Every change re-shapes
+    /// the Plumtree trees, so a steady overlay should show 0.
+    pub membership_changes: f64,
     pub per_node: Vec<NodeFigures>,
     /// Datagrams the kernel dropped host-wide for a full receive buffer during the
     /// measured window and drain (`/proc/net/snmp` RcvbufErrors).
@@ -538,6 +542,15 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         graft_failed: delta(&m0, &m1, "plumtree_graft_failed_total"),
         ihave_dropped: delta(&m0, &m1, "plumtree_ihave_dropped_total"),
         cache_evictions: delta(&m0, &m1, "plumtree_cache_evictions_total"),
+        membership_changes: [
+            "plumtree_membership_promotions_total",
+            "plumtree_membership_splices_total",
+            "plumtree_membership_disconnects_total",
+            "plumtree_membership_neighbor_failures_total",
+        ]
+        .iter()
+        .map(|m| delta(&m0, &m1, m))
+        .sum(),
         per_node: per_node_figs,
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         overlay_degree_mean,
@@ -651,6 +664,9 @@ pub fn table(reports: &[&ClusterReport]) -> String {
         ("grafts given up", |r| format!("{:.0}", r.graft_failed)),
         ("ihave shed", |r| format!("{:.0}", r.ihave_dropped)),
         ("cache evictions", |r| format!("{:.0}", r.cache_evictions)),
+        ("membership changes", |r| {
+            format!("{:.0}", r.membership_changes)
+        }),
         ("kernel UDP rcvbuf drops", |r| {
             r.udp_rcvbuf_drops
                 .map_or_else(|| "-".into(), |d| d.to_string())

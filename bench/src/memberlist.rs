@@ -159,6 +159,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         graft_failed: 0.0,
         ihave_dropped: 0.0,
         cache_evictions: 0.0,
+        membership_changes: 0.0,
         per_node: per_node_figs,
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         // Static membership: every node adds every other.
