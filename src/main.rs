@@ -110,6 +110,16 @@ struct SimArgs {
     /// Milliseconds between broadcasts.
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
+    /// Smallest one-way link latency, microseconds (each link gets a fixed latency
+    /// between this and --latency-max-us). The default is a WAN; a LAN is ~100-1000.
+    #[arg(long, default_value_t = 5_000)]
+    latency_min_us: u64,
+    /// Largest one-way link latency, microseconds.
+    #[arg(long, default_value_t = 50_000)]
+    latency_max_us: u64,
+    /// Random extra delay per datagram, up to this many microseconds (reordering).
+    #[arg(long, default_value_t = 5_000)]
+    jitter_us: u64,
     /// Override a protocol config key, e.g. `--set optimization_threshold=0` or
     /// `--set graft_timeout=800` (durations in milliseconds). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -183,6 +193,9 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     if a.payload > protocol.max_payload {
         return Ok(bad_arg("--payload", "exceeds max_payload"));
     }
+    if a.latency_min_us > a.latency_max_us {
+        return Ok(bad_arg("--latency-min-us", "exceeds --latency-max-us"));
+    }
     let mut cfg = SimConfig {
         overlay: match a.overlay {
             OverlayArg::Random => sim::Overlay::Random,
@@ -202,6 +215,9 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     };
     cfg.link.loss = a.loss;
     cfg.link.duplicate = a.dup;
+    cfg.link.latency_min = Duration::from_micros(a.latency_min_us);
+    cfg.link.latency_max = Duration::from_micros(a.latency_max_us);
+    cfg.link.jitter = Duration::from_micros(a.jitter_us);
     let mut report = sim::run(&cfg);
     if let Some(Baseline::Flood) = a.baseline {
         let mut flood = cfg.clone();
