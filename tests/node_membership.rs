@@ -1,9 +1,10 @@
 //! HyParView on real `plumcore node` processes: twelve nodes, each knowing only the
 //! previous one as its seed (a chain), must fill every active view (12 x 5 links; the
-//! splice rule makes full views reachable whenever the total is even). After four of
-//! them are killed with SIGKILL, the eight survivors must drop the dead within the
-//! detection bound (failure timeout + probe timeout + a heartbeat round), then fill
-//! every view again within the failure timeout, and one broadcast must reach every
+//! paper's rules alone usually left two linked nodes at 4, the splice and introduction
+//! rules fill them). After four of them are killed with SIGKILL, the eight survivors
+//! must drop the dead within the detection bound (failure timeout + probe timeout + a
+//! heartbeat round, plus 1 s of slack for a loaded machine), then fill every view
+//! again within the failure timeout, and one broadcast must reach every
 //! survivor exactly once. Last, one survivor gets SIGTERM: it must tell every
 //! neighbour (Disconnect) rather than leave them to the failure detector.
 
