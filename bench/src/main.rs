@@ -42,18 +42,25 @@ struct Common {
     plot: Option<PathBuf>,
 }
 
-/// Flags of the cluster workload (`cluster` and `compare`).
+/// Flags of a local cluster's shape and load (`cluster`, `compare` and `soak`).
 #[derive(Args, Clone, Debug)]
-struct Workload {
+struct ClusterShape {
     /// Node processes to start on 127.0.0.1.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
     /// Shards per node.
     #[arg(long, default_value_t = 1)]
     shards: u16,
-    /// Broadcasts per second over all publishers.
+    /// Broadcasts per second over the whole cluster.
     #[arg(long, default_value_t = 500)]
     rate: u32,
+}
+
+/// Flags of the cluster workload (`cluster` and `compare`).
+#[derive(Args, Clone, Debug)]
+struct Workload {
+    #[command(flatten)]
+    shape: ClusterShape,
     /// Publisher threads (each POSTs to the nodes round-robin).
     #[arg(long, default_value_t = 2)]
     publishers: usize,
@@ -158,15 +165,8 @@ enum Cmd {
     Soak {
         #[command(flatten)]
         common: Common,
-        /// Node processes to start on 127.0.0.1.
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
-        /// Shards per node.
-        #[arg(long, default_value_t = 1)]
-        shards: u16,
-        /// Broadcasts per second over all nodes.
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
+        #[command(flatten)]
+        shape: ClusterShape,
         /// Sampling period.
         #[arg(long, value_parser = parse_duration, default_value = "5s")]
         sample_every: Duration,
@@ -311,9 +311,9 @@ fn cluster_config(
     admins: Vec<SocketAddr>,
 ) -> ClusterConfig {
     ClusterConfig {
-        nodes: w.nodes,
-        shards: w.shards,
-        rate: w.rate,
+        nodes: w.shape.nodes,
+        shards: w.shape.shards,
+        rate: w.shape.rate,
         publishers: w.publishers,
         duration: common.duration.unwrap_or(Duration::from_secs(8)),
         warmup: w.warmup,
@@ -545,16 +545,14 @@ fn run() -> Result<()> {
         } => compare_cmd(common, workload, no_search, probe_duration, max_rate),
         Cmd::Soak {
             common,
-            nodes,
-            shards,
-            rate,
+            shape,
             sample_every,
             warmup,
         } => {
             let cfg = soak::SoakConfig {
-                nodes,
-                shards,
-                rate,
+                nodes: shape.nodes,
+                shards: shape.shards,
+                rate: shape.rate,
                 duration: common.duration.unwrap_or(Duration::from_secs(600)),
                 payload: common.payload,
                 sample_every,
