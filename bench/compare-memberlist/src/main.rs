@@ -337,16 +337,20 @@ async fn main() {
     let nodes = Arc::new(nodes);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Warm-up, a pause for traffic to settle, then the measured window.
+    // Warm-up, a pause for traffic to settle, then the measured window: the same
+    // publishers each time, stopped through `stop`.
+    let start_publishers = |stop: Arc<AtomicBool>| {
+        tokio::spawn(publish(
+            nodes.clone(),
+            a.rate,
+            a.publishers,
+            a.payload,
+            stop,
+            tx.clone(),
+        ))
+    };
     let stop = Arc::new(AtomicBool::new(false));
-    let warm = tokio::spawn(publish(
-        nodes.clone(),
-        a.rate,
-        a.publishers,
-        a.payload,
-        stop.clone(),
-        tx.clone(),
-    ));
+    let warm = start_publishers(stop.clone());
     tokio::time::sleep(a.warmup).await;
     stop.store(true, Ordering::Relaxed);
     let (mut published, mut refused) = warm.await.expect("warm-up publishers");
@@ -357,14 +361,7 @@ async fn main() {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let measured = tokio::spawn(publish(
-        nodes.clone(),
-        a.rate,
-        a.publishers,
-        a.payload,
-        stop.clone(),
-        tx.clone(),
-    ));
+    let measured = start_publishers(stop.clone());
     tokio::time::sleep(a.duration).await;
     stop.store(true, Ordering::Relaxed);
     let cpu1 = cpu_seconds();
