@@ -2,8 +2,9 @@
 //! neighbour requests, shuffles and the heartbeat/probe failure detector.
 //!
 //! Choices the paper leaves open, and what this implementation does (two more rule
-//! sets live in their own files: [`lost`], the nodes found dead and probed in case it was
-//! a partition, and [`splice`], which fills views the paper's rules leave short):
+//! sets live in their own files: `hyparview/lost.rs`, the nodes found dead and probed in
+//! case it was a partition, and `hyparview/splice.rs`, which fills views the paper's
+//! rules leave short):
 //! - A contact node acknowledges a Join with `NeighborReply { accepted: true }`, so the
 //!   joiner learns it was let in (over UDP nothing else would tell it) and stops
 //!   retrying. The joiner accepts such a reply only from a seed it sent Join to. Until
@@ -55,7 +56,7 @@ use super::{ConfigError, Event, MembershipConfig, MembershipStats, Message, Time
 use crate::ids::NodeId;
 use lost::Lost;
 use splice::SpliceJob;
-pub use splice::{SPLICE_AFTER_ROUNDS, SPLICE_OFFERS};
+pub use splice::SPLICE_AFTER_ROUNDS;
 
 /// What the failure detector knows about one active neighbour.
 #[derive(Clone, Copy, Debug)]
@@ -212,7 +213,7 @@ impl Membership {
     }
 
     /// Whether `peer` is on the lost list.
-    pub fn is_lost(&self, peer: NodeId) -> bool {
+    fn is_lost(&self, peer: NodeId) -> bool {
         self.lost.iter().any(|l| l.id == peer)
     }
 

@@ -18,7 +18,7 @@ pub mod tag {
     /// Membership: HyParView Disconnect (the same bytes are
     /// [`Frame::Leave`](super::Frame::Leave) in the Plumtree view).
     pub const LEAVE: u8 = 0x11;
-    /// HyParView Join (see [`super::MemberFrame`]); the former Ping.
+    /// HyParView Join (see [`MemberFrame`](crate::wire::MemberFrame)); the former Ping.
     pub const JOIN: u8 = 0x10;
     /// HyParView Disconnect; the former Leave.
     pub const DISCONNECT: u8 = 0x11;
