@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
+use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::FxHashSet;
 use socket2::Socket;
@@ -18,14 +19,13 @@ use tracing::{debug, error, info};
 
 use super::fault::{FaultSwitch, FaultySocket};
 use super::members::{MemberDriver, Output};
-use super::runtime::{
-    build_mtu, is_timeout, unix_ms, RuntimeConfig, ShardCmd, ShardReport, Shared,
-};
+use super::runtime::{build_mtu, unix_ms, RuntimeConfig, ShardCmd, ShardReport, Shared};
 use super::snapshot::{node_hex, IoStats, LoopInfo, PeerInfo, ShardSnapshot};
+use super::udp::{slot_size, RX_BATCH};
 use crate::membership::{MembershipConfig, Time};
 use crate::tasks::{
     BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
-    LoopStatus, RestartIntensity, RestartType, Supervisor, TaskTracker,
+    LoopStatus, Notify, RestartIntensity, RestartType, Supervisor, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Header, MemberFrame};
@@ -34,8 +34,10 @@ use crate::wire::{self, Header, MemberFrame};
 pub(super) const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often the control core schedules a seen-map cleanup slice on every shard.
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
-/// Resolution of membership timers: how often due ones are fired.
-const MEMBERSHIP_TICK: Duration = Duration::from_millis(10);
+/// The longest the membership loop sleeps when no timer is armed.
+const MEMBERSHIP_IDLE: Duration = Duration::from_secs(1);
+/// Receive buffers of the control socket's pool.
+const CONTROL_RX_BUFFERS: usize = 64;
 
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
@@ -62,6 +64,10 @@ struct ControlState {
     shards: Vec<Option<ShardSnapshot>>,
     chaos_pending: FxHashSet<String>,
     tracker: TaskTracker,
+    /// Until when the membership loop sleeps (`None` while it runs); a datagram that
+    /// arms an earlier timer pokes it through `wake`.
+    membership_due: Option<Time>,
+    wake: Notify,
 }
 
 /// Maps a loop runner's status to the status-page shape.
@@ -203,14 +209,15 @@ impl ControlState {
         sends
     }
 
-    /// A datagram on the control socket. Returns the datagrams to send in answer.
-    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) -> Vec<(Bytes, SocketAddr)> {
+    /// A datagram on the control socket (decoded in place, no copy). Returns the
+    /// datagrams to send in answer.
+    fn on_datagram(&mut self, buf: Bytes, src: SocketAddr, unix: u64) -> Vec<(Bytes, SocketAddr)> {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Authenticate before decoding anything; only the MAC'd part is decoded.
-        let buf = match &mut self.ctx.auth {
-            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
-                Ok(n) => &buf[..n],
+        let bytes = match &mut self.ctx.auth {
+            Some((_, verifier)) => match verifier.verify(&buf, unix) {
+                Ok(n) => buf.slice(..n),
                 Err(e) => {
                     self.io.count_auth_failure(e);
                     return Vec::new();
@@ -218,7 +225,6 @@ impl ControlState {
             },
             None => buf,
         };
-        let bytes = Bytes::copy_from_slice(buf);
         let dg = match wire::decode_members(&bytes) {
             Ok(dg) => dg,
             Err(e) => {
@@ -232,6 +238,15 @@ impl ControlState {
             .members
             .on_frames(now, dg.header.sender, src, dg.frames);
         self.apply(out)
+    }
+
+    /// Wakes the membership loop if a datagram armed a timer before its wake-up.
+    fn poke_membership(&self) {
+        if let (Some(planned), Some(next)) = (self.membership_due, self.members.next_due()) {
+            if next < planned {
+                self.wake.notify_all();
+            }
+        }
     }
 
     /// Fires due membership timers.
@@ -309,22 +324,21 @@ fn chaos_point(state: &RefCell<ControlState>, name: &str) {
     }
 }
 
-/// Sends the datagrams the membership driver asked for.
+/// Sends the datagrams the membership driver asked for, batched.
 async fn send_all(
     state: &RefCell<ControlState>,
     sock: &FaultySocket,
     sends: Vec<(Bytes, SocketAddr)>,
 ) {
-    for (d, to) in sends {
-        let ok = sock.send_to(&d, to).await.is_ok();
-        let mut s = state.borrow_mut();
-        if ok {
-            s.io.datagrams_sent += 1;
-            s.io.bytes_sent += d.len() as u64;
-        } else {
-            s.io.send_errors += 1;
-        }
+    if sends.is_empty() {
+        return;
     }
+    let mut items: Vec<(SocketAddr, Bytes)> = sends.into_iter().map(|(d, to)| (to, d)).collect();
+    let r = sock.send_batch(&mut items).await;
+    let mut s = state.borrow_mut();
+    s.io.datagrams_sent += r.datagrams;
+    s.io.bytes_sent += r.bytes;
+    s.io.send_errors += r.errors;
 }
 
 /// Fires due HyParView timers (heartbeats, probes, shuffles, join retries) and
@@ -338,14 +352,40 @@ impl Loop for MembershipLoop {
     fn name(&self) -> &str {
         "membership"
     }
+    /// The longest the loop sleeps with no timer armed.
     fn interval(&self) -> Duration {
-        MEMBERSHIP_TICK
+        MEMBERSHIP_IDLE
     }
     async fn run_once(&mut self) -> Result<(), LoopError> {
         chaos_point(&self.state, "membership");
         let sends = self.state.borrow_mut().tick();
         send_all(&self.state, &self.sock, sends).await;
         Ok(())
+    }
+    /// Sleeps until the earliest membership timer (or join retry) is due, or until
+    /// the receive path armed an earlier one.
+    async fn idle(&mut self, delay: Duration, failing: bool) {
+        if failing {
+            glommio::timer::sleep(delay).await;
+            return;
+        }
+        let (wait, poke) = {
+            let mut s = self.state.borrow_mut();
+            let now = s.now();
+            let due = s
+                .members
+                .next_due()
+                .unwrap_or(now + MEMBERSHIP_IDLE)
+                .min(now + MEMBERSHIP_IDLE);
+            s.membership_due = Some(due);
+            (due.saturating_sub(now), s.wake.notified())
+        };
+        if !wait.is_zero() {
+            future::or(glommio::timer::sleep(wait), poke).await;
+        }
+        let mut s = self.state.borrow_mut();
+        s.membership_due = None;
+        s.io.wakeups += 1;
     }
 }
 
@@ -388,42 +428,81 @@ impl Loop for StatsLoop {
     async fn run_once(&mut self) -> Result<(), LoopError> {
         chaos_point(&self.state, "stats");
         let mut s = self.state.borrow_mut();
-        s.io.set_fault_stats(self.sock.fault_stats());
+        s.io.wakeups += 1;
+        let mut io = s.io;
+        self.sock.fill_stats(&mut io);
+        s.io = io;
         s.publish();
         Ok(())
     }
 }
 
-/// The control socket's receive path, until `stop`.
+/// The control socket's receive path, until `stop`: readiness, then batches.
 async fn receive(
     state: Rc<RefCell<ControlState>>,
     sock: Rc<FaultySocket>,
     stop: Event,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::with_capacity(RX_BATCH);
+    let mut more = false;
     while !stop.is_set() {
-        match sock.recv_from(&mut buf).await {
-            Ok((len, src)) => {
-                let sends = state.borrow_mut().on_datagram(&buf[..len], src);
-                send_all(&state, &sock, sends).await;
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => {
-                debug!(error = %e, "control recv failed");
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+        if !more {
+            let ready = future::or(async { Some(sock.readable().await) }, async {
+                stop.wait().await;
+                None
+            })
+            .await;
+            match ready {
+                None => break,
+                Some(Ok(())) => state.borrow_mut().io.wakeups += 1,
+                Some(Err(e)) => {
+                    debug!(error = %e, "waiting for the control socket failed");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
             }
         }
+        got.clear();
+        match sock.recv_batch(&mut got) {
+            Ok(n) => more = n == RX_BATCH,
+            Err(e) => {
+                debug!(error = %e, "control recv failed");
+                more = false;
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        }
+        if got.is_empty() {
+            continue;
+        }
+        let sends = {
+            let mut s = state.borrow_mut();
+            let unix = if s.ctx.auth.is_some() { unix_ms() } else { 0 };
+            let mut sends = Vec::new();
+            for r in got.drain(..) {
+                if r.oversized {
+                    s.io.datagrams_received += 1;
+                    s.io.rx_oversized += 1;
+                    continue;
+                }
+                sends.extend(s.on_datagram(r.data, r.from, unix));
+            }
+            s.poke_membership();
+            sends
+        };
+        send_all(&state, &sock, sends).await;
+        glommio::yield_if_needed().await;
     }
     Ok(())
 }
 
 pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let sock = UdpSocket::from(sock);
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
     let sock = Rc::new(FaultySocket::new(
         sock,
         ctx.faults.clone(),
         ctx.cfg.node_id.0,
+        (slot_size(ctx.cfg.mtu), CONTROL_RX_BUFFERS, true),
     ));
     let n = ctx.cfg.shard_cores.len();
     let seed = ctx.cfg.node_id.0;
@@ -454,6 +533,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         shards: vec![None; n],
         chaos_pending: FxHashSet::default(),
         tracker: TaskTracker::default(),
+        membership_due: None,
+        wake: Notify::new(),
     }));
     let tracker = state.borrow().tracker.clone();
     // The receive path: a permanent, critical child.
@@ -524,9 +605,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     ));
     state.borrow_mut().loops = handles;
     mgr.start_all();
-    while !shared.stop_requested() {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
+    // Sleeps until `RunningNode::shutdown` sets `stop` and rings the doorbell.
+    shared.control_bell.wait(|| shared.stop_requested()).await;
     // Shutdown: loops in reverse start order, then leave the cluster (Disconnect to
     // every active neighbour, so they repair at once), then stop the shards and the
     // receive path.

@@ -10,7 +10,7 @@
 //! settings when its generation changes (one relaxed load per datagram, only with
 //! `--chaos`) and draws its decisions from its own seeded RNG.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::net::UdpSocket;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::runtime::is_timeout;
+use super::udp::{recv_batch, send_batch, Received, RxBatch, RxPool, SendStats, TxBatch};
 
 /// Most datagrams one socket holds back (delayed or duplicated) at once; past it a
 /// delay is not applied and counted in `overflow`.
@@ -298,7 +299,7 @@ struct FaultLayer {
     rng: ChaCha8Rng,
     stats: FaultStats,
     /// Datagrams held back (received, to hand out at `due`), oldest due first.
-    held: VecDeque<(Instant, Vec<u8>, SocketAddr)>,
+    held: VecDeque<(Instant, Bytes, SocketAddr)>,
     /// Delayed sends still in flight.
     sending: usize,
 }
@@ -346,25 +347,36 @@ impl FaultLayer {
     }
 
     /// Holds a received datagram until `due` (kept in due order).
-    fn hold(&mut self, due: Instant, d: Vec<u8>, from: SocketAddr) {
+    fn hold(&mut self, due: Instant, d: Bytes, from: SocketAddr) {
         let at = self.held.partition_point(|(t, _, _)| *t <= due);
         self.held.insert(at, (due, d, from));
     }
 }
 
-/// A UDP socket with the fault layer between it and its user (only with `--chaos`).
+/// A UDP socket with the fault layer between it and its user (only with `--chaos`),
+/// and the batched I/O of [`super::udp`]: readiness through glommio, then
+/// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
+/// a batch costs one branch.
 pub struct FaultySocket {
     sock: Rc<UdpSocket>,
     layer: Option<Rc<RefCell<FaultLayer>>>,
-    /// The read timeout the user set, restored after a shortened wait.
-    read_timeout: Option<Duration>,
+    rx: RefCell<(RxPool, RxBatch)>,
+    tx: RefCell<TxBatch>,
+    /// Whether GSO sends are tried (cleared when the kernel refuses one).
+    gso: Cell<bool>,
+    sends: Cell<SendStats>,
 }
 
 impl FaultySocket {
-    /// Wraps `sock` (its read timeout already set); `switch` is `None` without
-    /// `--chaos`. `seed` makes the layer's decisions reproducible.
-    pub fn new(sock: UdpSocket, switch: Option<Arc<FaultSwitch>>, seed: u64) -> Self {
-        let read_timeout = sock.read_timeout();
+    /// Wraps `sock`; `switch` is `None` without `--chaos`. `seed` makes the layer's
+    /// decisions reproducible. Received datagrams land in a pool of at most
+    /// `pool_buffers` buffers of `slot` bytes; `gso` allows `UDP_SEGMENT` sends.
+    pub fn new(
+        sock: UdpSocket,
+        switch: Option<Arc<FaultSwitch>>,
+        seed: u64,
+        (slot, pool_buffers, gso): (usize, usize, bool),
+    ) -> Self {
         FaultySocket {
             sock: Rc::new(sock),
             layer: switch.map(|switch| {
@@ -378,7 +390,10 @@ impl FaultySocket {
                     sending: 0,
                 }))
             }),
-            read_timeout,
+            rx: RefCell::new((RxPool::new(slot, pool_buffers), RxBatch::default())),
+            tx: RefCell::new(TxBatch::default()),
+            gso: Cell::new(gso),
+            sends: Cell::new(SendStats::default()),
         }
     }
 
@@ -396,94 +411,176 @@ impl FaultySocket {
             .unwrap_or_default()
     }
 
-    /// `UdpSocket::send_to` through the fault layer. A dropped or delayed datagram
-    /// reports success, as a lossy network would.
-    pub async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> glommio::Result<usize, ()> {
-        let Some(layer) = &self.layer else {
-            return self.sock.send_to(buf, addr).await;
+    /// Receive batches that found the buffer pool exhausted.
+    pub fn rx_exhausted(&self) -> u64 {
+        self.rx.borrow().0.exhausted
+    }
+
+    /// Copies this socket's counters (fault layer, buffer pool, sends) into `io`.
+    pub fn fill_stats(&self, io: &mut super::snapshot::IoStats) {
+        io.set_fault_stats(self.fault_stats());
+        io.rx_buffer_exhausted = self.rx_exhausted();
+        let s = self.send_stats();
+        io.send_calls = s.calls;
+        io.gso_segments = s.gso_segments;
+    }
+
+    /// Every batched send so far, added up.
+    pub fn send_stats(&self) -> SendStats {
+        self.sends.get()
+    }
+
+    /// When the fault layer next hands out a held-back datagram.
+    pub fn next_held(&self) -> Option<Instant> {
+        let l = self.layer.as_ref()?;
+        let l = l.borrow();
+        l.held.front().map(|(t, _, _)| *t)
+    }
+
+    /// Resolves when a datagram waits in the socket (glommio's io_uring receive with
+    /// `MSG_PEEK`: nothing is consumed, so dropping this future loses nothing), or
+    /// when the fault layer has a held-back datagram due.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        let peek = async {
+            self.sock
+                .peek_from(&mut b)
+                .await
+                .map(|_| ())
+                .map_err(std::io::Error::from)
         };
-        let v = layer.borrow_mut().judge(Dir::Send, addr);
-        match v {
-            Verdict::Pass => self.sock.send_to(buf, addr).await,
-            Verdict::Drop => Ok(buf.len()),
-            Verdict::Duplicate => {
-                if layer.borrow_mut().admit(v) {
-                    let _ = self.sock.send_to(buf, addr).await;
-                }
-                self.sock.send_to(buf, addr).await
-            }
-            Verdict::Delay(d) => {
-                if !layer.borrow_mut().admit(v) {
-                    return self.sock.send_to(buf, addr).await;
-                }
-                layer.borrow_mut().sending += 1;
-                let (sock, layer, data) = (self.sock.clone(), layer.clone(), buf.to_vec());
-                glommio::spawn_local(async move {
-                    glommio::timer::sleep(d).await;
-                    let _ = sock.send_to(&data, addr).await;
-                    layer.borrow_mut().sending -= 1;
+        match self.next_held() {
+            None => peek.await,
+            Some(due) => {
+                let wait = due.saturating_duration_since(Instant::now());
+                futures_lite::future::or(peek, async {
+                    glommio::timer::sleep(wait).await;
+                    Ok(())
                 })
-                .detach();
-                Ok(buf.len())
+                .await
             }
         }
     }
 
-    /// `UdpSocket::recv_from` through the fault layer: dropped datagrams are never
-    /// returned, duplicated ones twice, delayed ones once their delay has passed
-    /// (the wait for the socket is shortened to the next one due).
-    pub async fn recv_from(&self, buf: &mut [u8]) -> glommio::Result<(usize, SocketAddr), ()> {
-        let Some(layer) = &self.layer else {
-            return self.sock.recv_from(buf).await;
-        };
-        loop {
+    /// Drains one batch without blocking: the fault layer's due datagrams, then one
+    /// `recvmmsg`, each datagram judged by the layer. Returns how many datagrams the
+    /// kernel handed over ([`super::udp::RX_BATCH`] means more may wait).
+    pub fn recv_batch(&self, out: &mut Vec<Received>) -> std::io::Result<usize> {
+        let n = {
+            let mut rx = self.rx.borrow_mut();
+            let (pool, batch) = &mut *rx;
+            let Some(layer) = &self.layer else {
+                return recv_batch(self.raw_fd(), pool, batch, out);
+            };
             let now = Instant::now();
-            let next_due = {
+            {
                 let mut l = layer.borrow_mut();
-                match l.held.front() {
-                    Some((due, _, _)) if *due <= now => {
-                        let (_, d, from) = l.held.pop_front().expect("front exists");
-                        let n = d.len().min(buf.len());
-                        buf[..n].copy_from_slice(&d[..n]);
-                        return Ok((n, from));
-                    }
-                    Some((due, _, _)) => Some(*due - now),
-                    None => None,
+                while l.held.front().is_some_and(|(due, _, _)| *due <= now) {
+                    let (_, data, from) = l.held.pop_front().expect("front exists");
+                    out.push(Received {
+                        data,
+                        from,
+                        oversized: false,
+                    });
                 }
-            };
-            if let Some(wait) = next_due {
-                let wait = wait.max(Duration::from_millis(1));
-                let wait = self.read_timeout.map_or(wait, |t| t.min(wait));
-                let _ = self.sock.set_read_timeout(Some(wait));
             }
-            let r = self.sock.recv_from(buf).await;
-            if next_due.is_some() {
-                let _ = self.sock.set_read_timeout(self.read_timeout);
-            }
-            let (n, from) = match r {
-                Ok(x) => x,
-                Err(e) if next_due.is_some() && is_timeout(&e) => continue,
-                Err(e) => return Err(e),
-            };
+            let first = out.len();
+            let n = recv_batch(self.raw_fd(), pool, batch, out)?;
             let mut l = layer.borrow_mut();
-            let v = l.judge(Dir::Recv, from);
-            match v {
-                Verdict::Pass => return Ok((n, from)),
-                Verdict::Drop => continue,
-                Verdict::Duplicate => {
-                    if l.admit(v) {
-                        l.hold(Instant::now(), buf[..n].to_vec(), from);
+            let mut kept = first;
+            for i in first..out.len() {
+                let r = out[i].clone();
+                match l.judge(Dir::Recv, r.from) {
+                    Verdict::Pass => {}
+                    Verdict::Drop => continue,
+                    v @ Verdict::Duplicate => {
+                        if l.admit(v) {
+                            l.hold(now, r.data.clone(), r.from);
+                        }
                     }
-                    return Ok((n, from));
+                    v @ Verdict::Delay(d) => {
+                        if l.admit(v) {
+                            l.hold(now + d, r.data.clone(), r.from);
+                            continue;
+                        }
+                    }
                 }
-                Verdict::Delay(d) => {
-                    if !l.admit(v) {
-                        return Ok((n, from));
+                out[kept] = r;
+                kept += 1;
+            }
+            out.truncate(kept);
+            n
+        };
+        Ok(n)
+    }
+
+    /// Sends `items` (drained) in as few system calls as the kernel allows; what
+    /// the send buffer has no room for goes out one by one through glommio, waiting.
+    /// With the fault layer, each datagram is judged first; a dropped or delayed one
+    /// counts as sent, as a lossy network would report.
+    pub async fn send_batch(&self, items: &mut Vec<(SocketAddr, Bytes)>) -> SendStats {
+        let mut st = SendStats::default();
+        if let Some(layer) = &self.layer {
+            let mut l = layer.borrow_mut();
+            let mut kept = Vec::with_capacity(items.len());
+            for (addr, d) in items.drain(..) {
+                let v = l.judge(Dir::Send, addr);
+                match v {
+                    Verdict::Pass => kept.push((addr, d)),
+                    Verdict::Drop => {
+                        st.datagrams += 1;
+                        st.bytes += d.len() as u64;
                     }
-                    l.hold(Instant::now() + d, buf[..n].to_vec(), from);
+                    Verdict::Duplicate => {
+                        if l.admit(v) {
+                            kept.push((addr, d.clone()));
+                        }
+                        kept.push((addr, d));
+                    }
+                    Verdict::Delay(wait) => {
+                        if !l.admit(v) {
+                            kept.push((addr, d));
+                            continue;
+                        }
+                        st.datagrams += 1;
+                        st.bytes += d.len() as u64;
+                        l.sending += 1;
+                        let (sock, layer) = (self.sock.clone(), layer.clone());
+                        glommio::spawn_local(async move {
+                            glommio::timer::sleep(wait).await;
+                            let _ = sock.send_to(&d, addr).await;
+                            layer.borrow_mut().sending -= 1;
+                        })
+                        .detach();
+                    }
+                }
+            }
+            *items = kept;
+        }
+        let (done, s) = {
+            let mut gso = self.gso.get();
+            let r = send_batch(self.raw_fd(), items, &mut gso, &mut self.tx.borrow_mut());
+            self.gso.set(gso);
+            r
+        };
+        st.add(s);
+        // The send buffer is full: wait for room, one datagram at a time.
+        for (addr, d) in items.drain(..).skip(done) {
+            match self.sock.send_to(&d, addr).await {
+                Ok(_) => {
+                    st.datagrams += 1;
+                    st.bytes += d.len() as u64;
+                }
+                Err(e) => {
+                    st.errors += 1;
+                    tracing::debug!(%addr, error = %e, "send failed");
                 }
             }
         }
+        let mut all = self.sends.get();
+        all.add(st);
+        self.sends.set(all);
+        st
     }
 }
 
@@ -618,9 +715,17 @@ mod tests {
     fn held_datagrams_are_bounded_and_kept_in_due_order() {
         let mut l = layer(FaultRates::default(), vec![]);
         let t = Instant::now();
-        l.hold(t + Duration::from_millis(5), vec![1], a("127.0.0.1:1"));
-        l.hold(t, vec![2], a("127.0.0.1:1"));
-        l.hold(t + Duration::from_millis(1), vec![3], a("127.0.0.1:1"));
+        l.hold(
+            t + Duration::from_millis(5),
+            Bytes::from(vec![1]),
+            a("127.0.0.1:1"),
+        );
+        l.hold(t, Bytes::from(vec![2]), a("127.0.0.1:1"));
+        l.hold(
+            t + Duration::from_millis(1),
+            Bytes::from(vec![3]),
+            a("127.0.0.1:1"),
+        );
         let order: Vec<u8> = l.held.iter().map(|(_, d, _)| d[0]).collect();
         assert_eq!(order, vec![2, 3, 1]);
         l.sending = MAX_HELD - 3;
@@ -639,13 +744,46 @@ mod tests {
         };
         run(Box::pin(async {
             let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-            rx.set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
             let to = rx.local_addr().unwrap();
             let switch = Arc::new(FaultSwitch::new(FaultConfig::default()));
-            let rx = FaultySocket::new(rx, Some(switch.clone()), 1);
-            let tx = FaultySocket::new(UdpSocket::bind("127.0.0.1:0").unwrap(), None, 2);
-            let mut buf = [0u8; 16];
+            let rx = FaultySocket::new(rx, Some(switch.clone()), 1, (2048, 64, true));
+            let txs = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let from = txs.local_addr().unwrap();
+            let tx = FaultySocket::new(txs, None, 2, (2048, 64, true));
+            // Everything that arrives within `wait`, waiting for readiness as the
+            // executors do.
+            let recv_for = |wait: Duration| {
+                let rx = &rx;
+                async move {
+                    let mut got: Vec<Vec<u8>> = Vec::new();
+                    let t = Instant::now();
+                    while t.elapsed() < wait {
+                        let left = wait.saturating_sub(t.elapsed());
+                        let ready = futures_lite::future::or(
+                            async { rx.readable().await.is_ok() },
+                            async {
+                                glommio::timer::sleep(left).await;
+                                false
+                            },
+                        )
+                        .await;
+                        if !ready {
+                            break;
+                        }
+                        let mut out = Vec::new();
+                        rx.recv_batch(&mut out).unwrap();
+                        got.extend(out.into_iter().map(|r| r.data.to_vec()));
+                    }
+                    got
+                }
+            };
+            let send = |d: &'static [u8]| {
+                let tx = &tx;
+                async move {
+                    let mut v = vec![(to, Bytes::from_static(d))];
+                    assert_eq!(tx.send_batch(&mut v).await.datagrams, 1);
+                }
+            };
             // Duplicate everything on receive: each datagram comes out twice.
             switch
                 .set_rates(FaultRates {
@@ -654,12 +792,8 @@ mod tests {
                     ..FaultRates::default()
                 })
                 .unwrap();
-            tx.send_to(b"a", to).await.unwrap();
-            for _ in 0..2 {
-                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
-                assert_eq!(&buf[..n], b"a");
-            }
-            assert!(rx.recv_from(&mut buf).await.is_err(), "only twice");
+            send(b"a").await;
+            assert_eq!(recv_for(Duration::from_millis(100)).await, vec![b"a"; 2]);
             // Delay everything by 30 ms.
             switch
                 .set_rates(FaultRates {
@@ -670,23 +804,31 @@ mod tests {
                 })
                 .unwrap();
             let t = Instant::now();
-            tx.send_to(b"b", to).await.unwrap();
-            let (n, _) = rx.recv_from(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"b");
+            send(b"b").await;
+            assert_eq!(recv_for(Duration::from_millis(200)).await, vec![b"b"]);
             assert!(t.elapsed() >= Duration::from_millis(30));
             // Cut the sender's address: nothing arrives.
             switch.set_rates(FaultRates::default()).unwrap();
-            let from: AddrRange = tx.sock.local_addr().unwrap().to_string().parse().unwrap();
-            switch.cut(vec![from]).unwrap();
-            tx.send_to(b"c", to).await.unwrap();
-            assert!(rx.recv_from(&mut buf).await.is_err());
+            let cut: AddrRange = from.to_string().parse().unwrap();
+            switch.cut(vec![cut]).unwrap();
+            send(b"c").await;
+            assert!(recv_for(Duration::from_millis(50)).await.is_empty());
             switch.heal();
-            tx.send_to(b"d", to).await.unwrap();
-            let (n, _) = rx.recv_from(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"d");
+            send(b"d").await;
+            assert_eq!(recv_for(Duration::from_millis(100)).await, vec![b"d"]);
             let s = rx.fault_stats();
             assert_eq!((s.duplicated, s.delayed, s.cut), (1, 1, 1));
             assert_eq!(tx.fault_stats(), FaultStats::default());
+            // Several datagrams to one peer in one batch (GSO where the kernel takes it).
+            let mut many: Vec<(SocketAddr, Bytes)> =
+                (0..10u8).map(|i| (to, Bytes::from(vec![i; 500]))).collect();
+            assert_eq!(tx.send_batch(&mut many).await.datagrams, 10);
+            let got = recv_for(Duration::from_millis(100)).await;
+            assert_eq!(got.len(), 10);
+            assert!(got
+                .iter()
+                .enumerate()
+                .all(|(i, d)| d == &vec![i as u8; 500]));
         }));
     }
 }

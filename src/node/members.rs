@@ -417,9 +417,25 @@ impl MemberDriver {
         std::mem::take(&mut self.out)
     }
 
+    /// When [`MemberDriver::tick`] next has something to do: the earliest armed
+    /// timer, or the next join retry while one is needed. `None`: nothing is armed.
+    pub fn next_due(&self) -> Option<Time> {
+        if self.left {
+            return None;
+        }
+        let timer = self.timers.peek().map(|Reverse(d)| d.at);
+        let need =
+            !self.seeds.is_empty() && (self.seed_ids.is_empty() || self.m.active().is_empty());
+        let join = need.then_some(self.next_seed_join);
+        match (timer, join) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Fires due timers and retries the join at seed
-    /// addresses until one answers (and while we have no neighbour). Called every few
-    /// milliseconds by the control core.
+    /// addresses until one answers (and while we have no neighbour). Called by the
+    /// control core at [`MemberDriver::next_due`] and after each datagram batch.
     pub fn tick(&mut self, now: Time) -> Vec<Output> {
         if self.left {
             return Vec::new();

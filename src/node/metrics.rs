@@ -239,6 +239,31 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         |s| s.rate_limit_evictions,
     ),
     (
+        "plumtree_shard_wakeups",
+        "Times the executor woke from a sleep (receive readiness, commands, timers).",
+        |s| s.wakeups,
+    ),
+    (
+        "plumtree_rx_buffer_exhausted",
+        "Receive batches that found the buffer pool exhausted (served from fresh buffers).",
+        |s| s.rx_buffer_exhausted,
+    ),
+    (
+        "plumtree_rx_oversized",
+        "Datagrams larger than a receive buffer, dropped.",
+        |s| s.rx_oversized,
+    ),
+    (
+        "plumtree_send_calls",
+        "sendmmsg system calls made.",
+        |s| s.send_calls,
+    ),
+    (
+        "plumtree_gso_segments",
+        "Datagrams sent as segments of a UDP GSO send.",
+        |s| s.gso_segments,
+    ),
+    (
         "plumtree_overloaded_probes",
         "Backlog probes that found the shard overloaded (IHave and anti-entropy shed).",
         |s| s.overloaded,

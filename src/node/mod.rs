@@ -14,6 +14,8 @@ pub mod runtime;
 mod shard_exec;
 pub mod sink;
 pub mod snapshot;
+pub mod udp;
+pub mod wake;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

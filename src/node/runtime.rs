@@ -25,6 +25,7 @@ use super::sink::SinkSender;
 use super::snapshot::{
     node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, NodeSnapshot, ShardSnapshot,
 };
+use super::wake::{self, Doorbell, Queue};
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
 use crate::protocol::ProtocolConfig;
@@ -140,12 +141,6 @@ impl PeerLayout {
     }
 }
 
-/// Whether a glommio receive error is just the read timeout expiring.
-pub(super) fn is_timeout(e: &glommio::GlommioError<()>) -> bool {
-    matches!(e, glommio::GlommioError::TimedOut(_))
-        || matches!(e, glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::TimedOut || io.kind() == std::io::ErrorKind::WouldBlock)
-}
-
 /// State shared between the control core, the shards' supervisors, the admin plane
 /// and `RunningNode` (none of it on the per-message path).
 pub(super) struct Shared {
@@ -155,12 +150,15 @@ pub(super) struct Shared {
     pub max_payload: usize,
     pub started: Instant,
     pub shutting_down: AtomicBool,
-    /// Set by shutdown; the control core polls it.
+    /// Set by shutdown, which then rings `control_bell`.
     pub stop: AtomicBool,
+    /// Wakes the control core's main task (it sleeps until `stop`).
+    pub control_bell: Arc<Doorbell>,
     pub next_seq: AtomicU64,
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
-    pub shard_tx: Vec<Sender<ShardCmd>>,
+    /// Command queue of each shard; a send wakes the shard only if it sleeps.
+    pub shard_tx: Vec<Queue<ShardCmd>>,
     pub snapshot: Mutex<NodeSnapshot>,
     /// Tasks whose supervisor gave up; a critical one makes the node exit non-zero.
     pub degraded: Mutex<Vec<String>>,
@@ -310,6 +308,7 @@ impl RunningNode {
         let started = Instant::now();
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.control_bell.ring();
         let initial = self.threads.len();
         let mut completed = 0;
         for (name, handle) in self.threads.into_iter().rev() {
@@ -449,7 +448,7 @@ pub fn start_with(
     let mut shard_tx = Vec::with_capacity(n);
     let mut shard_rx = Vec::with_capacity(n);
     for _ in 0..n {
-        let (tx, rx) = bounded(SHARD_QUEUE);
+        let (tx, rx) = wake::queue(SHARD_QUEUE);
         shard_tx.push(tx);
         shard_rx.push(rx);
     }
@@ -482,6 +481,7 @@ pub fn start_with(
         started,
         shutting_down: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        control_bell: Doorbell::new(),
         next_seq: AtomicU64::new(first_seq),
         accepted: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -494,6 +494,8 @@ pub fn start_with(
             .chaos
             .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
     });
+    // Benchmark knob: PLUMCORE_UDP_GSO=0 sends every datagram as its own message.
+    let gso = std::env::var_os("PLUMCORE_UDP_GSO").is_none_or(|v| v != "0");
     let mut threads = Vec::new();
     for (k, (sock, rx)) in shard_socks.into_iter().zip(shard_rx).enumerate() {
         let ctx = ShardCtx {
@@ -518,6 +520,7 @@ pub fn start_with(
             }),
             faults: shared.faults.clone(),
             rate_limit: hardening.rate_limit,
+            gso,
         };
         let name = format!("shard-{k}");
         threads.push((
@@ -552,6 +555,22 @@ pub fn start_with(
     })
 }
 
+/// Entries of each of an executor's io_uring rings (glommio's default: 128). An
+/// executor has at most a handful of operations in flight (one readiness receive per
+/// socket, a timer, the odd awaited send when the send buffer is full); the batches
+/// themselves go through `recvmmsg`/`sendmmsg`, not the ring.
+const EXECUTOR_RING_DEPTH: usize = 64;
+/// Memory glommio pre-allocates and registers for its DMA buffers (default 10 MiB per
+/// executor, all of it resident and locked). The node's socket I/O only uses these
+/// buffers for the one-byte readiness peeks and for awaited sends when a send buffer
+/// is full (larger requests fall back to the allocator), so glommio's minimum does.
+const EXECUTOR_IO_MEMORY: usize = 64 << 10;
+/// How long a task may run before `yield_if_needed` yields (glommio's default: 100
+/// ms). Under a flood the receive path never runs out of datagrams; this bounds how
+/// long a command (a broadcast) or a due timer waits for the tick loop. The timer is
+/// only armed while tasks run, so an idle executor does not wake for it.
+const EXECUTOR_PREEMPT: Duration = Duration::from_millis(1);
+
 /// Runs `body` on its own thread inside a glommio executor placed on `core`.
 fn spawn_executor<F, Fut>(
     name: &str,
@@ -566,7 +585,11 @@ where
         Some(c) => Placement::Fixed(c),
         None => Placement::Unbound,
     };
-    let builder = LocalExecutorBuilder::new(placement).name(name);
+    let builder = LocalExecutorBuilder::new(placement)
+        .name(name)
+        .ring_depth(EXECUTOR_RING_DEPTH)
+        .io_memory(EXECUTOR_IO_MEMORY)
+        .preempt_timer(EXECUTOR_PREEMPT);
     let name = name.to_string();
     let err_name = name.clone();
     std::thread::Builder::new()

@@ -2,6 +2,13 @@
 //! share the state on one thread: the receive path (a permanent child of the shard's
 //! supervisor) and the tick loop (commands from the control core, due timers, outgoing
 //! datagrams, snapshots), run as a supervised [`Loop`].
+//!
+//! Nothing polls. The receive path sleeps until the socket is readable, then drains
+//! it in `recvmmsg` batches and answers each batch with one `sendmmsg`. The tick loop
+//! sleeps until the earliest of: a command (the control core or the admin plane rings
+//! the shard's doorbell after queueing it), the earliest protocol timer (IHave flush,
+//! graft), the next snapshot, or a timer armed earlier by the receive path (which
+//! pokes it). Every wake-up is counted in `plumtree_shard_wakeups_total`.
 
 use std::cell::RefCell;
 use std::collections::BinaryHeap;
@@ -10,7 +17,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
+use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
@@ -21,21 +29,23 @@ use super::fault::{FaultSwitch, FaultySocket};
 use super::overload::Overload;
 use super::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use super::runtime::{
-    build_mtu, is_timeout, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared,
-    SHARD_QUEUE,
+    build_mtu, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared, SHARD_QUEUE,
 };
 use super::sink::{Delivery, SinkSender};
 use super::snapshot::{node_hex, IoStats, ShardSnapshot};
+use super::udp::{slot_size, RX_BATCH};
+use super::wake::QueueRx;
 use crate::ids::NodeId;
 use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
 use crate::tasks::{
-    Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, TaskTracker,
+    Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
 
-/// How often an idle shard looks at its command queue and timers.
-const TICK: Duration = Duration::from_millis(1);
+/// Receive buffers a shard's pool may own (each `udp::slot_size(mtu)` bytes, 2 KiB
+/// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
+pub(super) const SHARD_RX_BUFFERS: usize = 1024;
 /// How often shards publish their counters to the control core.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 /// Cleanup slice size (cached payloads expired per slice).
@@ -66,6 +76,8 @@ pub(super) struct ShardCtx {
     pub faults: Option<std::sync::Arc<FaultSwitch>>,
     /// Per-source flood limit on this shard's socket.
     pub rate_limit: RateLimitConfig,
+    /// Whether UDP GSO (`UDP_SEGMENT`) sends are tried.
+    pub gso: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -84,6 +96,23 @@ impl Ord for Due {
 impl PartialOrd for Due {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
+    }
+}
+
+/// The time of one batch, read once: monotonic now, and the UNIX time for the auth
+/// layer read at most once, when first needed.
+pub(super) struct Clock {
+    now: Time,
+    keyed: bool,
+    unix: Option<u64>,
+}
+
+impl Clock {
+    fn unix_ms(&mut self) -> u64 {
+        if !self.keyed {
+            return 0;
+        }
+        *self.unix.get_or_insert_with(unix_ms)
     }
 }
 
@@ -112,6 +141,12 @@ struct ShardState {
     overload: Overload,
     /// Command queue length at the last tick.
     cmd_queue: usize,
+    /// Until when the tick loop sleeps (`None` while it runs); a timer armed earlier
+    /// pokes it through `wake`.
+    tick_due: Option<Time>,
+    wake: Notify,
+    /// Set by the Shutdown command.
+    stopped: StopEvent,
 }
 
 impl ShardState {
@@ -119,8 +154,16 @@ impl ShardState {
         self.ctx.started.elapsed()
     }
 
+    fn clock(&self) -> Clock {
+        Clock {
+            now: self.now(),
+            keyed: self.ctx.auth.is_some(),
+            unix: None,
+        }
+    }
+
     /// Turns the shard's events into deliveries, timers and datagrams to send.
-    fn pump(&mut self, out: &mut Vec<(SocketAddr, Bytes)>) {
+    fn pump(&mut self, out: &mut Vec<(SocketAddr, Bytes)>, clock: &mut Clock) {
         let partitions = self.ctx.protocol.partitions;
         let mut per_dest: Vec<(SocketAddr, Vec<Frame>)> = Vec::new();
         let push = |addr: SocketAddr, f: Frame, per_dest: &mut Vec<(SocketAddr, Vec<Frame>)>| {
@@ -172,6 +215,9 @@ impl ShardState {
                     }
                 }
                 Event::SetTimer { at, timer } => {
+                    if self.tick_due.is_some_and(|d| at < d) {
+                        self.wake.notify_all();
+                    }
                     self.timer_seq += 1;
                     self.timers.push(Due {
                         at,
@@ -186,10 +232,10 @@ impl ShardState {
         }
         let mtu = build_mtu(self.ctx.mtu, self.ctx.auth.is_some());
         // One clock read for the whole batch.
-        let now_ms = if per_dest.is_empty() || self.ctx.auth.is_none() {
+        let now_ms = if per_dest.is_empty() {
             0
         } else {
-            unix_ms()
+            clock.unix_ms()
         };
         for (addr, frames) in per_dest {
             let mut c = Coalescer::new(self.ctx.header, mtu);
@@ -211,25 +257,28 @@ impl ShardState {
         }
     }
 
-    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) {
+    /// One received datagram; its payloads stay slices of `buf` (no copy).
+    fn on_datagram(&mut self, buf: Bytes, src: SocketAddr, clock: &mut Clock) {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Flood limit per source, before any work on the datagram.
-        if self.limiter.enabled() && !self.limiter.allow(src, self.now()) {
+        if self.limiter.enabled() && !self.limiter.allow(src, clock.now) {
             return;
         }
         // Authenticate before decoding anything; only the MAC'd part is decoded.
-        let buf = match &mut self.ctx.auth {
-            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
-                Ok(n) => &buf[..n],
-                Err(e) => {
-                    self.io.count_auth_failure(e);
-                    return;
+        let bytes = match &mut self.ctx.auth {
+            Some((_, verifier)) => {
+                let ms = clock.unix_ms();
+                match verifier.verify(&buf, ms) {
+                    Ok(n) => buf.slice(..n),
+                    Err(e) => {
+                        self.io.count_auth_failure(e);
+                        return;
+                    }
                 }
-            },
+            }
             None => buf,
         };
-        let bytes = Bytes::copy_from_slice(buf);
         let dg = match wire::decode(&bytes) {
             Ok(dg) => dg,
             Err(e) => {
@@ -255,7 +304,7 @@ impl ShardState {
         if stranger {
             self.io.unknown_senders += 1;
         }
-        let now = self.now();
+        let now = clock.now;
         let shedding = self.overload.shedding();
         for f in dg.frames {
             // Overloaded: IHave (lazy repair) and Digest (anti-entropy) go first;
@@ -284,8 +333,7 @@ impl ShardState {
         }
     }
 
-    fn on_command(&mut self, cmd: ShardCmd) {
-        let now = self.now();
+    fn on_command(&mut self, cmd: ShardCmd, now: Time) {
         match cmd {
             ShardCmd::NeighborUp {
                 peer,
@@ -323,6 +371,7 @@ impl ShardState {
             ShardCmd::Shutdown => {
                 self.shard.flush_ihave_queues();
                 self.stopping = true;
+                self.stopped.set();
             }
         }
     }
@@ -332,8 +381,7 @@ impl ShardState {
         self.cleanup_pending = !self.shard.cleanup(now, CLEANUP_BUDGET).done;
     }
 
-    fn fire_timers(&mut self) {
-        let now = self.now();
+    fn fire_timers(&mut self, now: Time) {
         while self.timers.peek().is_some_and(|d| d.at <= now) {
             let d = self.timers.pop().expect("peeked");
             self.shard.handle_timer(now, d.timer);
@@ -378,33 +426,30 @@ impl ShardState {
     }
 }
 
+/// Sends what a pump produced, in as few system calls as possible.
 async fn send_all(
     sock: &FaultySocket,
     st: &RefCell<ShardState>,
     out: &mut Vec<(SocketAddr, Bytes)>,
 ) {
-    for (addr, d) in out.drain(..) {
-        match sock.send_to(&d, addr).await {
-            Ok(_) => {
-                let mut s = st.borrow_mut();
-                s.io.datagrams_sent += 1;
-                s.io.bytes_sent += d.len() as u64;
-            }
-            Err(e) => {
-                st.borrow_mut().io.send_errors += 1;
-                debug!(%addr, error = %e, "send failed");
-            }
-        }
+    if out.is_empty() {
+        return;
     }
+    let r = sock.send_batch(out).await;
+    let mut s = st.borrow_mut();
+    s.io.datagrams_sent += r.datagrams;
+    s.io.bytes_sent += r.bytes;
+    s.io.send_errors += r.errors;
 }
 
 /// The tick: commands from the control core, due timers, continued cleanup, outgoing
-/// datagrams and periodic snapshots.
+/// datagrams and periodic snapshots. It runs when there is something to do (see
+/// [`TickLoop::idle`]), never on a fixed period.
 struct TickLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
     sock: Rc<FaultySocket>,
-    rx: Receiver<ShardCmd>,
+    rx: QueueRx<ShardCmd>,
     out: Vec<(SocketAddr, Bytes)>,
     last_snapshot: Option<Instant>,
 }
@@ -413,8 +458,9 @@ impl Loop for TickLoop {
     fn name(&self) -> &str {
         &self.name
     }
+    /// The longest the loop sleeps with nothing to do (the snapshot period).
     fn interval(&self) -> Duration {
-        TICK
+        SNAPSHOT_EVERY
     }
     async fn run_once(&mut self) -> Result<(), LoopError> {
         {
@@ -423,27 +469,27 @@ impl Loop for TickLoop {
                 drop(s);
                 panic!("chaos: injected panic in loop `{}`", self.name);
             }
-            let queue = self.rx.len();
+            let queue = self.rx.rx.len();
             s.cmd_queue = queue;
             s.overload.probe(self.sock.raw_fd(), queue, SHARD_QUEUE);
-            // Drain the whole batch the control core pushed since the last tick.
-            while let Ok(cmd) = self.rx.try_recv() {
-                s.on_command(cmd);
+            let mut clock = s.clock();
+            // Drain the whole batch queued since the last run.
+            while let Ok(cmd) = self.rx.rx.try_recv() {
+                s.on_command(cmd, clock.now);
             }
-            s.fire_timers();
+            s.fire_timers(clock.now);
             if s.cleanup_pending {
-                let now = s.now();
-                s.cleanup_slice(now);
+                s.cleanup_slice(clock.now);
             }
-            s.pump(&mut self.out);
+            s.pump(&mut self.out, &mut clock);
             if self
                 .last_snapshot
                 .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
                 || s.stopping
             {
                 self.last_snapshot = Some(Instant::now());
-                let mut snap = s.snapshot(self.rx.len());
-                snap.io.set_fault_stats(self.sock.fault_stats());
+                let mut snap = s.snapshot(self.rx.rx.len());
+                self.sock.fill_stats(&mut snap.io);
                 let _ = s
                     .ctx
                     .reports
@@ -452,6 +498,41 @@ impl Loop for TickLoop {
         }
         send_all(&self.sock, &self.state, &mut self.out).await;
         Ok(())
+    }
+
+    /// Sleeps until a command arrives, the earliest protocol timer or the next
+    /// snapshot is due, or the receive path armed an earlier timer.
+    async fn idle(&mut self, delay: Duration, failing: bool) {
+        if failing {
+            glommio::timer::sleep(delay).await;
+            return;
+        }
+        let (wait, poke) = {
+            let mut s = self.state.borrow_mut();
+            let now = s.now();
+            let snap = self.last_snapshot.map_or(Duration::ZERO, |t| {
+                SNAPSHOT_EVERY.saturating_sub(t.elapsed())
+            });
+            let mut due = now + snap;
+            if let Some(d) = s.timers.peek() {
+                due = due.min(d.at);
+            }
+            if s.cleanup_pending || s.stopping || !self.rx.rx.is_empty() {
+                due = now;
+            }
+            s.tick_due = Some(due);
+            (due.saturating_sub(now), s.wake.notified())
+        };
+        if !wait.is_zero() {
+            future::or(
+                self.rx.readable(),
+                future::or(glommio::timer::sleep(wait), poke),
+            )
+            .await;
+        }
+        let mut s = self.state.borrow_mut();
+        s.tick_due = None;
+        s.io.wakeups += 1;
     }
 }
 
@@ -480,54 +561,83 @@ impl Loop for AntiEntropyLoop {
                 drop(s);
                 panic!("chaos: injected panic in loop `{}`", self.name);
             }
-            let now = s.now();
+            s.io.wakeups += 1;
+            let mut clock = s.clock();
             // Overloaded: skip this round (counted); the next one covers it.
             if s.overload.shedding() {
                 s.overload.stats.anti_entropy += 1;
             } else {
-                s.shard.anti_entropy(now);
+                s.shard.anti_entropy(clock.now);
             }
-            s.pump(&mut self.out);
+            s.pump(&mut self.out, &mut clock);
         }
         send_all(&self.sock, &self.state, &mut self.out).await;
         Ok(())
     }
 }
 
-/// The shard socket's receive path, until `stop`.
+/// The shard socket's receive path, until `stop`: wait for readiness, drain the
+/// socket in batches, one pump and one batched send per batch.
 async fn receive(
     state: Rc<RefCell<ShardState>>,
     sock: Rc<FaultySocket>,
     stop: StopEvent,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::with_capacity(RX_BATCH);
     let mut out = Vec::new();
+    // The last batch was full: more may be waiting, no need to wait for readiness.
+    let mut more = false;
     while !stop.is_set() {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => {
-                {
-                    let mut s = state.borrow_mut();
-                    let queue = s.cmd_queue;
-                    s.overload.on_receive(sock.raw_fd(), queue, SHARD_QUEUE);
-                    s.on_datagram(&buf[..n], from);
-                    s.pump(&mut out);
+        if !more {
+            let ready = future::or(async { Some(sock.readable().await) }, async {
+                stop.wait().await;
+                None
+            })
+            .await;
+            match ready {
+                None => break,
+                Some(Ok(())) => state.borrow_mut().io.wakeups += 1,
+                Some(Err(e)) => {
+                    debug!(error = %e, "waiting for the socket failed");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    continue;
                 }
-                send_all(&sock, &state, &mut out).await;
-                // Under a flood recv never blocks: give the tick loop (commands,
-                // timers, snapshots) its turn when our time slice is used up.
-                glommio::yield_if_needed().await;
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => {
-                debug!(error = %e, "recv failed");
-                glommio::timer::sleep(TICK).await;
             }
         }
+        got.clear();
+        match sock.recv_batch(&mut got) {
+            Ok(n) => more = n == RX_BATCH,
+            Err(e) => {
+                debug!(error = %e, "recv failed");
+                more = false;
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        }
+        if !got.is_empty() {
+            let mut s = state.borrow_mut();
+            let mut clock = s.clock();
+            let queue = s.cmd_queue;
+            for r in got.drain(..) {
+                s.overload.on_receive(sock.raw_fd(), queue, SHARD_QUEUE);
+                if r.oversized {
+                    s.io.datagrams_received += 1;
+                    s.io.rx_oversized += 1;
+                    continue;
+                }
+                s.on_datagram(r.data, r.from, &mut clock);
+            }
+            s.pump(&mut out, &mut clock);
+        }
+        send_all(&sock, &state, &mut out).await;
+        // Under a flood the socket never runs dry: give the tick loop (commands,
+        // timers, snapshots) its turn when our time slice is used up.
+        glommio::yield_if_needed().await;
     }
     Ok(())
 }
 
-pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd>) {
+pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>) {
     let owned = owned_mask(ctx.index, ctx.shards, ctx.protocol.partitions);
     let shard = match Shard::new(ctx.header.sender, owned, ctx.protocol.clone(), ctx.seed) {
         Ok(s) => s,
@@ -541,8 +651,13 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     let rate_limit = ctx.rate_limit;
     let shared = ctx.shared.clone();
     let sock = UdpSocket::from(sock);
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
-    let sock = Rc::new(FaultySocket::new(sock, ctx.faults.clone(), seed));
+    let rx_slot = slot_size(ctx.mtu);
+    let sock = Rc::new(FaultySocket::new(
+        sock,
+        ctx.faults.clone(),
+        seed,
+        (rx_slot, SHARD_RX_BUFFERS, ctx.gso),
+    ));
     let state = Rc::new(RefCell::new(ShardState {
         ctx,
         shard,
@@ -560,6 +675,9 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
         limiter: PeerRateLimiter::new(rate_limit, seed),
         overload: Overload::default(),
         cmd_queue: 0,
+        tick_due: None,
+        wake: Notify::new(),
+        stopped: StopEvent::new(),
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());
@@ -612,9 +730,8 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: Receiver<ShardCmd
     }
     state.borrow_mut().loops = loops;
     mgr.start_all();
-    while !state.borrow().stopping {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
+    let stopped = state.borrow().stopped.clone();
+    stopped.wait().await;
     // The tick that saw Shutdown already flushed the IHave queues and sent them.
     mgr.stop_all(Duration::from_secs(1)).await;
     let _ = sup.stop().await;

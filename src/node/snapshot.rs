@@ -57,6 +57,16 @@ pub struct IoStats {
     pub shed_ihave: u64,
     pub shed_anti_entropy: u64,
     pub overloaded: u64,
+    /// Times the executor's receive path or timer/command loop woke from a sleep.
+    pub wakeups: u64,
+    /// Receive batches that found the buffer pool exhausted (served from fresh
+    /// buffers).
+    pub rx_buffer_exhausted: u64,
+    /// Datagrams larger than a receive buffer, truncated by the kernel and dropped.
+    pub rx_oversized: u64,
+    /// `sendmmsg` calls, and datagrams sent as segments of a GSO (`UDP_SEGMENT`) send.
+    pub send_calls: u64,
+    pub gso_segments: u64,
 }
 
 impl IoStats {

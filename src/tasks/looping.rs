@@ -39,6 +39,14 @@ pub trait Loop: 'static {
     }
     /// Called once after the last run on a graceful stop.
     async fn on_stop(&mut self) {}
+    /// Waits before the next iteration. The default sleeps `delay` (the jittered
+    /// interval, or the error backoff while `failing`); a loop driven by events
+    /// overrides it to wait for them instead. The runner interrupts the wait for
+    /// pause and stop either way.
+    async fn idle(&mut self, delay: Duration, failing: bool) {
+        let _ = failing;
+        glommio::timer::sleep(delay).await;
+    }
 }
 
 /// How a loop is scheduled beyond its interval.
@@ -300,7 +308,7 @@ async fn run_loop<L: Loop>(mut lp: L, ctl: Rc<LoopCtl>, cfg: LoopConfig) {
         if ctl.stop.get() || ctl.paused.get() {
             continue;
         }
-        future::or(glommio::timer::sleep(delay), n).await;
+        future::or(lp.idle(delay, consecutive > 0), n).await;
     }
     if let Err(e) = catch_panic(lp.on_stop()).await {
         tracing::error!(loop_name = %name, error = %e, "loop on_stop panicked");
