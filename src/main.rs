@@ -20,6 +20,17 @@ use plumcore::sim::{self, SimConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs before `main` (and before most of the allocator's first pages are touched):
+/// see `plumcore::node::disable_thp` for why.
+#[used]
+#[link_section = ".init_array"]
+static DISABLE_THP: extern "C" fn() = {
+    extern "C" fn f() {
+        plumcore::node::disable_thp();
+    }
+    f
+};
+
 #[derive(Parser)]
 #[command(
     name = "plumcore",

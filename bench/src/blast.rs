@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plumcore::ids::{origin_offset, MessageId, NodeId};
-use plumcore::node::runtime::{self, RuntimeConfig};
+use plumcore::membership::MembershipConfig;
+use plumcore::node::ratelimit::RateLimitConfig;
+use plumcore::node::runtime::{self, Hardening, RuntimeConfig};
 use plumcore::node::sink::DeliverySink;
 use plumcore::node::snapshot::AdminBackend;
 use plumcore::protocol::ProtocolConfig;
@@ -37,6 +39,12 @@ pub struct BlastConfig {
     pub control_core: Option<usize>,
     /// Also measure the raw UDP loop (`scale` leaves it out).
     pub raw: bool,
+    /// Run the node with the (test-only) fault layer in place, every rate at zero:
+    /// what `--chaos` costs when it injects nothing.
+    pub chaos: bool,
+    /// Run the node with the per-source flood limiter on, at a limit the blast never
+    /// reaches: what checking every datagram against it costs.
+    pub rate_limit: bool,
 }
 
 impl BlastConfig {
@@ -208,7 +216,24 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         let control = UdpSocket::bind("127.0.0.1:0").expect("probe port");
         let base = control.local_addr().expect("addr");
         drop(control);
-        let started = runtime::start(
+        let hardening = Hardening {
+            rate_limit: if cfg.rate_limit {
+                RateLimitConfig {
+                    per_sec: 100_000_000,
+                    burst: 10_000_000,
+                    max_peers: 4096,
+                }
+            } else {
+                RateLimitConfig::OFF
+            },
+            ..Hardening::default()
+        };
+        let membership = MembershipConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(30),
+            ..MembershipConfig::default()
+        };
+        let started = runtime::start_with(
             RuntimeConfig {
                 node_id: NodeId(1),
                 bind: base,
@@ -221,9 +246,11 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 send_buffer: 16 << 20,
                 mtu: 1400,
                 protocol: protocol.clone(),
-                chaos: false,
+                chaos: cfg.chaos,
                 cluster_keys: None,
             },
+            membership,
+            hardening,
             sink_tx.clone(),
         );
         match started {

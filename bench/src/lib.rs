@@ -1,12 +1,14 @@
 //! plumcore's load generator and benchmark helpers: `blast` drives one node's shards
 //! next to a raw UDP forwarding loop (`raw`), `scale` repeats it over shard counts,
 //! `cluster` loads a local cluster of node processes, `compare` runs that workload on
-//! plumcore, its flood mode and memberlist-plumtree; `report` holds the arithmetic.
+//! plumcore, its flood mode and memberlist-plumtree; `idle` measures what a node
+//! with no traffic costs; `report` holds the arithmetic.
 //! The workload builders below feed the criterion benchmarks.
 
 pub mod blast;
 pub mod cluster;
 pub mod compare;
+pub mod idle;
 pub mod machine;
 pub mod memberlist;
 pub mod nodes;

@@ -11,7 +11,7 @@ use plumcore_bench::blast::{self, BlastConfig, BlastReport};
 use plumcore_bench::cluster::{self, ClusterConfig};
 use plumcore_bench::compare::{self, System};
 use plumcore_bench::report::median;
-use plumcore_bench::{machine, memberlist, plot, scale, soak};
+use plumcore_bench::{idle, machine, memberlist, nodes, plot, scale, soak};
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +78,15 @@ struct BlastLoad {
     /// Simulated neighbours.
     #[arg(long, default_value_t = 4)]
     peers: usize,
+    /// Run the node with the test-only fault layer in place (every rate zero).
+    #[arg(long)]
+    chaos: bool,
+    /// Run the node with the per-source flood limiter on (at a limit never reached).
+    #[arg(long)]
+    rate_limit: bool,
+    /// Send every datagram as its own message (no UDP GSO); sets PLUMCORE_UDP_GSO=0.
+    #[arg(long)]
+    no_gso: bool,
 }
 
 impl BlastLoad {
@@ -93,6 +102,8 @@ impl BlastLoad {
             shard_cores: vec![None],
             control_core: None,
             raw: false,
+            chaos: self.chaos,
+            rate_limit: self.rate_limit,
         }
     }
 }
@@ -109,6 +120,21 @@ enum Cmd {
         /// Runs; the medians are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// What an idle node costs: CPU (% of a core, from /proc/PID/stat), RSS and
+    /// shard wake-ups per second, for each shard count, over --duration (10 s).
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Shard counts to measure (comma separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1u16, 2])]
+        shards: Vec<u16>,
+        /// Runs per shard count; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Idle time after start-up before the measured window.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        settle: Duration,
     },
     /// A local cluster under a steady publish load: latency, reliability, RMR, LDH,
     /// control traffic, CPU and RSS. With no flags: 5 nodes, 500/s, 2 s + 8 s.
@@ -250,9 +276,69 @@ fn cores() -> usize {
     core_pinning::Topology::detect().online().len()
 }
 
+fn idle_cmd(common: Common, shards: Vec<u16>, runs: usize, settle: Duration) -> Result<()> {
+    if common.plot.is_some() {
+        bail!("invalid argument `--plot`: idle has no plot");
+    }
+    let binary = nodes::plumcore_binary()?;
+    let duration = common.duration.unwrap_or(Duration::from_secs(10));
+    println!(
+        "{:>6} {:>4} {:>10} {:>9} {:>16} {:>18}",
+        "shards", "run", "cpu %core", "rss MiB", "shard wakeups/s", "control wakeups/s"
+    );
+    let mut all = Vec::new();
+    let mut medians = Vec::new();
+    for &n in &shards {
+        let mut reps = Vec::new();
+        for r in 0..runs.max(1) {
+            let rep = idle::run(&binary, n, settle, duration)?;
+            println!(
+                "{:>6} {:>4} {:>10.3} {:>9.1} {:>16.1} {:>18.1}",
+                n,
+                r + 1,
+                rep.cpu_percent_of_core,
+                rep.rss_mib,
+                rep.shard_wakeups_per_s,
+                rep.control_wakeups_per_s
+            );
+            reps.push(rep);
+        }
+        let med = |f: fn(&idle::IdleReport) -> f64| median(reps.iter().map(f).collect());
+        let m = serde_json::json!({
+            "shards": n,
+            "median_cpu_percent_of_core": med(|r| r.cpu_percent_of_core),
+            "median_rss_mib": med(|r| r.rss_mib),
+            "median_shard_wakeups_per_s": med(|r| r.shard_wakeups_per_s),
+            "median_control_wakeups_per_s": med(|r| r.control_wakeups_per_s),
+        });
+        println!(
+            "median, {n} shard(s): cpu {:.3} % of a core, rss {:.1} MiB, {:.1} shard wake-ups/s",
+            m["median_cpu_percent_of_core"].as_f64().unwrap_or(0.0),
+            m["median_rss_mib"].as_f64().unwrap_or(0.0),
+            m["median_shard_wakeups_per_s"].as_f64().unwrap_or(0.0)
+        );
+        medians.push(m);
+        all.extend(reps);
+    }
+    write_json(
+        &common.json,
+        &serde_json::json!({
+            "command": command_line(),
+            "machine": machine::describe(),
+            "binary": binary,
+            "runs": all,
+            "medians": medians,
+        }),
+    )
+}
+
 fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     if common.plot.is_some() {
         bail!("invalid argument `--plot`: blast has no plot (use `scale --plot`)");
+    }
+    if load.no_gso {
+        // Read by the node runtime when it starts the shards (same process).
+        std::env::set_var("PLUMCORE_UDP_GSO", "0");
     }
     let cores = cores();
     let cfg = BlastConfig {
@@ -287,6 +373,9 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "payload": common.payload,
         "frames_per_datagram": load.frames,
         "peers": load.peers,
+        "chaos": load.chaos,
+        "rate_limit": load.rate_limit,
+        "gso": !load.no_gso,
         "runs": reports,
         "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
         "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
@@ -523,6 +612,12 @@ fn compare_cmd(
 fn run() -> Result<()> {
     match Cli::parse().command {
         Cmd::Blast { common, load, runs } => blast_cmd(common, load, runs),
+        Cmd::Idle {
+            common,
+            shards,
+            runs,
+            settle,
+        } => idle_cmd(common, shards, runs, settle),
         Cmd::Cluster {
             common,
             workload,
