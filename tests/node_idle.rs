@@ -33,13 +33,19 @@ fn an_idle_shard_wakes_only_a_handful_of_times_a_second() {
     let mut taken = Vec::new();
     let node = start_node(1, 1, None, dir.path(), &[], &mut taken);
     let wakeups = |shard: &str| sample(node.admin, "plumtree_shard_wakeups_total", shard);
-    wait_until("the node to publish metrics", Duration::from_secs(20), || {
-        wakeups("0").is_some()
-    });
+    wait_until(
+        "the node to publish metrics",
+        Duration::from_secs(20),
+        || wakeups("0").is_some(),
+    );
     // Let start-up settle, then count over a window. Snapshots reach /metrics every
     // 250 ms, so a window of several seconds bounds the error of the two reads.
     std::thread::sleep(Duration::from_secs(1));
-    let (s0, c0, t0) = (wakeups("0").unwrap(), wakeups("control").unwrap(), Instant::now());
+    let (s0, c0, t0) = (
+        wakeups("0").unwrap(),
+        wakeups("control").unwrap(),
+        Instant::now(),
+    );
     std::thread::sleep(Duration::from_secs(4));
     let (s1, c1) = (wakeups("0").unwrap(), wakeups("control").unwrap());
     let secs = t0.elapsed().as_secs_f64();
@@ -47,8 +53,14 @@ fn an_idle_shard_wakes_only_a_handful_of_times_a_second() {
     eprintln!("idle wake-ups per second: shard {shard_rate:.1}, control {control_rate:.1}");
     assert!(s1 > s0, "the shard still does its periodic work");
     // A handful: snapshot 4/s, cleanup 1/s, maintenance 0.5/s, anti-entropy 1/s.
-    assert!(shard_rate <= 25.0, "shard woke {shard_rate:.1} times a second");
-    assert!(control_rate <= 25.0, "control core woke {control_rate:.1} times a second");
+    assert!(
+        shard_rate <= 25.0,
+        "shard woke {shard_rate:.1} times a second"
+    );
+    assert!(
+        control_rate <= 25.0,
+        "control core woke {control_rate:.1} times a second"
+    );
 }
 
 #[test]
@@ -57,9 +69,11 @@ fn a_batch_of_bad_datagrams_is_dropped_and_counted_one_by_one() {
     let mut taken = Vec::new();
     let node = start_node(1, 1, None, dir.path(), &[], &mut taken);
     let m = |name: &str| sample(node.admin, name, "0");
-    wait_until("the node to publish metrics", Duration::from_secs(20), || {
-        m("plumtree_datagrams_received_total").is_some()
-    });
+    wait_until(
+        "the node to publish metrics",
+        Duration::from_secs(20),
+        || m("plumtree_datagrams_received_total").is_some(),
+    );
     let shard: SocketAddr = SocketAddr::new(node.bind.ip(), node.bind.port() + 1);
     let mut good = Vec::new();
     encode_header(
@@ -92,9 +106,11 @@ fn a_batch_of_bad_datagrams_is_dropped_and_counted_one_by_one() {
             tx.send_to(d, shard).unwrap();
         }
     }
-    wait_until("the 12 datagrams to be counted", Duration::from_secs(10), || {
-        m("plumtree_datagrams_received_total") == Some(12.0)
-    });
+    wait_until(
+        "the 12 datagrams to be counted",
+        Duration::from_secs(10),
+        || m("plumtree_datagrams_received_total") == Some(12.0),
+    );
     wait_until("the per-reason counters", Duration::from_secs(10), || {
         m("plumtree_rx_oversized_total") == Some(3.0)
             && m("plumtree_unknown_senders_total") == Some(3.0)

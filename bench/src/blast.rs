@@ -67,6 +67,12 @@ pub struct BlastReport {
     pub plumcore_datagrams_in_per_s: f64,
     /// Datagrams the shard sent per second (eager forwards and IHaves).
     pub plumcore_datagrams_out_per_s: f64,
+    /// Shard wake-ups per second (readiness waits that returned, tick loop runs).
+    pub plumcore_wakeups_per_s: f64,
+    /// `sendmmsg` calls per second, and datagrams per second that went out as GSO
+    /// segments.
+    pub plumcore_send_calls_per_s: f64,
+    pub plumcore_gso_segments_per_s: f64,
     /// Messages the blaster offered per second to the node.
     pub offered_msgs_per_s: f64,
     /// Packets the raw loop received (and forwarded to each peer) per second.
@@ -190,14 +196,18 @@ fn blaster(
     })
 }
 
-fn delivered(backend: &runtime::NodeBackend) -> (u64, u64, u64) {
+/// Delivered, datagrams in, datagrams out, wake-ups, send calls, GSO segments.
+fn delivered(backend: &runtime::NodeBackend) -> [u64; 6] {
     let s = backend.snapshot();
-    s.shards.iter().fold((0, 0, 0), |a, sh| {
-        (
-            a.0 + sh.stats.delivered,
-            a.1 + sh.io.datagrams_received,
-            a.2 + sh.io.datagrams_sent,
-        )
+    s.shards.iter().fold([0; 6], |a, sh| {
+        [
+            a[0] + sh.stats.delivered,
+            a[1] + sh.io.datagrams_received,
+            a[2] + sh.io.datagrams_sent,
+            a[3] + sh.io.wakeups,
+            a[4] + sh.io.send_calls,
+            a[5] + sh.io.gso_segments,
+        ]
     })
 }
 
@@ -309,11 +319,11 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         })
         .collect();
     std::thread::sleep(cfg.warmup);
-    let (d0, in0, out0) = delivered(&backend);
+    let c0 = delivered(&backend);
     let s0 = sent.load(Ordering::Relaxed);
     let t0 = Instant::now();
     std::thread::sleep(cfg.duration);
-    let (d1, in1, out1) = delivered(&backend);
+    let c1 = delivered(&backend);
     let s1 = sent.load(Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -324,7 +334,8 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     node.shutdown(Duration::from_secs(3));
     drop(sink_tx);
     sink.stop();
-    let msgs = (d1 - d0) as f64 / secs;
+    let rate = |i: usize| (c1[i] - c0[i]) as f64 / secs;
+    let msgs = rate(0);
     let mut report = BlastReport {
         payload: cfg.payload,
         frames_per_datagram: cfg.frames_per_datagram,
@@ -332,8 +343,11 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         shards,
         duration_s: secs,
         plumcore_msgs_per_s: msgs,
-        plumcore_datagrams_in_per_s: (in1 - in0) as f64 / secs,
-        plumcore_datagrams_out_per_s: (out1 - out0) as f64 / secs,
+        plumcore_datagrams_in_per_s: rate(1),
+        plumcore_datagrams_out_per_s: rate(2),
+        plumcore_wakeups_per_s: rate(3),
+        plumcore_send_calls_per_s: rate(4),
+        plumcore_gso_segments_per_s: rate(5),
         offered_msgs_per_s: (s1 - s0) as f64 / secs,
         raw_packets_per_s: 0.0,
         raw_forwarded_per_s: 0.0,

@@ -33,7 +33,11 @@ fn wakeups(text: &str) -> (f64, f64) {
     let mut shards = 0.0;
     let mut control = 0.0;
     for l in text.lines().filter(|l| l.starts_with(name)) {
-        let v: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         if l.contains("shard=\"control\"") {
             control += v;
         } else {

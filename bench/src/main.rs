@@ -332,6 +332,15 @@ fn idle_cmd(common: Common, shards: Vec<u16>, runs: usize, settle: Duration) -> 
     )
 }
 
+/// Shard datagrams in per second ÷ raw loop packets per second, same run.
+fn datagram_ratio(r: &BlastReport) -> f64 {
+    if r.raw_packets_per_s > 0.0 {
+        r.plumcore_datagrams_in_per_s / r.raw_packets_per_s
+    } else {
+        0.0
+    }
+}
+
 fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     if common.plot.is_some() {
         bail!("invalid argument `--plot`: blast has no plot (use `scale --plot`)");
@@ -349,20 +358,32 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     };
     let mut reports: Vec<BlastReport> = Vec::new();
     println!(
-        "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8}",
-        "run", "plumcore msg/s", "dgram in/s", "dgram out/s", "offered msg/s", "raw pkt/s", "ratio"
+        "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8} {:>9} {:>10} {:>9}",
+        "run",
+        "plumcore msg/s",
+        "dgram in/s",
+        "dgram out/s",
+        "offered msg/s",
+        "raw pkt/s",
+        "ratio",
+        "in÷raw",
+        "wakeups/s",
+        "sendmmsg/s"
     );
     for r in 0..runs.max(1) {
         let rep = blast::run(&cfg);
         println!(
-            "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2}",
+            "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2} {:>9.2} {:>10.0} {:>10.0}",
             r + 1,
             rep.plumcore_msgs_per_s,
             rep.plumcore_datagrams_in_per_s,
             rep.plumcore_datagrams_out_per_s,
             rep.offered_msgs_per_s,
             rep.raw_packets_per_s,
-            rep.ratio_vs_raw
+            rep.ratio_vs_raw,
+            datagram_ratio(&rep),
+            rep.plumcore_wakeups_per_s,
+            rep.plumcore_send_calls_per_s
         );
         reports.push(rep);
     }
@@ -381,14 +402,22 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
         "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
         "ratio_vs_raw": med(|r| r.ratio_vs_raw),
+        "median_plumcore_datagrams_in_per_s": med(|r| r.plumcore_datagrams_in_per_s),
+        "median_datagrams_in_vs_raw_packets": med(datagram_ratio),
     });
     println!(
-        "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}",
+        "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}; datagrams in {:.0}/s, {:.2}x the raw loop's packets",
         summary["median_plumcore_msgs_per_s"]
             .as_f64()
             .unwrap_or(0.0),
         summary["median_raw_packets_per_s"].as_f64().unwrap_or(0.0),
-        summary["median_ratio_vs_raw"].as_f64().unwrap_or(0.0)
+        summary["median_ratio_vs_raw"].as_f64().unwrap_or(0.0),
+        summary["median_plumcore_datagrams_in_per_s"]
+            .as_f64()
+            .unwrap_or(0.0),
+        summary["median_datagrams_in_vs_raw_packets"]
+            .as_f64()
+            .unwrap_or(0.0)
     );
     write_json(&common.json, &summary)
 }

@@ -380,7 +380,9 @@ impl Loop for MembershipLoop {
             s.membership_due = Some(due);
             (due.saturating_sub(now), s.wake.notified())
         };
-        if !wait.is_zero() {
+        if wait.is_zero() {
+            future::yield_now().await;
+        } else {
             future::or(glommio::timer::sleep(wait), poke).await;
         }
         let mut s = self.state.borrow_mut();

@@ -517,13 +517,22 @@ impl Loop for TickLoop {
             if let Some(d) = s.timers.peek() {
                 due = due.min(d.at);
             }
-            if s.cleanup_pending || s.stopping || !self.rx.rx.is_empty() {
+            // Stopping: the runner's stop interrupts this wait; snapshots need not
+            // wait for the period any more, but there is no reason to spin either.
+            if s.stopping {
+                due = due.max(now + SNAPSHOT_EVERY);
+            }
+            if s.cleanup_pending || !self.rx.rx.is_empty() {
                 due = now;
             }
             s.tick_due = Some(due);
             (due.saturating_sub(now), s.wake.notified())
         };
-        if !wait.is_zero() {
+        if wait.is_zero() {
+            // More to do at once (a cleanup slice, queued commands): let the receive
+            // path run first, so that neither starves the other.
+            future::yield_now().await;
+        } else {
             future::or(
                 self.rx.readable(),
                 future::or(glommio::timer::sleep(wait), poke),

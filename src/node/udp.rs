@@ -53,7 +53,8 @@ pub struct Received {
 pub struct RxPool {
     slot: usize,
     cap: usize,
-    /// Buffers ready to receive into (length `slot`).
+    /// Buffers ready to receive into (empty, capacity at least `slot`; never
+    /// zeroed: the kernel writes them and only what it wrote is exposed).
     free: Vec<BytesMut>,
     /// Buffers handed out, with the pool's own handle on each.
     lent: VecDeque<Bytes>,
@@ -97,7 +98,6 @@ impl RxPool {
             match b.try_into_mut() {
                 Ok(mut m) => {
                     m.clear();
-                    m.resize(self.slot, 0);
                     self.free.push(m);
                 }
                 Err(b) => self.lent.push_back(b),
@@ -112,10 +112,10 @@ impl RxPool {
         }
         if self.pooled < self.cap {
             self.pooled += 1;
-            return (BytesMut::zeroed(self.slot), true);
+            return (BytesMut::with_capacity(self.slot), true);
         }
         *exhausted = true;
-        (BytesMut::zeroed(self.slot), false)
+        (BytesMut::with_capacity(self.slot), false)
     }
 }
 
@@ -200,11 +200,13 @@ pub fn recv_batch(
     if exhausted {
         pool.exhausted += 1;
     }
+    let slot = pool.slot;
     for i in 0..RX_BATCH {
         let buf = &mut batch.bufs[i].0;
+        debug_assert!(buf.is_empty() && buf.capacity() >= slot);
         batch.iovs[i] = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+            iov_len: slot,
         };
         let h = &mut batch.hdrs[i];
         h.msg_len = 0;
@@ -217,8 +219,8 @@ pub fn recv_batch(
         h.msg_hdr.msg_flags = 0;
     }
     // SAFETY: `hdrs` holds RX_BATCH headers; each names a sockaddr_storage in `names`
-    // and one iovec in `iovs` that covers a live buffer in `bufs` of `iov_len`
-    // bytes. None of them moves or is freed during the call, and the kernel writes
+    // and one iovec in `iovs` that covers the spare capacity (at least `iov_len`
+    // bytes) of a live buffer in `bufs`. None of them moves or is freed during the call, and the kernel writes
     // only within those bounds. MSG_DONTWAIT: the call never blocks the executor.
     let n = unsafe {
         libc::recvmmsg(
@@ -240,9 +242,12 @@ pub fn recv_batch(
     let n = n as usize;
     for (i, (mut buf, pooled)) in batch.bufs.drain(..n).enumerate() {
         let h = &batch.hdrs[i];
-        let len = (h.msg_len as usize).min(buf.len());
+        let len = (h.msg_len as usize).min(slot);
         let oversized = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        buf.truncate(len);
+        // SAFETY: the kernel wrote `msg_len` bytes (at most the iovec's `slot`, which
+        // the buffer's capacity covers) at the start of this buffer's spare capacity;
+        // only those initialised bytes become its contents.
+        unsafe { buf.set_len(len) };
         let data = buf.freeze();
         if pooled {
             pool.lent.push_back(data.clone());
