@@ -21,6 +21,7 @@ use plumcore::protocol::ProtocolConfig;
 use plumcore::wire::{encode_frame, encode_header, Frame, Header};
 use serde::Serialize;
 
+use crate::machine::thread_cpu_seconds;
 use crate::raw::{run_raw_forwarder, RawCounters};
 
 /// Blast parameters.
@@ -73,6 +74,15 @@ pub struct BlastReport {
     /// segments.
     pub plumcore_send_calls_per_s: f64,
     pub plumcore_gso_segments_per_s: f64,
+    /// CPU seconds the shard threads used per second of the window (1.0 = one core
+    /// all the time), and messages delivered per shard CPU second: the shard's
+    /// efficiency, whatever share of the shared cores the scheduler gave it.
+    pub plumcore_shard_cpu_per_s: f64,
+    pub plumcore_msgs_per_shard_cpu_s: f64,
+    pub plumcore_datagrams_in_per_shard_cpu_s: f64,
+    /// The raw loop's thread likewise.
+    pub raw_cpu_per_s: f64,
+    pub raw_packets_per_cpu_s: f64,
     /// Messages the blaster offered per second to the node.
     pub offered_msgs_per_s: f64,
     /// Packets the raw loop received (and forwarded to each peer) per second.
@@ -320,10 +330,12 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         .collect();
     std::thread::sleep(cfg.warmup);
     let c0 = delivered(&backend);
+    let cpu0 = thread_cpu_seconds("shard-");
     let s0 = sent.load(Ordering::Relaxed);
     let t0 = Instant::now();
     std::thread::sleep(cfg.duration);
     let c1 = delivered(&backend);
+    let cpu1 = thread_cpu_seconds("shard-");
     let s1 = sent.load(Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -335,6 +347,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     drop(sink_tx);
     sink.stop();
     let rate = |i: usize| (c1[i] - c0[i]) as f64 / secs;
+    let shard_cpu = (cpu1 - cpu0).max(1e-9);
     let msgs = rate(0);
     let mut report = BlastReport {
         payload: cfg.payload,
@@ -348,6 +361,11 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         plumcore_wakeups_per_s: rate(3),
         plumcore_send_calls_per_s: rate(4),
         plumcore_gso_segments_per_s: rate(5),
+        plumcore_shard_cpu_per_s: shard_cpu / secs,
+        plumcore_msgs_per_shard_cpu_s: (c1[0] - c0[0]) as f64 / shard_cpu,
+        plumcore_datagrams_in_per_shard_cpu_s: (c1[1] - c0[1]) as f64 / shard_cpu,
+        raw_cpu_per_s: 0.0,
+        raw_packets_per_cpu_s: 0.0,
         offered_msgs_per_s: (s1 - s0) as f64 / secs,
         raw_packets_per_s: 0.0,
         raw_forwarded_per_s: 0.0,
@@ -373,12 +391,15 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
             counters.clone(),
             cfg.shard_cores.first().copied().flatten(),
         );
-        std::thread::spawn(move || {
-            if let Some(c) = core {
-                let _ = core_pinning::pin_current_thread(c);
-            }
-            run_raw_forwarder(raw_sock, targets, stop, counters)
-        })
+        std::thread::Builder::new()
+            .name("raw-forwarder".into())
+            .spawn(move || {
+                if let Some(c) = core {
+                    let _ = core_pinning::pin_current_thread(c);
+                }
+                run_raw_forwarder(raw_sock, targets, stop, counters)
+            })
+            .expect("spawn the raw loop")
     };
     let shard_socks: Vec<UdpSocket> = peers
         .iter()
@@ -395,10 +416,12 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     );
     std::thread::sleep(cfg.warmup);
     let r0 = counters.received.load(Ordering::Relaxed);
+    let rcpu0 = thread_cpu_seconds("raw-forwarder");
     let f0 = counters.forwarded.load(Ordering::Relaxed);
     let t0 = Instant::now();
     std::thread::sleep(cfg.duration);
     let r1 = counters.received.load(Ordering::Relaxed);
+    let rcpu1 = thread_cpu_seconds("raw-forwarder");
     let f1 = counters.forwarded.load(Ordering::Relaxed);
     let raw_secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -408,6 +431,9 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
 
     let raw = (r1 - r0) as f64 / raw_secs;
     report.raw_packets_per_s = raw;
+    let raw_cpu = (rcpu1 - rcpu0).max(1e-9);
+    report.raw_cpu_per_s = raw_cpu / raw_secs;
+    report.raw_packets_per_cpu_s = (r1 - r0) as f64 / raw_cpu;
     report.raw_forwarded_per_s = (f1 - f0) as f64 / raw_secs;
     report.ratio_vs_raw = if raw > 0.0 { msgs / raw } else { 0.0 };
     report

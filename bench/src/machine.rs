@@ -61,6 +61,30 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (tick > 0).then(|| (utime + stime) as f64 / tick as f64)
 }
 
+/// CPU seconds (user + system) used so far by this process's threads whose name
+/// starts with `prefix` (from `/proc/self/task/*/stat`; live threads only).
+pub fn thread_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    dir.flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            if !comm.trim_end().starts_with(prefix) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let after = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ut: u64 = f.get(11)?.parse().ok()?;
+            let st: u64 = f.get(12)?.parse().ok()?;
+            Some((ut + st) as f64 / tick)
+        })
+        .sum()
+}
+
 /// Resident set size of a process in MiB, from `/proc/<pid>/statm`.
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;

@@ -332,6 +332,15 @@ fn idle_cmd(common: Common, shards: Vec<u16>, runs: usize, settle: Duration) -> 
     )
 }
 
+/// Shard datagrams in per shard CPU second ÷ raw loop packets per raw CPU second.
+fn cpu_ratio(r: &BlastReport) -> f64 {
+    if r.raw_packets_per_cpu_s > 0.0 {
+        r.plumcore_datagrams_in_per_shard_cpu_s / r.raw_packets_per_cpu_s
+    } else {
+        0.0
+    }
+}
+
 /// Shard datagrams in per second ÷ raw loop packets per second, same run.
 fn datagram_ratio(r: &BlastReport) -> f64 {
     if r.raw_packets_per_s > 0.0 {
@@ -370,6 +379,7 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "wakeups/s",
         "sendmmsg/s"
     );
+    println!("     (per CPU second: shard cpu/s, msg/shard-cpu-s, dgram in/shard-cpu-s, raw cpu/s, raw pkt/cpu-s, in÷raw per cpu-s)");
     for r in 0..runs.max(1) {
         let rep = blast::run(&cfg);
         println!(
@@ -384,6 +394,15 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
             datagram_ratio(&rep),
             rep.plumcore_wakeups_per_s,
             rep.plumcore_send_calls_per_s
+        );
+        println!(
+            "     {:>6.2} {:>12.0} {:>12.0} {:>6.2} {:>12.0} {:>6.2}",
+            rep.plumcore_shard_cpu_per_s,
+            rep.plumcore_msgs_per_shard_cpu_s,
+            rep.plumcore_datagrams_in_per_shard_cpu_s,
+            rep.raw_cpu_per_s,
+            rep.raw_packets_per_cpu_s,
+            cpu_ratio(&rep)
         );
         reports.push(rep);
     }
@@ -404,7 +423,18 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "ratio_vs_raw": med(|r| r.ratio_vs_raw),
         "median_plumcore_datagrams_in_per_s": med(|r| r.plumcore_datagrams_in_per_s),
         "median_datagrams_in_vs_raw_packets": med(datagram_ratio),
+        "median_msgs_per_shard_cpu_s": med(|r| r.plumcore_msgs_per_shard_cpu_s),
+        "median_datagrams_in_per_shard_cpu_s": med(|r| r.plumcore_datagrams_in_per_shard_cpu_s),
+        "median_raw_packets_per_cpu_s": med(|r| r.raw_packets_per_cpu_s),
+        "median_datagrams_in_vs_raw_per_cpu_s": med(cpu_ratio),
     });
+    println!(
+        "median per CPU second: plumcore {:.0} msg, {:.0} datagrams in; raw loop {:.0} packets; datagrams ÷ raw packets {:.2}",
+        summary["median_msgs_per_shard_cpu_s"].as_f64().unwrap_or(0.0),
+        summary["median_datagrams_in_per_shard_cpu_s"].as_f64().unwrap_or(0.0),
+        summary["median_raw_packets_per_cpu_s"].as_f64().unwrap_or(0.0),
+        summary["median_datagrams_in_vs_raw_per_cpu_s"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}; datagrams in {:.0}/s, {:.2}x the raw loop's packets",
         summary["median_plumcore_msgs_per_s"]

@@ -395,8 +395,13 @@ pub fn send_batch(
             let space = std::mem::size_of::<[u64; 4]>();
             h.msg_hdr.msg_control = tx.cmsgs[m].as_mut_ptr().cast();
             // SAFETY: CMSG_SPACE only computes a length.
-            h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
-            debug_assert!(h.msg_hdr.msg_controllen as usize <= space);
+            let clen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            debug_assert!(clen <= space);
+            // `msg_controllen` is `size_t` on glibc and `socklen_t` on musl.
+            #[allow(clippy::unnecessary_cast)]
+            {
+                h.msg_hdr.msg_controllen = clen as _;
+            }
             // SAFETY: msg_control points at a live, 8-aligned buffer of `space`
             // bytes, at least CMSG_SPACE(2); CMSG_FIRSTHDR returns its start and the
             // writes stay within one cmsghdr plus 2 data bytes.
