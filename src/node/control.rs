@@ -211,7 +211,13 @@ impl ControlState {
 
     /// A datagram on the control socket (decoded in place, no copy). Returns the
     /// datagrams to send in answer.
-    fn on_datagram(&mut self, buf: Bytes, src: SocketAddr, unix: u64) -> Vec<(Bytes, SocketAddr)> {
+    /// `now` and `unix` are read once per receive batch.
+    fn on_datagram(
+        &mut self,
+        buf: Bytes,
+        src: SocketAddr,
+        (now, unix): (Time, u64),
+    ) -> Vec<(Bytes, SocketAddr)> {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Authenticate before decoding anything; only the MAC'd part is decoded.
@@ -233,7 +239,6 @@ impl ControlState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
-        let now = self.now();
         let out = self
             .members
             .on_frames(now, dg.header.sender, src, dg.frames);
@@ -479,7 +484,9 @@ async fn receive(
         }
         let sends = {
             let mut s = state.borrow_mut();
+            // One clock read per batch.
             let unix = if s.ctx.auth.is_some() { unix_ms() } else { 0 };
+            let now = s.now();
             let mut sends = Vec::new();
             for r in got.drain(..) {
                 if r.oversized {
@@ -487,7 +494,7 @@ async fn receive(
                     s.io.rx_oversized += 1;
                     continue;
                 }
-                sends.extend(s.on_datagram(r.data, r.from, unix));
+                sends.extend(s.on_datagram(r.data, r.from, (now, unix)));
             }
             s.poke_membership();
             sends
