@@ -169,6 +169,33 @@ fn blast_smoke() {
 }
 
 #[test]
+fn idle_smoke() {
+    ensure_plumcore();
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("i.json");
+    let out = run(&[
+        "idle",
+        "--duration",
+        "1s",
+        "--settle",
+        "500ms",
+        "--runs",
+        "1",
+        "--shards",
+        "1",
+        "--json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json(&j);
+    assert_machine(&v);
+    let r = &v["runs"][0];
+    assert_eq!(r["shards"], 1);
+    assert!(r["rss_mib"].as_f64().unwrap() > 0.0);
+    assert!(r["cpu_percent_of_core"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
 fn scale_smoke() {
     let dir = tempfile::tempdir().unwrap();
     let j = dir.path().join("s.json");
