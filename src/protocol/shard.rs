@@ -23,6 +23,11 @@ use super::{Event, Time, Timer};
 use crate::ids::{MessageId, NodeId};
 use crate::wire::{DigestBlock, Frame, IHaveEntry};
 
+/// How long after a prune a push from the pruned peer counts as already in flight.
+const STALE_WINDOW: Duration = Duration::from_secs(1);
+/// Bound on remembered prunes.
+const RECENT_PRUNES_MAX: usize = 4096;
+
 /// Why a local broadcast was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BroadcastError {
@@ -106,6 +111,10 @@ pub struct Shard {
     /// Neighbours known to speak [`Frame::PruneRoot`] (they sent one); the others also
     /// get a plain Prune next to it, which is all an older node understands.
     root_aware: u64,
+    /// (partition, root, peer) -> when this shard pruned the peer from that tree.
+    recent_prunes: FxHashMap<(u16, NodeId, NodeId), Time>,
+    /// The latest `now` an input carried (prune bookkeeping).
+    last_now: Time,
     seen: SeenMap,
     cache: PayloadCache,
     pending: FxHashMap<MessageId, PendingGraft>,
@@ -154,6 +163,8 @@ impl Shard {
             common_root: None,
             roots: RootTrees::new(cfg.partitions, cfg.max_roots),
             root_aware: 0,
+            recent_prunes: FxHashMap::default(),
+            last_now: Time::ZERO,
             seen: SeenMap::new(
                 cfg.partitions,
                 owned,
@@ -371,6 +382,7 @@ impl Shard {
                 round: 0,
                 from: self.me,
                 at: now,
+                via_tree: true,
             },
         );
         self.remember(now, IHaveEntry { id, round: 0 });
@@ -383,6 +395,7 @@ impl Shard {
 
     /// Processes one frame from `from`.
     pub fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        self.last_now = now;
         match frame {
             Frame::Gossip { id, round, payload } => self.on_gossip(now, from, id, round, payload),
             Frame::IHave { entries } => {
@@ -420,6 +433,20 @@ impl Shard {
                     }
                 }
                 let fwd_round = round.saturating_add(1);
+                let mut tree = self.tree(now, p, id.origin);
+                // The paper makes whoever delivered the message eager, in the root's
+                // tree. Not a peer this node pruned from that tree moments ago: its
+                // copy is a push still in flight, the peer has already dropped this
+                // node, and re-linking it would leave this node without a parent.
+                let stale = from_idx.is_some_and(|i| {
+                    tree & bit(i) == 0 && self.recently_pruned(now, p, id.origin, i)
+                });
+                if let (Some(i), Mode::Plumtree, false) = (from_idx, self.cfg.mode, stale) {
+                    tree |= bit(i);
+                    self.roots.set(p, id.origin, tree);
+                    self.parts[p as usize].dups[i] = 0;
+                }
+                let via_tree = !stale;
                 self.cache.insert(
                     now,
                     id,
@@ -428,6 +455,7 @@ impl Shard {
                         round: fwd_round,
                         from,
                         at: now,
+                        via_tree,
                     },
                 );
                 self.events.push_back(Event::Deliver {
@@ -442,14 +470,6 @@ impl Shard {
                         round: fwd_round,
                     },
                 );
-                let mut tree = self.tree(now, p, id.origin);
-                if let (Some(i), Mode::Plumtree) = (from_idx, self.cfg.mode) {
-                    // The paper: whoever delivered the message becomes (stays) eager,
-                    // in the root's tree and in the shared ones.
-                    tree |= bit(i);
-                    self.roots.set(p, id.origin, tree);
-                    self.parts[p as usize].dups[i] = 0;
-                }
                 self.forward(now, tree, id, fwd_round, payload, from_idx);
             }
             Seen::Duplicate => {
@@ -458,12 +478,26 @@ impl Shard {
                     return;
                 }
                 let Some(i) = from_idx else { return };
+                let tree = self.tree(now, p, id.origin);
+                // The first copy came over a stale link and this one over the tree:
+                // the tree link is the one to keep; the stale one is pruned (again).
+                let stale = match self.cache.get_mut(&id) {
+                    Some(c) if !c.via_tree && tree & bit(i) != 0 => {
+                        c.via_tree = true;
+                        self.neighbors.index_of(c.from).filter(|&j| j != i)
+                    }
+                    _ => None,
+                };
+                if let Some(j) = stale {
+                    self.roots.set(p, id.origin, tree & !bit(j));
+                    self.send_prune(j, p, id.origin);
+                    return;
+                }
                 let threshold = self.cfg.prune_threshold;
                 let part = &mut self.parts[p as usize];
                 part.dups[i] = part.dups[i].saturating_add(1);
                 if part.dups[i] >= threshold {
                     part.dups[i] = 0;
-                    let tree = self.tree(now, p, id.origin);
                     self.roots.set(p, id.origin, tree & !bit(i));
                     self.send_prune(i, p, id.origin);
                 }
@@ -529,11 +563,34 @@ impl Shard {
     /// unknown frame and obeys the Prune).
     fn send_prune(&mut self, i: usize, p: u16, root: NodeId) {
         let to = self.neighbors.get(i);
+        self.note_prune(p, root, to);
         self.stats.prune_sent += 1;
         self.send(to, Frame::PruneRoot { partition: p, root });
         if self.root_aware & bit(i) == 0 {
             self.send(to, Frame::Prune { partition: p });
         }
+    }
+
+    /// Remembers that `peer` was pruned from `root`'s tree in `p` (bounded; pushes the
+    /// peer had in flight are recognised for `STALE_WINDOW`).
+    fn note_prune(&mut self, p: u16, root: NodeId, peer: NodeId) {
+        let now = self.last_now;
+        if self.recent_prunes.len() >= RECENT_PRUNES_MAX {
+            self.recent_prunes
+                .retain(|_, &mut at| now.saturating_sub(at) <= STALE_WINDOW);
+            if self.recent_prunes.len() >= RECENT_PRUNES_MAX {
+                self.stats.recent_prunes_shed += 1;
+                return;
+            }
+        }
+        self.recent_prunes.insert((p, root, peer), now);
+    }
+
+    fn recently_pruned(&self, now: Time, p: u16, root: NodeId, i: usize) -> bool {
+        let peer = self.neighbors.get(i);
+        self.recent_prunes
+            .get(&(p, root, peer))
+            .is_some_and(|&at| now.saturating_sub(at) <= STALE_WINDOW)
     }
 
     /// Eager push to the root tree's eager peers (`tree`), lazy push (queued IHave) to
@@ -686,6 +743,7 @@ impl Shard {
         };
         cached.from = from;
         cached.round = e.round.saturating_add(1);
+        cached.via_tree = true;
         // A re-link is about this root's distances only: its tree changes, the shared
         // ones do not.
         let tree = self.tree(now, p, e.id.origin);
@@ -789,6 +847,7 @@ impl Shard {
 
     /// A timer the shard asked for has come due.
     pub fn handle_timer(&mut self, now: Time, timer: Timer) {
+        self.last_now = now;
         match timer {
             Timer::IHaveFlush { gen } => {
                 if self.ihave_timer != Some(gen) {
@@ -1056,6 +1115,8 @@ impl Shard {
     /// expired cached payloads.
     pub fn cleanup(&mut self, now: Time, budget: usize) -> CleanupProgress {
         let ttl = self.cfg.message_cache_ttl;
+        self.recent_prunes
+            .retain(|_, &mut at| now.saturating_sub(at) <= STALE_WINDOW);
         let removed = self.seen.expire(now)
             + self.roots.expire(now, ttl)
             + self.cache.expire(now, ttl, budget);

@@ -59,6 +59,8 @@ pub struct ShardStats {
     pub root_evictions: u64,
     /// Roots dropped after a silent `message_cache_ttl`.
     pub root_expirations: u64,
+    /// Prunes not remembered for stale-push detection (the bound was full).
+    pub recent_prunes_shed: u64,
     /// Frames for partitions this shard does not own.
     pub misrouted: u64,
     /// Neighbours refused because `max_neighbors` was reached.

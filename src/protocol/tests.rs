@@ -1289,3 +1289,32 @@ fn silent_roots_expire_at_cleanup() {
     assert_eq!(s.stats().roots, 0);
     assert_eq!(s.stats().root_expirations, 1);
 }
+
+#[test]
+fn a_push_in_flight_after_a_prune_does_not_tear_the_roots_tree() {
+    let mut s = shard(&[A, B, C]);
+    // m1 of root 9: first from A, then from B, so B is pruned in root 9's tree.
+    s.handle_frame(ms(1), A, gossip(mid(9, 0), 0));
+    s.handle_frame(ms(1), B, gossip(mid(9, 0), 0));
+    drain(&mut s);
+    assert!(!s.root_eager_peers(0, NodeId(9)).unwrap().contains(&B));
+    // m2 of root 9 was already on its way from B when B got the prune: it arrives
+    // first. B does not rejoin the tree...
+    s.handle_frame(ms(2), B, gossip(mid(9, 1), 0));
+    drain(&mut s);
+    assert!(!s.root_eager_peers(0, NodeId(9)).unwrap().contains(&B));
+    // ...and the copy from A, the tree's own link, is kept: B is pruned again, A not.
+    s.handle_frame(ms(3), A, gossip(mid(9, 1), 0));
+    let ev = drain(&mut s);
+    assert_eq!(
+        sends(&ev).first(),
+        Some(&(
+            B,
+            Frame::PruneRoot {
+                partition: 0,
+                root: NodeId(9)
+            }
+        ))
+    );
+    assert!(s.root_eager_peers(0, NodeId(9)).unwrap().contains(&A));
+}
