@@ -54,8 +54,9 @@ impl PartitionTrees {
     }
 }
 
-/// The per-root trees of one shard.
-pub(super) struct RootTrees {
+/// The per-root trees of one shard. Eager sets are neighbour-index masks (see
+/// [`super::peers`]); the shard keeps them in step with its neighbour table.
+pub struct RootTrees {
     roots: LruCache<NodeId, Entry>,
     free: Vec<u32>,
     next_slot: u32,
@@ -66,7 +67,8 @@ pub(super) struct RootTrees {
 }
 
 impl RootTrees {
-    pub(super) fn new(partitions: u32, max_roots: usize) -> Self {
+    /// Tables for `partitions` partitions and at most `max_roots` roots.
+    pub fn new(partitions: u32, max_roots: usize) -> Self {
         Self {
             roots: LruCache::new(NonZeroUsize::new(max_roots.max(1)).expect("at least 1")),
             free: Vec::new(),
@@ -78,22 +80,27 @@ impl RootTrees {
     }
 
     /// Roots tracked.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.roots.len()
     }
 
+    /// Whether no root is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
     /// Roots evicted by the `max_roots` bound.
-    pub(super) fn evictions(&self) -> u64 {
+    pub fn evictions(&self) -> u64 {
         self.evictions
     }
 
     /// Roots expired after a silent TTL.
-    pub(super) fn expirations(&self) -> u64 {
+    pub fn expirations(&self) -> u64 {
         self.expirations
     }
 
     /// Heap bytes of the tables (for the README's bytes-per-root figure and tests).
-    pub(super) fn heap_bytes(&self) -> usize {
+    pub fn heap_bytes(&self) -> usize {
         let lru = self.roots.cap().get()
             * (std::mem::size_of::<NodeId>() + std::mem::size_of::<Entry>() + 2 * 8 + 8);
         let parts: usize = self
@@ -106,7 +113,7 @@ impl RootTrees {
 
     /// The eager mask of `root`'s tree in `partition`, if that tree exists; marks the
     /// root used.
-    pub(super) fn get(&mut self, now: Time, partition: u16, root: NodeId) -> Option<u64> {
+    pub fn get(&mut self, now: Time, partition: u16, root: NodeId) -> Option<u64> {
         let e = self.roots.get_mut(&root)?;
         e.last_used = now;
         let slot = e.slot;
@@ -116,7 +123,7 @@ impl RootTrees {
 
     /// The eager mask of `root`'s tree in `partition`, if it exists, without marking
     /// the root used.
-    pub(super) fn peek(&self, partition: u16, root: NodeId) -> Option<u64> {
+    pub fn peek(&self, partition: u16, root: NodeId) -> Option<u64> {
         let slot = self.roots.peek(&root)?.slot;
         let part = &self.parts[partition as usize];
         part.is_valid(slot).then(|| part.eager[slot as usize])
@@ -125,7 +132,7 @@ impl RootTrees {
     /// The eager mask of `root`'s tree in `partition`, created from `template` when the
     /// root or its tree in this partition is new (evicting the least recently used
     /// root at the bound).
-    pub(super) fn get_or_seed(
+    pub fn get_or_seed(
         &mut self,
         now: Time,
         partition: u16,
@@ -135,8 +142,15 @@ impl RootTrees {
         let slot = self.slot(now, root);
         let part = &mut self.parts[partition as usize];
         if !part.is_valid(slot) {
-            if part.eager.len() <= slot as usize {
-                part.eager.resize(slot as usize + 1, 0);
+            let need = slot as usize + 1;
+            if part.eager.len() < need {
+                // Grow by an eighth, not double: 64 of these per shard dominate the
+                // memory of the per-root trees.
+                if part.eager.capacity() < need {
+                    let more = (part.eager.capacity() / 8).max(64).max(need - part.eager.len());
+                    part.eager.reserve_exact(more);
+                }
+                part.eager.resize(need, 0);
             }
             part.eager[slot as usize] = template;
             part.set_valid(slot, true);
@@ -145,7 +159,7 @@ impl RootTrees {
     }
 
     /// Stores `eager` as `root`'s tree in `partition` (the tree must exist).
-    pub(super) fn set(&mut self, partition: u16, root: NodeId, eager: u64) {
+    pub fn set(&mut self, partition: u16, root: NodeId, eager: u64) {
         if let Some(e) = self.roots.peek(&root) {
             let slot = e.slot as usize;
             let part = &mut self.parts[partition as usize];
@@ -156,7 +170,7 @@ impl RootTrees {
     }
 
     /// Applies `f` to every existing tree of every partition in `owned`.
-    pub(super) fn for_each_tree(&mut self, owned: u64, mut f: impl FnMut(u16, &mut u64)) {
+    pub fn for_each_tree(&mut self, owned: u64, mut f: impl FnMut(u16, &mut u64)) {
         for p in super::peers::bits(owned) {
             let part = &mut self.parts[p];
             for (w, &valid) in part.valid.iter().enumerate() {
@@ -168,12 +182,12 @@ impl RootTrees {
     }
 
     /// A neighbour was removed: every tree's mask follows the index change.
-    pub(super) fn neighbor_removed(&mut self, owned: u64, r: Removed) {
+    pub fn neighbor_removed(&mut self, owned: u64, r: Removed) {
         self.for_each_tree(owned, |_, m| *m = remap_mask(*m, r));
     }
 
     /// Drops roots silent for longer than `ttl`; returns how many.
-    pub(super) fn expire(&mut self, now: Time, ttl: Time) -> usize {
+    pub fn expire(&mut self, now: Time, ttl: Time) -> usize {
         let mut n = 0;
         while let Some((_, e)) = self.roots.peek_lru() {
             if now.saturating_sub(e.last_used) <= ttl {
