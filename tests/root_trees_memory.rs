@@ -65,7 +65,10 @@ fn per_root_trees_fit_in_a_few_megabytes_and_stay_bounded() {
         );
     }
     let (per_root, _) = bytes_per_root(10_000, 64, 10_000);
-    assert!(per_root * 10_000.0 < 8e6, "10,000 roots take {per_root} B each");
+    assert!(
+        per_root * 10_000.0 < 8e6,
+        "10,000 roots take {per_root} B each"
+    );
     a_flood_of_roots_stays_within_max_roots();
 }
 
@@ -80,5 +83,8 @@ fn a_flood_of_roots_stays_within_max_roots() {
     assert_eq!(t.len(), 1_000);
     assert_eq!(t.evictions(), 199_000);
     let used = LIVE.load(Ordering::Relaxed) - before;
-    assert!(used < 1_000 * (64 * 9 + 200), "{used} bytes for 1,000 roots");
+    assert!(
+        used < 1_000 * (64 * 9 + 200),
+        "{used} bytes for 1,000 roots"
+    );
 }

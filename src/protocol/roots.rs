@@ -132,13 +132,7 @@ impl RootTrees {
     /// The eager mask of `root`'s tree in `partition`, created from `template` when the
     /// root or its tree in this partition is new (evicting the least recently used
     /// root at the bound).
-    pub fn get_or_seed(
-        &mut self,
-        now: Time,
-        partition: u16,
-        root: NodeId,
-        template: u64,
-    ) -> u64 {
+    pub fn get_or_seed(&mut self, now: Time, partition: u16, root: NodeId, template: u64) -> u64 {
         let slot = self.slot(now, root);
         let part = &mut self.parts[partition as usize];
         if !part.is_valid(slot) {
@@ -147,7 +141,9 @@ impl RootTrees {
                 // Grow by an eighth, not double: 64 of these per shard dominate the
                 // memory of the per-root trees.
                 if part.eager.capacity() < need {
-                    let more = (part.eager.capacity() / 8).max(64).max(need - part.eager.len());
+                    let more = (part.eager.capacity() / 8)
+                        .max(64)
+                        .max(need - part.eager.len());
                     part.eager.reserve_exact(more);
                 }
                 part.eager.resize(need, 0);
