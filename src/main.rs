@@ -118,9 +118,16 @@ struct SimArgs {
     /// Partitions (independent trees); a power of two up to 64.
     #[arg(long, default_value_t = 64)]
     partitions: u32,
-    /// Milliseconds between broadcasts.
+    /// Milliseconds between broadcasts (0: all at once, as --burst).
     #[arg(long, default_value_t = 50)]
     interval_ms: u64,
+    /// Issue every broadcast at the same moment (sets --interval-ms 0).
+    #[arg(long)]
+    burst: bool,
+    /// Broadcasts come from this many fixed random nodes (default: from any node;
+    /// 1 is iroh-gossip's single-sender scenario).
+    #[arg(long)]
+    origins: Option<usize>,
     /// Smallest one-way link latency, microseconds (each link gets a fixed latency
     /// between this and --latency-max-us). The default is a WAN; a LAN is ~100-1000.
     #[arg(long, default_value_t = 5_000)]
@@ -204,6 +211,9 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     if a.payload > protocol.max_payload {
         return Ok(bad_arg("--payload", "exceeds max_payload"));
     }
+    if a.origins == Some(0) {
+        return Ok(bad_arg("--origins", "must be at least 1"));
+    }
     if a.latency_min_us > a.latency_max_us {
         return Ok(bad_arg("--latency-min-us", "exceeds --latency-max-us"));
     }
@@ -218,7 +228,12 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
         degree: a.degree,
         fail: a.fail,
         partition_heal: a.partition_heal,
-        interval: Duration::from_millis(a.interval_ms),
+        interval: if a.burst {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(a.interval_ms)
+        },
+        origins: a.origins.unwrap_or(0),
         warmup_per_partition: a.warmup,
         payload: a.payload,
         protocol,
@@ -233,7 +248,10 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     if let Some(Baseline::Flood) = a.baseline {
         let mut flood = cfg.clone();
         flood.protocol.mode = Mode::Flood;
-        report.baseline = Some(Box::new(sim::run(&flood)));
+        let base = sim::run(&flood);
+        report.flood_ldh = Some(base.ldh);
+        report.flood_last_delivery_ms = Some(base.last_delivery_ms);
+        report.baseline = Some(Box::new(base));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -50,6 +50,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             request
         }),
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
+        (any::<u16>(), any::<u64>()).prop_map(|(partition, root)| Frame::PruneRoot {
+            partition,
+            root: NodeId(root)
+        }),
         any::<u16>().prop_map(|shards| Frame::Ping { shards }),
         Just(Frame::Leave),
         (
@@ -133,6 +137,10 @@ fn arb_small_frames() -> impl Strategy<Value = Vec<Frame>> {
             request
         }),
         any::<u16>().prop_map(|partition| Frame::Prune { partition }),
+        (any::<u16>(), any::<u64>()).prop_map(|(partition, root)| Frame::PruneRoot {
+            partition,
+            root: NodeId(root)
+        }),
         any::<u16>().prop_map(|shards| Frame::Ping { shards }),
         Just(Frame::Leave),
         (any::<u16>(), any::<bool>(), vec(arb_block(), 1..4)).prop_map(
@@ -277,7 +285,7 @@ proptest! {
             .collect();
         let mut inserted = 0u32;
         for (t, body, at) in unknown {
-            let known = (tag::GOSSIP..=tag::PRUNE).contains(&t)
+            let known = (tag::GOSSIP..=tag::PRUNE_ROOT).contains(&t)
                 || [tag::PING, tag::LEAVE, tag::DIGEST].contains(&t);
             let t = if known { t + 0x30 } else { t };
             let mut v = vec![t];

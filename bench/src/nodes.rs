@@ -123,6 +123,9 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
         });
     }
     wait_joined(&mut out, Duration::from_secs(30))?;
+    if !wait_settled(&out, Duration::from_secs(1), Duration::from_secs(15)) {
+        eprintln!("note: the overlay was still changing 15 s after start; publishing anyway");
+    }
     Ok(out)
 }
 
@@ -175,6 +178,28 @@ pub fn wait_joined(nodes: &mut [NodeHandle], limit: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits until the overlay stops changing: every node's neighbour count is the same
+/// in consecutive polls for `quiet`, or `limit` passes (then it carries on: a figure
+/// measured on a still-forming overlay is reported as such by `membership changes`).
+/// A node's views keep filling for a few seconds after its first neighbour, and every
+/// new link re-shapes the trees; publishing before that measures the formation.
+pub fn wait_settled(nodes: &[NodeHandle], quiet: Duration, limit: Duration) -> bool {
+    let t = Instant::now();
+    let mut last: Vec<Option<usize>> = Vec::new();
+    let mut stable_since = Instant::now();
+    while t.elapsed() < limit {
+        let now: Vec<Option<usize>> = nodes.iter().map(|n| peers_of(n.admin)).collect();
+        if now != last || now.iter().any(Option::is_none) {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= quiet {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// The text of a node's `/metrics`, or empty when it does not answer.

@@ -62,6 +62,11 @@ enum Op {
         budget: u8,
     },
     AntiEntropy,
+    PruneRoot {
+        peer: u8,
+        partition: u16,
+        root: u16,
+    },
 }
 
 /// At most 16 origins, so the seen map (bound 16) never has to evict one: then a
@@ -94,6 +99,7 @@ fn run_ops(ops: Vec<Op>) {
         max_ihave_queue: 32,
         max_neighbors: 8,
         max_payload: 256,
+        max_roots: 8,
         ..ProtocolConfig::default()
     };
     let mut s = Shard::new(NodeId(1), 0b1111, cfg.clone(), 7).expect("valid config");
@@ -156,6 +162,19 @@ fn run_ops(ops: Vec<Op>) {
                 now,
                 NodeId(u64::from(peer % 12) + 2),
                 Frame::Prune { partition },
+            ),
+            // Random roots (most never seen): counted and ignored, never stored.
+            Op::PruneRoot {
+                peer,
+                partition,
+                root,
+            } => s.handle_frame(
+                now,
+                NodeId(u64::from(peer % 12) + 2),
+                Frame::PruneRoot {
+                    partition,
+                    root: NodeId(u64::from(root)),
+                },
             ),
             Op::Digest {
                 peer,
@@ -236,5 +255,6 @@ fn run_ops(ops: Vec<Op>) {
         assert!(st.pending_grafts <= cfg.max_pending_grafts as u64);
         assert!(st.ihave_queue <= cfg.max_ihave_queue as u64);
         assert!(st.neighbors <= cfg.max_neighbors as u64);
+        assert!(st.roots <= cfg.max_roots as u64);
     }
 }

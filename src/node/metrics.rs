@@ -137,6 +137,21 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
         "Anti-entropy pulls and replies shed by the per-round budgets.",
         |s| s.anti_entropy_pulls_shed + s.anti_entropy_replies_shed,
     ),
+    (
+        "plumtree_root_evictions",
+        "Per-root trees evicted by max_roots (they fall back to the template).",
+        |s| s.root_evictions,
+    ),
+    (
+        "plumtree_root_expirations",
+        "Per-root trees dropped after a silent message_cache_ttl.",
+        |s| s.root_expirations,
+    ),
+    (
+        "plumtree_unknown_roots",
+        "Prune and Graft frames naming a root with no tree here (ignored).",
+        |s| s.unknown_roots,
+    ),
 ];
 
 const SHARD_GAUGES: &[(&str, &str, StatFn)] = &[
@@ -182,6 +197,16 @@ const SHARD_GAUGES: &[(&str, &str, StatFn)] = &[
         "plumtree_cache_bytes",
         "Payload bytes in the message cache.",
         |s| s.cache_bytes,
+    ),
+    (
+        "plumtree_roots_tracked",
+        "Roots (origins) with per-root trees in the shard.",
+        |s| s.roots,
+    ),
+    (
+        "plumtree_roots_bytes",
+        "Approximate bytes held by the per-root trees.",
+        |s| s.roots_bytes,
     ),
 ];
 
@@ -904,6 +929,10 @@ mod tests {
             "plumtree_anti_entropy_pulls_total",
             "plumtree_anti_entropy_shed_total",
             "plumtree_neighbors",
+            "plumtree_roots_tracked",
+            "plumtree_roots_bytes",
+            "plumtree_root_evictions_total",
+            "plumtree_unknown_roots_total",
         ] {
             get(&format!("{name}{{shard=\"0\"}}"));
         }

@@ -198,7 +198,9 @@ impl ShardState {
                             let a = layout.shard_addr(id.partition(partitions));
                             push(a, frame, &mut per_dest);
                         }
-                        Frame::Prune { partition } | Frame::Digest { partition, .. } => {
+                        Frame::Prune { partition }
+                        | Frame::PruneRoot { partition, .. }
+                        | Frame::Digest { partition, .. } => {
                             push(layout.shard_addr(partition), frame, &mut per_dest);
                         }
                         Frame::Ping { .. } | Frame::Leave => {}

@@ -19,6 +19,9 @@ pub struct CachedMessage {
     pub from: NodeId,
     /// When it was delivered (or broadcast) here.
     pub at: Duration,
+    /// Whether it came over a link of its root's tree here (or was our own): a copy
+    /// from a peer outside the tree is a stale push still in flight after a prune.
+    pub via_tree: bool,
 }
 
 /// Counters the cache owns.
@@ -153,6 +156,7 @@ mod tests {
             round: 1,
             from: NodeId(2),
             at: Duration::ZERO,
+            via_tree: true,
         }
     }
 

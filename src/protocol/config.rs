@@ -68,6 +68,13 @@ pub struct ProtocolConfig {
     pub max_seen_origins: usize,
     /// Bound on the sequence window kept per origin, in messages, before forced sliding.
     pub max_seen_window: u64,
+    /// Bound on roots (origins) a shard keeps per-root trees for: each root has one
+    /// eager set per owned partition (8 bytes and a bit), plus about 60 bytes in the
+    /// root table. The least recently used root is evicted (its trees fall back to
+    /// the partition template when it publishes again); a root silent for
+    /// `message_cache_ttl` expires. The default holds 10,000 origins in about 5.3 MB
+    /// for a shard owning all 64 partitions. Raise it when more nodes publish.
+    pub max_roots: usize,
     /// Bound on messages waiting for a graft.
     pub max_pending_grafts: usize,
     /// Bound on queued IHave entries over all peers; the oldest are shed first.
@@ -121,6 +128,7 @@ impl Default for ProtocolConfig {
             max_cached_bytes: 256 << 20,
             max_seen_origins: 1 << 16,
             max_seen_window: 1 << 16,
+            max_roots: 10_000,
             max_pending_grafts: 1 << 16,
             max_ihave_queue: 1 << 16,
             max_announcers: 8,
@@ -195,6 +203,7 @@ impl ProtocolConfig {
             ("max_cached_messages", self.max_cached_messages),
             ("max_cached_bytes", self.max_cached_bytes),
             ("max_seen_origins", self.max_seen_origins),
+            ("max_roots", self.max_roots),
             ("max_pending_grafts", self.max_pending_grafts),
             ("max_ihave_queue", self.max_ihave_queue),
             ("max_announcers", self.max_announcers),

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 mod digest;
 pub mod peers;
+pub mod roots;
 pub mod seen;
 pub mod shard;
 pub mod stats;

@@ -16,11 +16,17 @@ use super::cache::{CachedMessage, PayloadCache};
 use super::config::{ConfigError, Mode, ProtocolConfig};
 use super::digest::{block_ids, DigestBuilder};
 use super::peers::{bit, bits, remap_mask, Neighbors};
+use super::roots::RootTrees;
 use super::seen::{Seen, SeenMap};
 use super::stats::ShardStats;
 use super::{Event, Time, Timer};
 use crate::ids::{MessageId, NodeId};
 use crate::wire::{DigestBlock, Frame, IHaveEntry};
+
+/// How long after a prune a push from the pruned peer counts as already in flight.
+const STALE_WINDOW: Duration = Duration::from_secs(1);
+/// Bound on remembered prunes.
+const RECENT_PRUNES_MAX: usize = 4096;
 
 /// Why a local broadcast was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -42,14 +48,21 @@ pub struct CleanupProgress {
     pub done: bool,
 }
 
-/// Per-partition tree state.
+/// Per-partition state. The partition's template, which a root seen for the first
+/// time copies as its own tree, is the tree of the partition's designated root (the
+/// lowest root id with a tree here): every node converges on the same designated
+/// root, so the copies agree from node to node, and one root's tree is shaped by one
+/// root's messages only, so it does not tear. Before any root has a tree here, the
+/// template is the designated tree of the shard's other partitions, or else `eager`.
 #[derive(Debug, Clone)]
 struct Partition {
-    /// Eager peers (bits index [`Neighbors`]); lazy = neighbours minus eager.
+    /// Eager peers (bits index [`Neighbors`]) of the fallback template: the fanout
+    /// graph neighbours come up into, pruned only by older peers' plain Prunes.
     eager: u64,
+    /// The designated root, whose tree is the template.
+    root: Option<NodeId>,
     /// Whether a message travelled in this partition yet. Before that, a new neighbour
-    /// may replace an eager one (reservoir sampling), so partitions start from
-    /// different random trees instead of all from the first neighbours to come up.
+    /// may replace an eager one (reservoir sampling).
     formed: bool,
     /// Duplicates received per neighbour since its last prune.
     dups: [u8; 64],
@@ -61,6 +74,7 @@ impl Default for Partition {
     fn default() -> Self {
         Self {
             eager: 0,
+            root: None,
             formed: false,
             dups: [0; 64],
             offered: 0,
@@ -88,6 +102,19 @@ pub struct Shard {
     owned: u64,
     neighbors: Neighbors,
     parts: Vec<Partition>,
+    /// The shard-wide designated (partition, root) tree: the template of a partition
+    /// with no root of its own yet, so a partition's first message travels a tree
+    /// instead of the fresh fanout graph.
+    common_root: Option<(u16, NodeId)>,
+    /// Per-(partition, root) trees, seeded from the partition templates.
+    roots: RootTrees,
+    /// Neighbours known to speak [`Frame::PruneRoot`] (they sent one); the others also
+    /// get a plain Prune next to it, which is all an older node understands.
+    root_aware: u64,
+    /// (partition, root, peer) -> when this shard pruned the peer from that tree.
+    recent_prunes: FxHashMap<(u16, NodeId, NodeId), Time>,
+    /// The latest `now` an input carried (prune bookkeeping).
+    last_now: Time,
     seen: SeenMap,
     cache: PayloadCache,
     pending: FxHashMap<MessageId, PendingGraft>,
@@ -133,6 +160,11 @@ impl Shard {
             owned,
             neighbors: Neighbors::default(),
             parts: vec![Partition::default(); cfg.partitions as usize],
+            common_root: None,
+            roots: RootTrees::new(cfg.partitions, cfg.max_roots),
+            root_aware: 0,
+            recent_prunes: FxHashMap::default(),
+            last_now: Time::ZERO,
             seen: SeenMap::new(
                 cfg.partitions,
                 owned,
@@ -182,13 +214,19 @@ impl Shard {
 
     /// Eager peers of a partition, for status pages and tests.
     pub fn eager_peers(&self, partition: u16) -> Vec<NodeId> {
-        let m = self.parts[partition as usize].eager;
+        let m = self.template_view(partition) & self.neighbors.all_mask();
         bits(m).map(|i| self.neighbors.get(i)).collect()
+    }
+
+    /// Eager peers of `root`'s tree in a partition, if that tree exists.
+    pub fn root_eager_peers(&mut self, partition: u16, root: NodeId) -> Option<Vec<NodeId>> {
+        let m = self.roots.peek(partition, root)?;
+        Some(bits(m).map(|i| self.neighbors.get(i)).collect())
     }
 
     /// Lazy peers of a partition.
     pub fn lazy_peers(&self, partition: u16) -> Vec<NodeId> {
-        let m = self.neighbors.all_mask() & !self.parts[partition as usize].eager;
+        let m = self.neighbors.all_mask() & !self.template_view(partition);
         bits(m).map(|i| self.neighbors.get(i)).collect()
     }
 
@@ -197,7 +235,7 @@ impl Shard {
         let mut out: Vec<(NodeId, u32, u32)> =
             self.neighbors.ids().iter().map(|&id| (id, 0, 0)).collect();
         for p in bits(self.owned) {
-            let eager = self.parts[p].eager;
+            let eager = self.template_view(p as u16);
             for (i, row) in out.iter_mut().enumerate() {
                 if eager & bit(i) != 0 {
                     row.1 += 1;
@@ -227,7 +265,7 @@ impl Shard {
         s.neighbors = self.neighbors.len() as u64;
         let all = self.neighbors.all_mask();
         for p in bits(self.owned) {
-            let e = self.parts[p].eager & all;
+            let e = self.template_view(p as u16) & all;
             s.eager_links += e.count_ones() as u64;
             s.lazy_links += (all & !e).count_ones() as u64;
         }
@@ -238,6 +276,10 @@ impl Shard {
         s.anti_entropy_recent = self.recent.len() as u64;
         s.cache_entries = self.cache.len() as u64;
         s.cache_bytes = self.cache.bytes() as u64;
+        s.roots = self.roots.len() as u64;
+        s.roots_bytes = self.roots.heap_bytes() as u64;
+        s.root_evictions = self.roots.evictions();
+        s.root_expirations = self.roots.expirations();
         s
     }
 
@@ -276,24 +318,16 @@ impl Shard {
         }
         let i = self.neighbors.push(peer);
         self.ihave.push(Vec::new());
+        self.root_aware &= !bit(i);
         let fanout = self.cfg.eager_fanout;
-        for p in bits(self.owned) {
-            let part = &mut self.parts[p];
-            part.dups[i] = 0;
-            if (part.eager.count_ones() as usize) < fanout {
-                part.eager |= bit(i);
-                part.offered += 1;
-            } else if !part.formed {
-                // Reservoir sampling: every neighbour ends up eager with equal odds.
-                part.offered += 1;
-                let k = self.rng.gen_range(0..part.offered) as usize;
-                if k < fanout {
-                    let victims: Vec<usize> = bits(part.eager).collect();
-                    let v = victims[k % victims.len()];
-                    part.eager = (part.eager & !bit(v)) | bit(i);
-                }
-            }
+        let owned = self.owned;
+        for p in bits(owned) {
+            offer_neighbor(&mut self.parts[p], i, fanout, &mut self.rng);
         }
+        // Existing roots take the newcomer eager: it gets their messages at once
+        // instead of a graft_timeout later through IHave, and the first duplicate on
+        // the new link prunes whichever copy came second.
+        self.roots.for_each_tree(owned, |_, m| *m |= bit(i));
         true
     }
 
@@ -304,12 +338,10 @@ impl Shard {
             return false;
         };
         for p in bits(self.owned) {
-            let part = &mut self.parts[p];
-            part.eager = remap_mask(part.eager, r);
-            if let Some(from) = r.moved_from {
-                part.dups[r.index] = part.dups[from];
-            }
+            remove_neighbor(&mut self.parts[p], r);
         }
+        self.roots.neighbor_removed(self.owned, r);
+        self.root_aware = remap_mask(self.root_aware, r);
         let dropped = self.ihave.swap_remove(r.index);
         self.ihave_total -= dropped.len();
         for pg in self.pending.values_mut() {
@@ -350,10 +382,12 @@ impl Shard {
                 round: 0,
                 from: self.me,
                 at: now,
+                via_tree: true,
             },
         );
         self.remember(now, IHaveEntry { id, round: 0 });
-        self.forward(now, p, id, 0, payload, None);
+        let tree = self.tree(now, p, id.origin);
+        self.forward(now, tree, id, 0, payload, None);
         Ok(())
     }
 
@@ -361,6 +395,7 @@ impl Shard {
 
     /// Processes one frame from `from`.
     pub fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
+        self.last_now = now;
         match frame {
             Frame::Gossip { id, round, payload } => self.on_gossip(now, from, id, round, payload),
             Frame::IHave { entries } => {
@@ -368,8 +403,9 @@ impl Shard {
                     self.on_ihave(now, from, e);
                 }
             }
-            Frame::Graft { id, round, request } => self.on_graft(from, id, round, request),
+            Frame::Graft { id, round, request } => self.on_graft(now, from, id, round, request),
             Frame::Prune { partition } => self.on_prune(from, partition),
+            Frame::PruneRoot { partition, root } => self.on_prune_root(now, from, partition, root),
             Frame::Digest {
                 partition,
                 reply,
@@ -397,6 +433,20 @@ impl Shard {
                     }
                 }
                 let fwd_round = round.saturating_add(1);
+                let mut tree = self.tree(now, p, id.origin);
+                // The paper makes whoever delivered the message eager, in the root's
+                // tree. Not a peer this node pruned from that tree moments ago: its
+                // copy is a push still in flight, the peer has already dropped this
+                // node, and re-linking it would leave this node without a parent.
+                let stale = from_idx.is_some_and(|i| {
+                    tree & bit(i) == 0 && self.recently_pruned(now, p, id.origin, i)
+                });
+                if let (Some(i), Mode::Plumtree, false) = (from_idx, self.cfg.mode, stale) {
+                    tree |= bit(i);
+                    self.roots.set(p, id.origin, tree);
+                    self.parts[p as usize].dups[i] = 0;
+                }
+                let via_tree = !stale;
                 self.cache.insert(
                     now,
                     id,
@@ -405,6 +455,7 @@ impl Shard {
                         round: fwd_round,
                         from,
                         at: now,
+                        via_tree,
                     },
                 );
                 self.events.push_back(Event::Deliver {
@@ -419,11 +470,7 @@ impl Shard {
                         round: fwd_round,
                     },
                 );
-                if let (Some(i), Mode::Plumtree) = (from_idx, self.cfg.mode) {
-                    // The paper: whoever delivered the message becomes (stays) eager.
-                    self.parts[p as usize].eager |= bit(i);
-                }
-                self.forward(now, p, id, fwd_round, payload, from_idx);
+                self.forward(now, tree, id, fwd_round, payload, from_idx);
             }
             Seen::Duplicate => {
                 self.stats.duplicates += 1;
@@ -431,37 +478,137 @@ impl Shard {
                     return;
                 }
                 let Some(i) = from_idx else { return };
+                let tree = self.tree(now, p, id.origin);
+                // The first copy came over a stale link and this one over the tree:
+                // the tree link is the one to keep; the stale one is pruned (again).
+                let stale = match self.cache.get_mut(&id) {
+                    Some(c) if !c.via_tree && tree & bit(i) != 0 => {
+                        c.via_tree = true;
+                        self.neighbors.index_of(c.from).filter(|&j| j != i)
+                    }
+                    _ => None,
+                };
+                if let Some(j) = stale {
+                    self.roots.set(p, id.origin, tree & !bit(j));
+                    self.send_prune(j, p, id.origin);
+                    return;
+                }
                 let threshold = self.cfg.prune_threshold;
                 let part = &mut self.parts[p as usize];
                 part.dups[i] = part.dups[i].saturating_add(1);
                 if part.dups[i] >= threshold {
                     part.dups[i] = 0;
-                    part.eager &= !bit(i);
-                    self.stats.prune_sent += 1;
-                    self.send(from, Frame::Prune { partition: p });
+                    self.roots.set(p, id.origin, tree & !bit(i));
+                    self.send_prune(i, p, id.origin);
                 }
             }
         }
     }
 
-    /// Eager push to the partition's eager peers, lazy push (queued IHave) to up to
-    /// `lazy_fanout` lazy peers; never back to `exclude`.
+    /// The eager set of `root`'s tree in partition `p`, created from the partition's
+    /// template if the root is new here (and the template from the common tree if the
+    /// partition is new).
+    fn tree(&mut self, now: Time, p: u16, root: NodeId) -> u64 {
+        let all = self.neighbors.all_mask();
+        if let Some(m) = self.roots.get(now, p, root) {
+            return m & all;
+        }
+        let template = self.template(p) & all;
+        let m = self.roots.get_or_seed(now, p, root, template);
+        let part = &mut self.parts[p as usize];
+        part.formed = true;
+        if part.root.is_none_or(|r| root < r) {
+            part.root = Some(root);
+        }
+        if self.common_root.is_none_or(|(_, r)| root < r) {
+            self.common_root = Some((p, root));
+        }
+        m & all
+    }
+
+    /// [`Self::template`] without its bookkeeping, for status pages.
+    fn template_view(&self, p: u16) -> u64 {
+        let designated = self.parts[p as usize]
+            .root
+            .and_then(|r| self.roots.peek(p, r))
+            .or_else(|| {
+                self.common_root
+                    .and_then(|(cp, cr)| self.roots.peek(cp, cr))
+            });
+        designated.unwrap_or(self.parts[p as usize].eager)
+    }
+
+    /// Partition `p`'s template: its designated root's tree, else the shard's
+    /// designated tree, else the fallback fanout graph.
+    fn template(&mut self, p: u16) -> u64 {
+        let part = &mut self.parts[p as usize];
+        if let Some(r) = part.root {
+            match self.roots.peek(p, r) {
+                Some(m) => return m,
+                // Evicted or expired: the next root to get a tree is designated.
+                None => part.root = None,
+            }
+        }
+        if let Some((cp, cr)) = self.common_root {
+            match self.roots.peek(cp, cr) {
+                Some(m) => return m,
+                None => self.common_root = None,
+            }
+        }
+        self.parts[p as usize].eager
+    }
+
+    /// Prunes `root`'s tree at neighbour `i`: a PruneRoot, plus a plain Prune unless
+    /// the neighbour is known to understand PruneRoot (an older node skips the
+    /// unknown frame and obeys the Prune).
+    fn send_prune(&mut self, i: usize, p: u16, root: NodeId) {
+        let to = self.neighbors.get(i);
+        self.note_prune(p, root, to);
+        self.stats.prune_sent += 1;
+        self.send(to, Frame::PruneRoot { partition: p, root });
+        if self.root_aware & bit(i) == 0 {
+            self.send(to, Frame::Prune { partition: p });
+        }
+    }
+
+    /// Remembers that `peer` was pruned from `root`'s tree in `p` (bounded; pushes the
+    /// peer had in flight are recognised for `STALE_WINDOW`).
+    fn note_prune(&mut self, p: u16, root: NodeId, peer: NodeId) {
+        let now = self.last_now;
+        if self.recent_prunes.len() >= RECENT_PRUNES_MAX {
+            self.recent_prunes
+                .retain(|_, &mut at| now.saturating_sub(at) <= STALE_WINDOW);
+            if self.recent_prunes.len() >= RECENT_PRUNES_MAX {
+                self.stats.recent_prunes_shed += 1;
+                return;
+            }
+        }
+        self.recent_prunes.insert((p, root, peer), now);
+    }
+
+    fn recently_pruned(&self, now: Time, p: u16, root: NodeId, i: usize) -> bool {
+        let peer = self.neighbors.get(i);
+        self.recent_prunes
+            .get(&(p, root, peer))
+            .is_some_and(|&at| now.saturating_sub(at) <= STALE_WINDOW)
+    }
+
+    /// Eager push to the root tree's eager peers (`tree`), lazy push (queued IHave) to
+    /// up to `lazy_fanout` lazy peers; never back to `exclude`.
     fn forward(
         &mut self,
         now: Time,
-        p: u16,
+        tree: u64,
         id: MessageId,
         round: u16,
         payload: Bytes,
         exclude: Option<usize>,
     ) {
-        let part = &mut self.parts[p as usize];
-        part.formed = true;
         let all = self.neighbors.all_mask();
         let excl = exclude.map_or(0, bit);
         let (eager, lazy) = match self.cfg.mode {
             Mode::Plumtree => {
-                let e = part.eager & all;
+                let e = tree & all;
                 (e & !excl, all & !e & !excl)
             }
             Mode::Flood => (all & !excl, 0),
@@ -594,14 +741,15 @@ impl Shard {
         ) else {
             return;
         };
-        let old_peer = cached.from;
         cached.from = from;
         cached.round = e.round.saturating_add(1);
-        let part = &mut self.parts[p as usize];
-        part.eager = (part.eager | bit(q)) & !bit(old);
+        cached.via_tree = true;
+        // A re-link is about this root's distances only: its tree changes, the shared
+        // ones do not.
+        let tree = self.tree(now, p, e.id.origin);
+        self.roots.set(p, e.id.origin, (tree | bit(q)) & !bit(old));
         self.stats.optimizations += 1;
         self.stats.graft_sent += 1;
-        self.stats.prune_sent += 1;
         self.send(
             from,
             Frame::Graft {
@@ -610,10 +758,10 @@ impl Shard {
                 request: false,
             },
         );
-        self.send(old_peer, Frame::Prune { partition: p });
+        self.send_prune(old, p, e.id.origin);
     }
 
-    fn on_graft(&mut self, from: NodeId, id: MessageId, _round: u16, request: bool) {
+    fn on_graft(&mut self, now: Time, from: NodeId, id: MessageId, _round: u16, request: bool) {
         self.stats.graft_received += 1;
         let p = self.partition_of(id);
         if !self.owns(p) {
@@ -621,9 +769,16 @@ impl Shard {
             return;
         }
         if let Some(i) = self.neighbors.index_of(from) {
-            let part = &mut self.parts[p as usize];
-            part.eager |= bit(i);
-            part.dups[i] = 0;
+            // The root's tree gains the grafter; a root this shard never saw (no tree,
+            // nothing cached) is counted and leaves no state behind.
+            let known = self.roots.peek(p, id.origin).is_some() || self.cache.get(&id).is_some();
+            if known {
+                let tree = self.tree(now, p, id.origin);
+                self.roots.set(p, id.origin, tree | bit(i));
+                self.parts[p as usize].dups[i] = 0;
+            } else {
+                self.stats.unknown_roots += 1;
+            }
         }
         if !request {
             return;
@@ -642,6 +797,9 @@ impl Shard {
         }
     }
 
+    /// A plain Prune. From a peer that speaks PruneRoot it only accompanies one (the
+    /// shared trees, already pruned by it); from an older node it means "nothing of
+    /// this partition", so every root's tree of the partition drops the peer.
     fn on_prune(&mut self, from: NodeId, partition: u16) {
         self.stats.prune_received += 1;
         if partition as u32 >= self.cfg.partitions || !self.owns(partition) {
@@ -649,7 +807,30 @@ impl Shard {
             return;
         }
         if let Some(i) = self.neighbors.index_of(from) {
-            self.parts[partition as usize].eager &= !bit(i);
+            if self.root_aware & bit(i) == 0 {
+                self.parts[partition as usize].eager &= !bit(i);
+                self.roots
+                    .for_each_tree(1u64 << partition, |_, m| *m &= !bit(i));
+            }
+        }
+    }
+
+    /// A prune of `root`'s tree: that tree and the shared ones drop the peer. A root
+    /// with no tree here is counted and ignored (a flood of random roots allocates
+    /// nothing).
+    fn on_prune_root(&mut self, now: Time, from: NodeId, partition: u16, root: NodeId) {
+        self.stats.prune_received += 1;
+        if partition as u32 >= self.cfg.partitions || !self.owns(partition) {
+            self.stats.misrouted += 1;
+            return;
+        }
+        let Some(i) = self.neighbors.index_of(from) else {
+            return;
+        };
+        self.root_aware |= bit(i);
+        match self.roots.get(now, partition, root) {
+            Some(tree) => self.roots.set(partition, root, tree & !bit(i)),
+            None => self.stats.unknown_roots += 1,
         }
     }
 
@@ -666,6 +847,7 @@ impl Shard {
 
     /// A timer the shard asked for has come due.
     pub fn handle_timer(&mut self, now: Time, timer: Timer) {
+        self.last_now = now;
         match timer {
             Timer::IHaveFlush { gen } => {
                 if self.ihave_timer != Some(gen) {
@@ -713,7 +895,8 @@ impl Shard {
             }
             let p = self.partition_of(id);
             if let Some(i) = self.neighbors.index_of(peer) {
-                self.parts[p as usize].eager |= bit(i);
+                let tree = self.tree(now, p, id.origin);
+                self.roots.set(p, id.origin, tree | bit(i));
             }
             self.stats.graft_sent += 1;
             self.send(
@@ -744,14 +927,21 @@ impl Shard {
         if all == 0 {
             return;
         }
+        let candidates: Vec<usize> = bits(all).collect();
         for p in bits(self.owned) {
             if self.parts[p].eager & all == 0 {
-                let candidates: Vec<usize> = bits(all).collect();
                 let i = candidates[self.rng.gen_range(0..candidates.len())];
                 self.parts[p].eager |= bit(i);
                 self.stats.peer_promotions += 1;
             }
         }
+        let (rng, promotions) = (&mut self.rng, &mut self.stats.peer_promotions);
+        self.roots.for_each_tree(self.owned, |_, m| {
+            if *m & all == 0 {
+                *m |= bit(candidates[rng.gen_range(0..candidates.len())]);
+                *promotions += 1;
+            }
+        });
     }
 
     fn remember(&mut self, now: Time, entry: IHaveEntry) {
@@ -925,10 +1115,41 @@ impl Shard {
     /// expired cached payloads.
     pub fn cleanup(&mut self, now: Time, budget: usize) -> CleanupProgress {
         let ttl = self.cfg.message_cache_ttl;
-        let removed = self.seen.expire(now) + self.cache.expire(now, ttl, budget);
+        self.recent_prunes
+            .retain(|_, &mut at| now.saturating_sub(at) <= STALE_WINDOW);
+        let removed = self.seen.expire(now)
+            + self.roots.expire(now, ttl)
+            + self.cache.expire(now, ttl, budget);
         CleanupProgress {
             removed,
             done: !self.cache.has_expired(now, ttl),
         }
+    }
+}
+
+/// A neighbour came up at index `i`: eager in a shared tree with fewer than `fanout`
+/// eager peers, lazy elsewhere; before the tree's first message it may replace an
+/// eager peer (reservoir sampling, so every neighbour ends up eager with equal odds).
+fn offer_neighbor(part: &mut Partition, i: usize, fanout: usize, rng: &mut ChaCha8Rng) {
+    part.dups[i] = 0;
+    if (part.eager.count_ones() as usize) < fanout {
+        part.eager |= bit(i);
+        part.offered += 1;
+    } else if !part.formed {
+        part.offered += 1;
+        let k = rng.gen_range(0..part.offered) as usize;
+        if k < fanout {
+            let victims: Vec<usize> = bits(part.eager).collect();
+            let v = victims[k % victims.len()];
+            part.eager = (part.eager & !bit(v)) | bit(i);
+        }
+    }
+}
+
+/// A neighbour was removed: a shared tree's mask and counters follow the index change.
+fn remove_neighbor(part: &mut Partition, r: super::peers::Removed) {
+    part.eager = remap_mask(part.eager, r);
+    if let Some(from) = r.moved_from {
+        part.dups[r.index] = part.dups[from];
     }
 }

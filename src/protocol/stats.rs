@@ -53,6 +53,14 @@ pub struct ShardStats {
     pub anti_entropy_replies_shed: u64,
     /// Lazy peers promoted to eager by maintenance.
     pub peer_promotions: u64,
+    /// Prunes and Grafts naming a root this shard has no tree for (ignored).
+    pub unknown_roots: u64,
+    /// Roots evicted by `max_roots` (their trees fall back to the template).
+    pub root_evictions: u64,
+    /// Roots dropped after a silent `message_cache_ttl`.
+    pub root_expirations: u64,
+    /// Prunes not remembered for stale-push detection (the bound was full).
+    pub recent_prunes_shed: u64,
     /// Frames for partitions this shard does not own.
     pub misrouted: u64,
     /// Neighbours refused because `max_neighbors` was reached.
@@ -77,4 +85,8 @@ pub struct ShardStats {
     pub anti_entropy_recent: u64,
     pub cache_entries: u64,
     pub cache_bytes: u64,
+    /// Roots (origins) with per-root trees in this shard.
+    pub roots: u64,
+    /// Heap bytes of the per-root trees.
+    pub roots_bytes: u64,
 }

@@ -53,6 +53,13 @@ pub struct SimReport {
     pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
     pub rmr: f64,
+    /// RMR over every message, warm-up included (what a low-rate cluster pays while
+    /// its trees form).
+    pub rmr_all: f64,
+    /// Grafts sent per delivery (each delivery through a graft came late).
+    pub grafts_per_delivery: f64,
+    /// Fixed origins broadcasts came from (0: any node).
+    pub origins: usize,
     /// Messages `rmr` and `ldh` average over (after the warm-up).
     pub rmr_messages: usize,
     pub warmup_messages: usize,
@@ -77,6 +84,12 @@ pub struct SimReport {
     /// The flood-gossip baseline on the same workload, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Box<SimReport>>,
+    /// The flood baseline's mean LDH, to judge tree depth against it in one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_ldh: Option<f64>,
+    /// The flood baseline's mean last-delivery time (ms), same purpose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_last_delivery_ms: Option<f64>,
 }
 
 impl SimReport {
@@ -118,6 +131,14 @@ impl SimReport {
             (
                 "last delivery ms (mean)",
                 Box::new(|r| past_warmup(r, format!("{:.1}", r.last_delivery_ms))),
+            ),
+            (
+                "rmr (all messages)",
+                Box::new(|r| format!("{:.4}", r.rmr_all)),
+            ),
+            (
+                "grafts per delivery",
+                Box::new(|r| format!("{:.5}", r.grafts_per_delivery)),
             ),
             ("gossip sent", Box::new(|r| r.gossip_sent.to_string())),
             ("ihave sent", Box::new(|r| r.ihave_sent.to_string())),

@@ -51,8 +51,12 @@ pub struct SimConfig {
     pub fail: f64,
     /// Split the network in two for a while, then heal it.
     pub partition_heal: bool,
-    /// Time between broadcasts (each from a random live node).
+    /// Time between broadcasts (each from a random live node); zero issues them all
+    /// at once (a burst).
     pub interval: Duration,
+    /// Broadcasts come from this many fixed random nodes (0: from any node). 1 is
+    /// iroh-gossip's single-sender scenario.
+    pub origins: usize,
     /// Virtual time before the first broadcast (neighbours come up).
     pub start: Duration,
     /// Virtual time after the last broadcast for repairs to finish.
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             fail: 0.0,
             partition_heal: false,
             interval: Duration::from_millis(50),
+            origins: 0,
             start: Duration::from_secs(1),
             drain: Duration::from_secs(40),
             detect_delay: Duration::from_secs(2),
@@ -196,6 +201,8 @@ struct Sim {
     side: Vec<bool>,
     split: bool,
     next_msg_seq: Vec<u64>,
+    /// The nodes broadcasts come from when `origins` is set.
+    origin_pool: Vec<u32>,
     /// Messages broadcast so far per partition.
     per_partition: Vec<usize>,
     tracks: Vec<Track>,
@@ -281,6 +288,14 @@ impl Sim {
             side,
             split: false,
             next_msg_seq: vec![0; n],
+            origin_pool: {
+                // Its own random stream, so runs without --origins are unchanged.
+                let mut r = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6f72_6967_696e);
+                let mut all: Vec<u32> = (0..n as u32).collect();
+                all.shuffle(&mut r);
+                all.truncate(cfg.origins.min(n));
+                all
+            },
             per_partition: vec![0; cfg.protocol.partitions as usize],
             tracks: Vec::with_capacity(cfg.messages),
             ids: FxHashMap::default(),
@@ -498,11 +513,21 @@ impl Sim {
 
     fn broadcast(&mut self, k: usize) {
         let n = self.cfg.nodes as u32;
-        let origin = loop {
-            let o = self.rng.gen_range(0..n);
-            if self.alive[o as usize] {
-                break o;
+        let pool: Vec<u32> = self
+            .origin_pool
+            .iter()
+            .copied()
+            .filter(|&o| self.alive[o as usize])
+            .collect();
+        let origin = if pool.is_empty() {
+            loop {
+                let o = self.rng.gen_range(0..n);
+                if self.alive[o as usize] {
+                    break o;
+                }
             }
+        } else {
+            pool[self.rng.gen_range(0..pool.len())]
         };
         let seq = self.next_msg_seq[origin as usize];
         self.next_msg_seq[origin as usize] += 1;
@@ -744,6 +769,7 @@ impl Sim {
         let (mut rmr_sum, mut rmr_n, mut ldh_sum, mut ldh_max, mut last_ms) =
             (0.0, 0usize, 0.0, 0u16, 0.0);
         let mut measured = 0usize;
+        let (mut rmr_all_sum, mut rmr_all_n) = (0.0, 0usize);
         for (k, t) in self.tracks.iter().enumerate() {
             let d = delivered_live(k);
             if !self.alive[t.origin as usize] {
@@ -767,12 +793,18 @@ impl Sim {
             if d < live.len() {
                 incomplete += 1;
             }
+            let receivers = (0..n)
+                .filter(|&i| self.delivered[i * self.cfg.messages + k])
+                .count();
+            let rmr_k =
+                (receivers > 1).then(|| t.payload_sends as f64 / (receivers - 1) as f64 - 1.0);
+            if let Some(r) = rmr_k {
+                rmr_all_sum += r;
+                rmr_all_n += 1;
+            }
             if t.nth_in_partition >= self.cfg.warmup_per_partition {
-                let receivers = (0..n)
-                    .filter(|&i| self.delivered[i * self.cfg.messages + k])
-                    .count();
-                if receivers > 1 {
-                    rmr_sum += t.payload_sends as f64 / (receivers - 1) as f64 - 1.0;
+                if let Some(r) = rmr_k {
+                    rmr_sum += r;
                     rmr_n += 1;
                 }
                 measured += 1;
@@ -786,7 +818,7 @@ impl Sim {
             .shards
             .iter()
             .map(Shard::stats)
-            .fold((0, 0, 0, 0, 0, 0), |acc, s| {
+            .fold((0, 0, 0, 0, 0, 0, 0), |acc, s| {
                 (
                     acc.0 + s.gossip_sent,
                     acc.1 + s.ihave_sent,
@@ -794,6 +826,7 @@ impl Sim {
                     acc.3 + s.prune_sent,
                     acc.4 + s.graft_failed,
                     acc.5 + s.optimizations,
+                    acc.6 + s.delivered,
                 )
             });
         let avg = |sum: f64| if rmr_n == 0 { 0.0 } else { sum / rmr_n as f64 };
@@ -849,6 +882,17 @@ impl Sim {
             },
             duplicate_deliveries: self.duplicates,
             rmr: avg(rmr_sum),
+            rmr_all: if rmr_all_n == 0 {
+                0.0
+            } else {
+                rmr_all_sum / rmr_all_n as f64
+            },
+            grafts_per_delivery: if stats.6 == 0 {
+                0.0
+            } else {
+                stats.2 as f64 / stats.6 as f64
+            },
+            origins: self.cfg.origins,
             rmr_messages: rmr_n,
             warmup_messages: warmup,
             ldh: ldh_sum / measured as f64,
@@ -866,6 +910,8 @@ impl Sim {
             events: self.events,
             wall_seconds: None,
             baseline: None,
+            flood_ldh: None,
+            flood_last_delivery_ms: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use super::error::DecodeError;
 use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 use super::{
     DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN,
-    IHAVE_ENTRY_LEN, MAGIC, PING_LEN, PRUNE_LEN, VERSION,
+    IHAVE_ENTRY_LEN, MAGIC, PING_LEN, PRUNE_LEN, PRUNE_ROOT_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
 
@@ -174,6 +174,17 @@ impl<'a> FrameIter<'a> {
                         partition: u16::from_le_bytes([p0, p1]),
                     }
                 }
+                tag::PRUNE_ROOT => {
+                    let Ok(&[p0, p1, r0, r1, r2, r3, r4, r5, r6, r7]) =
+                        <&[u8; PRUNE_ROOT_LEN]>::try_from(body)
+                    else {
+                        return Some(Err(bad_length));
+                    };
+                    Frame::PruneRoot {
+                        partition: u16::from_le_bytes([p0, p1]),
+                        root: NodeId(u64::from_le_bytes([r0, r1, r2, r3, r4, r5, r6, r7])),
+                    }
+                }
                 tag::PING => {
                     let Ok(&[s0, s1]) = <&[u8; PING_LEN]>::try_from(body) else {
                         return Some(Err(bad_length));
@@ -288,6 +299,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::IHave { entries } => IHAVE_ENTRY_LEN * entries.len(),
         Frame::Graft { .. } => GRAFT_LEN,
         Frame::Prune { .. } => PRUNE_LEN,
+        Frame::PruneRoot { .. } => PRUNE_ROOT_LEN,
         Frame::Ping { .. } => PING_LEN,
         Frame::Leave => 0,
         Frame::Digest { blocks, .. } => DIGEST_FIXED_LEN + DIGEST_BLOCK_LEN * blocks.len(),
@@ -340,6 +352,11 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Prune { partition } => {
             write_prefix(tag::PRUNE, len16, out);
             out.extend_from_slice(&partition.to_le_bytes());
+        }
+        Frame::PruneRoot { partition, root } => {
+            write_prefix(tag::PRUNE_ROOT, len16, out);
+            out.extend_from_slice(&partition.to_le_bytes());
+            out.extend_from_slice(&root.0.to_le_bytes());
         }
         Frame::Ping { shards } => {
             write_prefix(tag::PING, len16, out);
@@ -428,6 +445,10 @@ mod tests {
                 request: false,
             },
             Frame::Prune { partition: 63 },
+            Frame::PruneRoot {
+                partition: 62,
+                root: NodeId(0x0102_0304_0506_0708),
+            },
             Frame::Digest {
                 partition: 17,
                 reply: true,

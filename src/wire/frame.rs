@@ -12,6 +12,8 @@ pub mod tag {
     pub const IHAVE: u8 = 0x02;
     pub const GRAFT: u8 = 0x03;
     pub const PRUNE: u8 = 0x04;
+    /// Prune of one root's tree (per-root trees); older nodes skip it as unknown.
+    pub const PRUNE_ROOT: u8 = 0x05;
     /// Membership: HyParView Join with the sender's shard count (the same bytes are
     /// [`Frame::Ping`](super::Frame::Ping) in the Plumtree view).
     pub const PING: u8 = 0x10;
@@ -80,8 +82,14 @@ pub enum Frame {
         round: u16,
         request: bool,
     },
-    /// "Stop eager-pushing to me in this partition".
+    /// "Stop eager-pushing to me in this partition". From a node without per-root
+    /// trees it covers every root of the partition; a node with them sends it only
+    /// next to a [`Frame::PruneRoot`], for peers that may not know that frame.
     Prune { partition: u16 },
+    /// "Stop eager-pushing to me the messages of `root` (their origin) in this
+    /// partition": a prune of one root's tree, so a prune decided on one origin's
+    /// message does not reshape the trees of the others.
+    PruneRoot { partition: u16, root: NodeId },
     /// Anti-entropy: "of `partition`, I delivered these recently". The receiver pulls
     /// (Grafts) what it lacks and, when `reply` is set, answers with its own digest so
     /// the exchange goes both ways.

@@ -10,6 +10,7 @@
 //! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
+//! PruneRoot(0x05) body := partition u16 | root u64   (per-root trees; older nodes skip it)
 //! Ping     (0x10) body := shards u16          (membership Join, control socket)
 //! Leave    (0x11) body := (empty)             (membership Disconnect, control socket)
 //! Digest   (0x20) body := partition u16 | flags u8 (bit0 = reply) | (origin u64 | first u64 | bits u64){n}
@@ -60,6 +61,8 @@ pub const IHAVE_ENTRY_LEN: usize = 18;
 pub const GRAFT_LEN: usize = 19;
 /// Bytes of a Prune body.
 pub const PRUNE_LEN: usize = 2;
+/// Bytes of a PruneRoot body.
+pub const PRUNE_ROOT_LEN: usize = 10;
 /// Bytes of a Ping body.
 pub const PING_LEN: usize = 2;
 /// Bytes of a Digest body before its blocks (partition and flags).
