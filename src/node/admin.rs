@@ -16,7 +16,9 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
-use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, ChaosRefused, NodeSnapshot};
+use super::snapshot::{
+    id_hex, AdminBackend, BroadcastRefused, ChaosRefused, LoopControlRefused, NodeSnapshot,
+};
 
 /// Most body bytes `POST /broadcast` reads; one more than any payload a datagram can
 /// carry, so that an oversized body still reaches the backend and is refused there
@@ -210,8 +212,11 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             Err(e @ ChaosRefused::UnknownLoop(_)) => Reply::error(404, &e.to_string()),
         };
     }
+    if let Some(rest) = path.strip_prefix("/loops/") {
+        return loop_control(method, rest, backend);
+    }
     let allowed = match path {
-        "/metrics" | "/status" | "/peers" | "/members" => Method::Get,
+        "/metrics" | "/status" | "/peers" | "/members" | "/loops" => Method::Get,
         "/broadcast" => Method::Post,
         _ => return Reply::error(404, "not found"),
     };
@@ -236,8 +241,58 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             &serde_json::to_value(&backend.snapshot().peers).unwrap_or(Value::Null),
         ),
         "/members" => Reply::json(200, &members_json(&backend.snapshot())),
+        "/loops" => Reply::json(200, &loops_json(&backend.snapshot())),
         _ => broadcast(request, backend),
     }
+}
+
+/// `POST /loops/{name}/pause` and `POST /loops/{name}/resume` (`rest` is what
+/// follows `/loops/`). Loop names may hold a `/` (`shard-0/tick`), so the action is
+/// the last segment.
+fn loop_control(method: &Method, rest: &str, backend: &dyn AdminBackend) -> Reply {
+    let Some((name, action)) = rest.rsplit_once('/') else {
+        return Reply::error(404, "not found (POST /loops/{name}/pause or /resume)");
+    };
+    let pause = match action {
+        "pause" => true,
+        "resume" => false,
+        _ => return Reply::error(404, "not found (POST /loops/{name}/pause or /resume)"),
+    };
+    if *method != Method::Post {
+        return Reply::error(405, "method not allowed").with_header("Allow", "POST");
+    }
+    match backend.set_loop_paused(name, pause) {
+        Ok(info) => Reply::json(200, &serde_json::to_value(&info).unwrap_or(Value::Null)),
+        Err(e @ LoopControlRefused::Unknown(_)) => Reply::error(404, &e.to_string()),
+        Err(e @ LoopControlRefused::NotPausable(_)) => Reply::error(409, &e.to_string()),
+        Err(e @ LoopControlRefused::Timeout(_)) => Reply::error(503, &e.to_string()),
+        Err(e @ LoopControlRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
+    }
+}
+
+/// LoopManager totals over every loop the node lists (control core and shards):
+/// `total_loops`, `running_loops` (alive, not paused), `paused_loops`, `error_loops`
+/// (last run failed), as the loop-manager reference reports them.
+pub fn loop_totals(s: &NodeSnapshot) -> Value {
+    let l = &s.loops;
+    json!({
+        "total_loops": l.len(),
+        "running_loops": l.iter().filter(|l| l.running && !l.paused).count(),
+        "paused_loops": l.iter().filter(|l| l.paused).count(),
+        "error_loops": l.iter().filter(|l| l.consecutive_errors > 0).count(),
+    })
+}
+
+/// The `/loops` document: the totals of [`loop_totals`] plus `loops`, the list.
+pub fn loops_json(s: &NodeSnapshot) -> Value {
+    let mut v = loop_totals(s);
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "loops".into(),
+            serde_json::to_value(&s.loops).unwrap_or(Value::Null),
+        );
+    }
+    v
 }
 
 /// The `/members` document: this node's id and address, then the HyParView views
@@ -345,17 +400,27 @@ fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
 }
 
 /// The `/status` document: the snapshot as serialized, except that `peers` becomes
-/// `{"eager": <sum of eager_partitions>, "lazy": <sum of lazy_partitions>, "list": [...]}`.
+/// `{"eager": <sum of eager_partitions>, "lazy": <sum of lazy_partitions>,
+/// "eager_peers": <distinct peers eager somewhere>, "lazy_peers": <distinct peers lazy
+/// somewhere>, "list": [...]}`, and `loop_manager` holds [`loop_totals`].
 pub fn status_json(s: &NodeSnapshot) -> Value {
     let eager: u64 = s.peers.iter().map(|p| u64::from(p.eager_partitions)).sum();
     let lazy: u64 = s.peers.iter().map(|p| u64::from(p.lazy_partitions)).sum();
+    let (eager_peers, lazy_peers) = super::metrics::distinct_peers(s);
     let list = serde_json::to_value(&s.peers).unwrap_or(Value::Null);
     let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut v {
         map.insert(
             "peers".into(),
-            json!({ "eager": eager, "lazy": lazy, "list": list }),
+            json!({
+                "eager": eager,
+                "lazy": lazy,
+                "eager_peers": eager_peers,
+                "lazy_peers": lazy_peers,
+                "list": list,
+            }),
         );
+        map.insert("loop_manager".into(), loop_totals(s));
     }
     v
 }
@@ -398,11 +463,14 @@ mod tests {
                 ],
                 loops: vec![LoopInfo {
                     name: "maintenance".into(),
+                    enabled: true,
                     running: true,
                     paused: false,
+                    interval_ms: 200,
                     run_count: 9,
                     error_count: 0,
                     consecutive_errors: 0,
+                    panic_count: 0,
                     average_duration_ms: 0.1,
                     last_run_time: Some(4000),
                     last_error: None,
@@ -412,6 +480,7 @@ mod tests {
                 broadcasts_refused: 2,
                 degraded: Vec::new(),
                 tasks: Default::default(),
+                task_names: Vec::new(),
                 membership: MembershipSnapshot {
                     active: vec![MemberInfo {
                         node_id: "0000000000000001".into(),

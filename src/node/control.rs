@@ -19,9 +19,12 @@ use tracing::{debug, error, info};
 use super::fault::{FaultSwitch, FaultySocket};
 use super::members::{MemberDriver, Output};
 use super::runtime::{
-    build_mtu, is_timeout, unix_ms, RuntimeConfig, ShardCmd, ShardReport, Shared,
+    build_mtu, is_timeout, unix_ms, ExecutorStop, LoopCmd, RuntimeConfig, ShardCmd, ShardReport,
+    Shared,
 };
-use super::snapshot::{node_hex, IoStats, LoopInfo, PeerInfo, ShardSnapshot};
+use super::snapshot::{
+    node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
+};
 use crate::membership::{MembershipConfig, Time};
 use crate::tasks::{
     BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
@@ -36,6 +39,9 @@ pub(super) const STATS_EVERY: Duration = Duration::from_millis(250);
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 /// Resolution of membership timers: how often due ones are fired.
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(10);
+/// Name of the control core's supervised receive path (a task name in metrics, and a
+/// `--chaos` panic target).
+pub(super) const CONTROL_RECEIVER: &str = "control_receiver";
 
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
@@ -47,6 +53,8 @@ pub(super) struct ControlCtx {
     pub reports: Receiver<ShardReport>,
     /// Loop names to panic once (test-only, `--chaos`).
     pub chaos: Option<Receiver<String>>,
+    /// Loop pause/resume requests from the admin plane.
+    pub loop_rx: Receiver<LoopCmd>,
     /// The control socket's own sealer (stream 0) and verifier when the cluster is
     /// keyed.
     pub auth: Option<(Sealer, Verifier)>,
@@ -68,11 +76,14 @@ struct ControlState {
 pub(super) fn loop_info(s: &LoopStatus) -> LoopInfo {
     LoopInfo {
         name: s.name.clone(),
+        enabled: s.enabled,
         running: s.running,
         paused: s.paused,
+        interval_ms: s.interval_ms,
         run_count: s.run_count,
         error_count: s.error_count,
         consecutive_errors: s.consecutive_errors,
+        panic_count: s.panic_count,
         average_duration_ms: s.average_duration_ms,
         last_run_time: s.last_run_time.map(|t| (t * 1000.0) as u64),
         last_error: s.last_error.clone(),
@@ -148,6 +159,39 @@ impl ControlState {
             }
         }
         self.chaos_pending.remove(name)
+    }
+
+    /// Applies a pause or resume from the admin plane to a control-core loop and
+    /// republishes the loop list, so the next `/status` shows the new state.
+    fn loop_command(&mut self, name: &str, pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        let Some(h) = self.loops.iter().find(|h| h.name() == name) else {
+            let on_shard = self
+                .shards
+                .iter()
+                .flatten()
+                .any(|s| s.loops.iter().any(|l| l.name == name));
+            return Err(if on_shard {
+                LoopControlRefused::NotPausable(name.to_string())
+            } else {
+                LoopControlRefused::Unknown(name.to_string())
+            });
+        };
+        if pause {
+            h.pause();
+        } else {
+            h.resume();
+        }
+        let info = loop_info(&h.status());
+        let mut snap = self
+            .ctx
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = snap.loops.iter_mut().find(|l| l.name == name) {
+            *l = info.clone();
+        }
+        Ok(info)
     }
 
     fn tell_shards(&mut self, mk: impl Fn() -> ShardCmd) {
@@ -294,12 +338,35 @@ impl ControlState {
             tasks.restarted += t.restarted;
         }
         snap.tasks = tasks;
+        snap.task_names = merge_task_names(
+            self.tracker.by_name(),
+            shards.iter().flat_map(|s| s.task_names.iter()),
+        );
         snap.shards = shards;
         snap.peers = peers;
         snap.membership = membership;
         snap.loops = loops;
         snap.control_io = self.io;
     }
+}
+
+/// Sums per-name task counters from several trackers (the control core's and each
+/// shard's), keyed by name.
+fn merge_task_names<'a>(
+    mut acc: Vec<TaskNameCounters>,
+    more: impl Iterator<Item = &'a TaskNameCounters>,
+) -> Vec<TaskNameCounters> {
+    for c in more {
+        match acc.iter_mut().find(|a| a.task == c.task) {
+            Some(a) => {
+                a.panics += c.panics;
+                a.restarts += c.restarts;
+            }
+            None => acc.push(c.clone()),
+        }
+    }
+    acc.sort_by(|a, b| a.task.cmp(&b.task));
+    acc
 }
 
 /// Panics when `--chaos` asked this loop to (checked before touching any state).
@@ -402,6 +469,11 @@ async fn receive(
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 65536];
     while !stop.is_set() {
+        // `--chaos` only: a panic here is caught by the supervisor, which restarts
+        // the receive path (counted in plumtree_task_restarts_total).
+        if state.borrow().ctx.chaos.is_some() {
+            chaos_point(&state, CONTROL_RECEIVER);
+        }
         match sock.recv_from(&mut buf).await {
             Ok((len, src)) => {
                 let sends = state.borrow_mut().on_datagram(&buf[..len], src);
@@ -461,7 +533,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         let (state, sock) = (state.clone(), sock.clone());
         executor_supervisor(
             "control",
-            "control_receiver".into(),
+            CONTROL_RECEIVER.into(),
             &tracker,
             seed,
             shared.clone(),
@@ -489,10 +561,12 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         },
         cfg(0.0),
     )];
+    // Each maintenance period is `maintenance_interval + random(0, maintenance_jitter)`
+    // (LoopConfig::jitter is that extra wait as a fraction of the interval).
     let jitter = if p.maintenance_interval.is_zero() {
         0.0
     } else {
-        (p.maintenance_jitter.as_secs_f64() / p.maintenance_interval.as_secs_f64()).min(1.0)
+        p.maintenance_jitter.as_secs_f64() / p.maintenance_interval.as_secs_f64()
     };
     type CommandLoop = (&'static str, Duration, f64, fn() -> ShardCmd);
     let commands: [CommandLoop; 2] = [
@@ -502,9 +576,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         ("seen_cleanup", CLEANUP_EVERY, 0.1, || ShardCmd::Cleanup),
     ];
     for (name, interval, jitter, command) in commands {
-        if interval.is_zero() {
-            continue;
-        }
+        // An interval of 0 disables the loop: it is listed (enabled: false), never run.
+        let enabled = !interval.is_zero();
         handles.push(mgr.add(
             ShardCommandLoop {
                 state: state.clone(),
@@ -512,7 +585,10 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
                 interval,
                 command,
             },
-            cfg(jitter),
+            LoopConfig {
+                enabled,
+                ..cfg(jitter)
+            },
         ));
     }
     handles.push(mgr.add(
@@ -525,8 +601,17 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     state.borrow_mut().loops = handles;
     mgr.start_all();
     while !shared.stop_requested() {
+        let cmds: Vec<LoopCmd> = state.borrow().ctx.loop_rx.try_iter().collect();
+        for cmd in cmds {
+            let answer = state.borrow_mut().loop_command(&cmd.name, cmd.pause);
+            if let Ok(info) = &answer {
+                info!(loop_name = %info.name, paused = info.paused, "loop state changed over the admin plane");
+            }
+            let _ = cmd.reply.try_send(answer);
+        }
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    let initial_tasks = tracker.active_count();
     // Shutdown: loops in reverse start order, then leave the cluster (Disconnect to
     // every active neighbour, so they repair at once), then stop the shards and the
     // receive path.
@@ -542,5 +627,14 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     send_all(&state, &sock, leave).await;
     state.borrow_mut().tell_shards(|| ShardCmd::Shutdown);
     let _ = sup.stop().await;
+    // Whatever did not stop with its loop or supervisor is cancelled here.
+    let drained = tracker.shutdown(Duration::from_millis(200)).await;
+    shared.note_stop(
+        0,
+        ExecutorStop {
+            initial: initial_tasks,
+            remaining: drained.remaining_tasks,
+        },
+    );
     info!("control core stopped");
 }

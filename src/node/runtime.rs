@@ -23,7 +23,8 @@ use super::ratelimit::RateLimitConfig;
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
-    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, NodeSnapshot, ShardSnapshot,
+    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
+    NodeSnapshot, ShardSnapshot,
 };
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
@@ -116,6 +117,27 @@ pub enum ShardCmd {
     ChaosPanic(String),
 }
 
+/// A pause or resume of a control-core loop, asked by the admin plane; the control
+/// core answers on `reply` once the change is applied and published.
+#[derive(Debug)]
+pub(super) struct LoopCmd {
+    pub name: String,
+    pub pause: bool,
+    pub reply: Sender<Result<LoopInfo, LoopControlRefused>>,
+}
+
+/// How long the admin plane waits for the control core to apply a loop command (it
+/// looks at its queue every 20 ms).
+const LOOP_CMD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tasks one executor had when shutdown began and how many of them were still
+/// running at its deadline (then cancelled).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ExecutorStop {
+    pub initial: usize,
+    pub remaining: usize,
+}
+
 /// What shards report back.
 #[derive(Debug)]
 pub(super) enum ShardReport {
@@ -169,9 +191,21 @@ pub(super) struct Shared {
     pub chaos_tx: Option<Sender<String>>,
     /// The fault layer's settings (only with `--chaos`).
     pub faults: Option<Arc<FaultSwitch>>,
+    /// Loop pause/resume requests to the control core (bounded).
+    pub loop_tx: Sender<LoopCmd>,
+    /// Shutdown task counts per executor: index 0 is the control core, 1 + k shard k.
+    pub stops: Mutex<Vec<Option<ExecutorStop>>>,
 }
 
 impl Shared {
+    /// Executor `idx` (0 control, 1 + k shard k) finished its shutdown.
+    pub fn note_stop(&self, idx: usize, stop: ExecutorStop) {
+        let mut v = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = v.get_mut(idx) {
+            *slot = Some(stop);
+        }
+    }
+
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -218,7 +252,9 @@ impl AdminBackend for NodeBackend {
 
     fn inject_panic(&self, loop_name: &str) -> Result<(), ChaosRefused> {
         let tx = self.0.chaos_tx.as_ref().ok_or(ChaosRefused::Disabled)?;
-        let known = self.snapshot().loops.iter().any(|l| l.name == loop_name);
+        // Loops, and the control core's supervised receive path (a restarted child).
+        let known = loop_name == super::control::CONTROL_RECEIVER
+            || self.snapshot().loops.iter().any(|l| l.name == loop_name);
         if !known {
             return Err(ChaosRefused::UnknownLoop(loop_name.to_string()));
         }
@@ -228,6 +264,26 @@ impl AdminBackend for NodeBackend {
 
     fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
         self.0.faults.clone().ok_or(ChaosRefused::Disabled)
+    }
+
+    fn set_loop_paused(&self, name: &str, pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        if self.0.stop.load(Ordering::Relaxed) {
+            return Err(LoopControlRefused::ShuttingDown);
+        }
+        let (reply, answer) = bounded(1);
+        let cmd = LoopCmd {
+            name: name.to_string(),
+            pause,
+            reply,
+        };
+        match self.0.loop_tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(LoopControlRefused::Timeout(Duration::ZERO)),
+            Err(TrySendError::Disconnected(_)) => return Err(LoopControlRefused::ShuttingDown),
+        }
+        answer
+            .recv_timeout(LOOP_CMD_TIMEOUT)
+            .map_err(|_| LoopControlRefused::Timeout(LOOP_CMD_TIMEOUT))?
     }
 
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
@@ -272,7 +328,8 @@ pub struct RunningNode {
     shard_addrs: Vec<SocketAddr>,
 }
 
-/// What shutdown did (the statistics of the task-manager reference).
+/// What shutdown did (the statistics of the task-manager reference): tasks (loop
+/// runners, supervisors and their children) over every executor, not threads.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ShutdownReport {
     pub status: &'static str,
@@ -309,9 +366,32 @@ impl RunningNode {
     pub fn shutdown(self, timeout: Duration) -> ShutdownReport {
         let started = Instant::now();
         self.shared.shutting_down.store(true, Ordering::SeqCst);
+        // Tasks each executor runs now, in case one never reports its own count.
+        let running: Vec<u64> = {
+            let snap = self
+                .shared
+                .snapshot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let control = snap.tasks.running
+                - snap
+                    .shards
+                    .iter()
+                    .map(|s| s.tasks.running)
+                    .sum::<u64>()
+                    .min(snap.tasks.running);
+            let mut v = vec![control];
+            v.resize(self.threads.len(), 0);
+            for s in &snap.shards {
+                if let Some(slot) = v.get_mut(1 + s.shard) {
+                    *slot = s.tasks.running;
+                }
+            }
+            v
+        };
         self.shared.stop.store(true, Ordering::SeqCst);
-        let initial = self.threads.len();
-        let mut completed = 0;
+        let threads = self.threads.len();
+        let mut joined = 0;
         for (name, handle) in self.threads.into_iter().rev() {
             let deadline = started + timeout;
             while !handle.is_finished() && Instant::now() < deadline {
@@ -321,20 +401,41 @@ impl RunningNode {
                 if handle.join().is_err() {
                     warn!(thread = %name, "thread panicked during shutdown");
                 }
-                completed += 1;
+                joined += 1;
             } else {
                 warn!(thread = %name, "thread did not stop within the shutdown timeout");
             }
         }
+        let stops = self
+            .shared
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (mut initial, mut remaining) = (0usize, 0usize);
+        for (i, stop) in stops.iter().enumerate() {
+            match stop {
+                Some(s) => {
+                    initial += s.initial;
+                    remaining += s.remaining.min(s.initial);
+                }
+                // An executor that never finished its shutdown: all its tasks remain.
+                None => {
+                    let n = running.get(i).copied().unwrap_or(0) as usize;
+                    initial += n;
+                    remaining += n;
+                }
+            }
+        }
         ShutdownReport {
-            status: if completed == initial {
+            status: if remaining == 0 && joined == threads {
                 "completed"
             } else {
                 "timeout"
             },
             initial_tasks: initial,
-            completed_tasks: completed,
-            remaining_tasks: initial - completed,
+            completed_tasks: initial - remaining,
+            remaining_tasks: remaining,
             duration_seconds: started.elapsed().as_secs_f64(),
         }
     }
@@ -466,8 +567,10 @@ pub fn start_with(
         broadcasts_refused: 0,
         degraded: Vec::new(),
         tasks: Default::default(),
+        task_names: Vec::new(),
         membership: Default::default(),
     };
+    let (loop_tx, loop_rx) = bounded(16);
     let (chaos_tx, chaos_rx) = if cfg.chaos {
         let (tx, rx) = bounded(64);
         (Some(tx), Some(rx))
@@ -493,6 +596,8 @@ pub fn start_with(
         faults: cfg
             .chaos
             .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
+        loop_tx,
+        stops: Mutex::new(vec![None; n + 1]),
     });
     let mut threads = Vec::new();
     for (k, (sock, rx)) in shard_socks.into_iter().zip(shard_rx).enumerate() {
@@ -536,6 +641,7 @@ pub fn start_with(
         shared: shared.clone(),
         reports: report_rx,
         chaos: chaos_rx,
+        loop_rx,
         faults: shared.faults.clone(),
     };
     threads.push((

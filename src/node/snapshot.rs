@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::ids::{MessageId, NodeId};
 use crate::protocol::ShardStats;
-pub use crate::tasks::TaskCounters;
+pub use crate::tasks::{TaskCounters, TaskNameCounters};
 
 /// Socket-level counters a shard keeps next to its protocol counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,6 +131,8 @@ pub struct ShardSnapshot {
     pub loops: Vec<LoopInfo>,
     /// This shard's task tracker counters.
     pub tasks: TaskCounters,
+    /// This shard's panics and restarts by task name.
+    pub task_names: Vec<TaskNameCounters>,
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,
@@ -208,11 +210,17 @@ pub struct MembershipSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoopInfo {
     pub name: String,
+    /// Disabled loops (an interval of 0 in the config) are listed, never started.
+    pub enabled: bool,
     pub running: bool,
     pub paused: bool,
+    /// Nominal period between runs (before jitter or error backoff).
+    pub interval_ms: u64,
     pub run_count: u64,
     pub error_count: u64,
     pub consecutive_errors: u64,
+    /// Runs that panicked (counted in `error_count` too).
+    pub panic_count: u64,
     pub average_duration_ms: f64,
     /// End of the last run, UNIX time in milliseconds.
     pub last_run_time: Option<u64>,
@@ -239,6 +247,8 @@ pub struct NodeSnapshot {
     pub degraded: Vec<String>,
     /// Task tracker counters, summed over the control core and every shard.
     pub tasks: TaskCounters,
+    /// Panics and restarts by task name, over the control core and every shard.
+    pub task_names: Vec<TaskNameCounters>,
     /// HyParView views and counters.
     pub membership: MembershipSnapshot,
 }
@@ -252,6 +262,19 @@ pub enum BroadcastRefused {
     ShuttingDown,
     #[error("shard queue is full")]
     Backpressure,
+}
+
+/// Why `POST /loops/<name>/pause` or `/resume` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopControlRefused {
+    #[error("no loop named `{0}`")]
+    Unknown(String),
+    #[error("loop `{0}` runs on a shard executor and drives its socket; it cannot be paused")]
+    NotPausable(String),
+    #[error("the control core did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("node is shutting down")]
+    ShuttingDown,
 }
 
 /// Why `POST /chaos/panic/<loop>` was refused.
@@ -272,6 +295,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Test-only fault injection: make a background loop panic once.
     fn inject_panic(&self, _loop_name: &str) -> Result<(), ChaosRefused> {
         Err(ChaosRefused::Disabled)
+    }
+    /// Pauses (`pause = true`) or resumes a loop by name; returns its status once the
+    /// change is applied, so a `/status` read right after shows it.
+    fn set_loop_paused(&self, name: &str, _pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        Err(LoopControlRefused::Unknown(name.to_string()))
     }
     /// Test-only fault injection: the switch that sets drops, delays and cuts.
     fn faults(&self) -> Result<std::sync::Arc<super::fault::FaultSwitch>, ChaosRefused> {
