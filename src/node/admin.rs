@@ -668,6 +668,9 @@ mod tests {
             ("GET", "/peers"),
             ("POST", "/broadcast"),
             ("POST", "/chaos/panic/stats"),
+            ("POST", "/loops/seen_cleanup/pause"),
+            ("POST", "/loops/seen_cleanup/resume"),
+            ("GET", "/loops"),
             ("GET", "/chaos/faults"),
             ("GET", "/nope"),
         ] {
