@@ -40,10 +40,14 @@ fn pausing_seen_cleanup_over_http_stops_its_runs_and_resuming_restarts_them() {
     let mut taken = Vec::new();
     let node = start_node(1, 1, None, dir.path(), &[], &mut taken);
     let admin = node.admin;
-    wait_until("seen_cleanup and the shard loops", Duration::from_secs(20), || {
-        loop_state(admin, "seen_cleanup").is_some_and(|s| s.0 >= 1)
-            && loop_state(admin, "shard-0/tick").is_some()
-    });
+    wait_until(
+        "seen_cleanup and the shard loops",
+        Duration::from_secs(20),
+        || {
+            loop_state(admin, "seen_cleanup").is_some_and(|s| s.0 >= 1)
+                && loop_state(admin, "shard-0/tick").is_some()
+        },
+    );
     let (_, paused, enabled, interval_ms) = loop_state(admin, "seen_cleanup").unwrap();
     assert!(!paused && enabled);
     assert_eq!(interval_ms, 1000);
@@ -124,9 +128,11 @@ fn chaos_panics_count_once_per_task_and_restarts_count_for_supervised_children()
     // A loop: caught and run again by its runner; one panic, no supervisor restart.
     let (status, body) = post(admin, "/chaos/panic/seen_cleanup");
     assert_eq!(status, 200, "{body}");
-    wait_until("the loop panic to be counted", Duration::from_secs(10), || {
-        task_metric(admin, p, "seen_cleanup") >= 1.0
-    });
+    wait_until(
+        "the loop panic to be counted",
+        Duration::from_secs(10),
+        || task_metric(admin, p, "seen_cleanup") >= 1.0,
+    );
     // Exactly one, and it stays one.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(task_metric(admin, p, "seen_cleanup"), 1.0);
@@ -144,9 +150,11 @@ fn chaos_panics_count_once_per_task_and_restarts_count_for_supervised_children()
     // The control core's receive path: a supervised, permanent child, restarted.
     let (status, body) = post(admin, "/chaos/panic/control_receiver");
     assert_eq!(status, 200, "{body}");
-    wait_until("the child restart to be counted", Duration::from_secs(10), || {
-        task_metric(admin, r, "control_receiver") >= 1.0
-    });
+    wait_until(
+        "the child restart to be counted",
+        Duration::from_secs(10),
+        || task_metric(admin, r, "control_receiver") >= 1.0,
+    );
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(task_metric(admin, p, "control_receiver"), 1.0);
     assert_eq!(task_metric(admin, r, "control_receiver"), 1.0);
@@ -154,9 +162,11 @@ fn chaos_panics_count_once_per_task_and_restarts_count_for_supervised_children()
     // The node still answers and the loop runs on.
     let t = Instant::now();
     let before = loop_state(admin, "seen_cleanup").unwrap().0;
-    wait_until("seen_cleanup to keep running", Duration::from_secs(10), || {
-        loop_state(admin, "seen_cleanup").is_some_and(|s| s.0 > before)
-    });
+    wait_until(
+        "seen_cleanup to keep running",
+        Duration::from_secs(10),
+        || loop_state(admin, "seen_cleanup").is_some_and(|s| s.0 > before),
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
@@ -195,7 +205,12 @@ fn shutdown_statistics_count_tasks_not_threads() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let line = err
         .lines()
         .find_map(|l| l.strip_prefix("plumcore: shutdown "))

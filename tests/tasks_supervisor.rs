@@ -165,8 +165,18 @@ fn a_child_that_fails_without_restart_is_recorded_failed() {
         let tracker = TaskTracker::default();
         let sup = Supervisor::new("s", roomy(), tracker.clone(), 1);
         let runs = Rc::new(Cell::new(0));
-        sup.add_child(counting("oneshot_err", RestartType::Temporary, runs.clone(), true));
-        sup.add_child(counting("oneshot_ok", RestartType::Temporary, runs.clone(), false));
+        sup.add_child(counting(
+            "oneshot_err",
+            RestartType::Temporary,
+            runs.clone(),
+            true,
+        ));
+        sup.add_child(counting(
+            "oneshot_ok",
+            RestartType::Temporary,
+            runs.clone(),
+            false,
+        ));
         sup.start();
         sleep(ms(30)).await;
         assert_eq!(runs.get(), 2);

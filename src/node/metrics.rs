@@ -68,7 +68,10 @@ fn batch_histogram(sizes: &[u64]) -> (f64, u64, Vec<(f64, u64)>) {
     for (i, &n) in sizes.iter().enumerate() {
         let (le, at) = match IHAVE_BATCH_BUCKETS.get(i) {
             Some(&b) => (b as f64, b as f64),
-            None => (f64::MAX, 2.0 * *IHAVE_BATCH_BUCKETS.last().unwrap_or(&1) as f64),
+            None => (
+                f64::MAX,
+                2.0 * *IHAVE_BATCH_BUCKETS.last().unwrap_or(&1) as f64,
+            ),
         };
         buckets.push((le, n));
         sum += at * n as f64;
@@ -928,8 +931,14 @@ mod tests {
         assert_eq!(get("plumtree_eager_links{shard=\"0\"}"), 4.0);
         assert_eq!(get("plumtree_lazy_links{shard=\"1\"}"), 9.0);
         assert_eq!(get("plumtree_eager_peers"), 0.0);
-        assert_eq!(get("plumtree_task_panics_total{task=\"control_receiver\"}"), 2.0);
-        assert_eq!(get("plumtree_task_restarts_total{task=\"control_receiver\"}"), 2.0);
+        assert_eq!(
+            get("plumtree_task_panics_total{task=\"control_receiver\"}"),
+            2.0
+        );
+        assert_eq!(
+            get("plumtree_task_restarts_total{task=\"control_receiver\"}"),
+            2.0
+        );
         assert_eq!(get("plumtree_task_panics_total{task=\"heartbeat\"}"), 0.0);
         assert_eq!(get("plumtree_peer_promotions_total{shard=\"0\"}"), 0.0);
         assert_eq!(get("plumtree_ihave_batch_size_count{shard=\"0\"}"), 3.0);

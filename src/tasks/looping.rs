@@ -187,7 +187,9 @@ pub fn next_delay<R: Rng>(
         return interval;
     }
     let u: f64 = rng.gen_range(0.0..=1.0);
-    interval.saturating_add(Duration::try_from_secs_f64(interval.as_secs_f64() * j * u).unwrap_or(Duration::ZERO))
+    interval.saturating_add(
+        Duration::try_from_secs_f64(interval.as_secs_f64() * j * u).unwrap_or(Duration::ZERO),
+    )
 }
 
 struct LoopCtl {
@@ -474,7 +476,10 @@ mod tests {
             seen_low |= d < Duration::from_millis(105);
             seen_high |= d > Duration::from_millis(115);
         }
-        assert!(seen_low && seen_high, "the extra wait spreads over [0, jitter]");
+        assert!(
+            seen_low && seen_high,
+            "the extra wait spreads over [0, jitter]"
+        );
         // A jitter larger than the interval (500 ms on 200 ms) is not clamped.
         for _ in 0..100 {
             let d = next_delay(Duration::from_millis(200), 2.5, 0, &mut b, &mut rng);
