@@ -740,6 +740,29 @@ impl Collector for SnapshotCollector {
             "Broadcasts refused by the admin plane (too large, shutting down, queue full).",
             &[(none.clone(), s.broadcasts_refused)],
         )?;
+        let a = &s.admin;
+        let reason = |r: &str, v: u64| (vec![("reason", r.to_string())], v);
+        write_counters(
+            &mut enc,
+            "plumtree_admin_rejected",
+            "Admin-plane requests and connections refused or cut, by the limit that applied.",
+            &[
+                reason("header_too_large", a.header_too_large),
+                reason("header_timeout", a.header_timeout),
+                reason("body_too_large", a.body_too_large),
+                reason("body_timeout", a.body_timeout),
+                reason("connections", a.connections),
+                reason("evicted", a.evicted),
+                reason("unauthorized", a.unauthorized),
+                reason("bad_request", a.bad_request),
+            ],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_admin_connections",
+            "Admin-plane connections held now (bounded by max_connections).",
+            &[(none.clone(), a.open_connections)],
+        )?;
         write_gauges(
             &mut enc,
             "plumtree_degraded_tasks",
@@ -874,6 +897,10 @@ mod tests {
                 },
                 ..Default::default()
             },
+            admin: crate::node::admin::AdminRejected {
+                header_too_large: 3,
+                ..Default::default()
+            },
         }
     }
 
@@ -931,6 +958,11 @@ mod tests {
         assert_eq!(get("plumtree_eager_links{shard=\"0\"}"), 4.0);
         assert_eq!(get("plumtree_lazy_links{shard=\"1\"}"), 9.0);
         assert_eq!(get("plumtree_eager_peers"), 0.0);
+        assert_eq!(
+            get("plumtree_admin_rejected_total{reason=\"header_too_large\"}"),
+            3.0
+        );
+        assert_eq!(get("plumtree_admin_connections"), 0.0);
         assert_eq!(
             get("plumtree_task_panics_total{task=\"control_receiver\"}"),
             2.0

@@ -266,6 +266,10 @@ impl AdminBackend for NodeBackend {
         self.0.faults.clone().ok_or(ChaosRefused::Disabled)
     }
 
+    fn max_payload(&self) -> usize {
+        self.0.max_payload
+    }
+
     fn set_loop_paused(&self, name: &str, pause: bool) -> Result<LoopInfo, LoopControlRefused> {
         if self.0.stop.load(Ordering::Relaxed) {
             return Err(LoopControlRefused::ShuttingDown);
@@ -569,6 +573,7 @@ pub fn start_with(
         tasks: Default::default(),
         task_names: Vec::new(),
         membership: Default::default(),
+        admin: Default::default(),
     };
     let (loop_tx, loop_rx) = bounded(16);
     let (chaos_tx, chaos_rx) = if cfg.chaos {

@@ -251,6 +251,8 @@ pub struct NodeSnapshot {
     pub task_names: Vec<TaskNameCounters>,
     /// HyParView views and counters.
     pub membership: MembershipSnapshot,
+    /// What the admin plane refused, by reason (filled in by the admin plane).
+    pub admin: super::admin::AdminRejected,
 }
 
 /// Why `POST /broadcast` was refused.
@@ -290,6 +292,11 @@ pub enum ChaosRefused {
 pub trait AdminBackend: Send + Sync + 'static {
     /// Latest aggregated view.
     fn snapshot(&self) -> NodeSnapshot;
+    /// Largest payload `POST /broadcast` accepts; larger bodies are refused (413)
+    /// from their declared length, before they are read.
+    fn max_payload(&self) -> usize {
+        super::admin::MAX_BROADCAST_BODY
+    }
     /// Submits a broadcast; returns the id it was given.
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
     /// Test-only fault injection: make a background loop panic once.
