@@ -1,19 +1,19 @@
 //! `plumcore members`: a node's HyParView views, read from its admin plane
 //! (`GET /members`), as a table or as the raw JSON.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use serde_json::Value;
 
 /// Flags of `plumcore members`.
 #[derive(clap::Args)]
 pub struct MembersArgs {
-    /// The node's admin plane address.
-    #[arg(long, value_name = "IP:PORT")]
-    pub admin: SocketAddr,
+    /// The node's admin plane: HOST:PORT or http://HOST:PORT[/] (the node's default
+    /// admin address unless given).
+    #[arg(long, value_name = "ADDR|URL", default_value = "127.0.0.1:7080")]
+    pub admin: String,
     /// Print the `/members` JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -22,21 +22,64 @@ pub struct MembersArgs {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// `http://HOST:PORT` from `HOST:PORT` or an `http://` URL (a trailing `/` or
+/// `/members` is dropped); `https` is refused (the admin plane speaks plain HTTP).
+pub fn admin_base(admin: &str) -> Result<String> {
+    let a = admin.trim();
+    let rest = match a.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) => {
+            return Err(anyhow!(
+                "--admin {a}: scheme `{scheme}` not supported (the admin plane is plain http)"
+            ))
+        }
+        None => a,
+    };
+    let host = rest.trim_end_matches('/');
+    let host = host.strip_suffix("/members").unwrap_or(host);
+    if host.is_empty() || host.contains('/') {
+        return Err(anyhow!(
+            "--admin {a}: expected HOST:PORT or http://HOST:PORT"
+        ));
+    }
+    Ok(format!("http://{host}"))
+}
+
+/// The innermost cause of an error: the part worth printing once.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// Fetches `/members` and prints it.
 pub fn run(a: &MembersArgs) -> Result<()> {
-    let url = format!("http://{}/members", a.admin);
+    let url = format!("{}/members", admin_base(&a.admin)?);
     let mut req = ureq::get(&url).timeout(Duration::from_secs(5));
     if let Some(path) = &a.admin_token_file {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading admin token file {}", path.display()))?;
+            .map_err(|e| anyhow!("admin token file {}: {e}", path.display()))?;
         let token = text.lines().next().unwrap_or("").trim().to_string();
         req = req.set("Authorization", &format!("Bearer {token}"));
     }
-    let v: Value = req
-        .call()
-        .with_context(|| format!("GET {url}"))?
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            return Err(anyhow!("GET {url}: HTTP {code} {}", body.trim()));
+        }
+        Err(ureq::Error::Transport(t)) => {
+            return Err(anyhow!(
+                "cannot reach the admin plane at {url}: {}",
+                root_cause(&t)
+            ))
+        }
+    };
+    let v: Value = resp
         .into_json()
-        .with_context(|| format!("GET {url}: not JSON"))?;
+        .map_err(|e| anyhow!("GET {url}: answer is not JSON: {e}"))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -88,6 +131,24 @@ pub fn table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_accepts_addresses_and_urls() {
+        for a in [
+            "127.0.0.1:7080",
+            "http://127.0.0.1:7080",
+            "http://127.0.0.1:7080/",
+            "HTTP://127.0.0.1:7080/members",
+        ] {
+            assert_eq!(admin_base(a).unwrap(), "http://127.0.0.1:7080", "{a}");
+        }
+        assert_eq!(admin_base("localhost:9").unwrap(), "http://localhost:9");
+        assert!(admin_base("https://x:1")
+            .unwrap_err()
+            .to_string()
+            .contains("https"));
+        assert!(admin_base("http://x:1/a/b").is_err());
+    }
 
     #[test]
     fn table_lists_both_views() {

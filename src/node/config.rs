@@ -84,7 +84,37 @@ pub struct NodeConfig {
     pub rate_limit_burst: u32,
     /// Sources a shard's limiter tracks at most (least recently seen evicted).
     pub rate_limit_peers: usize,
+    /// Admin plane: most bytes of a request line plus headers (431 beyond).
+    pub admin_max_header_bytes: usize,
+    /// Admin plane: most connections held at once (idle ones are closed for new ones).
+    pub admin_max_connections: usize,
+    /// Admin plane: time to send a request head, in ms; also the keep-alive idle
+    /// timeout.
+    pub admin_header_timeout_ms: u64,
+    /// Admin plane: time to send a request body, in ms (408 beyond).
+    pub admin_body_timeout_ms: u64,
+    /// Whether `POST /broadcast` accepts an empty payload (refused with 400 otherwise).
+    pub allow_empty: bool,
+    /// Log line format: `text` (colours only on a terminal) or `json` (one object a
+    /// line, for log shippers).
+    pub log_format: LogFormat,
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Bounds of `admin_max_header_bytes`.
+pub const ADMIN_HEADER_BYTES: std::ops::RangeInclusive<usize> = 8192..=1 << 20;
+/// Bounds of `admin_max_connections`.
+pub const ADMIN_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65536;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -114,6 +144,12 @@ impl Default for NodeConfig {
             rate_limit_per_peer: 100_000,
             rate_limit_burst: 20_000,
             rate_limit_peers: 4096,
+            admin_max_header_bytes: 16 * 1024,
+            admin_max_connections: 128,
+            admin_header_timeout_ms: 5000,
+            admin_body_timeout_ms: 10_000,
+            allow_empty: false,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -148,6 +184,12 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or plumcore=debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format: text (colours only on a terminal) or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Accept empty payloads on POST /broadcast (refused with 400 otherwise).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
     /// admin plane's /chaos routes.
     #[arg(long)]
@@ -250,6 +292,34 @@ fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
     }
 }
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (`info`, `plumcore=debug,warn`, ...): every comma-separated
+/// directive is a level, or `TARGET=LEVEL`. `tracing`'s own parser reads a bare word
+/// such as `warnn` as a target name and then logs nothing, so it is refused here.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match d.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level.trim(),
+            Some(_) => return Err(format!("`{filter}`: directive `{d}` has no target")),
+            None => d,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            let within = if d == filter.trim() {
+                String::new()
+            } else {
+                format!(" (in `{filter}`)")
+            };
+            return Err(format!(
+                "`{level}` is not a level{within}: use trace, debug, info, warn, error or off, or TARGET=LEVEL"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("`{filter}`: {e}"))
+}
+
 /// Reads the file named by `--config` (if any), applies the flags on top (flags win)
 /// and validates the result.
 pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
@@ -286,7 +356,26 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
         let message = if semantic {
             describe_toml_error(e.message(), text, start)
         } else {
-            e.message().split_whitespace().collect::<Vec<_>>().join(" ")
+            let m = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            // A bad value on a `key = value` line: name the key, and say that
+            // addresses and paths are strings (`bind = 127.0.0.1:7000` parses as a
+            // broken float).
+            let value_error = start.filter(|&s| {
+                let line_start = text[..s].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("");
+                // One `=`, the error after it, and not inside an array or table that
+                // an earlier line left open.
+                line.matches('=').count() == 1
+                    && line_start + line.find('=').unwrap_or(usize::MAX) < s
+                    && !m.contains("array")
+                    && !m.contains("table")
+            });
+            match value_error.and_then(|s| key_at(text, s)) {
+                Some(key) => format!(
+                    "key `{key}`: value is not valid TOML ({m}); addresses, paths and names need quotes, e.g. {key} = \"...\""
+                ),
+                None => m,
+            }
         };
         ConfigError::Parse {
             path: path.to_path_buf(),
@@ -373,6 +462,12 @@ impl NodeArgs {
         }
         if let Some(level) = &self.log_level {
             cfg.log_level = level.clone();
+        }
+        if let Some(f) = self.log_format {
+            cfg.log_format = f;
+        }
+        if self.allow_empty {
+            cfg.allow_empty = true;
         }
         if self.chaos {
             cfg.chaos = true;
@@ -461,6 +556,18 @@ impl NodeConfig {
         }
     }
 
+    /// The admin plane's limits.
+    pub fn admin_limits(&self) -> super::admin::AdminLimits {
+        super::admin::AdminLimits {
+            max_header_bytes: self.admin_max_header_bytes,
+            max_connections: self.admin_max_connections,
+            header_timeout: std::time::Duration::from_millis(self.admin_header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.admin_body_timeout_ms),
+            allow_empty: self.allow_empty,
+            ..super::admin::AdminLimits::default()
+        }
+    }
+
     /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol
@@ -521,6 +628,7 @@ impl NodeConfig {
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
+        check_log_filter(&self.log_level).map_err(|e| ConfigError::invalid("log_level", e))?;
         self.fault_config()?;
         if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError::invalid(
@@ -533,6 +641,37 @@ impl NodeConfig {
                 "rate_limit_peers",
                 format!("must be between 1 and {MAX_RATE_LIMIT_PEERS}"),
             ));
+        }
+        if !ADMIN_HEADER_BYTES.contains(&self.admin_max_header_bytes) {
+            return Err(ConfigError::invalid(
+                "admin_max_header_bytes",
+                format!(
+                    "must be between {} and {}",
+                    ADMIN_HEADER_BYTES.start(),
+                    ADMIN_HEADER_BYTES.end()
+                ),
+            ));
+        }
+        if !ADMIN_CONNECTIONS.contains(&self.admin_max_connections) {
+            return Err(ConfigError::invalid(
+                "admin_max_connections",
+                format!(
+                    "must be between {} and {}",
+                    ADMIN_CONNECTIONS.start(),
+                    ADMIN_CONNECTIONS.end()
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_body_timeout_ms", self.admin_body_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be between 1 and 3600000 ms",
+                ));
+            }
         }
         Ok(())
     }
@@ -907,6 +1046,15 @@ graft_timeout = 250
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.ends_with(" at line 3"), "{msg}");
         assert!(!msg.contains("key `"), "syntax errors name no key: {msg}");
+
+        // An unquoted address is a broken value on a key's line: that key is named.
+        let f = write("bind = 127.0.0.1:7000\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(
+            msg.contains("key `bind`") && msg.contains("quotes"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
 
         let f = write("mtu = 1400\n\n[protocol]\npartitions = \"many\"\n");
         let err = load(&args_with(&f)).unwrap_err();

@@ -755,6 +755,7 @@ impl Collector for SnapshotCollector {
                 reason("evicted", a.evicted),
                 reason("unauthorized", a.unauthorized),
                 reason("bad_request", a.bad_request),
+                reason("empty_payload", a.empty_payload),
             ],
         )?;
         write_gauges(

@@ -188,8 +188,13 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         chaos: cfg.chaos,
         cluster_keys,
     };
-    let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
-        .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
+    let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref()).map_err(|e| {
+        // A path the operator gave that cannot be opened is an input error.
+        NodeError::Config(format!(
+            "--deliveries {}: cannot open for appending: {e}",
+            cfg.deliveries.as_deref().unwrap_or("-")
+        ))
+    })?;
     let hardening = runtime::Hardening {
         faults: cfg
             .fault_config()
@@ -202,8 +207,13 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
             other => NodeError::Environment(other.to_string()),
         },
     )?;
-    let admin = admin::AdminServer::start_with_token(cfg.admin, Arc::new(node.backend()), token)
-        .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
+    let admin = admin::AdminServer::start_with(
+        cfg.admin,
+        Arc::new(node.backend()),
+        token,
+        cfg.admin_limits(),
+    )
+    .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(
         node_id = %snapshot::node_hex(node_id),
         bind = %cfg.bind,

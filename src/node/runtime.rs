@@ -84,9 +84,11 @@ pub(super) fn build_mtu(mtu: usize, keyed: bool) -> usize {
 /// Why the runtime could not start.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("cannot bind UDP {addr}: {source}")]
+    #[error("cannot bind UDP {addr} ({role}): {source}")]
     Bind {
         addr: SocketAddr,
+        /// Which socket: the control socket (`--bind`) or shard k (`--bind` port + 1 + k).
+        role: String,
         source: std::io::Error,
     },
     #[error("cannot start executor `{name}`: {reason}")]
@@ -445,8 +447,12 @@ impl RunningNode {
     }
 }
 
-fn bind_udp(addr: SocketAddr, rcv: usize, snd: usize) -> Result<Socket, RuntimeError> {
-    let err = |source| RuntimeError::Bind { addr, source };
+fn bind_udp(addr: SocketAddr, role: &str, rcv: usize, snd: usize) -> Result<Socket, RuntimeError> {
+    let err = |source| RuntimeError::Bind {
+        addr,
+        role: role.to_string(),
+        source,
+    };
     let sk =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max (tuning/sysctl.sh).
@@ -533,7 +539,12 @@ pub fn start_with(
             .map_err(|_| RuntimeError::Config(format!("config key `bind`: port {p} out of range")))
     };
     // Bind everything up front (std sockets), hand them to the executors.
-    let control_sock = bind_udp(cfg.bind, cfg.recv_buffer, cfg.send_buffer)?;
+    let control_sock = bind_udp(
+        cfg.bind,
+        "the control socket, --bind",
+        cfg.recv_buffer,
+        cfg.send_buffer,
+    )?;
     let bind = control_sock
         .local_addr()
         .ok()
@@ -547,7 +558,8 @@ pub fn start_with(
         } else {
             port(k)?
         };
-        shard_socks.push(bind_udp(addr, cfg.recv_buffer, cfg.send_buffer)?);
+        let role = format!("shard {k}'s socket, --bind port + {}", k + 1);
+        shard_socks.push(bind_udp(addr, &role, cfg.recv_buffer, cfg.send_buffer)?);
         shard_addrs.push(addr);
     }
     let (report_tx, report_rx) = bounded::<ShardReport>(1024);
