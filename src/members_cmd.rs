@@ -94,8 +94,12 @@ pub fn table(v: &Value) -> String {
     let s = |x: &Value| x.as_str().unwrap_or("-").to_string();
     let n = |x: &Value| x.as_u64().map_or("-".to_string(), |n| n.to_string());
     let mut out = format!(
-        "node {} at {}: active {}/{}, passive {}/{}{}, address book {}/{}\n",
+        "node {}{} at {}: active {}/{}, passive {}/{}{}, address book {}/{}\n",
         s(&v["node_id"]),
+        v["node_name"]
+            .as_str()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
         s(&v["addr"]),
         v["active"].as_array().map_or(0, Vec::len),
         n(&v["active_capacity"]),
@@ -110,15 +114,16 @@ pub fn table(v: &Value) -> String {
         n(&v["address_book_capacity"]),
     );
     out.push_str(&format!(
-        "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
-        "STATE", "NODE ID", "ADDRESS", "SHARDS", "LAST HEARD MS"
+        "{:<8} {:<16} {:<20} {:<22} {:>6} {:>14}\n",
+        "STATE", "NODE ID", "NAME", "ADDRESS", "SHARDS", "LAST HEARD MS"
     ));
     for view in ["active", "passive", "lost"] {
         for m in v[view].as_array().into_iter().flatten() {
             out.push_str(&format!(
-                "{:<8} {:<16} {:<22} {:>6} {:>14}\n",
+                "{:<8} {:<16} {:<20} {:<22} {:>6} {:>14}\n",
                 s(&m["state"]),
                 s(&m["node_id"]),
+                s(&m["name"]),
                 s(&m["addr"]),
                 n(&m["shards"]),
                 n(&m["last_heard_ms_ago"]),
@@ -156,7 +161,8 @@ mod tests {
             "node_id": "00000000000000ff", "addr": "127.0.0.1:7000",
             "active_capacity": 5, "passive_capacity": 30, "joining": false,
             "address_book_size": 2, "address_book_capacity": 204,
-            "active": [{"node_id": "0000000000000001", "addr": "127.0.0.1:7100",
+            "node_name": "web-0",
+            "active": [{"node_id": "0000000000000001", "name": "web-1", "addr": "127.0.0.1:7100",
                         "shards": 2, "state": "active", "last_heard_ms_ago": 12}],
             "passive": [{"node_id": "0000000000000002", "addr": null,
                          "shards": 0, "state": "passive", "last_heard_ms_ago": null}],
@@ -168,13 +174,17 @@ mod tests {
         assert_eq!(lines.len(), 5, "{t}");
         assert!(lines[0].contains("active 1/5, passive 1/30"), "{t}");
         assert!(
-            lines[2].starts_with("active   0000000000000001 127.0.0.1:7100"),
+            lines[0].starts_with("node 00000000000000ff (web-0) at"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("active   0000000000000001 web-1                127.0.0.1:7100"),
             "{t}"
         );
         assert!(lines[2].trim_end().ends_with("12"), "{t}");
         assert!(lines[3].starts_with("passive  0000000000000002 -"), "{t}");
         assert!(
-            lines[4].starts_with("lost     0000000000000003 127.0.0.1:7200"),
+            lines[4].starts_with("lost     0000000000000003 -                    127.0.0.1:7200"),
             "{t}"
         );
     }

@@ -223,6 +223,8 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 protocol: protocol.clone(),
                 chaos: false,
                 cluster_keys: None,
+                node_name: None,
+                names: Default::default(),
             },
             sink_tx.clone(),
         );

@@ -665,6 +665,7 @@ pub fn members_json(s: &NodeSnapshot) -> Value {
     let mut v = serde_json::to_value(&s.membership).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut v {
         map.insert("node_id".into(), json!(s.node_id));
+        map.insert("node_name".into(), json!(s.node_name));
         map.insert("addr".into(), json!(s.addr));
     }
     v
@@ -788,6 +789,7 @@ mod tests {
         fn snapshot(&self) -> NodeSnapshot {
             let peer = |id: &str, e, l| PeerInfo {
                 node_id: id.into(),
+                name: Some(format!("peer-{id}")),
                 addr: "127.0.0.1:7100".parse().unwrap(),
                 shards: 2,
                 state: "active".into(),
@@ -797,6 +799,9 @@ mod tests {
             };
             NodeSnapshot {
                 node_id: "00000000000000ff".into(),
+                node_name: Some("web-1".into()),
+                names_known: 3,
+                names_evicted: 0,
                 addr: "127.0.0.1:7000".parse().unwrap(),
                 uptime_ms: 5000,
                 shutting_down: false,
@@ -828,6 +833,7 @@ mod tests {
                 membership: MembershipSnapshot {
                     active: vec![MemberInfo {
                         node_id: "0000000000000001".into(),
+                        name: Some("web-2".into()),
                         addr: Some("127.0.0.1:7100".parse().unwrap()),
                         shards: 2,
                         state: "active".into(),
@@ -835,6 +841,7 @@ mod tests {
                     }],
                     passive: vec![MemberInfo {
                         node_id: "0000000000000009".into(),
+                        name: None,
                         addr: Some("127.0.0.1:7900".parse().unwrap()),
                         shards: 1,
                         state: "passive".into(),
@@ -924,6 +931,8 @@ mod tests {
         assert_eq!(v["node_id"], "00000000000000ff");
         assert_eq!(v["active"][0]["addr"], "127.0.0.1:7100");
         assert_eq!(v["active"][0]["state"], "active");
+        assert_eq!(v["active"][0]["name"], "web-2");
+        assert_eq!(v["node_name"], "web-1");
         assert_eq!(v["passive"][0]["node_id"], "0000000000000009");
         assert!(v["passive"][0]["last_heard_ms_ago"].is_null());
         assert_eq!(v["active_capacity"], 5);

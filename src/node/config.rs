@@ -32,6 +32,10 @@ pub struct NodeConfig {
     /// ids above `i64::MAX` that TOML integers cannot hold).
     #[serde(deserialize_with = "de_node_id")]
     pub node_id: Option<u64>,
+    /// The node's name, shown next to its id everywhere (`/status`, `/members`,
+    /// `/peers`, `plumcore members`, the deliveries lines' `origin_name`). `None`: the
+    /// `node_id` when that is a name, else the hostname.
+    pub node_name: Option<String>,
     /// Control socket address; shard `k` binds port + 1 + k.
     pub bind: SocketAddr,
     /// Control addresses of nodes to join through.
@@ -120,6 +124,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             node_id: None,
+            node_name: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 7000)),
             seeds: Vec::new(),
             admin: SocketAddr::from(([127, 0, 0, 1], 7080)),
@@ -160,9 +165,14 @@ pub struct NodeArgs {
     /// TOML configuration file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Node id, decimal or 0x-hex (random if absent).
-    #[arg(long, value_name = "ID", value_parser = parse_node_id)]
-    pub node_id: Option<u64>,
+    /// Node id: decimal, 0x-hex, or a name (hashed to the id: the first 8 bytes of
+    /// BLAKE3(name), little-endian); random if absent.
+    #[arg(long, value_name = "ID|NAME", value_parser = parse_node_id_arg)]
+    pub node_id: Option<NodeIdArg>,
+    /// The node's name (1 to 64 bytes, no control characters); default: the name
+    /// given to --node-id, else the hostname.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Control socket address; shard k binds port + 1 + k.
     #[arg(long, value_name = "IP:PORT")]
     pub bind: Option<SocketAddr>,
@@ -266,14 +276,72 @@ impl ConfigError {
     }
 }
 
-/// Parses a node id written in decimal or as `0x`-prefixed hex.
+/// A `--node-id` value: the id, and the name it was hashed from, if it was one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeIdArg {
+    pub id: u64,
+    pub name: Option<String>,
+}
+
+/// The id a node name stands for: the first 8 bytes of BLAKE3(name), read
+/// little-endian (`b3sum` shows them as the first 16 hex digits, byte by byte).
+/// 0 is not used; it becomes 1.
+pub fn node_id_from_name(name: &str) -> u64 {
+    let h = blake3::hash(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b).max(1)
+}
+
+/// Checks a node name: 1 to 64 bytes, no control characters.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if crate::wire::members::is_valid_node_name(name) {
+        Ok(())
+    } else if name.is_empty() {
+        Err("must not be empty".into())
+    } else if name.len() > crate::wire::members::MAX_NODE_NAME {
+        Err(format!(
+            "`{}` is {} bytes; at most {}",
+            name.escape_debug(),
+            name.len(),
+            crate::wire::members::MAX_NODE_NAME
+        ))
+    } else {
+        Err(format!(
+            "`{}` contains control characters",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// Parses a `--node-id`: decimal, `0x`-hex, or a name (starting with a letter) that
+/// is hashed with [`node_id_from_name`].
+pub fn parse_node_id_arg(s: &str) -> Result<NodeIdArg, String> {
+    let t = s.trim();
+    if t.starts_with(|c: char| c.is_alphabetic()) && !t.starts_with("0x") && !t.starts_with("0X") {
+        check_node_name(t).map_err(|e| format!("node name {e}"))?;
+        return Ok(NodeIdArg {
+            id: node_id_from_name(t),
+            name: Some(t.to_string()),
+        });
+    }
+    parse_node_id(t).map(|id| NodeIdArg { id, name: None })
+}
+
+/// Parses a node id written in decimal or as `0x`-prefixed hex, or a name (see
+/// [`parse_node_id_arg`]).
 pub fn parse_node_id(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
+        None if t.starts_with(|c: char| c.is_alphabetic()) => {
+            return parse_node_id_arg(t).map(|a| a.id)
+        }
         None => t.parse::<u64>(),
     };
-    parsed.map_err(|_| format!("`{s}` is not a decimal or 0x-hex 64-bit node id"))
+    parsed.map_err(|_| {
+        format!("`{s}` is not a decimal or 0x-hex 64-bit node id, nor a name (names start with a letter)")
+    })
 }
 
 fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -342,10 +410,24 @@ pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
 /// errors.
 pub fn parse_toml(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
     // Syntax first, so that syntax errors are not attributed to a key.
-    let syntax = toml::from_str::<toml::Table>(text).err();
+    let table = toml::from_str::<toml::Table>(text);
+    let named_id = table.as_ref().ok().and_then(|t| {
+        t.get("node_id")?
+            .as_str()
+            .and_then(|s| parse_node_id_arg(s).ok()?.name)
+    });
+    let syntax = table.err();
     let result = match syntax {
         Some(e) => Err((e, false)),
-        None => toml::from_str::<NodeConfig>(text).map_err(|e| (e, true)),
+        None => toml::from_str::<NodeConfig>(text)
+            .map(|mut c| {
+                // `node_id = "web-1"` names the node too, unless node_name says otherwise.
+                if c.node_name.is_none() {
+                    c.node_name = named_id;
+                }
+                c
+            })
+            .map_err(|e| (e, true)),
     };
     result.map_err(|(e, semantic)| {
         let start = e
@@ -439,8 +521,14 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
 impl NodeArgs {
     /// Overlays the flags that were given onto `cfg`.
     pub fn apply(&self, cfg: &mut NodeConfig) {
-        if let Some(id) = self.node_id {
-            cfg.node_id = Some(id);
+        if let Some(id) = &self.node_id {
+            cfg.node_id = Some(id.id);
+            if let Some(name) = &id.name {
+                cfg.node_name.get_or_insert_with(|| name.clone());
+            }
+        }
+        if let Some(name) = &self.node_name {
+            cfg.node_name = Some(name.clone());
         }
         if let Some(bind) = self.bind {
             cfg.bind = bind;
@@ -629,6 +717,9 @@ impl NodeConfig {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
         check_log_filter(&self.log_level).map_err(|e| ConfigError::invalid("log_level", e))?;
+        if let Some(name) = &self.node_name {
+            check_node_name(name).map_err(|e| ConfigError::invalid("node_name", e))?;
+        }
         self.fault_config()?;
         if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError::invalid(
@@ -766,7 +857,7 @@ graft_timeout = 250
         );
 
         let args = NodeArgs {
-            node_id: Some(7),
+            node_id: Some(NodeIdArg { id: 7, name: None }),
             bind: Some("127.0.0.1:9500".parse().unwrap()),
             seeds: vec!["127.0.0.1:9900".parse().unwrap()],
             shards: Some(2),
@@ -862,8 +953,29 @@ graft_timeout = 250
         assert_eq!(parse_node_id("42"), Ok(42));
         assert_eq!(parse_node_id("0x2a"), Ok(42));
         assert_eq!(parse_node_id("0xFFFFFFFFFFFFFFFF"), Ok(u64::MAX));
-        assert!(parse_node_id("zz").is_err());
+        // Names hash to the id: first 8 bytes of BLAKE3, little-endian.
+        let h = blake3::hash(b"web-1");
+        let want = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap());
+        assert_eq!(parse_node_id("web-1"), Ok(want));
+        assert_eq!(
+            parse_node_id_arg("web-1"),
+            Ok(NodeIdArg {
+                id: want,
+                name: Some("web-1".into())
+            })
+        );
+        assert_eq!(parse_node_id_arg("42").unwrap().name, None);
         assert!(parse_node_id("-1").is_err());
+        assert!(parse_node_id("12x").is_err());
+        assert!(parse_node_id("0xzz").is_err());
+        assert!(parse_node_id(&format!("a{}", "b".repeat(64))).is_err());
+        let f = write("node_id = \"web-2\"\n");
+        let c = load(&args_with(&f)).unwrap();
+        assert_eq!(c.node_id, Some(node_id_from_name("web-2")));
+        assert_eq!(c.node_name.as_deref(), Some("web-2"));
+        let f = write("node_name = \"a\\u0007b\"\n");
+        let e = load(&args_with(&f)).unwrap_err();
+        assert_eq!(e.key(), Some("node_name"), "{e}");
         let f = write("node_id = 12\n");
         assert_eq!(load(&args_with(&f)).unwrap().node_id, Some(12));
     }
@@ -921,10 +1033,10 @@ graft_timeout = 250
             Some(Path::new("/t"))
         );
         assert!(Cli::try_parse_from(["x", "--chaos-side", "sideways"]).is_err());
-        assert_eq!(cli.node.node_id, Some(16));
+        assert_eq!(cli.node.node_id, Some(NodeIdArg { id: 16, name: None }));
         assert_eq!(cli.node.seeds.len(), 2);
         assert_eq!(cli.node.shards, Some(3));
-        assert!(Cli::try_parse_from(["x", "--node-id", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--node-id", "12nope"]).is_err());
     }
 
     fn invalid_key(toml_text: &str) -> String {

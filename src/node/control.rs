@@ -207,9 +207,20 @@ impl ControlState {
         self.ctx.shared.started.elapsed()
     }
 
-    /// One datagram holding `frame`, sealed when the cluster is keyed.
+    /// One datagram holding `frame`, sealed when the cluster is keyed. Frames that
+    /// can make us someone's neighbour carry our NodeName frame beside them.
     fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
-        let d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
+        let mut d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
+        if let Some(name) = &self.ctx.cfg.node_name {
+            if matches!(
+                frame,
+                MemberFrame::Join { .. }
+                    | MemberFrame::Neighbor { .. }
+                    | MemberFrame::NeighborReply { .. }
+            ) {
+                wire::members::encode_node_name(name, &mut d);
+            }
+        }
         match &mut self.ctx.auth {
             Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
             None => Bytes::from(d),
@@ -271,6 +282,11 @@ impl ControlState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
+        if let Some(name) = wire::members::read_node_name(buf) {
+            if self.ctx.cfg.names.insert(dg.header.sender, &name) {
+                info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
+            }
+        }
         let now = self.now();
         let out = self
             .members
@@ -306,6 +322,7 @@ impl ControlState {
                     .filter(|(h, _, _)| *h == hex)
                     .fold((0, 0), |a, (_, e, l)| (a.0 + e, a.1 + l));
                 PeerInfo {
+                    name: self.ctx.cfg.names.get(id).map(|n| n.to_string()),
                     node_id: hex,
                     addr,
                     shards: n,
@@ -319,7 +336,24 @@ impl ControlState {
                 }
             })
             .collect();
-        let membership = self.members.snapshot(now);
+        let mut membership = self.members.snapshot(now);
+        let names = &self.ctx.cfg.names;
+        for m in membership
+            .active
+            .iter_mut()
+            .chain(membership.passive.iter_mut())
+            .chain(membership.lost.iter_mut())
+        {
+            m.name = u64::from_str_radix(&m.node_id, 16)
+                .ok()
+                .and_then(|id| names.get(crate::ids::NodeId(id)))
+                .map(|n| n.to_string());
+        }
+        if let Some(own) = &self.ctx.cfg.node_name {
+            // Keep our own name in the book (deliveries of our own broadcasts).
+            names.insert(self.ctx.cfg.node_id, own);
+        }
+        let (names_known, names_evicted) = names.stats();
         let mut loops: Vec<LoopInfo> = self.loops.iter().map(|h| loop_info(&h.status())).collect();
         loops.extend(shards.iter().flat_map(|s| s.loops.iter().cloned()));
         let mut snap = self
@@ -337,6 +371,8 @@ impl ControlState {
             tasks.cancelled += t.cancelled;
             tasks.restarted += t.restarted;
         }
+        snap.names_known = names_known;
+        snap.names_evicted = names_evicted;
         snap.tasks = tasks;
         snap.task_names = merge_task_names(
             self.tracker.by_name(),

@@ -740,6 +740,18 @@ impl Collector for SnapshotCollector {
             "Broadcasts refused by the admin plane (too large, shutting down, queue full).",
             &[(none.clone(), s.broadcasts_refused)],
         )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_node_names",
+            "Node names held in the name book (bounded).",
+            &[(none.clone(), s.names_known as u64)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_node_names_evictions",
+            "Node names forgotten to keep the name book within its bound.",
+            &[(none.clone(), s.names_evicted)],
+        )?;
         let a = &s.admin;
         let reason = |r: &str, v: u64| (vec![("reason", r.to_string())], v);
         write_counters(
@@ -841,6 +853,9 @@ mod tests {
     fn snapshot() -> NodeSnapshot {
         NodeSnapshot {
             node_id: "00000000000000ff".into(),
+            node_name: None,
+            names_known: 2,
+            names_evicted: 1,
             addr: "127.0.0.1:7000".parse().unwrap(),
             uptime_ms: 12_345,
             shutting_down: false,
@@ -883,6 +898,7 @@ mod tests {
             membership: crate::node::snapshot::MembershipSnapshot {
                 passive: vec![crate::node::snapshot::MemberInfo {
                     node_id: "0000000000000002".into(),
+                    name: None,
                     addr: None,
                     shards: 0,
                     state: "passive".into(),
@@ -964,6 +980,8 @@ mod tests {
             3.0
         );
         assert_eq!(get("plumtree_admin_connections"), 0.0);
+        assert_eq!(get("plumtree_node_names"), 2.0);
+        assert_eq!(get("plumtree_node_names_evictions_total"), 1.0);
         assert_eq!(
             get("plumtree_task_panics_total{task=\"control_receiver\"}"),
             2.0

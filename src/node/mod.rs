@@ -86,6 +86,20 @@ fn ensure_memlock() -> Result<(), NodeError> {
     )))
 }
 
+/// This machine's hostname, when it is a valid node name.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length; gethostname NUL-terminates
+    // within it on success (or truncates, which the length check below catches).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    crate::wire::members::is_valid_node_name(name).then(|| name.to_string())
+}
+
 /// Random-enough node id when none is configured: time, pid and address mixed.
 fn generate_node_id(bind: SocketAddr) -> NodeId {
     let t = std::time::SystemTime::now()
@@ -172,6 +186,8 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         Some(path) => Some(read_admin_token(path)?),
         None => None,
     };
+    let node_name = cfg.node_name.clone().or_else(hostname);
+    let names = snapshot::NameBook::default();
     let (control_core, shard_cores) = core_plan(&cfg)?;
     let rcfg = RuntimeConfig {
         node_id,
@@ -187,11 +203,18 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         protocol: cfg.protocol.clone(),
         chaos: cfg.chaos,
         cluster_keys,
+        node_name: node_name.clone(),
+        names: names.clone(),
     };
-    let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref()).map_err(|e| {
+    let (sink, sink_tx) = sink::DeliverySink::start_named(
+        cfg.deliveries.as_deref(),
+        sink::SINK_CAPACITY,
+        Some(names),
+    )
+    .map_err(|e| {
         // A path the operator gave that cannot be opened is an input error.
         NodeError::Config(format!(
-            "--deliveries {}: cannot open for appending: {e}",
+            "--deliveries {}: cannot create: {e}",
             cfg.deliveries.as_deref().unwrap_or("-")
         ))
     })?;
@@ -216,6 +239,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(
         node_id = %snapshot::node_hex(node_id),
+        node_name = node_name.as_deref().unwrap_or("-"),
         bind = %cfg.bind,
         admin = %admin.local_addr(),
         shards = ?node.shard_addrs(),

@@ -24,7 +24,7 @@ use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
     node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
-    NodeSnapshot, ShardSnapshot,
+    NameBook, NodeSnapshot, ShardSnapshot,
 };
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
@@ -60,6 +60,11 @@ pub struct RuntimeConfig {
     /// Cluster keys: when set, every datagram sent is sealed and every datagram
     /// received must verify before it is decoded. `None`: the cluster is open.
     pub cluster_keys: Option<ClusterKeys>,
+    /// This node's name, sent in a NodeName frame beside its Join, Neighbor and
+    /// NeighborReply frames; `None` sends none.
+    pub node_name: Option<String>,
+    /// Where learned names go (shared with the deliveries writer).
+    pub names: NameBook,
 }
 
 /// Current UNIX time in milliseconds, for auth timestamps. Read by the executors
@@ -570,8 +575,14 @@ pub fn start_with(
         shard_tx.push(tx);
         shard_rx.push(rx);
     }
+    if let Some(name) = &cfg.node_name {
+        cfg.names.insert(cfg.node_id, name);
+    }
     let snapshot = NodeSnapshot {
         node_id: node_hex(cfg.node_id),
+        node_name: cfg.node_name.clone(),
+        names_known: 0,
+        names_evicted: 0,
         addr: bind,
         uptime_ms: 0,
         shutting_down: false,

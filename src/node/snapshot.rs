@@ -1,7 +1,9 @@
 //! Read-only views of a running node, assembled by the control core from per-shard
 //! snapshots and served by the admin plane. Nothing here is on the hot path.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
@@ -113,6 +115,57 @@ impl IoStats {
     }
 }
 
+/// Most node names a [`NameBook`] keeps (the oldest learned is forgotten first).
+pub const NAME_BOOK_CAPACITY: usize = 4096;
+
+#[derive(Debug, Default)]
+struct NameBookInner {
+    names: HashMap<NodeId, Arc<str>>,
+    order: VecDeque<NodeId>,
+    evictions: u64,
+}
+
+/// Node names learned from NodeName frames (and this node's own), shared by the
+/// control core, which fills it, and the readers: the admin views and the deliveries
+/// writer (`origin_name`). Bounded at [`NAME_BOOK_CAPACITY`]; evictions are counted
+/// (`plumtree_node_names_evictions_total`).
+#[derive(Debug, Clone, Default)]
+pub struct NameBook(Arc<RwLock<NameBookInner>>);
+
+impl NameBook {
+    /// The name of `id`, if known.
+    pub fn get(&self, id: NodeId) -> Option<Arc<str>> {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        g.names.get(&id).cloned()
+    }
+
+    /// Records `id`'s name; true when it is new or changed. Cheap (a read lock) when
+    /// nothing changes, which is the common case.
+    pub fn insert(&self, id: NodeId, name: &str) -> bool {
+        if self.get(id).is_some_and(|n| &*n == name) {
+            return false;
+        }
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if g.names.insert(id, Arc::from(name)).is_none() {
+            g.order.push_back(id);
+            while g.names.len() > NAME_BOOK_CAPACITY {
+                let Some(old) = g.order.pop_front() else {
+                    break;
+                };
+                g.names.remove(&old);
+                g.evictions += 1;
+            }
+        }
+        true
+    }
+
+    /// Names held now, and names forgotten to stay within the bound.
+    pub fn stats(&self) -> (usize, u64) {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (g.names.len(), g.evictions)
+    }
+}
+
 /// One shard as the control core last saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardSnapshot {
@@ -142,6 +195,9 @@ pub struct ShardSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerInfo {
     pub node_id: String,
+    /// Its node name, once a NodeName frame from it arrived (`None` for nodes that
+    /// predate names).
+    pub name: Option<String>,
     /// The peer's control address; shard `k` listens on port + 1 + k.
     pub addr: SocketAddr,
     pub shards: u16,
@@ -157,6 +213,8 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {
     pub node_id: String,
+    /// Its node name, when known.
+    pub name: Option<String>,
     /// Control address; shard `k` listens on port + 1 + k.
     pub addr: Option<SocketAddr>,
     /// Shard count (0 = not known yet).
@@ -231,6 +289,11 @@ pub struct LoopInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSnapshot {
     pub node_id: String,
+    /// This node's name.
+    pub node_name: Option<String>,
+    /// Names held in the name book, and names it forgot to stay within its bound.
+    pub names_known: usize,
+    pub names_evicted: u64,
     pub addr: SocketAddr,
     pub uptime_ms: u64,
     pub shutting_down: bool,
