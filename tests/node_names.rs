@@ -77,7 +77,12 @@ fn names_show_in_every_view_and_in_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let mut taken = Vec::new();
     let a = spawn(&["--node-name", "alpha"], None, dir.path(), &mut taken);
-    let b = spawn(&["--node-id", "web-1"], Some(a.bind), dir.path(), &mut taken);
+    let b = spawn(
+        &["--node-id", "web-1"],
+        Some(a.bind),
+        dir.path(),
+        &mut taken,
+    );
     let c = spawn(&[], Some(a.bind), dir.path(), &mut taken);
     let nodes = [&a, &b, &c];
 
@@ -126,7 +131,10 @@ fn names_show_in_every_view_and_in_deliveries() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{table}");
-    assert!(table.contains(" alpha ") && table.contains(" web-1 "), "{table}");
+    assert!(
+        table.contains(" alpha ") && table.contains(" web-1 "),
+        "{table}"
+    );
 
     broadcast(a.admin, b"from-alpha");
     broadcast(b.admin, b"from-web-1");

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// signs, all verify). `None` leaves the cluster open: any host that reaches the
     /// UDP ports can join and inject messages.
     pub cluster_key_file: Option<PathBuf>,
+    /// Encrypt every datagram (XChaCha20-Poly1305 under the cluster keys) instead of
+    /// only authenticating it; needs `cluster_key_file`.
+    pub cluster_encrypt: bool,
     /// File holding the admin plane's bearer token (one line). When set, every admin
     /// request without `Authorization: Bearer <token>` is refused with 401.
     pub admin_token_file: Option<PathBuf>,
@@ -139,6 +142,7 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             chaos: false,
             cluster_key_file: None,
+            cluster_encrypt: false,
             admin_token_file: None,
             chaos_drop: 0.0,
             chaos_dup: 0.0,
@@ -207,6 +211,9 @@ pub struct NodeArgs {
     /// Cluster key file: authenticate every datagram (see README, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Encrypt every datagram under the cluster keys (needs --cluster-key-file).
+    #[arg(long)]
+    pub cluster_encrypt: bool,
     /// Admin bearer token file: admin requests without the token get 401.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -563,6 +570,9 @@ impl NodeArgs {
         if let Some(f) = &self.cluster_key_file {
             cfg.cluster_key_file = Some(f.clone());
         }
+        if self.cluster_encrypt {
+            cfg.cluster_encrypt = true;
+        }
         if let Some(f) = &self.admin_token_file {
             cfg.admin_token_file = Some(f.clone());
         }
@@ -719,6 +729,12 @@ impl NodeConfig {
         check_log_filter(&self.log_level).map_err(|e| ConfigError::invalid("log_level", e))?;
         if let Some(name) = &self.node_name {
             check_node_name(name).map_err(|e| ConfigError::invalid("node_name", e))?;
+        }
+        if self.cluster_encrypt && self.cluster_key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "cluster_encrypt",
+                "needs cluster_key_file (--cluster-key-file): the datagrams are encrypted under the cluster keys",
+            ));
         }
         self.fault_config()?;
         if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {

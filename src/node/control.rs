@@ -259,12 +259,12 @@ impl ControlState {
     }
 
     /// A datagram on the control socket. Returns the datagrams to send in answer.
-    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) -> Vec<(Bytes, SocketAddr)> {
+    fn on_datagram(&mut self, buf: &mut [u8], src: SocketAddr) -> Vec<(Bytes, SocketAddr)> {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Authenticate before decoding anything; only the MAC'd part is decoded.
         let buf = match &mut self.ctx.auth {
-            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
+            Some((_, verifier)) => match verifier.open(buf, unix_ms()) {
                 Ok(n) => &buf[..n],
                 Err(e) => {
                     self.io.count_auth_failure(e);
@@ -512,7 +512,7 @@ async fn receive(
         }
         match sock.recv_from(&mut buf).await {
             Ok((len, src)) => {
-                let sends = state.borrow_mut().on_datagram(&buf[..len], src);
+                let sends = state.borrow_mut().on_datagram(&mut buf[..len], src);
                 send_all(&state, &sock, sends).await;
             }
             Err(e) if is_timeout(&e) => {}

@@ -173,8 +173,14 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     let cluster_keys = match &cfg.cluster_key_file {
         Some(path) => {
             let keys = crate::wire::auth::ClusterKeys::from_file(path)
-                .map_err(|e| NodeError::Config(format!("config key `cluster_key_file`: {e}")))?;
-            info!(keys = keys.len(), key_ids = ?keys.key_ids(), "cluster authentication on");
+                .map_err(|e| NodeError::Config(format!("config key `cluster_key_file`: {e}")))?
+                .encrypted(cfg.cluster_encrypt);
+            info!(
+                keys = keys.len(),
+                key_ids = ?keys.key_ids(),
+                encrypt = cfg.cluster_encrypt,
+                "cluster authentication on"
+            );
             Some(keys)
         }
         None => {

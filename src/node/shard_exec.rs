@@ -232,7 +232,7 @@ impl ShardState {
         }
     }
 
-    fn on_datagram(&mut self, buf: &[u8], src: SocketAddr) {
+    fn on_datagram(&mut self, buf: &mut [u8], src: SocketAddr) {
         self.io.datagrams_received += 1;
         self.io.bytes_received += buf.len() as u64;
         // Flood limit per source, before any work on the datagram.
@@ -241,7 +241,7 @@ impl ShardState {
         }
         // Authenticate before decoding anything; only the MAC'd part is decoded.
         let buf = match &mut self.ctx.auth {
-            Some((_, verifier)) => match verifier.verify(buf, unix_ms()) {
+            Some((_, verifier)) => match verifier.open(buf, unix_ms()) {
                 Ok(n) => &buf[..n],
                 Err(e) => {
                     self.io.count_auth_failure(e);
@@ -535,7 +535,7 @@ async fn receive(
                     let mut s = state.borrow_mut();
                     let queue = s.cmd_queue;
                     s.overload.on_receive(sock.raw_fd(), queue, SHARD_QUEUE);
-                    s.on_datagram(&buf[..n], from);
+                    s.on_datagram(&mut buf[..n], from);
                     s.pump(&mut out);
                 }
                 send_all(&sock, &state, &mut out).await;
