@@ -16,6 +16,7 @@ use plumcore::node::runtime::{self, RuntimeConfig};
 use plumcore::node::sink::DeliverySink;
 use plumcore::node::snapshot::AdminBackend;
 use plumcore::protocol::ProtocolConfig;
+use plumcore::wire::auth::{ClusterKeys, Sealer};
 use plumcore::wire::{encode_frame, encode_header, Frame, Header};
 use serde::Serialize;
 
@@ -37,6 +38,41 @@ pub struct BlastConfig {
     pub control_core: Option<usize>,
     /// Also measure the raw UDP loop (`scale` leaves it out).
     pub raw: bool,
+    /// Datagram protection: none, the keyed MAC, or AEAD encryption.
+    pub auth: BlastAuth,
+}
+
+/// How the blast's datagrams are protected (the node and the simulated peers share
+/// a fixed test key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BlastAuth {
+    /// Open cluster: no trailer.
+    #[default]
+    None,
+    /// `cluster_key_file`: BLAKE3 keyed MAC trailer.
+    Mac,
+    /// `cluster_encrypt`: XChaCha20-Poly1305 over the frames.
+    Aead,
+}
+
+impl BlastAuth {
+    /// The cluster keys for this mode (`None` for an open cluster).
+    pub fn keys(self) -> Option<ClusterKeys> {
+        let k = ClusterKeys::new(&[[0x5a; 32]]).expect("one key");
+        match self {
+            BlastAuth::None => None,
+            BlastAuth::Mac => Some(k),
+            BlastAuth::Aead => Some(k.encrypted(true)),
+        }
+    }
+}
+
+/// Current UNIX time in milliseconds (auth timestamps).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl BlastConfig {
@@ -48,6 +84,7 @@ impl BlastConfig {
 /// What one blast run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BlastReport {
+    pub auth: BlastAuth,
     pub payload: usize,
     pub frames_per_datagram: usize,
     pub peers: usize,
@@ -162,18 +199,24 @@ fn blaster(
         // partition = (offset + seq) mod 64; shard = partition mod n (n divides 64).
         let first = (shard as u64 + n - origin_offset(origin) % n) % n;
         let frames = cfg.frames_per_datagram as u64;
+        // One seal stream per blaster thread (replay windows are per sender and
+        // stream; the seqs of one thread only grow).
+        let mut sealer = cfg.auth.keys().map(|k| Sealer::new(k, 1 + shard as u8, 0));
         let mut j = 0u64;
         let mut k = 0usize;
         while !stop.load(Ordering::Relaxed) {
             let sender = peers[k % peers.len()];
             k += 1;
-            let d = datagram(
+            let mut d = datagram(
                 sender,
                 origin,
                 (first + j * n, n),
                 frames as usize,
                 &payload,
             );
+            if let Some(s) = &mut sealer {
+                s.seal(&mut d, unix_ms());
+            }
             j += frames;
             if sock.send_to(&d, to).is_ok() {
                 sent_msgs.fetch_add(frames, Ordering::Relaxed);
@@ -222,7 +265,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 mtu: 1400,
                 protocol: protocol.clone(),
                 chaos: false,
-                cluster_keys: None,
+                cluster_keys: cfg.auth.keys(),
                 node_name: None,
                 names: Default::default(),
             },
@@ -243,6 +286,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
         .map(|i| fake_peer(NodeId(100 + i as u64)))
         .collect();
     // Join: each fake peer pings the node's control socket.
+    let mut join_sealer = cfg.auth.keys().map(|k| Sealer::new(k, 0, 0));
     for p in &peers {
         let mut ping = Vec::new();
         encode_header(
@@ -254,6 +298,9 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
             &mut ping,
         );
         encode_frame(&Frame::Ping { shards: 1 }, &mut ping);
+        if let Some(s) = &mut join_sealer {
+            s.seal(&mut ping, unix_ms());
+        }
         p.control.send_to(&ping, base).expect("ping");
     }
     let t = Instant::now();
@@ -301,6 +348,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     sink.stop();
     let msgs = (d1 - d0) as f64 / secs;
     let mut report = BlastReport {
+        auth: cfg.auth,
         payload: cfg.payload,
         frames_per_datagram: cfg.frames_per_datagram,
         peers: cfg.peers,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use plumcore_bench::blast::{self, BlastConfig, BlastReport};
+use plumcore_bench::blast::{self, BlastAuth, BlastConfig, BlastReport};
 use plumcore_bench::cluster::{self, ClusterConfig};
 use plumcore_bench::compare::{self, System};
 use plumcore_bench::report::median;
@@ -78,6 +78,11 @@ struct BlastLoad {
     /// Simulated neighbours.
     #[arg(long, default_value_t = 4)]
     peers: usize,
+    /// Datagram protection to measure: none, mac (cluster_key_file), aead
+    /// (cluster_encrypt); a list (`--auth none,mac,aead`) measures each in the same
+    /// run and compares them with the first.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    auth: Vec<BlastAuth>,
 }
 
 impl BlastLoad {
@@ -93,6 +98,7 @@ impl BlastLoad {
             shard_cores: vec![None],
             control_core: None,
             raw: false,
+            auth: self.auth.first().copied().unwrap_or_default(),
         }
     }
 }
@@ -263,23 +269,76 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     };
     let mut reports: Vec<BlastReport> = Vec::new();
     println!(
-        "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8}",
-        "run", "plumcore msg/s", "dgram in/s", "dgram out/s", "offered msg/s", "raw pkt/s", "ratio"
+        "{:>4} {:>5} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8}",
+        "run",
+        "auth",
+        "plumcore msg/s",
+        "dgram in/s",
+        "dgram out/s",
+        "offered msg/s",
+        "raw pkt/s",
+        "ratio"
     );
+    let modes = if load.auth.is_empty() {
+        vec![BlastAuth::None]
+    } else {
+        load.auth.clone()
+    };
+    // Modes interleaved run by run, so drift on a noisy machine hits each alike.
     for r in 0..runs.max(1) {
-        let rep = blast::run(&cfg);
-        println!(
-            "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2}",
-            r + 1,
-            rep.plumcore_msgs_per_s,
-            rep.plumcore_datagrams_in_per_s,
-            rep.plumcore_datagrams_out_per_s,
-            rep.offered_msgs_per_s,
-            rep.raw_packets_per_s,
-            rep.ratio_vs_raw
-        );
-        reports.push(rep);
+        for &auth in &modes {
+            let rep = blast::run(&BlastConfig {
+                auth,
+                ..cfg.clone()
+            });
+            println!(
+                "{:>4} {:>5} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2}",
+                r + 1,
+                format!("{auth:?}").to_lowercase(),
+                rep.plumcore_msgs_per_s,
+                rep.plumcore_datagrams_in_per_s,
+                rep.plumcore_datagrams_out_per_s,
+                rep.offered_msgs_per_s,
+                rep.raw_packets_per_s,
+                rep.ratio_vs_raw
+            );
+            reports.push(rep);
+        }
     }
+    let by_mode: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|&m| {
+            let msgs = median(
+                reports
+                    .iter()
+                    .filter(|r| r.auth == m)
+                    .map(|r| r.plumcore_msgs_per_s)
+                    .collect(),
+            );
+            (m, msgs)
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|&(m, msgs)| {
+            let base = median(
+                reports
+                    .iter()
+                    .filter(|r| r.auth == modes[0])
+                    .map(|r| r.plumcore_msgs_per_s)
+                    .collect(),
+            );
+            let vs = if base > 0.0 { msgs / base } else { 0.0 };
+            println!(
+                "median {:>5}: plumcore {msgs:.0} msg/s, {vs:.2} x {}",
+                format!("{m:?}").to_lowercase(),
+                format!("{:?}", modes[0]).to_lowercase()
+            );
+            serde_json::json!({"auth": m, "median_plumcore_msgs_per_s": msgs, "vs_first": vs})
+        })
+        .collect();
+    let all_runs = serde_json::to_value(&reports).unwrap_or_default();
+    // The figures below are those of the first mode (the baseline).
+    let reports: Vec<BlastReport> = reports.into_iter().filter(|r| r.auth == modes[0]).collect();
     let med = |f: fn(&BlastReport) -> f64| median(reports.iter().map(f).collect());
     let summary = serde_json::json!({
         "command": command_line(),
@@ -287,11 +346,12 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "payload": common.payload,
         "frames_per_datagram": load.frames,
         "peers": load.peers,
-        "runs": reports,
+        "runs": all_runs,
         "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
         "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
         "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
         "ratio_vs_raw": med(|r| r.ratio_vs_raw),
+        "auth_modes": by_mode,
     });
     println!(
         "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}",
