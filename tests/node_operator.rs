@@ -224,3 +224,42 @@ fn shutdown_statistics_count_tasks_not_threads() {
     assert_eq!(v["completed_tasks"].as_u64(), Some(initial));
     assert_eq!(v["remaining_tasks"], 0);
 }
+
+#[test]
+fn disabled_loops_are_listed_with_enabled_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("off.toml");
+    std::fs::write(
+        &cfg,
+        "[protocol]\nmaintenance_interval = 0\nanti_entropy_interval = 0\n",
+    )
+    .unwrap();
+    let mut taken = Vec::new();
+    let node = start_node(
+        4,
+        1,
+        None,
+        dir.path(),
+        &["--config", cfg.to_str().unwrap()],
+        &mut taken,
+    );
+    let admin = node.admin;
+    wait_until("loops to report", Duration::from_secs(20), || {
+        loop_state(admin, "shard-0/anti_entropy").is_some() && loop_state(admin, "stats").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for name in ["maintenance", "shard-0/anti_entropy"] {
+        let (runs, paused, enabled, _) = loop_state(admin, name).unwrap();
+        assert!(!enabled && !paused, "{name}");
+        assert_eq!(runs, 0, "{name} never runs");
+    }
+    let st = get_json(admin, "/status").unwrap();
+    let total = st["loop_manager"]["total_loops"].as_u64().unwrap();
+    let running = st["loop_manager"]["running_loops"].as_u64().unwrap();
+    assert_eq!(total, 6, "{}", st["loop_manager"]);
+    assert_eq!(
+        running, 4,
+        "disabled loops do not run: {}",
+        st["loop_manager"]
+    );
+}

@@ -628,7 +628,9 @@ fn loop_control(method: &Method, rest: &str, backend: &dyn AdminBackend) -> Repl
         Ok(info) => Reply::json(200, &serde_json::to_value(&info).unwrap_or(Value::Null)),
         Err(e @ LoopControlRefused::Unknown(_)) => Reply::error(404, &e.to_string()),
         Err(e @ LoopControlRefused::NotPausable(_)) => Reply::error(409, &e.to_string()),
-        Err(e @ LoopControlRefused::Timeout(_)) => Reply::error(503, &e.to_string()),
+        Err(e @ (LoopControlRefused::Timeout(_) | LoopControlRefused::Busy)) => {
+            Reply::error(503, &e.to_string()).with_header("retry-after", "1")
+        }
         Err(e @ LoopControlRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
     }
 }
@@ -915,6 +917,13 @@ mod tests {
         assert_eq!(v["addr"], "127.0.0.1:7000");
         assert_eq!(v["peers"]["eager"], 4);
         assert_eq!(v["peers"]["lazy"], 12);
+        // Distinct peers: both are eager somewhere and lazy somewhere.
+        assert_eq!(v["peers"]["eager_peers"], 2);
+        assert_eq!(v["peers"]["lazy_peers"], 2);
+        assert_eq!(v["loop_manager"]["total_loops"], 1);
+        assert_eq!(v["loop_manager"]["running_loops"], 1);
+        assert_eq!(v["loops"][0]["interval_ms"], 200);
+        assert_eq!(v["loops"][0]["enabled"], true);
         assert_eq!(v["peers"]["list"].as_array().unwrap().len(), 2);
         assert_eq!(v["loops"][0]["name"], "maintenance");
         assert!(v["shards"].is_array());

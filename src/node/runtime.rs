@@ -289,7 +289,7 @@ impl AdminBackend for NodeBackend {
         };
         match self.0.loop_tx.try_send(cmd) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(LoopControlRefused::Timeout(Duration::ZERO)),
+            Err(TrySendError::Full(_)) => return Err(LoopControlRefused::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(LoopControlRefused::ShuttingDown),
         }
         answer

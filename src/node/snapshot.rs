@@ -338,6 +338,8 @@ pub enum LoopControlRefused {
     NotPausable(String),
     #[error("the control core did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    #[error("too many loop commands waiting for the control core; retry")]
+    Busy,
     #[error("node is shutting down")]
     ShuttingDown,
 }
