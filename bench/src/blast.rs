@@ -16,7 +16,7 @@ use plumcore::node::runtime::{self, RuntimeConfig};
 use plumcore::node::sink::DeliverySink;
 use plumcore::node::snapshot::AdminBackend;
 use plumcore::protocol::ProtocolConfig;
-use plumcore::wire::auth::{ClusterKeys, Sealer};
+use plumcore::wire::auth::{ClusterKeys, Sealer, Verifier};
 use plumcore::wire::{encode_frame, encode_header, Frame, Header};
 use serde::Serialize;
 
@@ -66,6 +66,55 @@ impl BlastAuth {
             BlastAuth::Aead => Some(k.encrypted(true)),
         }
     }
+}
+
+/// CPU cost of protecting one datagram of `frames` Gossip frames of `payload` bytes:
+/// nanoseconds to seal it and to open it (verify, and decrypt for AEAD), each the
+/// median of 5 rounds of `n` datagrams on the calling thread. `(0, 0)` for `None`.
+/// Deterministic where the blast's throughput is not (it has no receive drops).
+pub fn seal_open_cost(auth: BlastAuth, frames: usize, payload: usize, n: usize) -> (f64, f64) {
+    let Some(keys) = auth.keys() else {
+        return (0.0, 0.0);
+    };
+    let p = Bytes::from(vec![0xAB; payload]);
+    let clear = datagram(NodeId(7), NodeId(7), (0, 1), frames, &p);
+    let now = unix_ms();
+    let mut seal_ns = Vec::new();
+    let mut open_ns = Vec::new();
+    for round in 0..5u64 {
+        let mut sealer = Sealer::new(keys.clone(), round as u8, 0);
+        let mut batch: Vec<Vec<u8>> = (0..n).map(|_| clear.clone()).collect();
+        let t = Instant::now();
+        for d in &mut batch {
+            sealer.seal(d, now);
+        }
+        seal_ns.push(t.elapsed().as_nanos() as f64 / n as f64);
+        let mut v = Verifier::new(keys.clone());
+        let t = Instant::now();
+        let mut ok = 0usize;
+        for d in &mut batch {
+            ok += usize::from(v.open(d, now).is_ok());
+        }
+        open_ns.push(t.elapsed().as_nanos() as f64 / n as f64);
+        assert_eq!(ok, n, "every sealed datagram opens");
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (med(seal_ns), med(open_ns))
+}
+
+/// Bytes of the blast's datagram before sealing.
+pub fn datagram_len(frames: usize, payload: usize) -> usize {
+    datagram(
+        NodeId(7),
+        NodeId(7),
+        (0, 1),
+        frames,
+        &Bytes::from(vec![0; payload]),
+    )
+    .len()
 }
 
 /// Current UNIX time in milliseconds (auth timestamps).

@@ -336,6 +336,19 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
             serde_json::json!({"auth": m, "median_plumcore_msgs_per_s": msgs, "vs_first": vs})
         })
         .collect();
+    let frames = load.frames.max(1);
+    let dlen = blast::datagram_len(frames, common.payload);
+    let costs: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|&m| {
+            let (seal, open) = blast::seal_open_cost(m, frames, common.payload, 20_000);
+            println!(
+                "cost  {:>5}: seal {seal:.0} ns, open {open:.0} ns per {dlen}-byte datagram ({frames} frames), one core",
+                format!("{m:?}").to_lowercase()
+            );
+            serde_json::json!({"auth": m, "seal_ns": seal, "open_ns": open, "datagram_bytes": dlen})
+        })
+        .collect();
     let all_runs = serde_json::to_value(&reports).unwrap_or_default();
     // The figures below are those of the first mode (the baseline).
     let reports: Vec<BlastReport> = reports.into_iter().filter(|r| r.auth == modes[0]).collect();
@@ -352,6 +365,7 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
         "ratio_vs_raw": med(|r| r.ratio_vs_raw),
         "auth_modes": by_mode,
+        "auth_costs": costs,
     });
     println!(
         "median: plumcore {:.0} msg/s per shard, raw loop {:.0} pkt/s, ratio {:.2}",
