@@ -96,6 +96,16 @@ fn bad_input_gets_one_line_naming_the_culprit() {
         "{l}"
     );
 
+    // Names: over 64 bytes, or with a control character, name the key.
+    let long = "n".repeat(65);
+    for bad in [long.as_str(), "tab\there"] {
+        let o = plumcore(&["node", "--node-name", bad, "--bind", "127.0.0.1:0"]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(stderr_line(&o).contains("`node_name`"), "{bad:?}");
+    }
+    let o = plumcore(&["node", "--node-id", &format!("a{long}")]);
+    assert_eq!(o.status.code(), Some(2));
+
     let o = plumcore(&["--version"]);
     let v = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(v.starts_with("plumcore ") && v.contains("(commit "), "{v}");
