@@ -27,6 +27,16 @@ impl Drop for Proc {
 }
 
 fn spawn(name_args: &[&str], seed: Option<SocketAddr>, dir: &Path, taken: &mut Vec<u16>) -> Proc {
+    spawn_with(name_args, seed, dir, taken, Stdio::inherit())
+}
+
+fn spawn_with(
+    name_args: &[&str],
+    seed: Option<SocketAddr>,
+    dir: &Path,
+    taken: &mut Vec<u16>,
+    stderr: Stdio,
+) -> Proc {
     let port = free_udp_ports(2, taken);
     let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let admin = TcpListener::bind("127.0.0.1:0")
@@ -42,7 +52,7 @@ fn spawn(name_args: &[&str], seed: Option<SocketAddr>, dir: &Path, taken: &mut V
         .arg(&deliveries)
         .args(name_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     if let Some(s) = seed {
         cmd.args(["--seed", &s.to_string()]);
     }
@@ -157,4 +167,81 @@ fn names_show_in_every_view_and_in_deliveries() {
             .iter()
             .any(|(p, n)| p == "from-c" && n == &host)
     });
+}
+
+fn peers(admin: SocketAddr) -> usize {
+    get_json(admin, "/peers")
+        .and_then(|v| v.as_array().map(|a| a.len()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_second_live_node_with_a_chosen_name_is_refused_with_a_log_line_on_both_sides() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut taken = Vec::new();
+    let a = spawn(&["--node-name", "dup"], None, dir.path(), &mut taken);
+    let b = spawn(
+        &["--node-name", "other"],
+        Some(a.bind),
+        dir.path(),
+        &mut taken,
+    );
+    wait_until(
+        "a and b linked, names known",
+        Duration::from_secs(20),
+        || {
+            get_json(b.admin, "/peers").is_some_and(|p| {
+                p.as_array()
+                    .is_some_and(|l| l.iter().any(|x| x["name"] == "dup"))
+            })
+        },
+    );
+    // c takes a's name and joins through b: b refuses it (a is live), and tells it.
+    let mut c = spawn_with(
+        &["--node-name", "dup"],
+        Some(b.bind),
+        dir.path(),
+        &mut taken,
+        Stdio::piped(),
+    );
+    let conflicts = |admin: SocketAddr, side: &str| {
+        common::cluster::metric_sum(
+            admin,
+            &format!("plumtree_node_name_conflicts_total{{side=\"{side}\"}}"),
+            None,
+        )
+    };
+    wait_until("b to refuse c", Duration::from_secs(20), || {
+        get_json(c.admin, "/status").is_some() && conflicts(b.admin, "refused") >= 1.0
+    });
+    wait_until("c to hear it", Duration::from_secs(10), || {
+        conflicts(c.admin, "received") >= 1.0
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        peers(c.admin),
+        0,
+        "the newer node with a taken name never links"
+    );
+    assert_eq!(peers(b.admin), 1, "b keeps only a");
+    // Nodes left to their hostname default share it freely (several on one host).
+    let d = spawn(&[], Some(a.bind), dir.path(), &mut taken);
+    let e = spawn(&[], Some(a.bind), dir.path(), &mut taken);
+    wait_until("hostname-named nodes join", Duration::from_secs(30), || {
+        peers(d.admin) >= 1 && peers(e.admin) >= 1
+    });
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let mut err = String::new();
+    c.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("already used by a live node"),
+        "the refused node says why: {err}"
+    );
 }

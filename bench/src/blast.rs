@@ -333,6 +333,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 chaos: false,
                 cluster_keys: cfg.auth.keys(),
                 node_name: None,
+                node_name_chosen: false,
                 names: Default::default(),
             },
             sink_tx.clone(),

@@ -804,6 +804,8 @@ mod tests {
                 node_name: Some("web-1".into()),
                 names_known: 3,
                 names_evicted: 0,
+                name_conflicts_sent: 0,
+                name_conflicts_received: 0,
                 addr: "127.0.0.1:7000".parse().unwrap(),
                 uptime_ms: 5000,
                 shutting_down: false,

@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 use glommio::net::UdpSocket;
 use rustc_hash::FxHashSet;
 use socket2::Socket;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::fault::{FaultSwitch, FaultySocket};
 use super::members::{MemberDriver, Output};
@@ -70,7 +70,15 @@ struct ControlState {
     shards: Vec<Option<ShardSnapshot>>,
     chaos_pending: FxHashSet<String>,
     tracker: TaskTracker,
+    /// Nodes refused because a live node already has their name, and refusals this
+    /// node received for its own name; when the last warning about either was logged.
+    name_conflicts_sent: u64,
+    name_conflicts_received: u64,
+    last_conflict_log: Option<std::time::Instant>,
 }
+
+/// Least time between two warnings about duplicate node names.
+const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Maps a loop runner's status to the status-page shape.
 pub(super) fn loop_info(s: &LoopStatus) -> LoopInfo {
@@ -194,6 +202,39 @@ impl ControlState {
         Ok(info)
     }
 
+    /// A live node other than `sender` that goes by `name`: this node itself, or an
+    /// active neighbour heard from within the failure timeout.
+    fn live_holder(&self, name: &str, sender: crate::ids::NodeId) -> Option<crate::ids::NodeId> {
+        let own = self.ctx.cfg.node_id;
+        if sender == own {
+            return None;
+        }
+        if self.ctx.cfg.node_name.as_deref() == Some(name) {
+            return Some(own);
+        }
+        let now = self.now();
+        let timeout = self.ctx.membership.failure_timeout;
+        self.members.active().map(|(id, _, _)| id).find(|&id| {
+            id != sender
+                && self.ctx.cfg.names.get(id).is_some_and(|n| &*n == name)
+                && self
+                    .members
+                    .last_heard(id)
+                    .is_some_and(|t| now.saturating_sub(t) <= timeout)
+        })
+    }
+
+    /// Whether a duplicate-name warning may be logged now (rate limit).
+    fn conflict_log_due(&mut self) -> bool {
+        let due = self
+            .last_conflict_log
+            .is_none_or(|t| t.elapsed() >= CONFLICT_LOG_EVERY);
+        if due {
+            self.last_conflict_log = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     fn tell_shards(&mut self, mk: impl Fn() -> ShardCmd) {
         for tx in &self.ctx.shared.shard_tx {
             if tx.try_send(mk()).is_err() {
@@ -218,7 +259,7 @@ impl ControlState {
                     | MemberFrame::Neighbor { .. }
                     | MemberFrame::NeighborReply { .. }
             ) {
-                wire::members::encode_node_name(name, &mut d);
+                wire::members::encode_node_name_with(name, self.ctx.cfg.node_name_chosen, &mut d);
             }
         }
         match &mut self.ctx.auth {
@@ -273,6 +314,18 @@ impl ControlState {
             },
             None => buf,
         };
+        if let Some((holder, name)) = wire::members::read_name_conflict(buf) {
+            self.name_conflicts_received += 1;
+            if self.conflict_log_due() {
+                error!(
+                    name = %name,
+                    holder = %node_hex(holder),
+                    refused_by = %src,
+                    "this node's name is already used by a live node, so the cluster refuses it: start it with another --node-name"
+                );
+            }
+            return Vec::new();
+        }
         let bytes = Bytes::copy_from_slice(buf);
         let dg = match wire::decode_members(&bytes) {
             Ok(dg) => dg,
@@ -282,7 +335,32 @@ impl ControlState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
-        if let Some(name) = wire::members::read_node_name(buf) {
+        if let Some((name, chosen)) = wire::members::read_node_name_with(buf) {
+            // Only a name the operator chose is refused when taken: the hostname
+            // default is shared by every node on a host.
+            let holder = chosen
+                .then(|| self.live_holder(&name, dg.header.sender))
+                .flatten();
+            if let Some(holder) = holder {
+                // The newcomer is refused: nothing it sent is processed, and it is told.
+                self.name_conflicts_sent += 1;
+                if self.conflict_log_due() {
+                    warn!(
+                        name = %name,
+                        refused = %node_hex(dg.header.sender),
+                        from = %src,
+                        holder = %node_hex(holder),
+                        "refusing a node whose name is already used by a live node"
+                    );
+                }
+                let mut d = wire::encode_member_datagram(&self.ctx.header, &[]);
+                wire::members::encode_name_conflict(holder, &name, &mut d);
+                let d = match &mut self.ctx.auth {
+                    Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
+                    None => Bytes::from(d),
+                };
+                return vec![(d, src)];
+            }
             if self.ctx.cfg.names.insert(dg.header.sender, &name) {
                 info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
             }
@@ -372,6 +450,8 @@ impl ControlState {
             tasks.restarted += t.restarted;
         }
         snap.names_known = names_known;
+        snap.name_conflicts_sent = self.name_conflicts_sent;
+        snap.name_conflicts_received = self.name_conflicts_received;
         snap.names_evicted = names_evicted;
         snap.tasks = tasks;
         snap.task_names = merge_task_names(
@@ -561,6 +641,9 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         loops: Vec::new(),
         shards: vec![None; n],
         chaos_pending: FxHashSet::default(),
+        name_conflicts_sent: 0,
+        name_conflicts_received: 0,
+        last_conflict_log: None,
         tracker: TaskTracker::default(),
     }));
     let tracker = state.borrow().tracker.clone();

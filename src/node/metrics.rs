@@ -748,6 +748,15 @@ impl Collector for SnapshotCollector {
         )?;
         write_counters(
             &mut enc,
+            "plumtree_node_name_conflicts",
+            "Duplicate node names: nodes refused here (side=refused) and refusals of this node's own name (side=received).",
+            &[
+                (vec![("side", "refused".to_string())], s.name_conflicts_sent),
+                (vec![("side", "received".to_string())], s.name_conflicts_received),
+            ],
+        )?;
+        write_counters(
+            &mut enc,
             "plumtree_node_names_evictions",
             "Node names forgotten to keep the name book within its bound.",
             &[(none.clone(), s.names_evicted)],
@@ -856,6 +865,8 @@ mod tests {
             node_name: None,
             names_known: 2,
             names_evicted: 1,
+            name_conflicts_sent: 4,
+            name_conflicts_received: 0,
             addr: "127.0.0.1:7000".parse().unwrap(),
             uptime_ms: 12_345,
             shutting_down: false,
@@ -981,6 +992,10 @@ mod tests {
         );
         assert_eq!(get("plumtree_admin_connections"), 0.0);
         assert_eq!(get("plumtree_node_names"), 2.0);
+        assert_eq!(
+            get("plumtree_node_name_conflicts_total{side=\"refused\"}"),
+            4.0
+        );
         assert_eq!(get("plumtree_node_names_evictions_total"), 1.0);
         assert_eq!(
             get("plumtree_task_panics_total{task=\"control_receiver\"}"),

@@ -63,6 +63,9 @@ pub struct RuntimeConfig {
     /// This node's name, sent in a NodeName frame beside its Join, Neighbor and
     /// NeighborReply frames; `None` sends none.
     pub node_name: Option<String>,
+    /// Whether the operator chose `node_name` (else it is the hostname default, which
+    /// other nodes on the host share: duplicates of it are not refused).
+    pub node_name_chosen: bool,
     /// Where learned names go (shared with the deliveries writer).
     pub names: NameBook,
 }
@@ -583,6 +586,8 @@ pub fn start_with(
         node_name: cfg.node_name.clone(),
         names_known: 0,
         names_evicted: 0,
+        name_conflicts_sent: 0,
+        name_conflicts_received: 0,
         addr: bind,
         uptime_ms: 0,
         shutting_down: false,

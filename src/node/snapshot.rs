@@ -294,6 +294,10 @@ pub struct NodeSnapshot {
     /// Names held in the name book, and names it forgot to stay within its bound.
     pub names_known: usize,
     pub names_evicted: u64,
+    /// Nodes refused because a live node already has their name, and refusals this
+    /// node received for its own name.
+    pub name_conflicts_sent: u64,
+    pub name_conflicts_received: u64,
     pub addr: SocketAddr,
     pub uptime_ms: u64,
     pub shutting_down: bool,

@@ -39,6 +39,9 @@ pub mod tag {
     /// as an unknown tag, and a datagram without it still decodes: rolling-upgrade
     /// safe in both directions.
     pub const NODE_NAME: u8 = 0x1e;
+    /// "Your name is taken": a node refused the sender's Join/Neighbor because a live
+    /// node already goes by that name. Body: holder id u64 | name (UTF-8).
+    pub const NAME_CONFLICT: u8 = 0x1f;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.
