@@ -334,6 +334,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 cluster_keys: cfg.auth.keys(),
                 node_name: None,
                 node_name_chosen: false,
+                advertise: None,
                 names: Default::default(),
             },
             sink_tx.clone(),

@@ -802,6 +802,7 @@ mod tests {
             NodeSnapshot {
                 node_id: "00000000000000ff".into(),
                 node_name: Some("web-1".into()),
+                advertise: None,
                 names_known: 3,
                 names_evicted: 0,
                 name_conflicts_sent: 0,

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub bind: SocketAddr,
     /// Control addresses of nodes to join through.
     pub seeds: Vec<SocketAddr>,
+    /// The control address put in membership frames (shard `k` at its port + 1 + k);
+    /// default: `bind`, or for a wildcard bind the address routing to the first seed.
+    pub advertise: Option<SocketAddr>,
     /// Address of the HTTP admin plane (`/metrics`, `/status`, `/peers`, `/broadcast`).
     pub admin: SocketAddr,
     /// Shard count; `None` means one per available core.
@@ -130,6 +133,7 @@ impl Default for NodeConfig {
             node_name: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 7000)),
             seeds: Vec::new(),
+            advertise: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 7080)),
             shards: None,
             core_map: None,
@@ -183,6 +187,10 @@ pub struct NodeArgs {
     /// Seed node control address (repeatable); replaces the file's seeds.
     #[arg(long = "seed", value_name = "IP:PORT")]
     pub seeds: Vec<SocketAddr>,
+    /// Control address to advertise to peers (default: --bind, or for 0.0.0.0 the
+    /// address routing to the first seed); its port + 1 + k must reach shard k.
+    #[arg(long, value_name = "IP:PORT")]
+    pub advertise: Option<SocketAddr>,
     /// HTTP admin plane address.
     #[arg(long, value_name = "IP:PORT")]
     pub admin: Option<SocketAddr>,
@@ -543,6 +551,9 @@ impl NodeArgs {
         if !self.seeds.is_empty() {
             cfg.seeds = self.seeds.clone();
         }
+        if let Some(a) = self.advertise {
+            cfg.advertise = Some(a);
+        }
         if let Some(admin) = self.admin {
             cfg.admin = admin;
         }
@@ -729,6 +740,14 @@ impl NodeConfig {
         check_log_filter(&self.log_level).map_err(|e| ConfigError::invalid("log_level", e))?;
         if let Some(name) = &self.node_name {
             check_node_name(name).map_err(|e| ConfigError::invalid("node_name", e))?;
+        }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(ConfigError::invalid(
+                    "advertise",
+                    format!("`{a}` cannot be reached: give the address and port peers use"),
+                ));
+            }
         }
         if self.cluster_encrypt && self.cluster_key_file.is_none() {
             return Err(ConfigError::invalid(

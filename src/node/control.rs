@@ -466,6 +466,35 @@ impl ControlState {
     }
 }
 
+/// The address a node describes itself by: `configured`, else `bind` unless that
+/// is a wildcard, else the local address of the interface that routes to the first
+/// seed (asked of the kernel with an unconnected-then-connected UDP socket; nothing
+/// is sent), with the bind port.
+pub(super) fn advertise_addr(
+    configured: Option<SocketAddr>,
+    bind: SocketAddr,
+    seeds: &[SocketAddr],
+) -> SocketAddr {
+    if let Some(a) = configured {
+        return a;
+    }
+    if !bind.ip().is_unspecified() {
+        return bind;
+    }
+    let routed = seeds.first().and_then(|seed| {
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).ok()?;
+        probe.connect(seed).ok()?;
+        probe.local_addr().ok().map(|a| a.ip())
+    });
+    match routed {
+        Some(ip) if !ip.is_unspecified() => SocketAddr::new(ip, bind.port()),
+        _ => {
+            tracing::warn!(%bind, "wildcard bind with no seed to route to and no --advertise: peers learn this node's address only from its datagrams' source");
+            bind
+        }
+    }
+}
+
 /// Sums per-name task counters from several trackers (the control core's and each
 /// shard's), keyed by name.
 fn merge_task_names<'a>(
@@ -617,9 +646,11 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let seed = ctx.cfg.node_id.0;
     let p = ctx.cfg.protocol.clone();
     let shared = ctx.shared.clone();
+    let advertise = advertise_addr(ctx.cfg.advertise, shared.addr, &ctx.cfg.seeds);
+    info!(%advertise, bind = %shared.addr, "advertising control address");
     let members = match MemberDriver::new(
         ctx.cfg.node_id,
-        shared.addr,
+        advertise,
         n as u16,
         build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
         ctx.membership.clone(),

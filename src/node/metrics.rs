@@ -863,6 +863,7 @@ mod tests {
         NodeSnapshot {
             node_id: "00000000000000ff".into(),
             node_name: None,
+            advertise: None,
             names_known: 2,
             names_evicted: 1,
             name_conflicts_sent: 4,

@@ -211,6 +211,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         cluster_keys,
         node_name: node_name.clone(),
         node_name_chosen: cfg.node_name.is_some(),
+        advertise: cfg.advertise,
         names: names.clone(),
     };
     let (sink, sink_tx) = sink::DeliverySink::start_named(

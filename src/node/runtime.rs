@@ -63,6 +63,10 @@ pub struct RuntimeConfig {
     /// This node's name, sent in a NodeName frame beside its Join, Neighbor and
     /// NeighborReply frames; `None` sends none.
     pub node_name: Option<String>,
+    /// The control address this node puts in its membership frames (shard `k` at
+    /// its port + 1 + k). `None`: the bind address, or for a wildcard bind the
+    /// address of the interface that routes to the first seed.
+    pub advertise: Option<SocketAddr>,
     /// Whether the operator chose `node_name` (else it is the hostname default, which
     /// other nodes on the host share: duplicates of it are not refused).
     pub node_name_chosen: bool,
@@ -581,9 +585,12 @@ pub fn start_with(
     if let Some(name) = &cfg.node_name {
         cfg.names.insert(cfg.node_id, name);
     }
+    // Decided once, before any executor runs, so /status shows it from the start.
+    let advertise = super::control::advertise_addr(cfg.advertise, bind, &cfg.seeds);
     let snapshot = NodeSnapshot {
         node_id: node_hex(cfg.node_id),
         node_name: cfg.node_name.clone(),
+        advertise: Some(advertise),
         names_known: 0,
         names_evicted: 0,
         name_conflicts_sent: 0,
@@ -668,7 +675,10 @@ pub fn start_with(
             .cluster_keys
             .clone()
             .map(|keys| (Sealer::new(keys.clone(), 0, first_seq), Verifier::new(keys))),
-        cfg: cfg.clone(),
+        cfg: RuntimeConfig {
+            advertise: Some(advertise),
+            ..cfg.clone()
+        },
         membership,
         header,
         shared: shared.clone(),

@@ -289,6 +289,8 @@ pub struct LoopInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSnapshot {
     pub node_id: String,
+    /// The control address this node describes itself by in membership frames.
+    pub advertise: Option<SocketAddr>,
     /// This node's name.
     pub node_name: Option<String>,
     /// Names held in the name book, and names it forgot to stay within its bound.
