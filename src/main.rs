@@ -13,7 +13,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use core_pinning::{CoreMap, Topology};
-use plumcore::node::{self, config::NodeArgs};
+use plumcore::node::{
+    self,
+    config::{LogFormat, NodeArgs},
+};
 use plumcore::protocol::{Mode, ProtocolConfig};
 use plumcore::sim::{self, SimConfig};
 
@@ -34,7 +37,7 @@ static DISABLE_THP: extern "C" fn() = {
 #[derive(Parser)]
 #[command(
     name = "plumcore",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PLUMCORE_GIT_COMMIT"), ")"),
     about = "Thread-per-core Plumtree broadcast node"
 )]
 struct Cli {
@@ -261,14 +264,23 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr: colours only when stderr is a terminal (never in a file or a
+/// pipe), or one JSON object a line. `RUST_LOG`, when set and valid, wins over `level`
+/// (which the config has already checked).
+fn init_logging(level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 fn run_node(args: NodeArgs) -> Result<ExitCode> {
@@ -279,7 +291,7 @@ fn run_node(args: NodeArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    init_logging(&cfg.log_level);
+    init_logging(&cfg.log_level, cfg.log_format);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
@@ -352,14 +364,15 @@ fn main() -> Result<ExitCode> {
     match cli.command {
         Command::Node(a) => run_node(*a),
         Command::Cluster(a) => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             launcher::run(a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Members(a) => match members_cmd::run(&a) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
-                eprintln!("plumcore: {e:#}");
+                // One line: the error says what it could not do and why, once.
+                eprintln!("plumcore: {e}");
                 Ok(ExitCode::from(1))
             }
         },

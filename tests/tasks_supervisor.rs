@@ -149,6 +149,40 @@ fn panicking_child_escalates_when_intensity_exceeded() {
         assert!(!e.critical);
         assert_eq!(e.last_error.as_deref(), Some("task panicked: flaky #3"));
         assert_eq!(tracker.counters().restarted, 2);
+        // A child given up on is a failed task, not a completed one.
+        let k = tracker.counters();
+        assert_eq!((k.failed, k.completed, k.running), (1, 0, 0));
+        // Per-name counters: three panics, two restarts, for the child's name.
+        let names = tracker.by_name();
+        let flaky = names.iter().find(|c| c.task == "flaky").unwrap();
+        assert_eq!((flaky.panics, flaky.restarts), (3, 2));
+    });
+}
+
+#[test]
+fn a_child_that_fails_without_restart_is_recorded_failed() {
+    run(async {
+        let tracker = TaskTracker::default();
+        let sup = Supervisor::new("s", roomy(), tracker.clone(), 1);
+        let runs = Rc::new(Cell::new(0));
+        sup.add_child(counting(
+            "oneshot_err",
+            RestartType::Temporary,
+            runs.clone(),
+            true,
+        ));
+        sup.add_child(counting(
+            "oneshot_ok",
+            RestartType::Temporary,
+            runs.clone(),
+            false,
+        ));
+        sup.start();
+        sleep(ms(30)).await;
+        assert_eq!(runs.get(), 2);
+        let k = tracker.counters();
+        assert_eq!((k.failed, k.completed), (1, 1), "{k:?}");
+        let _ = sup.stop().await;
     });
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use plumcore_bench::blast::{self, BlastConfig, BlastReport};
+use plumcore_bench::blast::{self, BlastAuth, BlastConfig, BlastReport};
 use plumcore_bench::cluster::{self, ClusterConfig};
 use plumcore_bench::compare::{self, System};
 use plumcore_bench::report::median;
@@ -87,6 +87,11 @@ struct BlastLoad {
     /// Send every datagram as its own message (no UDP GSO); sets PLUMCORE_UDP_GSO=0.
     #[arg(long)]
     no_gso: bool,
+    /// Datagram protection to measure: none, mac (cluster_key_file), aead
+    /// (cluster_encrypt); a list (`--auth none,mac,aead`) measures each in the same
+    /// run and compares them with the first.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    auth: Vec<BlastAuth>,
 }
 
 impl BlastLoad {
@@ -104,6 +109,7 @@ impl BlastLoad {
             raw: false,
             chaos: self.chaos,
             rate_limit: self.rate_limit,
+            auth: self.auth.first().copied().unwrap_or_default(),
         }
     }
 }
@@ -367,8 +373,9 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
     };
     let mut reports: Vec<BlastReport> = Vec::new();
     println!(
-        "{:>4} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8} {:>9} {:>10} {:>9}",
+        "{:>4} {:>5} {:>14} {:>12} {:>12} {:>14} {:>14} {:>8} {:>9} {:>10} {:>9}",
         "run",
+        "auth",
         "plumcore msg/s",
         "dgram in/s",
         "dgram out/s",
@@ -380,32 +387,91 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "sendmmsg/s"
     );
     println!("     (per CPU second: shard cpu/s, msg/shard-cpu-s, dgram in/shard-cpu-s, raw cpu/s, raw pkt/cpu-s, in÷raw per cpu-s)");
+    let modes = if load.auth.is_empty() {
+        vec![BlastAuth::None]
+    } else {
+        load.auth.clone()
+    };
+    // Modes interleaved run by run, so drift on a noisy machine hits each alike.
     for r in 0..runs.max(1) {
-        let rep = blast::run(&cfg);
-        println!(
-            "{:>4} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2} {:>9.2} {:>10.0} {:>10.0}",
-            r + 1,
-            rep.plumcore_msgs_per_s,
-            rep.plumcore_datagrams_in_per_s,
-            rep.plumcore_datagrams_out_per_s,
-            rep.offered_msgs_per_s,
-            rep.raw_packets_per_s,
-            rep.ratio_vs_raw,
-            datagram_ratio(&rep),
-            rep.plumcore_wakeups_per_s,
-            rep.plumcore_send_calls_per_s
-        );
-        println!(
-            "     {:>6.2} {:>12.0} {:>12.0} {:>6.2} {:>12.0} {:>6.2}",
-            rep.plumcore_shard_cpu_per_s,
-            rep.plumcore_msgs_per_shard_cpu_s,
-            rep.plumcore_datagrams_in_per_shard_cpu_s,
-            rep.raw_cpu_per_s,
-            rep.raw_packets_per_cpu_s,
-            cpu_ratio(&rep)
-        );
-        reports.push(rep);
+        for &auth in &modes {
+            let rep = blast::run(&BlastConfig {
+                auth,
+                ..cfg.clone()
+            });
+            println!(
+                "{:>4} {:>5} {:>14.0} {:>12.0} {:>12.0} {:>14.0} {:>14.0} {:>8.2} {:>9.2} {:>10.0} {:>10.0}",
+                r + 1,
+                format!("{auth:?}").to_lowercase(),
+                rep.plumcore_msgs_per_s,
+                rep.plumcore_datagrams_in_per_s,
+                rep.plumcore_datagrams_out_per_s,
+                rep.offered_msgs_per_s,
+                rep.raw_packets_per_s,
+                rep.ratio_vs_raw,
+                datagram_ratio(&rep),
+                rep.plumcore_wakeups_per_s,
+                rep.plumcore_send_calls_per_s
+            );
+            println!(
+                "     {:>6.2} {:>12.0} {:>12.0} {:>6.2} {:>12.0} {:>6.2}",
+                rep.plumcore_shard_cpu_per_s,
+                rep.plumcore_msgs_per_shard_cpu_s,
+                rep.plumcore_datagrams_in_per_shard_cpu_s,
+                rep.raw_cpu_per_s,
+                rep.raw_packets_per_cpu_s,
+                cpu_ratio(&rep)
+            );
+            reports.push(rep);
+        }
     }
+    let by_mode: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|&m| {
+            let msgs = median(
+                reports
+                    .iter()
+                    .filter(|r| r.auth == m)
+                    .map(|r| r.plumcore_msgs_per_s)
+                    .collect(),
+            );
+            (m, msgs)
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|&(m, msgs)| {
+            let base = median(
+                reports
+                    .iter()
+                    .filter(|r| r.auth == modes[0])
+                    .map(|r| r.plumcore_msgs_per_s)
+                    .collect(),
+            );
+            let vs = if base > 0.0 { msgs / base } else { 0.0 };
+            println!(
+                "median {:>5}: plumcore {msgs:.0} msg/s, {vs:.2} x {}",
+                format!("{m:?}").to_lowercase(),
+                format!("{:?}", modes[0]).to_lowercase()
+            );
+            serde_json::json!({"auth": m, "median_plumcore_msgs_per_s": msgs, "vs_first": vs})
+        })
+        .collect();
+    let frames = load.frames.max(1);
+    let dlen = blast::datagram_len(frames, common.payload);
+    let costs: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|&m| {
+            let (seal, open) = blast::seal_open_cost(m, frames, common.payload, 20_000);
+            println!(
+                "cost  {:>5}: seal {seal:.0} ns, open {open:.0} ns per {dlen}-byte datagram ({frames} frames), one core",
+                format!("{m:?}").to_lowercase()
+            );
+            serde_json::json!({"auth": m, "seal_ns": seal, "open_ns": open, "datagram_bytes": dlen})
+        })
+        .collect();
+    let all_runs = serde_json::to_value(&reports).unwrap_or_default();
+    // The figures below are those of the first mode (the baseline).
+    let reports: Vec<BlastReport> = reports.into_iter().filter(|r| r.auth == modes[0]).collect();
     let med = |f: fn(&BlastReport) -> f64| median(reports.iter().map(f).collect());
     let summary = serde_json::json!({
         "command": command_line(),
@@ -416,7 +482,7 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "chaos": load.chaos,
         "rate_limit": load.rate_limit,
         "gso": !load.no_gso,
-        "runs": reports,
+        "runs": all_runs,
         "median_plumcore_msgs_per_s": med(|r| r.plumcore_msgs_per_s),
         "median_raw_packets_per_s": med(|r| r.raw_packets_per_s),
         "median_ratio_vs_raw": med(|r| r.ratio_vs_raw),
@@ -427,6 +493,8 @@ fn blast_cmd(common: Common, load: BlastLoad, runs: usize) -> Result<()> {
         "median_datagrams_in_per_shard_cpu_s": med(|r| r.plumcore_datagrams_in_per_shard_cpu_s),
         "median_raw_packets_per_cpu_s": med(|r| r.raw_packets_per_cpu_s),
         "median_datagrams_in_vs_raw_per_cpu_s": med(cpu_ratio),
+        "auth_modes": by_mode,
+        "auth_costs": costs,
     });
     println!(
         "median per CPU second: plumcore {:.0} msg, {:.0} datagrams in; raw loop {:.0} packets; datagrams ÷ raw packets {:.2}",

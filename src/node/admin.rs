@@ -1,41 +1,174 @@
-//! The HTTP admin plane: `/metrics`, `/status`, `/peers`, `/members` and
-//! `POST /broadcast`, served
-//! by `tiny_http` on a std thread of its own so that it never runs on (or blocks) a
-//! shard core. It only reads snapshots and submits broadcasts through
-//! [`AdminBackend`], so the node's internals stay behind that trait.
+//! The HTTP admin plane: `/metrics`, `/status`, `/peers`, `/members`, `/loops`,
+//! `POST /loops/{name}/pause|resume` and `POST /broadcast`, served by hyper (HTTP/1.1)
+//! on a small current-thread tokio runtime on a std thread of its own, so that it
+//! never runs on (or blocks) a shard core. It only reads snapshots and submits
+//! broadcasts through [`AdminBackend`], so the node's internals stay behind that trait.
+//!
+//! Every resource a client can make it hold is bounded ([`AdminLimits`]): header bytes
+//! (hyper's read buffer), the body (read only after the token and the declared length
+//! were checked, and through a length limit), the number of connections (at the cap, the
+//! oldest connection that is not inside a request is closed to make room; if all are
+//! inside one, the new connection is refused), the time to send a request head (which is
+//! also the keep-alive idle timeout) and the time to send a body. Each refusal is counted
+//! by reason in [`AdminRejected`] (`plumtree_admin_rejected_total{reason}`).
 
-use std::io::{self, Read};
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use std::{fmt, io};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response, Server};
+use tokio::sync::Notify;
 
 use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
-use super::snapshot::{id_hex, AdminBackend, BroadcastRefused, ChaosRefused, NodeSnapshot};
+use super::snapshot::{
+    id_hex, AdminBackend, BroadcastRefused, ChaosRefused, LoopControlRefused, NodeSnapshot,
+};
 
-/// Most body bytes `POST /broadcast` reads; one more than any payload a datagram can
-/// carry, so that an oversized body still reaches the backend and is refused there
-/// with the node's own `max_payload`.
+/// Most body bytes the JSON control routes (`/chaos/*`) read, and the default
+/// `POST /broadcast` bound of a backend that does not name its `max_payload`.
 pub const MAX_BROADCAST_BODY: usize = 64 * 1024 + 1;
 
-/// How often the server thread looks at its stop flag when idle.
-const POLL: Duration = Duration::from_millis(200);
+/// The admin plane's resource bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Most bytes of request line plus headers (hyper's read buffer; at least 8 KiB).
+    /// Larger heads are answered 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most connections held at once.
+    pub max_connections: usize,
+    /// Time a connection may take to send a complete request head, counted from the
+    /// moment the server waits for one: a new connection, or a kept-alive one between
+    /// requests (so it is the idle timeout too). Then the connection is closed.
+    pub header_timeout: Duration,
+    /// Time a client may take to send a request body.
+    pub body_timeout: Duration,
+    /// Requests handled at once (threads of the blocking pool that calls the node).
+    pub max_inflight: usize,
+    /// Whether `POST /broadcast` accepts an empty payload; refused with 400 otherwise
+    /// (an empty broadcast is almost always a client bug: `curl -d @missing-file`).
+    pub allow_empty: bool,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_header_bytes: 16 * 1024,
+            max_connections: 128,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_inflight: 4,
+            allow_empty: false,
+        }
+    }
+}
+
+/// Requests and connections the admin plane refused or cut, by reason (the series of
+/// `plumtree_admin_rejected_total{reason}`), and the connections it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AdminRejected {
+    /// Request heads over `max_header_bytes` (431).
+    pub header_too_large: u64,
+    /// Connections that sent no complete request head within `header_timeout`
+    /// (half-open, slow or idle keep-alive connections).
+    pub header_timeout: u64,
+    /// Bodies over the route's bound (413), declared or sent.
+    pub body_too_large: u64,
+    /// Bodies not sent within `body_timeout` (408).
+    pub body_timeout: u64,
+    /// Connections refused because `max_connections` were all inside a request.
+    pub connections: u64,
+    /// Connections closed, while waiting for a request, to make room for a new one.
+    pub evicted: u64,
+    /// Requests without the right bearer token (401).
+    pub unauthorized: u64,
+    /// Malformed requests hyper refused (400).
+    pub bad_request: u64,
+    /// Empty `POST /broadcast` bodies refused (400) without `allow_empty`.
+    pub empty_payload: u64,
+    /// Connections held now (a gauge, `plumtree_admin_connections`).
+    pub open_connections: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    header_too_large: AtomicU64,
+    header_timeout: AtomicU64,
+    body_too_large: AtomicU64,
+    body_timeout: AtomicU64,
+    connections: AtomicU64,
+    evicted: AtomicU64,
+    unauthorized: AtomicU64,
+    bad_request: AtomicU64,
+    empty_payload: AtomicU64,
+    open: AtomicUsize,
+}
+
+impl Counters {
+    fn load(&self) -> AdminRejected {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AdminRejected {
+            header_too_large: l(&self.header_too_large),
+            header_timeout: l(&self.header_timeout),
+            body_too_large: l(&self.body_too_large),
+            body_timeout: l(&self.body_timeout),
+            connections: l(&self.connections),
+            evicted: l(&self.evicted),
+            unauthorized: l(&self.unauthorized),
+            bad_request: l(&self.bad_request),
+            empty_payload: l(&self.empty_payload),
+            open_connections: self.open.load(Ordering::Relaxed) as u64,
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every request handler shares.
+struct Ctx {
+    backend: Arc<dyn AdminBackend>,
+    token: Option<String>,
+    limits: AdminLimits,
+    counters: Counters,
+    /// Bounds the calls into the node running at once.
+    inflight: tokio::sync::Semaphore,
+}
+
+/// One held connection, for the eviction rule.
+struct Slot {
+    id: u64,
+    accepted: Instant,
+    /// Inside a request (head received, response not yet written): not evictable.
+    busy: Arc<AtomicBool>,
+    kill: Arc<Notify>,
+}
 
 /// A running admin plane; [`AdminServer::stop`] (or dropping it) shuts it down.
 pub struct AdminServer {
     addr: SocketAddr,
-    server: Arc<Server>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Notify>,
+    stopped: Arc<AtomicBool>,
+    ctx: Arc<Ctx>,
     handle: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for AdminServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminServer")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
@@ -47,7 +180,7 @@ impl AdminServer {
     /// starts serving on a new thread. Fails if the address cannot be bound, so the
     /// node can refuse to start.
     pub fn start(addr: SocketAddr, backend: Arc<dyn AdminBackend>) -> io::Result<AdminServer> {
-        AdminServer::start_with_token(addr, backend, None)
+        AdminServer::start_with(addr, backend, None, AdminLimits::default())
     }
 
     /// Like [`AdminServer::start`]; with `token`, every request must carry
@@ -57,25 +190,64 @@ impl AdminServer {
         backend: Arc<dyn AdminBackend>,
         token: Option<String>,
     ) -> io::Result<AdminServer> {
-        let server = Server::http(addr).map_err(|e| match e.downcast::<io::Error>() {
-            Ok(io) => *io,
-            Err(other) => io::Error::other(other),
-        })?;
-        let local = server.server_addr().to_ip().unwrap_or(addr);
-        let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
+        AdminServer::start_with(addr, backend, token, AdminLimits::default())
+    }
+
+    /// Like [`AdminServer::start_with_token`], with explicit [`AdminLimits`].
+    pub fn start_with(
+        addr: SocketAddr,
+        backend: Arc<dyn AdminBackend>,
+        token: Option<String>,
+        limits: AdminLimits,
+    ) -> io::Result<AdminServer> {
+        let limits = AdminLimits {
+            max_header_bytes: limits.max_header_bytes.max(8192),
+            max_connections: limits.max_connections.max(1),
+            max_inflight: limits.max_inflight.max(1),
+            ..limits
+        };
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local = std_listener.local_addr()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(limits.max_inflight)
+            // Keep the pool's threads (and their allocator heaps) instead of starting
+            // new ones after every idle spell.
+            .thread_keep_alive(Duration::from_secs(24 * 3600))
+            .thread_name("admin-http-call")
+            .build()?;
+        let listener = {
+            let _g = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let ctx = Arc::new(Ctx {
+            backend,
+            token,
+            limits,
+            counters: Counters::default(),
+            inflight: tokio::sync::Semaphore::new(limits.max_inflight),
+        });
+        let stop = Arc::new(Notify::new());
+        let stopped = Arc::new(AtomicBool::new(false));
         let handle = {
-            let server = Arc::clone(&server);
-            let stop = Arc::clone(&stop);
+            let (ctx, stop, stopped) = (ctx.clone(), stop.clone(), stopped.clone());
             std::thread::Builder::new()
                 .name("admin-http".into())
-                .spawn(move || serve(&server, &stop, backend.as_ref(), token.as_deref()))?
+                .spawn(move || {
+                    rt.block_on(accept_loop(listener, ctx, stop, stopped));
+                    // Connections still open are dropped with the runtime; a call into
+                    // the node in flight gets a moment to finish.
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                })?
         };
         tracing::info!(addr = %local, "admin plane listening");
         Ok(AdminServer {
             addr: local,
-            server,
             stop,
+            stopped,
+            ctx,
             handle: Some(handle),
         })
     }
@@ -85,14 +257,19 @@ impl AdminServer {
         self.addr
     }
 
+    /// What the admin plane refused so far.
+    pub fn rejected(&self) -> AdminRejected {
+        self.ctx.counters.load()
+    }
+
     /// Stops accepting requests, wakes the server thread and joins it.
     pub fn stop(self) {
         drop(self);
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
         if let Some(handle) = self.handle.take() {
             if handle.join().is_err() {
                 tracing::error!("admin server thread panicked");
@@ -107,28 +284,125 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(server: &Server, stop: &AtomicBool, backend: &dyn AdminBackend, token: Option<&str>) {
-    while !stop.load(Ordering::SeqCst) {
-        match server.recv_timeout(POLL) {
-            Ok(Some(request)) => {
-                // A panicking backend must not take the admin plane down; the dropped
-                // request is answered 500 by tiny_http.
-                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle(request, backend, token)
-                }));
-                if handled.is_err() {
-                    tracing::error!("admin request handler panicked");
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<Ctx>,
+    stop: Arc<Notify>,
+    stopped: Arc<AtomicBool>,
+) {
+    let slots: Arc<Mutex<Vec<Slot>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut next_id = 0u64;
+    while !stopped.load(Ordering::SeqCst) {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.notified() => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "admin plane: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let busy = Arc::new(AtomicBool::new(false));
+        let kill = Arc::new(Notify::new());
+        {
+            let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() >= ctx.limits.max_connections {
+                // Make room: close the oldest connection that is waiting for a request
+                // (half-open, slow or idle); if every one is inside a request, refuse.
+                let victim = v
+                    .iter()
+                    .filter(|s| !s.busy.load(Ordering::SeqCst))
+                    .min_by_key(|s| s.accepted)
+                    .map(|s| s.id);
+                match victim {
+                    Some(vid) => {
+                        let i = v.iter().position(|s| s.id == vid).expect("found above");
+                        let s = v.swap_remove(i);
+                        s.kill.notify_one();
+                        bump(&ctx.counters.evicted);
+                    }
+                    None => {
+                        bump(&ctx.counters.connections);
+                        drop(v);
+                        refuse_connection(stream);
+                        continue;
+                    }
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+            v.push(Slot {
+                id,
+                accepted: Instant::now(),
+                busy: busy.clone(),
+                kill: kill.clone(),
+            });
+        }
+        ctx.counters.open.fetch_add(1, Ordering::Relaxed);
+        let (ctx, slots) = (ctx.clone(), slots.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, &ctx, busy, &kill).await;
+            ctx.counters.open.fetch_sub(1, Ordering::Relaxed);
+            let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = v.iter().position(|s| s.id == id) {
+                v.swap_remove(i);
+            }
+        });
+    }
+}
+
+/// Answers a connection over the cap with a short 503 if the socket takes it at once,
+/// then closes it; never waits on the client.
+fn refuse_connection(stream: tokio::net::TcpStream) {
+    let msg = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 38\r\n\r\n{\"error\":\"too many admin connections\"}";
+    let _ = stream.try_write(msg);
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ctx: &Arc<Ctx>,
+    busy: Arc<AtomicBool>,
+    kill: &Notify,
+) {
+    let svc = {
+        let ctx = ctx.clone();
+        service_fn(move |req| {
+            let (ctx, busy) = (ctx.clone(), busy.clone());
+            async move {
+                busy.store(true, Ordering::SeqCst);
+                let reply = handle(req, &ctx).await;
+                busy.store(false, Ordering::SeqCst);
+                Ok::<_, Infallible>(reply.into_response())
+            }
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .max_buf_size(ctx.limits.max_header_bytes)
+        .header_read_timeout(ctx.limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    let c = &ctx.counters;
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                if e.is_parse_too_large() {
+                    bump(&c.header_too_large);
+                } else if e.is_timeout() {
+                    bump(&c.header_timeout);
+                } else if e.is_parse() || e.is_parse_status() {
+                    bump(&c.bad_request);
+                } else {
+                    tracing::debug!(error = %e, "admin connection ended");
                 }
-                tracing::warn!(error = %e, "admin server: receive failed");
-                std::thread::sleep(POLL);
             }
         }
+        _ = kill.notified() => {}
     }
 }
 
@@ -160,48 +434,132 @@ impl Reply {
     }
 }
 
-/// Whether `request` carries `Authorization: Bearer <token>`; the comparison takes
+impl Reply {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut r = Response::new(Full::new(Bytes::from(self.body)));
+        *r.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        for (name, value) in self.headers {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        r
+    }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`; the comparison takes
 /// the same time wherever the first difference is.
-fn authorized(request: &Request, token: &str) -> bool {
-    request.headers().iter().any(|h| {
-        h.field.equiv("Authorization")
-            && h.value.as_str().strip_prefix("Bearer ").is_some_and(|t| {
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(AUTHORIZATION).iter().any(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| {
                 constant_time_eq::constant_time_eq(t.trim().as_bytes(), token.as_bytes())
             })
     })
 }
 
-fn handle(mut request: Request, backend: &dyn AdminBackend, token: Option<&str>) {
-    let path = request
-        .url()
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let method = request.method().clone();
-    let reply = match token {
-        Some(t) if !authorized(&request, t) => Reply::error(401, "missing or wrong bearer token")
-            .with_header("WWW-Authenticate", "Bearer realm=\"plumcore\""),
-        _ => route(&method, &path, &mut request, backend),
+/// The declared body length, if the request has a valid `Content-Length`.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The 413 a too-large body gets: `/broadcast` in the node's own words, with the
+/// real size when the client declared it.
+fn too_large(path: &str, len: Option<u64>, max: usize) -> Reply {
+    let size = match len {
+        Some(n) => format!("{n} bytes"),
+        None => format!("more than {max} bytes"),
     };
-    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
-    for (name, value) in std::iter::once(("Content-Type", reply.content_type)).chain(reply.headers)
-    {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(h);
+    let msg = if path == "/broadcast" {
+        format!("payload of {size} exceeds max_payload {max}")
+    } else {
+        format!("body of {size} exceeds the route's limit of {max} bytes")
+    };
+    Reply::error(413, &msg)
+}
+
+/// One request: the token as soon as the head is in, then (for POST) the declared
+/// length, then the body through a length limit and a timeout, then the route on the
+/// blocking pool (the backend may wait on the control core).
+async fn handle(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Reply {
+    let c = &ctx.counters;
+    if let Some(t) = &ctx.token {
+        if !authorized(req.headers(), t) {
+            bump(&c.unauthorized);
+            return Reply::error(401, "missing or wrong bearer token")
+                .with_header("www-authenticate", "Bearer realm=\"plumcore\"");
         }
     }
-    if let Err(e) = request.respond(response) {
-        tracing::debug!(error = %e, "admin: client went away before the response");
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let body = if method == Method::POST {
+        let max = if path == "/broadcast" {
+            ctx.backend.max_payload()
+        } else {
+            MAX_BROADCAST_BODY
+        };
+        let declared = content_length(req.headers());
+        if let Some(n) = declared.filter(|&n| n > max as u64) {
+            bump(&c.body_too_large);
+            return too_large(&path, Some(n), max);
+        }
+        let limited = Limited::new(req.into_body(), max);
+        match tokio::time::timeout(ctx.limits.body_timeout, limited.collect()).await {
+            Err(_) => {
+                bump(&c.body_timeout);
+                return Reply::error(408, "request body not received in time");
+            }
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                bump(&c.body_too_large);
+                return too_large(&path, None, max);
+            }
+            Ok(Err(e)) => return Reply::error(400, &format!("could not read body: {e}")),
+            Ok(Ok(b)) => b.to_bytes().to_vec(),
+        }
+    } else {
+        Vec::new()
+    };
+    let Ok(_permit) = ctx.inflight.acquire().await else {
+        return Reply::error(503, "admin plane is stopping");
+    };
+    let ctx2 = ctx.clone();
+    let call = tokio::task::spawn_blocking(move || {
+        // A panicking backend must not take the admin plane down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            route(&method, &path, &body, &ctx2)
+        }))
+    });
+    match call.await {
+        Ok(Ok(reply)) => reply,
+        _ => {
+            tracing::error!("admin request handler panicked");
+            Reply::error(500, "internal error")
+        }
     }
 }
 
-fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+/// The snapshot the backend gives, with the admin plane's own counters.
+fn snapshot(ctx: &Ctx) -> NodeSnapshot {
+    let mut s = ctx.backend.snapshot();
+    s.admin = ctx.counters.load();
+    s
+}
+
+fn route(method: &Method, path: &str, body: &[u8], ctx: &Ctx) -> Reply {
+    let backend = ctx.backend.as_ref();
     if path == "/chaos/faults" || path == "/chaos/partition" {
-        return chaos(method, path, request, backend);
+        return chaos(method, path, body, backend);
     }
     if let Some(name) = path.strip_prefix("/chaos/panic/") {
-        if *method != Method::Post {
+        if *method != Method::POST {
             return Reply::error(405, "method not allowed").with_header("Allow", "POST");
         }
         return match backend.inject_panic(name) {
@@ -210,13 +568,16 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             Err(e @ ChaosRefused::UnknownLoop(_)) => Reply::error(404, &e.to_string()),
         };
     }
+    if let Some(rest) = path.strip_prefix("/loops/") {
+        return loop_control(method, rest, backend);
+    }
     let allowed = match path {
-        "/metrics" | "/status" | "/peers" | "/members" => Method::Get,
-        "/broadcast" => Method::Post,
+        "/metrics" | "/status" | "/peers" | "/members" | "/loops" => Method::GET,
+        "/broadcast" => Method::POST,
         _ => return Reply::error(404, "not found"),
     };
     if *method != allowed {
-        let allow = if allowed == Method::Get {
+        let allow = if allowed == Method::GET {
             "GET"
         } else {
             "POST"
@@ -227,17 +588,76 @@ fn route(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
         "/metrics" => Reply {
             status: 200,
             content_type: METRICS_CONTENT_TYPE,
-            body: encode_metrics(&backend.snapshot()).into_bytes(),
+            body: encode_metrics(&snapshot(ctx)).into_bytes(),
             headers: Vec::new(),
         },
-        "/status" => Reply::json(200, &status_json(&backend.snapshot())),
+        "/status" => Reply::json(200, &status_json(&snapshot(ctx))),
         "/peers" => Reply::json(
             200,
             &serde_json::to_value(&backend.snapshot().peers).unwrap_or(Value::Null),
         ),
         "/members" => Reply::json(200, &members_json(&backend.snapshot())),
-        _ => broadcast(request, backend),
+        "/loops" => Reply::json(200, &loops_json(&backend.snapshot())),
+        _ if body.is_empty() && !ctx.limits.allow_empty => {
+            bump(&ctx.counters.empty_payload);
+            Reply::error(
+                400,
+                "empty payload refused (start the node with allow_empty = true / --allow-empty to accept empty broadcasts)",
+            )
+        }
+        _ => broadcast(body, backend),
     }
+}
+
+/// `POST /loops/{name}/pause` and `POST /loops/{name}/resume` (`rest` is what
+/// follows `/loops/`). Loop names may hold a `/` (`shard-0/tick`), so the action is
+/// the last segment.
+fn loop_control(method: &Method, rest: &str, backend: &dyn AdminBackend) -> Reply {
+    let Some((name, action)) = rest.rsplit_once('/') else {
+        return Reply::error(404, "not found (POST /loops/{name}/pause or /resume)");
+    };
+    let pause = match action {
+        "pause" => true,
+        "resume" => false,
+        _ => return Reply::error(404, "not found (POST /loops/{name}/pause or /resume)"),
+    };
+    if *method != Method::POST {
+        return Reply::error(405, "method not allowed").with_header("Allow", "POST");
+    }
+    match backend.set_loop_paused(name, pause) {
+        Ok(info) => Reply::json(200, &serde_json::to_value(&info).unwrap_or(Value::Null)),
+        Err(e @ LoopControlRefused::Unknown(_)) => Reply::error(404, &e.to_string()),
+        Err(e @ LoopControlRefused::NotPausable(_)) => Reply::error(409, &e.to_string()),
+        Err(e @ (LoopControlRefused::Timeout(_) | LoopControlRefused::Busy)) => {
+            Reply::error(503, &e.to_string()).with_header("retry-after", "1")
+        }
+        Err(e @ LoopControlRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
+    }
+}
+
+/// LoopManager totals over every loop the node lists (control core and shards):
+/// `total_loops`, `running_loops` (alive, not paused), `paused_loops`, `error_loops`
+/// (last run failed), as the loop-manager reference reports them.
+pub fn loop_totals(s: &NodeSnapshot) -> Value {
+    let l = &s.loops;
+    json!({
+        "total_loops": l.len(),
+        "running_loops": l.iter().filter(|l| l.running && !l.paused).count(),
+        "paused_loops": l.iter().filter(|l| l.paused).count(),
+        "error_loops": l.iter().filter(|l| l.consecutive_errors > 0).count(),
+    })
+}
+
+/// The `/loops` document: the totals of [`loop_totals`] plus `loops`, the list.
+pub fn loops_json(s: &NodeSnapshot) -> Value {
+    let mut v = loop_totals(s);
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "loops".into(),
+            serde_json::to_value(&s.loops).unwrap_or(Value::Null),
+        );
+    }
+    v
 }
 
 /// The `/members` document: this node's id and address, then the HyParView views
@@ -247,6 +667,7 @@ pub fn members_json(s: &NodeSnapshot) -> Value {
     let mut v = serde_json::to_value(&s.membership).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut v {
         map.insert("node_id".into(), json!(s.node_id));
+        map.insert("node_name".into(), json!(s.node_name));
         map.insert("addr".into(), json!(s.addr));
     }
     v
@@ -255,15 +676,15 @@ pub fn members_json(s: &NodeSnapshot) -> Value {
 /// `/chaos/faults` (GET the settings, POST `FaultRates` JSON to replace the random
 /// faults) and `/chaos/partition` (GET the cuts, POST `{"peers": [ADDR, ...]}` to cut
 /// links, DELETE to heal them all). 403 without `--chaos`.
-fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn AdminBackend) -> Reply {
+fn chaos(method: &Method, path: &str, body: &[u8], backend: &dyn AdminBackend) -> Reply {
     let allow = if path == "/chaos/faults" {
         "GET, POST"
     } else {
         "GET, POST, DELETE"
     };
     let allowed = match *method {
-        Method::Get | Method::Post => true,
-        Method::Delete => path == "/chaos/partition",
+        Method::GET | Method::POST => true,
+        Method::DELETE => path == "/chaos/partition",
         _ => false,
     };
     if !allowed {
@@ -280,17 +701,13 @@ fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             "cuts": c.cuts.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         })
     };
-    if *method == Method::Delete {
+    if *method == Method::DELETE {
         switch.heal();
         return Reply::json(200, &show(&switch));
     }
-    if *method == Method::Post {
-        let body = match read_body(request) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+    if *method == Method::POST {
         let done = if path == "/chaos/faults" {
-            match serde_json::from_slice::<FaultRates>(&body) {
+            match serde_json::from_slice::<FaultRates>(body) {
                 Ok(rates) => switch.set_rates(rates).map_err(|e| e.to_string()),
                 Err(e) => Err(format!("body is not fault rates JSON: {e}")),
             }
@@ -300,7 +717,7 @@ fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
             struct Cut {
                 peers: Vec<String>,
             }
-            match serde_json::from_slice::<Cut>(&body) {
+            match serde_json::from_slice::<Cut>(body) {
                 Ok(c) => c
                     .peers
                     .iter()
@@ -318,23 +735,8 @@ fn chaos(method: &Method, path: &str, request: &mut Request, backend: &dyn Admin
     Reply::json(200, &show(&switch))
 }
 
-/// Reads at most [`MAX_BROADCAST_BODY`] bytes of the request body.
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BROADCAST_BODY as u64)
-        .read_to_end(&mut body)
-        .map_err(|e| Reply::error(400, &format!("could not read body: {e}")))?;
-    Ok(body)
-}
-
-fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
-    let body = match read_body(request) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match backend.broadcast(body) {
+fn broadcast(body: &[u8], backend: &dyn AdminBackend) -> Reply {
+    match backend.broadcast(body.to_vec()) {
         Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
         Err(e @ BroadcastRefused::TooLarge { .. }) => Reply::error(413, &e.to_string()),
         Err(e @ BroadcastRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
@@ -345,24 +747,34 @@ fn broadcast(request: &mut Request, backend: &dyn AdminBackend) -> Reply {
 }
 
 /// The `/status` document: the snapshot as serialized, except that `peers` becomes
-/// `{"eager": <sum of eager_partitions>, "lazy": <sum of lazy_partitions>, "list": [...]}`.
+/// `{"eager": <sum of eager_partitions>, "lazy": <sum of lazy_partitions>,
+/// "eager_peers": <distinct peers eager somewhere>, "lazy_peers": <distinct peers lazy
+/// somewhere>, "list": [...]}`, and `loop_manager` holds [`loop_totals`].
 pub fn status_json(s: &NodeSnapshot) -> Value {
     let eager: u64 = s.peers.iter().map(|p| u64::from(p.eager_partitions)).sum();
     let lazy: u64 = s.peers.iter().map(|p| u64::from(p.lazy_partitions)).sum();
+    let (eager_peers, lazy_peers) = super::metrics::distinct_peers(s);
     let list = serde_json::to_value(&s.peers).unwrap_or(Value::Null);
     let mut v = serde_json::to_value(s).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut v {
         map.insert(
             "peers".into(),
-            json!({ "eager": eager, "lazy": lazy, "list": list }),
+            json!({
+                "eager": eager,
+                "lazy": lazy,
+                "eager_peers": eager_peers,
+                "lazy_peers": lazy_peers,
+                "list": list,
+            }),
         );
+        map.insert("loop_manager".into(), loop_totals(s));
     }
     v
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::sync::Mutex;
 
@@ -379,6 +791,7 @@ mod tests {
         fn snapshot(&self) -> NodeSnapshot {
             let peer = |id: &str, e, l| PeerInfo {
                 node_id: id.into(),
+                name: Some(format!("peer-{id}")),
                 addr: "127.0.0.1:7100".parse().unwrap(),
                 shards: 2,
                 state: "active".into(),
@@ -388,6 +801,12 @@ mod tests {
             };
             NodeSnapshot {
                 node_id: "00000000000000ff".into(),
+                node_name: Some("web-1".into()),
+                advertise: None,
+                names_known: 3,
+                names_evicted: 0,
+                name_conflicts_sent: 0,
+                name_conflicts_received: 0,
                 addr: "127.0.0.1:7000".parse().unwrap(),
                 uptime_ms: 5000,
                 shutting_down: false,
@@ -398,11 +817,14 @@ mod tests {
                 ],
                 loops: vec![LoopInfo {
                     name: "maintenance".into(),
+                    enabled: true,
                     running: true,
                     paused: false,
+                    interval_ms: 200,
                     run_count: 9,
                     error_count: 0,
                     consecutive_errors: 0,
+                    panic_count: 0,
                     average_duration_ms: 0.1,
                     last_run_time: Some(4000),
                     last_error: None,
@@ -412,9 +834,11 @@ mod tests {
                 broadcasts_refused: 2,
                 degraded: Vec::new(),
                 tasks: Default::default(),
+                task_names: Vec::new(),
                 membership: MembershipSnapshot {
                     active: vec![MemberInfo {
                         node_id: "0000000000000001".into(),
+                        name: Some("web-2".into()),
                         addr: Some("127.0.0.1:7100".parse().unwrap()),
                         shards: 2,
                         state: "active".into(),
@@ -422,6 +846,7 @@ mod tests {
                     }],
                     passive: vec![MemberInfo {
                         node_id: "0000000000000009".into(),
+                        name: None,
                         addr: Some("127.0.0.1:7900".parse().unwrap()),
                         shards: 1,
                         state: "passive".into(),
@@ -431,6 +856,7 @@ mod tests {
                     passive_capacity: 30,
                     ..MembershipSnapshot::default()
                 },
+                admin: Default::default(),
             }
         }
 
@@ -494,6 +920,13 @@ mod tests {
         assert_eq!(v["addr"], "127.0.0.1:7000");
         assert_eq!(v["peers"]["eager"], 4);
         assert_eq!(v["peers"]["lazy"], 12);
+        // Distinct peers: both are eager somewhere and lazy somewhere.
+        assert_eq!(v["peers"]["eager_peers"], 2);
+        assert_eq!(v["peers"]["lazy_peers"], 2);
+        assert_eq!(v["loop_manager"]["total_loops"], 1);
+        assert_eq!(v["loop_manager"]["running_loops"], 1);
+        assert_eq!(v["loops"][0]["interval_ms"], 200);
+        assert_eq!(v["loops"][0]["enabled"], true);
         assert_eq!(v["peers"]["list"].as_array().unwrap().len(), 2);
         assert_eq!(v["loops"][0]["name"], "maintenance");
         assert!(v["shards"].is_array());
@@ -510,11 +943,17 @@ mod tests {
         assert_eq!(v["node_id"], "00000000000000ff");
         assert_eq!(v["active"][0]["addr"], "127.0.0.1:7100");
         assert_eq!(v["active"][0]["state"], "active");
+        assert_eq!(v["active"][0]["name"], "web-2");
+        assert_eq!(v["node_name"], "web-1");
         assert_eq!(v["passive"][0]["node_id"], "0000000000000009");
         assert!(v["passive"][0]["last_heard_ms_ago"].is_null());
         assert_eq!(v["active_capacity"], 5);
         assert_eq!(request(addr, "POST", "/members", b"").0, 405);
 
+        let (status, _, body) = request(addr, "POST", "/broadcast", b"");
+        assert_eq!(status, 400);
+        assert!(String::from_utf8(body).unwrap().contains("allow_empty"));
+        assert!(fake.got.lock().unwrap().is_empty());
         let (status, _, body) = request(addr, "POST", "/broadcast", b"hello");
         assert_eq!(status, 200);
         let v: Value = serde_json::from_slice(&body).unwrap();
@@ -527,10 +966,11 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert!(v["error"].as_str().unwrap().contains("5000"));
 
-        // Larger than the read limit: the backend sees a truncated body and refuses it.
+        // Larger than the read limit: refused from its declared length, with that size.
         let huge = vec![b'y'; 100_000];
-        let (status, _, _) = request(addr, "POST", "/broadcast", &huge);
+        let (status, _, body) = request(addr, "POST", "/broadcast", &huge);
         assert_eq!(status, 413);
+        assert!(String::from_utf8(body).unwrap().contains("100000 bytes"));
 
         *fake.refuse.lock().unwrap() = Some(BroadcastRefused::ShuttingDown);
         assert_eq!(request(addr, "POST", "/broadcast", b"x").0, 503);
@@ -599,6 +1039,9 @@ mod tests {
             ("GET", "/peers"),
             ("POST", "/broadcast"),
             ("POST", "/chaos/panic/stats"),
+            ("POST", "/loops/seen_cleanup/pause"),
+            ("POST", "/loops/seen_cleanup/resume"),
+            ("GET", "/loops"),
             ("GET", "/chaos/faults"),
             ("GET", "/nope"),
         ] {
@@ -713,6 +1156,171 @@ mod tests {
         assert_eq!(status, 405);
         assert!(head.to_ascii_lowercase().contains("allow: get, post"));
         server.stop();
+    }
+
+    fn start_limited(limits: AdminLimits, token: Option<&str>) -> (AdminServer, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            refuse: Mutex::new(None),
+            got: Mutex::new(Vec::new()),
+        });
+        let server = AdminServer::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            fake.clone(),
+            token.map(str::to_string),
+            limits,
+        )
+        .unwrap();
+        (server, fake)
+    }
+
+    /// Reads whatever the server sends until it closes (or 10 s pass).
+    fn read_all(s: &mut TcpStream) -> String {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    /// Waits up to 5 s for `f` to hold.
+    fn eventually(f: impl Fn() -> bool) {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "condition not reached"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn oversized_head_gets_431_and_is_counted() {
+        let (server, _) = start_limited(AdminLimits::default(), None);
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        let long = "a".repeat(64 * 1024);
+        // The server may close before all of it is written.
+        let _ = write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: t\r\nX-Long: {long}\r\n\r\n"
+        );
+        let answer = read_all(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+        // Counted when the connection ends, which may be just after the answer.
+        eventually(|| server.rejected().header_too_large == 1);
+        // A normal request still works.
+        assert_eq!(request(server.local_addr(), "GET", "/status", b"").0, 200);
+    }
+
+    #[test]
+    fn token_is_checked_before_the_body_is_read() {
+        let (server, fake) = start_limited(AdminLimits::default(), Some("s3cret"));
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        // Declares a gigabyte and sends none of it: the 401 comes from the head alone.
+        write!(
+            s,
+            "POST /broadcast HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let answer = read_all(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(server.rejected().unauthorized, 1);
+        assert!(fake.got.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn declared_oversized_body_is_refused_with_its_real_size() {
+        let (server, _) = start_limited(AdminLimits::default(), None);
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        write!(
+            s,
+            "POST /broadcast HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .unwrap();
+        let answer = read_all(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("payload of 1000000 bytes exceeds max_payload 65537"),
+            "{answer}"
+        );
+        // Chunked, no declared length: cut at the limit.
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        write!(
+            s,
+            "POST /broadcast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .unwrap();
+        let chunk = vec![b'z'; 70_000];
+        let _ = write!(s, "{:x}\r\n", chunk.len());
+        let _ = s.write_all(&chunk);
+        let _ = write!(s, "\r\n0\r\n\r\n");
+        let answer = read_all(&mut s);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("more than 65537 bytes"), "{answer}");
+        eventually(|| server.rejected().body_too_large == 2);
+    }
+
+    #[test]
+    fn slow_heads_and_bodies_time_out() {
+        let limits = AdminLimits {
+            header_timeout: Duration::from_millis(300),
+            body_timeout: Duration::from_millis(300),
+            ..AdminLimits::default()
+        };
+        let (server, _) = start_limited(limits, None);
+        // Slowloris: a few bytes, then nothing.
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        write!(s, "GET /sta").unwrap();
+        let _ = read_all(&mut s);
+        // Half-open: connected, silent.
+        let mut q = TcpStream::connect(server.local_addr()).unwrap();
+        let _ = read_all(&mut q);
+        // A body that never comes.
+        let mut b = TcpStream::connect(server.local_addr()).unwrap();
+        write!(
+            b,
+            "POST /broadcast HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"
+        )
+        .unwrap();
+        let answer = read_all(&mut b);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        eventually(|| server.rejected().header_timeout >= 2);
+        eventually(|| server.rejected().body_timeout == 1);
+    }
+
+    #[test]
+    fn idle_connections_are_evicted_for_new_ones() {
+        let limits = AdminLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(30),
+            ..AdminLimits::default()
+        };
+        let (server, _) = start_limited(limits, None);
+        let addr = server.local_addr();
+        let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // Every new request still gets through: it takes an idle one's place.
+        for _ in 0..5 {
+            assert_eq!(request(addr, "GET", "/status", b"").0, 200);
+        }
+        let r = server.rejected();
+        assert!(r.evicted >= 16, "{r:?}");
+        eventually(|| server.rejected().open_connections <= 4);
+        drop(idle);
+    }
+
+    #[test]
+    fn empty_broadcast_accepted_with_allow_empty() {
+        let limits = AdminLimits {
+            allow_empty: true,
+            ..AdminLimits::default()
+        };
+        let (server, fake) = start_limited(limits, None);
+        assert_eq!(
+            request(server.local_addr(), "POST", "/broadcast", b"").0,
+            200
+        );
+        assert_eq!(fake.got.lock().unwrap().as_slice(), &[Vec::<u8>::new()]);
     }
 
     #[test]

@@ -32,10 +32,17 @@ pub struct NodeConfig {
     /// ids above `i64::MAX` that TOML integers cannot hold).
     #[serde(deserialize_with = "de_node_id")]
     pub node_id: Option<u64>,
+    /// The node's name, shown next to its id everywhere (`/status`, `/members`,
+    /// `/peers`, `plumcore members`, the deliveries lines' `origin_name`). `None`: the
+    /// `node_id` when that is a name, else the hostname.
+    pub node_name: Option<String>,
     /// Control socket address; shard `k` binds port + 1 + k.
     pub bind: SocketAddr,
     /// Control addresses of nodes to join through.
     pub seeds: Vec<SocketAddr>,
+    /// The control address put in membership frames (shard `k` at its port + 1 + k);
+    /// default: `bind`, or for a wildcard bind the address routing to the first seed.
+    pub advertise: Option<SocketAddr>,
     /// Address of the HTTP admin plane (`/metrics`, `/status`, `/peers`, `/broadcast`).
     pub admin: SocketAddr,
     /// Shard count; `None` means one per available core.
@@ -63,6 +70,9 @@ pub struct NodeConfig {
     /// signs, all verify). `None` leaves the cluster open: any host that reaches the
     /// UDP ports can join and inject messages.
     pub cluster_key_file: Option<PathBuf>,
+    /// Encrypt every datagram (XChaCha20-Poly1305 under the cluster keys) instead of
+    /// only authenticating it; needs `cluster_key_file`.
+    pub cluster_encrypt: bool,
     /// File holding the admin plane's bearer token (one line). When set, every admin
     /// request without `Authorization: Bearer <token>` is refused with 401.
     pub admin_token_file: Option<PathBuf>,
@@ -84,14 +94,46 @@ pub struct NodeConfig {
     pub rate_limit_burst: u32,
     /// Sources a shard's limiter tracks at most (least recently seen evicted).
     pub rate_limit_peers: usize,
+    /// Admin plane: most bytes of a request line plus headers (431 beyond).
+    pub admin_max_header_bytes: usize,
+    /// Admin plane: most connections held at once (idle ones are closed for new ones).
+    pub admin_max_connections: usize,
+    /// Admin plane: time to send a request head, in ms; also the keep-alive idle
+    /// timeout.
+    pub admin_header_timeout_ms: u64,
+    /// Admin plane: time to send a request body, in ms (408 beyond).
+    pub admin_body_timeout_ms: u64,
+    /// Whether `POST /broadcast` accepts an empty payload (refused with 400 otherwise).
+    pub allow_empty: bool,
+    /// Log line format: `text` (colours only on a terminal) or `json` (one object a
+    /// line, for log shippers).
+    pub log_format: LogFormat,
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Bounds of `admin_max_header_bytes`.
+pub const ADMIN_HEADER_BYTES: std::ops::RangeInclusive<usize> = 8192..=1 << 20;
+/// Bounds of `admin_max_connections`.
+pub const ADMIN_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65536;
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             node_id: None,
+            node_name: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 7000)),
             seeds: Vec::new(),
+            advertise: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 7080)),
             shards: None,
             core_map: None,
@@ -104,6 +146,7 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             chaos: false,
             cluster_key_file: None,
+            cluster_encrypt: false,
             admin_token_file: None,
             chaos_drop: 0.0,
             chaos_dup: 0.0,
@@ -114,6 +157,12 @@ impl Default for NodeConfig {
             rate_limit_per_peer: 100_000,
             rate_limit_burst: 20_000,
             rate_limit_peers: 4096,
+            admin_max_header_bytes: 16 * 1024,
+            admin_max_connections: 128,
+            admin_header_timeout_ms: 5000,
+            admin_body_timeout_ms: 10_000,
+            allow_empty: false,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -124,15 +173,24 @@ pub struct NodeArgs {
     /// TOML configuration file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Node id, decimal or 0x-hex (random if absent).
-    #[arg(long, value_name = "ID", value_parser = parse_node_id)]
-    pub node_id: Option<u64>,
+    /// Node id: decimal, 0x-hex, or a name (hashed to the id: the first 8 bytes of
+    /// BLAKE3(name), little-endian); random if absent.
+    #[arg(long, value_name = "ID|NAME", value_parser = parse_node_id_arg)]
+    pub node_id: Option<NodeIdArg>,
+    /// The node's name (1 to 64 bytes, no control characters); default: the name
+    /// given to --node-id, else the hostname.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Control socket address; shard k binds port + 1 + k.
     #[arg(long, value_name = "IP:PORT")]
     pub bind: Option<SocketAddr>,
     /// Seed node control address (repeatable); replaces the file's seeds.
     #[arg(long = "seed", value_name = "IP:PORT")]
     pub seeds: Vec<SocketAddr>,
+    /// Control address to advertise to peers (default: --bind, or for 0.0.0.0 the
+    /// address routing to the first seed); its port + 1 + k must reach shard k.
+    #[arg(long, value_name = "IP:PORT")]
+    pub advertise: Option<SocketAddr>,
     /// HTTP admin plane address.
     #[arg(long, value_name = "IP:PORT")]
     pub admin: Option<SocketAddr>,
@@ -148,6 +206,12 @@ pub struct NodeArgs {
     /// Log filter, e.g. info or plumcore=debug.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format: text (colours only on a terminal) or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Accept empty payloads on POST /broadcast (refused with 400 otherwise).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
     /// admin plane's /chaos routes.
     #[arg(long)]
@@ -155,6 +219,9 @@ pub struct NodeArgs {
     /// Cluster key file: authenticate every datagram (see README, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Encrypt every datagram under the cluster keys (needs --cluster-key-file).
+    #[arg(long)]
+    pub cluster_encrypt: bool,
     /// Admin bearer token file: admin requests without the token get 401.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -224,14 +291,72 @@ impl ConfigError {
     }
 }
 
-/// Parses a node id written in decimal or as `0x`-prefixed hex.
+/// A `--node-id` value: the id, and the name it was hashed from, if it was one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeIdArg {
+    pub id: u64,
+    pub name: Option<String>,
+}
+
+/// The id a node name stands for: the first 8 bytes of BLAKE3(name), read
+/// little-endian (`b3sum` shows them as the first 16 hex digits, byte by byte).
+/// 0 is not used; it becomes 1.
+pub fn node_id_from_name(name: &str) -> u64 {
+    let h = blake3::hash(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b).max(1)
+}
+
+/// Checks a node name: 1 to 64 bytes, no control characters.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if crate::wire::members::is_valid_node_name(name) {
+        Ok(())
+    } else if name.is_empty() {
+        Err("must not be empty".into())
+    } else if name.len() > crate::wire::members::MAX_NODE_NAME {
+        Err(format!(
+            "`{}` is {} bytes; at most {}",
+            name.escape_debug(),
+            name.len(),
+            crate::wire::members::MAX_NODE_NAME
+        ))
+    } else {
+        Err(format!(
+            "`{}` contains control characters",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// Parses a `--node-id`: decimal, `0x`-hex, or a name (starting with a letter) that
+/// is hashed with [`node_id_from_name`].
+pub fn parse_node_id_arg(s: &str) -> Result<NodeIdArg, String> {
+    let t = s.trim();
+    if t.starts_with(|c: char| c.is_alphabetic()) && !t.starts_with("0x") && !t.starts_with("0X") {
+        check_node_name(t).map_err(|e| format!("node name {e}"))?;
+        return Ok(NodeIdArg {
+            id: node_id_from_name(t),
+            name: Some(t.to_string()),
+        });
+    }
+    parse_node_id(t).map(|id| NodeIdArg { id, name: None })
+}
+
+/// Parses a node id written in decimal or as `0x`-prefixed hex, or a name (see
+/// [`parse_node_id_arg`]).
 pub fn parse_node_id(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
+        None if t.starts_with(|c: char| c.is_alphabetic()) => {
+            return parse_node_id_arg(t).map(|a| a.id)
+        }
         None => t.parse::<u64>(),
     };
-    parsed.map_err(|_| format!("`{s}` is not a decimal or 0x-hex 64-bit node id"))
+    parsed.map_err(|_| {
+        format!("`{s}` is not a decimal or 0x-hex 64-bit node id, nor a name (names start with a letter)")
+    })
 }
 
 fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -248,6 +373,34 @@ fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a log filter (`info`, `plumcore=debug,warn`, ...): every comma-separated
+/// directive is a level, or `TARGET=LEVEL`. `tracing`'s own parser reads a bare word
+/// such as `warnn` as a target name and then logs nothing, so it is refused here.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match d.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level.trim(),
+            Some(_) => return Err(format!("`{filter}`: directive `{d}` has no target")),
+            None => d,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            let within = if d == filter.trim() {
+                String::new()
+            } else {
+                format!(" (in `{filter}`)")
+            };
+            return Err(format!(
+                "`{level}` is not a level{within}: use trace, debug, info, warn, error or off, or TARGET=LEVEL"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("`{filter}`: {e}"))
 }
 
 /// Reads the file named by `--config` (if any), applies the flags on top (flags win)
@@ -272,10 +425,24 @@ pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
 /// errors.
 pub fn parse_toml(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
     // Syntax first, so that syntax errors are not attributed to a key.
-    let syntax = toml::from_str::<toml::Table>(text).err();
+    let table = toml::from_str::<toml::Table>(text);
+    let named_id = table.as_ref().ok().and_then(|t| {
+        t.get("node_id")?
+            .as_str()
+            .and_then(|s| parse_node_id_arg(s).ok()?.name)
+    });
+    let syntax = table.err();
     let result = match syntax {
         Some(e) => Err((e, false)),
-        None => toml::from_str::<NodeConfig>(text).map_err(|e| (e, true)),
+        None => toml::from_str::<NodeConfig>(text)
+            .map(|mut c| {
+                // `node_id = "web-1"` names the node too, unless node_name says otherwise.
+                if c.node_name.is_none() {
+                    c.node_name = named_id;
+                }
+                c
+            })
+            .map_err(|e| (e, true)),
     };
     result.map_err(|(e, semantic)| {
         let start = e
@@ -286,7 +453,26 @@ pub fn parse_toml(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
         let message = if semantic {
             describe_toml_error(e.message(), text, start)
         } else {
-            e.message().split_whitespace().collect::<Vec<_>>().join(" ")
+            let m = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            // A bad value on a `key = value` line: name the key, and say that
+            // addresses and paths are strings (`bind = 127.0.0.1:7000` parses as a
+            // broken float).
+            let value_error = start.filter(|&s| {
+                let line_start = text[..s].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("");
+                // One `=`, the error after it, and not inside an array or table that
+                // an earlier line left open.
+                line.matches('=').count() == 1
+                    && line_start + line.find('=').unwrap_or(usize::MAX) < s
+                    && !m.contains("array")
+                    && !m.contains("table")
+            });
+            match value_error.and_then(|s| key_at(text, s)) {
+                Some(key) => format!(
+                    "key `{key}`: value is not valid TOML ({m}); addresses, paths and names need quotes, e.g. {key} = \"...\""
+                ),
+                None => m,
+            }
         };
         ConfigError::Parse {
             path: path.to_path_buf(),
@@ -350,14 +536,23 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
 impl NodeArgs {
     /// Overlays the flags that were given onto `cfg`.
     pub fn apply(&self, cfg: &mut NodeConfig) {
-        if let Some(id) = self.node_id {
-            cfg.node_id = Some(id);
+        if let Some(id) = &self.node_id {
+            cfg.node_id = Some(id.id);
+            if let Some(name) = &id.name {
+                cfg.node_name.get_or_insert_with(|| name.clone());
+            }
+        }
+        if let Some(name) = &self.node_name {
+            cfg.node_name = Some(name.clone());
         }
         if let Some(bind) = self.bind {
             cfg.bind = bind;
         }
         if !self.seeds.is_empty() {
             cfg.seeds = self.seeds.clone();
+        }
+        if let Some(a) = self.advertise {
+            cfg.advertise = Some(a);
         }
         if let Some(admin) = self.admin {
             cfg.admin = admin;
@@ -374,11 +569,20 @@ impl NodeArgs {
         if let Some(level) = &self.log_level {
             cfg.log_level = level.clone();
         }
+        if let Some(f) = self.log_format {
+            cfg.log_format = f;
+        }
+        if self.allow_empty {
+            cfg.allow_empty = true;
+        }
         if self.chaos {
             cfg.chaos = true;
         }
         if let Some(f) = &self.cluster_key_file {
             cfg.cluster_key_file = Some(f.clone());
+        }
+        if self.cluster_encrypt {
+            cfg.cluster_encrypt = true;
         }
         if let Some(f) = &self.admin_token_file {
             cfg.admin_token_file = Some(f.clone());
@@ -461,6 +665,18 @@ impl NodeConfig {
         }
     }
 
+    /// The admin plane's limits.
+    pub fn admin_limits(&self) -> super::admin::AdminLimits {
+        super::admin::AdminLimits {
+            max_header_bytes: self.admin_max_header_bytes,
+            max_connections: self.admin_max_connections,
+            header_timeout: std::time::Duration::from_millis(self.admin_header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.admin_body_timeout_ms),
+            allow_empty: self.allow_empty,
+            ..super::admin::AdminLimits::default()
+        }
+    }
+
     /// Checks every bound, protocol keys included (reported as `protocol.<key>`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol
@@ -521,6 +737,24 @@ impl NodeConfig {
         if self.log_level.trim().is_empty() {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
+        check_log_filter(&self.log_level).map_err(|e| ConfigError::invalid("log_level", e))?;
+        if let Some(name) = &self.node_name {
+            check_node_name(name).map_err(|e| ConfigError::invalid("node_name", e))?;
+        }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(ConfigError::invalid(
+                    "advertise",
+                    format!("`{a}` cannot be reached: give the address and port peers use"),
+                ));
+            }
+        }
+        if self.cluster_encrypt && self.cluster_key_file.is_none() {
+            return Err(ConfigError::invalid(
+                "cluster_encrypt",
+                "needs cluster_key_file (--cluster-key-file): the datagrams are encrypted under the cluster keys",
+            ));
+        }
         self.fault_config()?;
         if self.rate_limit_per_peer > 0 && self.rate_limit_burst == 0 {
             return Err(ConfigError::invalid(
@@ -533,6 +767,37 @@ impl NodeConfig {
                 "rate_limit_peers",
                 format!("must be between 1 and {MAX_RATE_LIMIT_PEERS}"),
             ));
+        }
+        if !ADMIN_HEADER_BYTES.contains(&self.admin_max_header_bytes) {
+            return Err(ConfigError::invalid(
+                "admin_max_header_bytes",
+                format!(
+                    "must be between {} and {}",
+                    ADMIN_HEADER_BYTES.start(),
+                    ADMIN_HEADER_BYTES.end()
+                ),
+            ));
+        }
+        if !ADMIN_CONNECTIONS.contains(&self.admin_max_connections) {
+            return Err(ConfigError::invalid(
+                "admin_max_connections",
+                format!(
+                    "must be between {} and {}",
+                    ADMIN_CONNECTIONS.start(),
+                    ADMIN_CONNECTIONS.end()
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("admin_header_timeout_ms", self.admin_header_timeout_ms),
+            ("admin_body_timeout_ms", self.admin_body_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be between 1 and 3600000 ms",
+                ));
+            }
         }
         Ok(())
     }
@@ -627,7 +892,7 @@ graft_timeout = 250
         );
 
         let args = NodeArgs {
-            node_id: Some(7),
+            node_id: Some(NodeIdArg { id: 7, name: None }),
             bind: Some("127.0.0.1:9500".parse().unwrap()),
             seeds: vec!["127.0.0.1:9900".parse().unwrap()],
             shards: Some(2),
@@ -723,8 +988,29 @@ graft_timeout = 250
         assert_eq!(parse_node_id("42"), Ok(42));
         assert_eq!(parse_node_id("0x2a"), Ok(42));
         assert_eq!(parse_node_id("0xFFFFFFFFFFFFFFFF"), Ok(u64::MAX));
-        assert!(parse_node_id("zz").is_err());
+        // Names hash to the id: first 8 bytes of BLAKE3, little-endian.
+        let h = blake3::hash(b"web-1");
+        let want = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap());
+        assert_eq!(parse_node_id("web-1"), Ok(want));
+        assert_eq!(
+            parse_node_id_arg("web-1"),
+            Ok(NodeIdArg {
+                id: want,
+                name: Some("web-1".into())
+            })
+        );
+        assert_eq!(parse_node_id_arg("42").unwrap().name, None);
         assert!(parse_node_id("-1").is_err());
+        assert!(parse_node_id("12x").is_err());
+        assert!(parse_node_id("0xzz").is_err());
+        assert!(parse_node_id(&format!("a{}", "b".repeat(64))).is_err());
+        let f = write("node_id = \"web-2\"\n");
+        let c = load(&args_with(&f)).unwrap();
+        assert_eq!(c.node_id, Some(node_id_from_name("web-2")));
+        assert_eq!(c.node_name.as_deref(), Some("web-2"));
+        let f = write("node_name = \"a\\u0007b\"\n");
+        let e = load(&args_with(&f)).unwrap_err();
+        assert_eq!(e.key(), Some("node_name"), "{e}");
         let f = write("node_id = 12\n");
         assert_eq!(load(&args_with(&f)).unwrap().node_id, Some(12));
     }
@@ -782,10 +1068,10 @@ graft_timeout = 250
             Some(Path::new("/t"))
         );
         assert!(Cli::try_parse_from(["x", "--chaos-side", "sideways"]).is_err());
-        assert_eq!(cli.node.node_id, Some(16));
+        assert_eq!(cli.node.node_id, Some(NodeIdArg { id: 16, name: None }));
         assert_eq!(cli.node.seeds.len(), 2);
         assert_eq!(cli.node.shards, Some(3));
-        assert!(Cli::try_parse_from(["x", "--node-id", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--node-id", "12nope"]).is_err());
     }
 
     fn invalid_key(toml_text: &str) -> String {
@@ -907,6 +1193,15 @@ graft_timeout = 250
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.ends_with(" at line 3"), "{msg}");
         assert!(!msg.contains("key `"), "syntax errors name no key: {msg}");
+
+        // An unquoted address is a broken value on a key's line: that key is named.
+        let f = write("bind = 127.0.0.1:7000\n");
+        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        assert!(
+            msg.contains("key `bind`") && msg.contains("quotes"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
 
         let f = write("mtu = 1400\n\n[protocol]\npartitions = \"many\"\n");
         let err = load(&args_with(&f)).unwrap_err();

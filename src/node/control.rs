@@ -15,12 +15,16 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::FxHashSet;
 use socket2::Socket;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::fault::{FaultSwitch, FaultySocket};
 use super::members::{MemberDriver, Output};
-use super::runtime::{build_mtu, unix_ms, RuntimeConfig, ShardCmd, ShardReport, Shared};
-use super::snapshot::{node_hex, IoStats, LoopInfo, PeerInfo, ShardSnapshot};
+use super::runtime::{
+    build_mtu, unix_ms, ExecutorStop, LoopCmd, RuntimeConfig, ShardCmd, ShardReport, Shared,
+};
+use super::snapshot::{
+    node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
+};
 use super::udp::{slot_size, RX_BATCH};
 use crate::membership::{MembershipConfig, Time};
 use crate::tasks::{
@@ -38,6 +42,9 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 const MEMBERSHIP_IDLE: Duration = Duration::from_secs(1);
 /// Receive buffers of the control socket's pool.
 const CONTROL_RX_BUFFERS: usize = 64;
+/// Name of the control core's supervised receive path (a task name in metrics, and a
+/// `--chaos` panic target).
+pub(super) const CONTROL_RECEIVER: &str = "control_receiver";
 
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
@@ -49,6 +56,8 @@ pub(super) struct ControlCtx {
     pub reports: Receiver<ShardReport>,
     /// Loop names to panic once (test-only, `--chaos`).
     pub chaos: Option<Receiver<String>>,
+    /// Loop pause/resume requests from the admin plane.
+    pub loop_rx: Receiver<LoopCmd>,
     /// The control socket's own sealer (stream 0) and verifier when the cluster is
     /// keyed.
     pub auth: Option<(Sealer, Verifier)>,
@@ -68,17 +77,28 @@ struct ControlState {
     /// arms an earlier timer pokes it through `wake`.
     membership_due: Option<Time>,
     wake: Notify,
+    /// Nodes refused because a live node already has their name, and refusals this
+    /// node received for its own name; when the last warning about either was logged.
+    name_conflicts_sent: u64,
+    name_conflicts_received: u64,
+    last_conflict_log: Option<std::time::Instant>,
 }
+
+/// Least time between two warnings about duplicate node names.
+const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Maps a loop runner's status to the status-page shape.
 pub(super) fn loop_info(s: &LoopStatus) -> LoopInfo {
     LoopInfo {
         name: s.name.clone(),
+        enabled: s.enabled,
         running: s.running,
         paused: s.paused,
+        interval_ms: s.interval_ms,
         run_count: s.run_count,
         error_count: s.error_count,
         consecutive_errors: s.consecutive_errors,
+        panic_count: s.panic_count,
         average_duration_ms: s.average_duration_ms,
         last_run_time: s.last_run_time.map(|t| (t * 1000.0) as u64),
         last_error: s.last_error.clone(),
@@ -156,6 +176,72 @@ impl ControlState {
         self.chaos_pending.remove(name)
     }
 
+    /// Applies a pause or resume from the admin plane to a control-core loop and
+    /// republishes the loop list, so the next `/status` shows the new state.
+    fn loop_command(&mut self, name: &str, pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        let Some(h) = self.loops.iter().find(|h| h.name() == name) else {
+            let on_shard = self
+                .shards
+                .iter()
+                .flatten()
+                .any(|s| s.loops.iter().any(|l| l.name == name));
+            return Err(if on_shard {
+                LoopControlRefused::NotPausable(name.to_string())
+            } else {
+                LoopControlRefused::Unknown(name.to_string())
+            });
+        };
+        if pause {
+            h.pause();
+        } else {
+            h.resume();
+        }
+        let info = loop_info(&h.status());
+        let mut snap = self
+            .ctx
+            .shared
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = snap.loops.iter_mut().find(|l| l.name == name) {
+            *l = info.clone();
+        }
+        Ok(info)
+    }
+
+    /// A live node other than `sender` that goes by `name`: this node itself, or an
+    /// active neighbour heard from within the failure timeout.
+    fn live_holder(&self, name: &str, sender: crate::ids::NodeId) -> Option<crate::ids::NodeId> {
+        let own = self.ctx.cfg.node_id;
+        if sender == own {
+            return None;
+        }
+        if self.ctx.cfg.node_name.as_deref() == Some(name) {
+            return Some(own);
+        }
+        let now = self.now();
+        let timeout = self.ctx.membership.failure_timeout;
+        self.members.active().map(|(id, _, _)| id).find(|&id| {
+            id != sender
+                && self.ctx.cfg.names.get(id).is_some_and(|n| &*n == name)
+                && self
+                    .members
+                    .last_heard(id)
+                    .is_some_and(|t| now.saturating_sub(t) <= timeout)
+        })
+    }
+
+    /// Whether a duplicate-name warning may be logged now (rate limit).
+    fn conflict_log_due(&mut self) -> bool {
+        let due = self
+            .last_conflict_log
+            .is_none_or(|t| t.elapsed() >= CONFLICT_LOG_EVERY);
+        if due {
+            self.last_conflict_log = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     fn tell_shards(&mut self, mk: impl Fn() -> ShardCmd) {
         for tx in &self.ctx.shared.shard_tx {
             if tx.try_send(mk()).is_err() {
@@ -169,9 +255,20 @@ impl ControlState {
         self.ctx.shared.started.elapsed()
     }
 
-    /// One datagram holding `frame`, sealed when the cluster is keyed.
+    /// One datagram holding `frame`, sealed when the cluster is keyed. Frames that
+    /// can make us someone's neighbour carry our NodeName frame beside them.
     fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
-        let d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
+        let mut d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
+        if let Some(name) = &self.ctx.cfg.node_name {
+            if matches!(
+                frame,
+                MemberFrame::Join { .. }
+                    | MemberFrame::Neighbor { .. }
+                    | MemberFrame::NeighborReply { .. }
+            ) {
+                wire::members::encode_node_name_with(name, self.ctx.cfg.node_name_chosen, &mut d);
+            }
+        }
         match &mut self.ctx.auth {
             Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
             None => Bytes::from(d),
@@ -209,9 +306,10 @@ impl ControlState {
         sends
     }
 
-    /// A datagram on the control socket (decoded in place, no copy). Returns the
-    /// datagrams to send in answer.
-    /// `now` and `unix` are read once per receive batch.
+    /// A datagram on the control socket (its frames are decoded from `buf`; an
+    /// encrypted one is opened in a private copy, since pooled buffers are shared).
+    /// Returns the datagrams to send in answer. `now` and `unix` are read once per
+    /// receive batch.
     fn on_datagram(
         &mut self,
         buf: Bytes,
@@ -222,8 +320,8 @@ impl ControlState {
         self.io.bytes_received += buf.len() as u64;
         // Authenticate before decoding anything; only the MAC'd part is decoded.
         let bytes = match &mut self.ctx.auth {
-            Some((_, verifier)) => match verifier.verify(&buf, unix) {
-                Ok(n) => buf.slice(..n),
+            Some((_, verifier)) => match verifier.open_bytes(buf, unix) {
+                Ok(b) => b,
                 Err(e) => {
                     self.io.count_auth_failure(e);
                     return Vec::new();
@@ -231,6 +329,18 @@ impl ControlState {
             },
             None => buf,
         };
+        if let Some((holder, name)) = wire::members::read_name_conflict(&bytes) {
+            self.name_conflicts_received += 1;
+            if self.conflict_log_due() {
+                error!(
+                    name = %name,
+                    holder = %node_hex(holder),
+                    refused_by = %src,
+                    "this node's name is already used by a live node, so the cluster refuses it: start it with another --node-name"
+                );
+            }
+            return Vec::new();
+        }
         let dg = match wire::decode_members(&bytes) {
             Ok(dg) => dg,
             Err(e) => {
@@ -239,6 +349,36 @@ impl ControlState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
+        if let Some((name, chosen)) = wire::members::read_node_name_with(&bytes) {
+            // Only a name the operator chose is refused when taken: the hostname
+            // default is shared by every node on a host.
+            let holder = chosen
+                .then(|| self.live_holder(&name, dg.header.sender))
+                .flatten();
+            if let Some(holder) = holder {
+                // The newcomer is refused: nothing it sent is processed, and it is told.
+                self.name_conflicts_sent += 1;
+                if self.conflict_log_due() {
+                    warn!(
+                        name = %name,
+                        refused = %node_hex(dg.header.sender),
+                        from = %src,
+                        holder = %node_hex(holder),
+                        "refusing a node whose name is already used by a live node"
+                    );
+                }
+                let mut d = wire::encode_member_datagram(&self.ctx.header, &[]);
+                wire::members::encode_name_conflict(holder, &name, &mut d);
+                let d = match &mut self.ctx.auth {
+                    Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
+                    None => Bytes::from(d),
+                };
+                return vec![(d, src)];
+            }
+            if self.ctx.cfg.names.insert(dg.header.sender, &name) {
+                info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
+            }
+        }
         let out = self
             .members
             .on_frames(now, dg.header.sender, src, dg.frames);
@@ -282,6 +422,7 @@ impl ControlState {
                     .filter(|(h, _, _)| *h == hex)
                     .fold((0, 0), |a, (_, e, l)| (a.0 + e, a.1 + l));
                 PeerInfo {
+                    name: self.ctx.cfg.names.get(id).map(|n| n.to_string()),
                     node_id: hex,
                     addr,
                     shards: n,
@@ -295,7 +436,24 @@ impl ControlState {
                 }
             })
             .collect();
-        let membership = self.members.snapshot(now);
+        let mut membership = self.members.snapshot(now);
+        let names = &self.ctx.cfg.names;
+        for m in membership
+            .active
+            .iter_mut()
+            .chain(membership.passive.iter_mut())
+            .chain(membership.lost.iter_mut())
+        {
+            m.name = u64::from_str_radix(&m.node_id, 16)
+                .ok()
+                .and_then(|id| names.get(crate::ids::NodeId(id)))
+                .map(|n| n.to_string());
+        }
+        if let Some(own) = &self.ctx.cfg.node_name {
+            // Keep our own name in the book (deliveries of our own broadcasts).
+            names.insert(self.ctx.cfg.node_id, own);
+        }
+        let (names_known, names_evicted) = names.stats();
         let mut loops: Vec<LoopInfo> = self.loops.iter().map(|h| loop_info(&h.status())).collect();
         loops.extend(shards.iter().flat_map(|s| s.loops.iter().cloned()));
         let mut snap = self
@@ -313,13 +471,69 @@ impl ControlState {
             tasks.cancelled += t.cancelled;
             tasks.restarted += t.restarted;
         }
+        snap.names_known = names_known;
+        snap.name_conflicts_sent = self.name_conflicts_sent;
+        snap.name_conflicts_received = self.name_conflicts_received;
+        snap.names_evicted = names_evicted;
         snap.tasks = tasks;
+        snap.task_names = merge_task_names(
+            self.tracker.by_name(),
+            shards.iter().flat_map(|s| s.task_names.iter()),
+        );
         snap.shards = shards;
         snap.peers = peers;
         snap.membership = membership;
         snap.loops = loops;
         snap.control_io = self.io;
     }
+}
+
+/// The address a node describes itself by: `configured`, else `bind` unless that
+/// is a wildcard, else the local address of the interface that routes to the first
+/// seed (asked of the kernel with an unconnected-then-connected UDP socket; nothing
+/// is sent), with the bind port.
+pub(super) fn advertise_addr(
+    configured: Option<SocketAddr>,
+    bind: SocketAddr,
+    seeds: &[SocketAddr],
+) -> SocketAddr {
+    if let Some(a) = configured {
+        return a;
+    }
+    if !bind.ip().is_unspecified() {
+        return bind;
+    }
+    let routed = seeds.first().and_then(|seed| {
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).ok()?;
+        probe.connect(seed).ok()?;
+        probe.local_addr().ok().map(|a| a.ip())
+    });
+    match routed {
+        Some(ip) if !ip.is_unspecified() => SocketAddr::new(ip, bind.port()),
+        _ => {
+            tracing::warn!(%bind, "wildcard bind with no seed to route to and no --advertise: peers learn this node's address only from its datagrams' source");
+            bind
+        }
+    }
+}
+
+/// Sums per-name task counters from several trackers (the control core's and each
+/// shard's), keyed by name.
+fn merge_task_names<'a>(
+    mut acc: Vec<TaskNameCounters>,
+    more: impl Iterator<Item = &'a TaskNameCounters>,
+) -> Vec<TaskNameCounters> {
+    for c in more {
+        match acc.iter_mut().find(|a| a.task == c.task) {
+            Some(a) => {
+                a.panics += c.panics;
+                a.restarts += c.restarts;
+            }
+            None => acc.push(c.clone()),
+        }
+    }
+    acc.sort_by(|a, b| a.task.cmp(&b.task));
+    acc
 }
 
 /// Panics when `--chaos` asked this loop to (checked before touching any state).
@@ -453,6 +667,11 @@ async fn receive(
     let mut got = Vec::with_capacity(RX_BATCH);
     let mut more = false;
     while !stop.is_set() {
+        // `--chaos` only: a panic here is caught by the supervisor, which restarts
+        // the receive path (counted in plumtree_task_restarts_total).
+        if state.borrow().ctx.chaos.is_some() {
+            chaos_point(&state, CONTROL_RECEIVER);
+        }
         if !more {
             let ready = future::or(async { Some(sock.readable().await) }, async {
                 stop.wait().await;
@@ -517,9 +736,11 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let seed = ctx.cfg.node_id.0;
     let p = ctx.cfg.protocol.clone();
     let shared = ctx.shared.clone();
+    let advertise = advertise_addr(ctx.cfg.advertise, shared.addr, &ctx.cfg.seeds);
+    info!(%advertise, bind = %shared.addr, "advertising control address");
     let members = match MemberDriver::new(
         ctx.cfg.node_id,
-        shared.addr,
+        advertise,
         n as u16,
         build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
         ctx.membership.clone(),
@@ -541,6 +762,9 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         loops: Vec::new(),
         shards: vec![None; n],
         chaos_pending: FxHashSet::default(),
+        name_conflicts_sent: 0,
+        name_conflicts_received: 0,
+        last_conflict_log: None,
         tracker: TaskTracker::default(),
         membership_due: None,
         wake: Notify::new(),
@@ -551,7 +775,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         let (state, sock) = (state.clone(), sock.clone());
         executor_supervisor(
             "control",
-            "control_receiver".into(),
+            CONTROL_RECEIVER.into(),
             &tracker,
             seed,
             shared.clone(),
@@ -579,10 +803,12 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         },
         cfg(0.0),
     )];
+    // Each maintenance period is `maintenance_interval + random(0, maintenance_jitter)`
+    // (LoopConfig::jitter is that extra wait as a fraction of the interval).
     let jitter = if p.maintenance_interval.is_zero() {
         0.0
     } else {
-        (p.maintenance_jitter.as_secs_f64() / p.maintenance_interval.as_secs_f64()).min(1.0)
+        p.maintenance_jitter.as_secs_f64() / p.maintenance_interval.as_secs_f64()
     };
     type CommandLoop = (&'static str, Duration, f64, fn() -> ShardCmd);
     let commands: [CommandLoop; 2] = [
@@ -592,9 +818,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         ("seen_cleanup", CLEANUP_EVERY, 0.1, || ShardCmd::Cleanup),
     ];
     for (name, interval, jitter, command) in commands {
-        if interval.is_zero() {
-            continue;
-        }
+        // An interval of 0 disables the loop: it is listed (enabled: false), never run.
+        let enabled = !interval.is_zero();
         handles.push(mgr.add(
             ShardCommandLoop {
                 state: state.clone(),
@@ -602,7 +827,10 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
                 interval,
                 command,
             },
-            cfg(jitter),
+            LoopConfig {
+                enabled,
+                ..cfg(jitter)
+            },
         ));
     }
     handles.push(mgr.add(
@@ -614,8 +842,26 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     ));
     state.borrow_mut().loops = handles;
     mgr.start_all();
-    // Sleeps until `RunningNode::shutdown` sets `stop` and rings the doorbell.
-    shared.control_bell.wait(|| shared.stop_requested()).await;
+    // Sleeps until `RunningNode::shutdown` sets `stop` or the admin plane queues a
+    // loop command; both ring the doorbell.
+    loop {
+        shared
+            .control_bell
+            .wait(|| shared.stop_requested() || !state.borrow().ctx.loop_rx.is_empty())
+            .await;
+        if shared.stop_requested() {
+            break;
+        }
+        let cmds: Vec<LoopCmd> = state.borrow().ctx.loop_rx.try_iter().collect();
+        for cmd in cmds {
+            let answer = state.borrow_mut().loop_command(&cmd.name, cmd.pause);
+            if let Ok(info) = &answer {
+                info!(loop_name = %info.name, paused = info.paused, "loop state changed over the admin plane");
+            }
+            let _ = cmd.reply.try_send(answer);
+        }
+    }
+    let initial_tasks = tracker.active_count();
     // Shutdown: loops in reverse start order, then leave the cluster (Disconnect to
     // every active neighbour, so they repair at once), then stop the shards and the
     // receive path.
@@ -631,5 +877,14 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     send_all(&state, &sock, leave).await;
     state.borrow_mut().tell_shards(|| ShardCmd::Shutdown);
     let _ = sup.stop().await;
+    // Whatever did not stop with its loop or supervisor is cancelled here.
+    let drained = tracker.shutdown(Duration::from_millis(200)).await;
+    shared.note_stop(
+        0,
+        ExecutorStop {
+            initial: initial_tasks,
+            remaining: drained.remaining_tasks,
+        },
+    );
     info!("control core stopped");
 }

@@ -590,6 +590,7 @@ impl MemberDriver {
             let e = self.book.get(id);
             MemberInfo {
                 node_id: node_hex(id),
+                name: None,
                 addr: e.map(|e| e.addr),
                 shards: e.map_or(0, |e| e.shards),
                 state: state.to_string(),

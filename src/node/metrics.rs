@@ -11,6 +11,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::protocol::stats::IHAVE_BATCH_BUCKETS;
 use crate::protocol::ShardStats;
 
 use super::snapshot::{IoStats, NodeSnapshot, ShardSnapshot};
@@ -48,6 +49,35 @@ fn reason_totals(s: &NodeSnapshot, table: &[(&str, IoFn)]) -> Vec<(Labels, u64)>
             (vec![("reason", reason.to_string())], total)
         })
         .collect()
+}
+
+/// Distinct neighbours that are eager in at least one partition, and distinct ones
+/// that are lazy in at least one (a peer can be both, in different partitions).
+pub fn distinct_peers(s: &NodeSnapshot) -> (u64, u64) {
+    let eager = s.peers.iter().filter(|p| p.eager_partitions > 0).count();
+    let lazy = s.peers.iter().filter(|p| p.lazy_partitions > 0).count();
+    (eager as u64, lazy as u64)
+}
+
+/// Per-bucket counts of `sizes` (see `ShardStats::ihave_batch_sizes`) over
+/// [`IHAVE_BATCH_BUCKETS`] and `+Inf`, with the sum (each bucket at its upper bound,
+/// the last at twice the last bound: an estimate) and the count.
+fn batch_histogram(sizes: &[u64]) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut buckets = Vec::with_capacity(sizes.len());
+    let (mut sum, mut count) = (0f64, 0u64);
+    for (i, &n) in sizes.iter().enumerate() {
+        let (le, at) = match IHAVE_BATCH_BUCKETS.get(i) {
+            Some(&b) => (b as f64, b as f64),
+            None => (
+                f64::MAX,
+                2.0 * *IHAVE_BATCH_BUCKETS.last().unwrap_or(&1) as f64,
+            ),
+        };
+        buckets.push((le, n));
+        sum += at * n as f64;
+        count = count.saturating_add(n);
+    }
+    (sum, count, buckets)
 }
 
 /// Writes one snapshot; registered afresh for every scrape.
@@ -113,6 +143,11 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
         s.prune_sent
     }),
     (
+        "plumtree_peer_promotions",
+        "Lazy peers promoted to eager by the maintenance loop (eager-set repair).",
+        |s| s.peer_promotions,
+    ),
+    (
         "plumtree_seen_map_evictions",
         "Seen-map origins evicted plus forced window slides.",
         |s| s.seen_origin_evictions + s.seen_forced_slides,
@@ -156,13 +191,13 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
 
 const SHARD_GAUGES: &[(&str, &str, StatFn)] = &[
     (
-        "plumtree_eager_peers",
-        "Eager links, summed over the shard's partitions.",
+        "plumtree_eager_links",
+        "Eager (partition, peer) links, summed over the shard's partitions.",
         |s| s.eager_links,
     ),
     (
-        "plumtree_lazy_peers",
-        "Lazy links, summed over the shard's partitions.",
+        "plumtree_lazy_links",
+        "Lazy (partition, peer) links, summed over the shard's partitions.",
         |s| s.lazy_links,
     ),
     ("plumtree_neighbors", "Neighbours the shard tracks.", |s| {
@@ -517,6 +552,68 @@ impl Collector for SnapshotCollector {
             }
         }
 
+        {
+            let mut m = enc.encode_descriptor(
+                "plumtree_ihave_batch_size",
+                "Message ids per IHave frame sent (batch size distribution; the sum counts each batch at its bucket's bound).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for sh in &s.shards {
+                let (sum, count, buckets) = batch_histogram(&sh.stats.ihave_batch_sizes);
+                let labels = shard_label(sh);
+                m.encode_family(&labels)?
+                    .encode_histogram::<()>(sum, count, &buckets, None)?;
+            }
+        }
+        let (eager_peers, lazy_peers) = distinct_peers(s);
+        write_gauges(
+            &mut enc,
+            "plumtree_eager_peers",
+            "Distinct neighbours that are eager in at least one partition.",
+            &[(Vec::new(), eager_peers)],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_lazy_peers",
+            "Distinct neighbours that are lazy in at least one partition.",
+            &[(Vec::new(), lazy_peers)],
+        )?;
+
+        // One series per task the node names: every loop and every supervised child
+        // (0 until it panics or restarts), so the label set is bounded by the node.
+        let mut names: Vec<(String, u64, u64)> = s
+            .task_names
+            .iter()
+            .map(|c| (c.task.clone(), c.panics, c.restarts))
+            .collect();
+        for l in &s.loops {
+            if !names.iter().any(|(n, _, _)| *n == l.name) {
+                names.push((l.name.clone(), 0, 0));
+            }
+        }
+        names.sort();
+        let panics: Vec<_> = names
+            .iter()
+            .map(|(n, p, _)| (vec![("task", n.clone())], *p))
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_task_panics",
+            "Panics caught, by task (loop or supervised child).",
+            &panics,
+        )?;
+        let restarts: Vec<_> = names
+            .iter()
+            .map(|(n, _, r)| (vec![("task", n.clone())], *r))
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_task_restarts",
+            "Restarts made by a supervisor, by task (supervised child).",
+            &restarts,
+        )?;
+
         let runs: Vec<_> = s
             .loops
             .iter()
@@ -695,6 +792,51 @@ impl Collector for SnapshotCollector {
         )?;
         write_gauges(
             &mut enc,
+            "plumtree_node_names",
+            "Node names held in the name book (bounded).",
+            &[(none.clone(), s.names_known as u64)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_node_name_conflicts",
+            "Duplicate node names: nodes refused here (side=refused) and refusals of this node's own name (side=received).",
+            &[
+                (vec![("side", "refused".to_string())], s.name_conflicts_sent),
+                (vec![("side", "received".to_string())], s.name_conflicts_received),
+            ],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_node_names_evictions",
+            "Node names forgotten to keep the name book within its bound.",
+            &[(none.clone(), s.names_evicted)],
+        )?;
+        let a = &s.admin;
+        let reason = |r: &str, v: u64| (vec![("reason", r.to_string())], v);
+        write_counters(
+            &mut enc,
+            "plumtree_admin_rejected",
+            "Admin-plane requests and connections refused or cut, by the limit that applied.",
+            &[
+                reason("header_too_large", a.header_too_large),
+                reason("header_timeout", a.header_timeout),
+                reason("body_too_large", a.body_too_large),
+                reason("body_timeout", a.body_timeout),
+                reason("connections", a.connections),
+                reason("evicted", a.evicted),
+                reason("unauthorized", a.unauthorized),
+                reason("bad_request", a.bad_request),
+                reason("empty_payload", a.empty_payload),
+            ],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_admin_connections",
+            "Admin-plane connections held now (bounded by max_connections).",
+            &[(none.clone(), a.open_connections)],
+        )?;
+        write_gauges(
+            &mut enc,
             "plumtree_degraded_tasks",
             "Tasks whose supervisor exceeded its restart intensity (0 = healthy).",
             &[(none.clone(), s.degraded.len() as u64)],
@@ -745,6 +887,7 @@ mod tests {
             peer_links: Vec::new(),
             loops: Vec::new(),
             tasks: Default::default(),
+            task_names: Vec::new(),
             stats: ShardStats {
                 broadcasts: 3,
                 delivered,
@@ -752,6 +895,8 @@ mod tests {
                 lazy_links: 9,
                 seen_origin_evictions: 5,
                 seen_forced_slides: 1,
+                // One batch of 1 id, one of 3, one of 100.
+                ihave_batch_sizes: [1, 0, 1, 0, 0, 0, 0, 1],
                 ..ShardStats::default()
             },
             io: IoStats {
@@ -767,6 +912,12 @@ mod tests {
     fn snapshot() -> NodeSnapshot {
         NodeSnapshot {
             node_id: "00000000000000ff".into(),
+            node_name: None,
+            advertise: None,
+            names_known: 2,
+            names_evicted: 1,
+            name_conflicts_sent: 4,
+            name_conflicts_received: 0,
             addr: "127.0.0.1:7000".parse().unwrap(),
             uptime_ms: 12_345,
             shutting_down: false,
@@ -778,11 +929,14 @@ mod tests {
             peers: vec![],
             loops: vec![LoopInfo {
                 name: "heartbeat".into(),
+                enabled: true,
                 running: true,
                 paused: false,
+                interval_ms: 100,
                 run_count: 42,
                 error_count: 1,
                 consecutive_errors: 0,
+                panic_count: 1,
                 average_duration_ms: 0.5,
                 last_run_time: Some(100),
                 last_error: None,
@@ -798,9 +952,15 @@ mod tests {
             broadcasts_refused: 6,
             degraded: Vec::new(),
             tasks: Default::default(),
+            task_names: vec![crate::tasks::TaskNameCounters {
+                task: "control_receiver".into(),
+                panics: 2,
+                restarts: 2,
+            }],
             membership: crate::node::snapshot::MembershipSnapshot {
                 passive: vec![crate::node::snapshot::MemberInfo {
                     node_id: "0000000000000002".into(),
+                    name: None,
                     addr: None,
                     shards: 0,
                     state: "passive".into(),
@@ -814,6 +974,10 @@ mod tests {
                     splices: 5,
                     ..Default::default()
                 },
+                ..Default::default()
+            },
+            admin: crate::node::admin::AdminRejected {
+                header_too_large: 3,
                 ..Default::default()
             },
         }
@@ -870,8 +1034,35 @@ mod tests {
         assert_eq!(get("plumtree_messages_delivered_total{shard=\"0\"}"), 10.0);
         assert_eq!(get("plumtree_messages_delivered_total{shard=\"1\"}"), 20.0);
         assert_eq!(get("plumtree_messages_broadcast_total{shard=\"1\"}"), 3.0);
-        assert_eq!(get("plumtree_eager_peers{shard=\"0\"}"), 4.0);
-        assert_eq!(get("plumtree_lazy_peers{shard=\"1\"}"), 9.0);
+        assert_eq!(get("plumtree_eager_links{shard=\"0\"}"), 4.0);
+        assert_eq!(get("plumtree_lazy_links{shard=\"1\"}"), 9.0);
+        assert_eq!(get("plumtree_eager_peers"), 0.0);
+        assert_eq!(
+            get("plumtree_admin_rejected_total{reason=\"header_too_large\"}"),
+            3.0
+        );
+        assert_eq!(get("plumtree_admin_connections"), 0.0);
+        assert_eq!(get("plumtree_node_names"), 2.0);
+        assert_eq!(
+            get("plumtree_node_name_conflicts_total{side=\"refused\"}"),
+            4.0
+        );
+        assert_eq!(get("plumtree_node_names_evictions_total"), 1.0);
+        assert_eq!(
+            get("plumtree_task_panics_total{task=\"control_receiver\"}"),
+            2.0
+        );
+        assert_eq!(
+            get("plumtree_task_restarts_total{task=\"control_receiver\"}"),
+            2.0
+        );
+        assert_eq!(get("plumtree_task_panics_total{task=\"heartbeat\"}"), 0.0);
+        assert_eq!(get("plumtree_peer_promotions_total{shard=\"0\"}"), 0.0);
+        assert_eq!(get("plumtree_ihave_batch_size_count{shard=\"0\"}"), 3.0);
+        assert_eq!(
+            get("plumtree_ihave_batch_size_bucket{le=\"4.0\",shard=\"0\"}"),
+            2.0
+        );
         assert_eq!(get("plumtree_seen_map_evictions_total{shard=\"0\"}"), 6.0);
         assert_eq!(
             get("plumtree_decode_errors_total{reason=\"bad_magic\"}"),

@@ -102,6 +102,20 @@ pub fn disable_thp() {
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
+/// This machine's hostname, when it is a valid node name.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length; gethostname NUL-terminates
+    // within it on success (or truncates, which the length check below catches).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    crate::wire::members::is_valid_node_name(name).then(|| name.to_string())
+}
+
 /// Random-enough node id when none is configured: time, pid and address mixed.
 fn generate_node_id(bind: SocketAddr) -> NodeId {
     let t = std::time::SystemTime::now()
@@ -176,8 +190,14 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     let cluster_keys = match &cfg.cluster_key_file {
         Some(path) => {
             let keys = crate::wire::auth::ClusterKeys::from_file(path)
-                .map_err(|e| NodeError::Config(format!("config key `cluster_key_file`: {e}")))?;
-            info!(keys = keys.len(), key_ids = ?keys.key_ids(), "cluster authentication on");
+                .map_err(|e| NodeError::Config(format!("config key `cluster_key_file`: {e}")))?
+                .encrypted(cfg.cluster_encrypt);
+            info!(
+                keys = keys.len(),
+                key_ids = ?keys.key_ids(),
+                encrypt = cfg.cluster_encrypt,
+                "cluster authentication on"
+            );
             Some(keys)
         }
         None => {
@@ -189,6 +209,8 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         Some(path) => Some(read_admin_token(path)?),
         None => None,
     };
+    let node_name = cfg.node_name.clone().or_else(hostname);
+    let names = snapshot::NameBook::default();
     let (control_core, shard_cores) = core_plan(&cfg)?;
     let rcfg = RuntimeConfig {
         node_id,
@@ -204,9 +226,23 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         protocol: cfg.protocol.clone(),
         chaos: cfg.chaos,
         cluster_keys,
+        node_name: node_name.clone(),
+        node_name_chosen: cfg.node_name.is_some(),
+        advertise: cfg.advertise,
+        names: names.clone(),
     };
-    let (sink, sink_tx) = sink::DeliverySink::start(cfg.deliveries.as_deref())
-        .map_err(|e| NodeError::Environment(format!("--deliveries: {e}")))?;
+    let (sink, sink_tx) = sink::DeliverySink::start_named(
+        cfg.deliveries.as_deref(),
+        sink::SINK_CAPACITY,
+        Some(names),
+    )
+    .map_err(|e| {
+        // A path the operator gave that cannot be opened is an input error.
+        NodeError::Config(format!(
+            "--deliveries {}: cannot create: {e}",
+            cfg.deliveries.as_deref().unwrap_or("-")
+        ))
+    })?;
     let hardening = runtime::Hardening {
         faults: cfg
             .fault_config()
@@ -219,10 +255,16 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
             other => NodeError::Environment(other.to_string()),
         },
     )?;
-    let admin = admin::AdminServer::start_with_token(cfg.admin, Arc::new(node.backend()), token)
-        .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
+    let admin = admin::AdminServer::start_with(
+        cfg.admin,
+        Arc::new(node.backend()),
+        token,
+        cfg.admin_limits(),
+    )
+    .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
     info!(
         node_id = %snapshot::node_hex(node_id),
+        node_name = node_name.as_deref().unwrap_or("-"),
         bind = %cfg.bind,
         admin = %admin.local_addr(),
         shards = ?node.shard_addrs(),

@@ -23,7 +23,8 @@ use super::ratelimit::RateLimitConfig;
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
-    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, NodeSnapshot, ShardSnapshot,
+    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
+    NameBook, NodeSnapshot, ShardSnapshot,
 };
 use super::wake::{self, Doorbell, Queue};
 use crate::ids::{MessageId, NodeId};
@@ -60,6 +61,18 @@ pub struct RuntimeConfig {
     /// Cluster keys: when set, every datagram sent is sealed and every datagram
     /// received must verify before it is decoded. `None`: the cluster is open.
     pub cluster_keys: Option<ClusterKeys>,
+    /// This node's name, sent in a NodeName frame beside its Join, Neighbor and
+    /// NeighborReply frames; `None` sends none.
+    pub node_name: Option<String>,
+    /// The control address this node puts in its membership frames (shard `k` at
+    /// its port + 1 + k). `None`: the bind address, or for a wildcard bind the
+    /// address of the interface that routes to the first seed.
+    pub advertise: Option<SocketAddr>,
+    /// Whether the operator chose `node_name` (else it is the hostname default, which
+    /// other nodes on the host share: duplicates of it are not refused).
+    pub node_name_chosen: bool,
+    /// Where learned names go (shared with the deliveries writer).
+    pub names: NameBook,
 }
 
 /// Current UNIX time in milliseconds, for auth timestamps. Read by the executors
@@ -84,9 +97,11 @@ pub(super) fn build_mtu(mtu: usize, keyed: bool) -> usize {
 /// Why the runtime could not start.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("cannot bind UDP {addr}: {source}")]
+    #[error("cannot bind UDP {addr} ({role}): {source}")]
     Bind {
         addr: SocketAddr,
+        /// Which socket: the control socket (`--bind`) or shard k (`--bind` port + 1 + k).
+        role: String,
         source: std::io::Error,
     },
     #[error("cannot start executor `{name}`: {reason}")]
@@ -115,6 +130,27 @@ pub enum ShardCmd {
     Shutdown,
     /// Test-only (`--chaos`): panic the named loop once.
     ChaosPanic(String),
+}
+
+/// A pause or resume of a control-core loop, asked by the admin plane; the control
+/// core answers on `reply` once the change is applied and published.
+#[derive(Debug)]
+pub(super) struct LoopCmd {
+    pub name: String,
+    pub pause: bool,
+    pub reply: Sender<Result<LoopInfo, LoopControlRefused>>,
+}
+
+/// How long the admin plane waits for the control core to apply a loop command (it
+/// looks at its queue every 20 ms).
+const LOOP_CMD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tasks one executor had when shutdown began and how many of them were still
+/// running at its deadline (then cancelled).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ExecutorStop {
+    pub initial: usize,
+    pub remaining: usize,
 }
 
 /// What shards report back.
@@ -167,9 +203,21 @@ pub(super) struct Shared {
     pub chaos_tx: Option<Sender<String>>,
     /// The fault layer's settings (only with `--chaos`).
     pub faults: Option<Arc<FaultSwitch>>,
+    /// Loop pause/resume requests to the control core (bounded).
+    pub loop_tx: Sender<LoopCmd>,
+    /// Shutdown task counts per executor: index 0 is the control core, 1 + k shard k.
+    pub stops: Mutex<Vec<Option<ExecutorStop>>>,
 }
 
 impl Shared {
+    /// Executor `idx` (0 control, 1 + k shard k) finished its shutdown.
+    pub fn note_stop(&self, idx: usize, stop: ExecutorStop) {
+        let mut v = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = v.get_mut(idx) {
+            *slot = Some(stop);
+        }
+    }
+
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -216,7 +264,9 @@ impl AdminBackend for NodeBackend {
 
     fn inject_panic(&self, loop_name: &str) -> Result<(), ChaosRefused> {
         let tx = self.0.chaos_tx.as_ref().ok_or(ChaosRefused::Disabled)?;
-        let known = self.snapshot().loops.iter().any(|l| l.name == loop_name);
+        // Loops, and the control core's supervised receive path (a restarted child).
+        let known = loop_name == super::control::CONTROL_RECEIVER
+            || self.snapshot().loops.iter().any(|l| l.name == loop_name);
         if !known {
             return Err(ChaosRefused::UnknownLoop(loop_name.to_string()));
         }
@@ -226,6 +276,31 @@ impl AdminBackend for NodeBackend {
 
     fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {
         self.0.faults.clone().ok_or(ChaosRefused::Disabled)
+    }
+
+    fn max_payload(&self) -> usize {
+        self.0.max_payload
+    }
+
+    fn set_loop_paused(&self, name: &str, pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        if self.0.stop.load(Ordering::Relaxed) {
+            return Err(LoopControlRefused::ShuttingDown);
+        }
+        let (reply, answer) = bounded(1);
+        let cmd = LoopCmd {
+            name: name.to_string(),
+            pause,
+            reply,
+        };
+        match self.0.loop_tx.try_send(cmd) {
+            // The control core sleeps between timers: wake it for the command.
+            Ok(()) => self.0.control_bell.ring(),
+            Err(TrySendError::Full(_)) => return Err(LoopControlRefused::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(LoopControlRefused::ShuttingDown),
+        }
+        answer
+            .recv_timeout(LOOP_CMD_TIMEOUT)
+            .map_err(|_| LoopControlRefused::Timeout(LOOP_CMD_TIMEOUT))?
     }
 
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
@@ -270,7 +345,8 @@ pub struct RunningNode {
     shard_addrs: Vec<SocketAddr>,
 }
 
-/// What shutdown did (the statistics of the task-manager reference).
+/// What shutdown did (the statistics of the task-manager reference): tasks (loop
+/// runners, supervisors and their children) over every executor, not threads.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ShutdownReport {
     pub status: &'static str,
@@ -307,10 +383,33 @@ impl RunningNode {
     pub fn shutdown(self, timeout: Duration) -> ShutdownReport {
         let started = Instant::now();
         self.shared.shutting_down.store(true, Ordering::SeqCst);
+        // Tasks each executor runs now, in case one never reports its own count.
+        let running: Vec<u64> = {
+            let snap = self
+                .shared
+                .snapshot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let control = snap.tasks.running
+                - snap
+                    .shards
+                    .iter()
+                    .map(|s| s.tasks.running)
+                    .sum::<u64>()
+                    .min(snap.tasks.running);
+            let mut v = vec![control];
+            v.resize(self.threads.len(), 0);
+            for s in &snap.shards {
+                if let Some(slot) = v.get_mut(1 + s.shard) {
+                    *slot = s.tasks.running;
+                }
+            }
+            v
+        };
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.control_bell.ring();
-        let initial = self.threads.len();
-        let mut completed = 0;
+        let threads = self.threads.len();
+        let mut joined = 0;
         for (name, handle) in self.threads.into_iter().rev() {
             let deadline = started + timeout;
             while !handle.is_finished() && Instant::now() < deadline {
@@ -320,27 +419,52 @@ impl RunningNode {
                 if handle.join().is_err() {
                     warn!(thread = %name, "thread panicked during shutdown");
                 }
-                completed += 1;
+                joined += 1;
             } else {
                 warn!(thread = %name, "thread did not stop within the shutdown timeout");
             }
         }
+        let stops = self
+            .shared
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (mut initial, mut remaining) = (0usize, 0usize);
+        for (i, stop) in stops.iter().enumerate() {
+            match stop {
+                Some(s) => {
+                    initial += s.initial;
+                    remaining += s.remaining.min(s.initial);
+                }
+                // An executor that never finished its shutdown: all its tasks remain.
+                None => {
+                    let n = running.get(i).copied().unwrap_or(0) as usize;
+                    initial += n;
+                    remaining += n;
+                }
+            }
+        }
         ShutdownReport {
-            status: if completed == initial {
+            status: if remaining == 0 && joined == threads {
                 "completed"
             } else {
                 "timeout"
             },
             initial_tasks: initial,
-            completed_tasks: completed,
-            remaining_tasks: initial - completed,
+            completed_tasks: initial - remaining,
+            remaining_tasks: remaining,
             duration_seconds: started.elapsed().as_secs_f64(),
         }
     }
 }
 
-fn bind_udp(addr: SocketAddr, rcv: usize, snd: usize) -> Result<Socket, RuntimeError> {
-    let err = |source| RuntimeError::Bind { addr, source };
+fn bind_udp(addr: SocketAddr, role: &str, rcv: usize, snd: usize) -> Result<Socket, RuntimeError> {
+    let err = |source| RuntimeError::Bind {
+        addr,
+        role: role.to_string(),
+        source,
+    };
     let sk =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max (tuning/sysctl.sh).
@@ -427,7 +551,12 @@ pub fn start_with(
             .map_err(|_| RuntimeError::Config(format!("config key `bind`: port {p} out of range")))
     };
     // Bind everything up front (std sockets), hand them to the executors.
-    let control_sock = bind_udp(cfg.bind, cfg.recv_buffer, cfg.send_buffer)?;
+    let control_sock = bind_udp(
+        cfg.bind,
+        "the control socket, --bind",
+        cfg.recv_buffer,
+        cfg.send_buffer,
+    )?;
     let bind = control_sock
         .local_addr()
         .ok()
@@ -441,7 +570,8 @@ pub fn start_with(
         } else {
             port(k)?
         };
-        shard_socks.push(bind_udp(addr, cfg.recv_buffer, cfg.send_buffer)?);
+        let role = format!("shard {k}'s socket, --bind port + {}", k + 1);
+        shard_socks.push(bind_udp(addr, &role, cfg.recv_buffer, cfg.send_buffer)?);
         shard_addrs.push(addr);
     }
     let (report_tx, report_rx) = bounded::<ShardReport>(1024);
@@ -452,8 +582,19 @@ pub fn start_with(
         shard_tx.push(tx);
         shard_rx.push(rx);
     }
+    if let Some(name) = &cfg.node_name {
+        cfg.names.insert(cfg.node_id, name);
+    }
+    // Decided once, before any executor runs, so /status shows it from the start.
+    let advertise = super::control::advertise_addr(cfg.advertise, bind, &cfg.seeds);
     let snapshot = NodeSnapshot {
         node_id: node_hex(cfg.node_id),
+        node_name: cfg.node_name.clone(),
+        advertise: Some(advertise),
+        names_known: 0,
+        names_evicted: 0,
+        name_conflicts_sent: 0,
+        name_conflicts_received: 0,
         addr: bind,
         uptime_ms: 0,
         shutting_down: false,
@@ -465,8 +606,11 @@ pub fn start_with(
         broadcasts_refused: 0,
         degraded: Vec::new(),
         tasks: Default::default(),
+        task_names: Vec::new(),
         membership: Default::default(),
+        admin: Default::default(),
     };
+    let (loop_tx, loop_rx) = bounded(16);
     let (chaos_tx, chaos_rx) = if cfg.chaos {
         let (tx, rx) = bounded(64);
         (Some(tx), Some(rx))
@@ -493,6 +637,8 @@ pub fn start_with(
         faults: cfg
             .chaos
             .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
+        loop_tx,
+        stops: Mutex::new(vec![None; n + 1]),
     });
     // Benchmark knob: PLUMCORE_UDP_GSO=0 sends every datagram as its own message.
     let gso = std::env::var_os("PLUMCORE_UDP_GSO").is_none_or(|v| v != "0");
@@ -533,12 +679,16 @@ pub fn start_with(
             .cluster_keys
             .clone()
             .map(|keys| (Sealer::new(keys.clone(), 0, first_seq), Verifier::new(keys))),
-        cfg: cfg.clone(),
+        cfg: RuntimeConfig {
+            advertise: Some(advertise),
+            ..cfg.clone()
+        },
         membership,
         header,
         shared: shared.clone(),
         reports: report_rx,
         chaos: chaos_rx,
+        loop_rx,
         faults: shared.faults.clone(),
     };
     threads.push((

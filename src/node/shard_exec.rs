@@ -54,6 +54,8 @@ const CLEANUP_BUDGET: usize = 4096;
 const HOP_BUCKETS: usize = 65;
 /// Decode-error log lines per shard are limited to one per this period.
 const DECODE_LOG_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two "graft gave up" warnings of one shard.
+const GRAFT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a shard executor is started with.
 pub(super) struct ShardCtx {
@@ -147,6 +149,9 @@ struct ShardState {
     wake: Notify,
     /// Set by the Shutdown command.
     stopped: StopEvent,
+    /// Graft give-ups since the last warning, and when that warning was logged.
+    graft_failed_unlogged: u64,
+    last_graft_warn: Option<Instant>,
 }
 
 impl ShardState {
@@ -228,7 +233,23 @@ impl ShardState {
                     });
                 }
                 Event::GraftFailed { id } => {
+                    // Counted in plumtree_graft_failed_total; a warning at most every
+                    // GRAFT_WARN_EVERY, with the count since the last one.
                     debug!(?id, "graft failed after all retries");
+                    self.graft_failed_unlogged += 1;
+                    if self
+                        .last_graft_warn
+                        .is_none_or(|t| t.elapsed() >= GRAFT_WARN_EVERY)
+                    {
+                        warn!(
+                            shard = self.ctx.index,
+                            gave_up = self.graft_failed_unlogged,
+                            last = ?id,
+                            "missing messages given up after the last graft retry"
+                        );
+                        self.graft_failed_unlogged = 0;
+                        self.last_graft_warn = Some(Instant::now());
+                    }
                 }
             }
         }
@@ -271,8 +292,8 @@ impl ShardState {
         let bytes = match &mut self.ctx.auth {
             Some((_, verifier)) => {
                 let ms = clock.unix_ms();
-                match verifier.verify(&buf, ms) {
-                    Ok(n) => buf.slice(..n),
+                match verifier.open_bytes(buf, ms) {
+                    Ok(b) => b,
                     Err(e) => {
                         self.io.count_auth_failure(e);
                         return;
@@ -423,6 +444,11 @@ impl ShardState {
                 .tracker
                 .as_ref()
                 .map(|t| t.counters())
+                .unwrap_or_default(),
+            task_names: self
+                .tracker
+                .as_ref()
+                .map(|t| t.by_name())
                 .unwrap_or_default(),
         }
     }
@@ -689,6 +715,8 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         tick_due: None,
         wake: Notify::new(),
         stopped: StopEvent::new(),
+        graft_failed_unlogged: 0,
+        last_graft_warn: None,
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());
@@ -703,7 +731,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
             move |stop| receive(state.clone(), sock.clone(), stop),
         )
     };
-    let mut mgr = LoopManager::new(tracker);
+    let mut mgr = LoopManager::new(tracker.clone());
     let tick = mgr.add(
         TickLoop {
             name: format!("shard-{index}/tick"),
@@ -722,7 +750,8 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
     );
     let mut loops = vec![tick];
     let ae_interval = state.borrow().ctx.protocol.anti_entropy_interval;
-    if !ae_interval.is_zero() {
+    {
+        // An interval of 0 disables it: listed with enabled: false, never run.
         loops.push(mgr.add(
             AntiEntropyLoop {
                 name: format!("shard-{index}/anti_entropy"),
@@ -732,10 +761,10 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
                 out: Vec::new(),
             },
             LoopConfig {
+                enabled: !ae_interval.is_zero(),
                 jitter: 0.1,
                 error_backoff: loop_backoff(),
                 seed: seed ^ 0xae,
-                ..LoopConfig::default()
             },
         ));
     }
@@ -744,6 +773,15 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
     let stopped = state.borrow().stopped.clone();
     stopped.wait().await;
     // The tick that saw Shutdown already flushed the IHave queues and sent them.
+    let initial = tracker.active_count();
     mgr.stop_all(Duration::from_secs(1)).await;
     let _ = sup.stop().await;
+    let drained = tracker.shutdown(Duration::from_millis(200)).await;
+    state.borrow().ctx.shared.note_stop(
+        1 + index,
+        super::runtime::ExecutorStop {
+            initial,
+            remaining: drained.remaining_tasks,
+        },
+    );
 }

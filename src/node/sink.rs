@@ -5,7 +5,8 @@
 //!
 //! Line format: `{"id":"<32 hex>","origin":"<16 hex>","hops":<n>,"payload_b64":"<base64>","t_ns":<n>}`,
 //! where `t_ns` is the Unix time in nanoseconds at which the writer took the delivery
-//! off the queue (what `plumcore-bench cluster` measures publish-to-delivery latency to).
+//! off the queue (what `plumcore-bench cluster` measures publish-to-delivery latency to),
+//! plus `"origin_name":"<name>"` after `origin` when the origin's name is known.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -19,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::ids::MessageId;
 
-use super::snapshot::{id_hex, node_hex};
+use super::snapshot::{id_hex, node_hex, NameBook};
 
 /// Deliveries that may wait for the writer before shards see backpressure.
 pub const SINK_CAPACITY: usize = 65536;
@@ -83,6 +84,16 @@ impl DeliverySink {
         target: Option<&str>,
         capacity: usize,
     ) -> io::Result<(DeliverySink, SinkSender)> {
+        Self::start_named(target, capacity, None)
+    }
+
+    /// [`DeliverySink::start_with_capacity`]; lines name the origin (`origin_name`)
+    /// when `names` knows it.
+    pub fn start_named(
+        target: Option<&str>,
+        capacity: usize,
+        names: Option<NameBook>,
+    ) -> io::Result<(DeliverySink, SinkSender)> {
         let written = Arc::new(AtomicU64::new(0));
         let Some(target) = target else {
             let sink = DeliverySink {
@@ -102,7 +113,15 @@ impl DeliverySink {
         let counter = Arc::clone(&written);
         let handle = std::thread::Builder::new()
             .name("deliveries".into())
-            .spawn(move || run(BufWriter::with_capacity(1 << 16, out), rx, stop_rx, counter))?;
+            .spawn(move || {
+                run(
+                    BufWriter::with_capacity(1 << 16, out),
+                    rx,
+                    stop_rx,
+                    counter,
+                    names,
+                )
+            })?;
         let sink = DeliverySink {
             stop_tx: Some(stop_tx),
             handle: Some(handle),
@@ -142,8 +161,21 @@ impl Drop for DeliverySink {
 /// at Unix time `t_ns`. Every field is hex, base64 or a number, so no JSON escaping is
 /// needed.
 pub fn format_line(d: &Delivery, t_ns: u64) -> String {
+    format_named_line(d, t_ns, None)
+}
+
+/// [`format_line`] with the origin's name (JSON-escaped) when known.
+pub fn format_named_line(d: &Delivery, t_ns: u64, origin_name: Option<&str>) -> String {
+    let name = origin_name
+        .map(|n| {
+            format!(
+                ",\"origin_name\":{}",
+                serde_json::to_string(n).unwrap_or_else(|_| "null".into())
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "{{\"id\":\"{}\",\"origin\":\"{}\",\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
+        "{{\"id\":\"{}\",\"origin\":\"{}\"{name},\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
         id_hex(d.id),
         node_hex(d.id.origin),
         d.hops,
@@ -167,13 +199,19 @@ fn run(
     rx: Receiver<Delivery>,
     stop_rx: Receiver<()>,
     written: Arc<AtomicU64>,
+    names: Option<NameBook>,
 ) {
     let mut failed = false;
     let write = |out: &mut BufWriter<Box<dyn Write + Send>>, d: &Delivery, failed: &mut bool| {
         if *failed {
             return;
         }
-        match writeln!(out, "{}", format_line(d, unix_nanos())) {
+        let name = names.as_ref().and_then(|n| n.get(d.id.origin));
+        match writeln!(
+            out,
+            "{}",
+            format_named_line(d, unix_nanos(), name.as_deref())
+        ) {
             Ok(()) => {
                 written.fetch_add(1, Ordering::Relaxed);
             }

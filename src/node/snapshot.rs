@@ -1,13 +1,15 @@
 //! Read-only views of a running node, assembled by the control core from per-shard
 //! snapshots and served by the admin plane. Nothing here is on the hot path.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
 use crate::ids::{MessageId, NodeId};
 use crate::protocol::ShardStats;
-pub use crate::tasks::TaskCounters;
+pub use crate::tasks::{TaskCounters, TaskNameCounters};
 
 /// Socket-level counters a shard keeps next to its protocol counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,6 +125,57 @@ impl IoStats {
     }
 }
 
+/// Most node names a [`NameBook`] keeps (the oldest learned is forgotten first).
+pub const NAME_BOOK_CAPACITY: usize = 4096;
+
+#[derive(Debug, Default)]
+struct NameBookInner {
+    names: HashMap<NodeId, Arc<str>>,
+    order: VecDeque<NodeId>,
+    evictions: u64,
+}
+
+/// Node names learned from NodeName frames (and this node's own), shared by the
+/// control core, which fills it, and the readers: the admin views and the deliveries
+/// writer (`origin_name`). Bounded at [`NAME_BOOK_CAPACITY`]; evictions are counted
+/// (`plumtree_node_names_evictions_total`).
+#[derive(Debug, Clone, Default)]
+pub struct NameBook(Arc<RwLock<NameBookInner>>);
+
+impl NameBook {
+    /// The name of `id`, if known.
+    pub fn get(&self, id: NodeId) -> Option<Arc<str>> {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        g.names.get(&id).cloned()
+    }
+
+    /// Records `id`'s name; true when it is new or changed. Cheap (a read lock) when
+    /// nothing changes, which is the common case.
+    pub fn insert(&self, id: NodeId, name: &str) -> bool {
+        if self.get(id).is_some_and(|n| &*n == name) {
+            return false;
+        }
+        let mut g = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if g.names.insert(id, Arc::from(name)).is_none() {
+            g.order.push_back(id);
+            while g.names.len() > NAME_BOOK_CAPACITY {
+                let Some(old) = g.order.pop_front() else {
+                    break;
+                };
+                g.names.remove(&old);
+                g.evictions += 1;
+            }
+        }
+        true
+    }
+
+    /// Names held now, and names forgotten to stay within the bound.
+    pub fn stats(&self) -> (usize, u64) {
+        let g = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (g.names.len(), g.evictions)
+    }
+}
+
 /// One shard as the control core last saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardSnapshot {
@@ -141,6 +194,8 @@ pub struct ShardSnapshot {
     pub loops: Vec<LoopInfo>,
     /// This shard's task tracker counters.
     pub tasks: TaskCounters,
+    /// This shard's panics and restarts by task name.
+    pub task_names: Vec<TaskNameCounters>,
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,
@@ -150,6 +205,9 @@ pub struct ShardSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerInfo {
     pub node_id: String,
+    /// Its node name, once a NodeName frame from it arrived (`None` for nodes that
+    /// predate names).
+    pub name: Option<String>,
     /// The peer's control address; shard `k` listens on port + 1 + k.
     pub addr: SocketAddr,
     pub shards: u16,
@@ -165,6 +223,8 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemberInfo {
     pub node_id: String,
+    /// Its node name, when known.
+    pub name: Option<String>,
     /// Control address; shard `k` listens on port + 1 + k.
     pub addr: Option<SocketAddr>,
     /// Shard count (0 = not known yet).
@@ -218,11 +278,17 @@ pub struct MembershipSnapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoopInfo {
     pub name: String,
+    /// Disabled loops (an interval of 0 in the config) are listed, never started.
+    pub enabled: bool,
     pub running: bool,
     pub paused: bool,
+    /// Nominal period between runs (before jitter or error backoff).
+    pub interval_ms: u64,
     pub run_count: u64,
     pub error_count: u64,
     pub consecutive_errors: u64,
+    /// Runs that panicked (counted in `error_count` too).
+    pub panic_count: u64,
     pub average_duration_ms: f64,
     /// End of the last run, UNIX time in milliseconds.
     pub last_run_time: Option<u64>,
@@ -233,6 +299,17 @@ pub struct LoopInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSnapshot {
     pub node_id: String,
+    /// The control address this node describes itself by in membership frames.
+    pub advertise: Option<SocketAddr>,
+    /// This node's name.
+    pub node_name: Option<String>,
+    /// Names held in the name book, and names it forgot to stay within its bound.
+    pub names_known: usize,
+    pub names_evicted: u64,
+    /// Nodes refused because a live node already has their name, and refusals this
+    /// node received for its own name.
+    pub name_conflicts_sent: u64,
+    pub name_conflicts_received: u64,
     pub addr: SocketAddr,
     pub uptime_ms: u64,
     pub shutting_down: bool,
@@ -249,8 +326,12 @@ pub struct NodeSnapshot {
     pub degraded: Vec<String>,
     /// Task tracker counters, summed over the control core and every shard.
     pub tasks: TaskCounters,
+    /// Panics and restarts by task name, over the control core and every shard.
+    pub task_names: Vec<TaskNameCounters>,
     /// HyParView views and counters.
     pub membership: MembershipSnapshot,
+    /// What the admin plane refused, by reason (filled in by the admin plane).
+    pub admin: super::admin::AdminRejected,
 }
 
 /// Why `POST /broadcast` was refused.
@@ -262,6 +343,21 @@ pub enum BroadcastRefused {
     ShuttingDown,
     #[error("shard queue is full")]
     Backpressure,
+}
+
+/// Why `POST /loops/<name>/pause` or `/resume` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopControlRefused {
+    #[error("no loop named `{0}`")]
+    Unknown(String),
+    #[error("loop `{0}` runs on a shard executor and drives its socket; it cannot be paused")]
+    NotPausable(String),
+    #[error("the control core did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("too many loop commands waiting for the control core; retry")]
+    Busy,
+    #[error("node is shutting down")]
+    ShuttingDown,
 }
 
 /// Why `POST /chaos/panic/<loop>` was refused.
@@ -277,11 +373,21 @@ pub enum ChaosRefused {
 pub trait AdminBackend: Send + Sync + 'static {
     /// Latest aggregated view.
     fn snapshot(&self) -> NodeSnapshot;
+    /// Largest payload `POST /broadcast` accepts; larger bodies are refused (413)
+    /// from their declared length, before they are read.
+    fn max_payload(&self) -> usize {
+        super::admin::MAX_BROADCAST_BODY
+    }
     /// Submits a broadcast; returns the id it was given.
     fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
     /// Test-only fault injection: make a background loop panic once.
     fn inject_panic(&self, _loop_name: &str) -> Result<(), ChaosRefused> {
         Err(ChaosRefused::Disabled)
+    }
+    /// Pauses (`pause = true`) or resumes a loop by name; returns its status once the
+    /// change is applied, so a `/status` read right after shows it.
+    fn set_loop_paused(&self, name: &str, _pause: bool) -> Result<LoopInfo, LoopControlRefused> {
+        Err(LoopControlRefused::Unknown(name.to_string()))
     }
     /// Test-only fault injection: the switch that sets drops, delays and cuts.
     fn faults(&self) -> Result<std::sync::Arc<super::fault::FaultSwitch>, ChaosRefused> {

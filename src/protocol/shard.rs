@@ -671,6 +671,7 @@ impl Shard {
         self.ihave_total -= entries.len();
         self.stats.ihave_sent += 1;
         self.stats.ihave_entries_sent += entries.len() as u64;
+        self.stats.count_ihave_batch(entries.len());
         let to = self.neighbors.get(i);
         self.send(to, Frame::IHave { entries });
     }

@@ -4,6 +4,10 @@
 
 use serde::Serialize;
 
+/// Upper bounds of the IHave batch-size buckets (`ShardStats::ihave_batch_sizes`);
+/// the last bucket counts batches larger than the last bound.
+pub const IHAVE_BATCH_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
 /// Monotonic counters plus gauges filled in by [`crate::protocol::Shard::stats`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ShardStats {
@@ -18,6 +22,10 @@ pub struct ShardStats {
     pub ihave_sent: u64,
     /// Message ids announced in those frames.
     pub ihave_entries_sent: u64,
+    /// IHave frames sent by batch size: `[i]` counts batches of at most
+    /// `IHAVE_BATCH_BUCKETS[i]` ids (and more than the bound before); the last entry
+    /// counts the larger ones.
+    pub ihave_batch_sizes: [u64; IHAVE_BATCH_BUCKETS.len() + 1],
     pub ihave_entries_received: u64,
     /// Announcements shed because the IHave queue was full.
     pub ihave_dropped: u64,
@@ -89,4 +97,15 @@ pub struct ShardStats {
     pub roots: u64,
     /// Heap bytes of the per-root trees.
     pub roots_bytes: u64,
+}
+
+impl ShardStats {
+    /// Counts one IHave frame of `n` ids in [`ShardStats::ihave_batch_sizes`].
+    pub fn count_ihave_batch(&mut self, n: usize) {
+        let i = IHAVE_BATCH_BUCKETS
+            .iter()
+            .position(|&b| n as u64 <= b)
+            .unwrap_or(IHAVE_BATCH_BUCKETS.len());
+        self.ihave_batch_sizes[i] += 1;
+    }
 }

@@ -54,7 +54,9 @@ pub trait Loop: 'static {
 pub struct LoopConfig {
     /// Disabled loops are registered (visible in status) but never started.
     pub enabled: bool,
-    /// Fraction of the interval to jitter by, in `[0, 1]`, to spread load.
+    /// Random extra wait, as a fraction of the interval (`>= 0`): each period is
+    /// `interval + random(0, jitter * interval)`, which spreads load without ever
+    /// running early (the reference library's `interval + random(0, jitter)`).
     pub jitter: f64,
     /// Delay growth after consecutive errors (replaces the interval while failing).
     pub error_backoff: BackoffConfig,
@@ -86,12 +88,16 @@ pub struct LoopStatus {
     pub enabled: bool,
     /// Interval in seconds.
     pub interval: f64,
+    /// Interval in milliseconds.
+    pub interval_ms: u64,
     /// Iterations run.
     pub run_count: u64,
     /// Iterations that failed.
     pub error_count: u64,
     /// Failures since the last success.
     pub consecutive_errors: u64,
+    /// Iterations that panicked (also counted in `error_count`).
+    pub panic_count: u64,
     /// Mean iteration duration.
     pub average_duration_ms: f64,
     /// UNIX time (seconds) of the last iteration's end.
@@ -109,9 +115,11 @@ impl LoopStatus {
             paused: false,
             enabled,
             interval: interval.as_secs_f64(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             run_count: 0,
             error_count: 0,
             consecutive_errors: 0,
+            panic_count: 0,
             average_duration_ms: 0.0,
             last_run_time: None,
             last_error: None,
@@ -166,7 +174,7 @@ impl LoopManagerStatus {
 }
 
 /// Delay before the next iteration: backoff while failing, otherwise the interval
-/// jittered uniformly by `±jitter * interval`.
+/// plus a uniform random extra wait in `[0, jitter * interval]`.
 pub fn next_delay<R: Rng>(
     interval: Duration,
     jitter: f64,
@@ -178,12 +186,18 @@ pub fn next_delay<R: Rng>(
         return backoff.next_delay();
     }
     backoff.reset();
-    let j = jitter.clamp(0.0, 1.0);
+    let j = if jitter.is_finite() {
+        jitter.max(0.0)
+    } else {
+        0.0
+    };
     if j == 0.0 {
         return interval;
     }
-    let u: f64 = rng.gen_range(-1.0..=1.0);
-    Duration::from_secs_f64((interval.as_secs_f64() * (1.0 + j * u)).max(0.0))
+    let u: f64 = rng.gen_range(0.0..=1.0);
+    interval.saturating_add(
+        Duration::try_from_secs_f64(interval.as_secs_f64() * j * u).unwrap_or(Duration::ZERO),
+    )
 }
 
 struct LoopCtl {
@@ -258,7 +272,7 @@ impl LoopHandle {
     }
 }
 
-async fn run_loop<L: Loop>(mut lp: L, ctl: Rc<LoopCtl>, cfg: LoopConfig) {
+async fn run_loop<L: Loop>(mut lp: L, ctl: Rc<LoopCtl>, cfg: LoopConfig, tracker: TaskTracker) {
     let name = lp.name().to_string();
     let interval = lp.interval();
     let seed = seed_from_name(cfg.seed, &name);
@@ -286,10 +300,15 @@ async fn run_loop<L: Loop>(mut lp: L, ctl: Rc<LoopCtl>, cfg: LoopConfig) {
             continue;
         }
         let began = Instant::now();
+        let mut panicked = false;
         let outcome = match catch_panic(lp.run_once()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                panicked = true;
+                tracker.note_panic(&name);
+                Err(e.to_string())
+            }
         };
         if let Err(e) = &outcome {
             tracing::warn!(loop_name = %name, error = %e, "loop iteration failed");
@@ -301,6 +320,9 @@ async fn run_loop<L: Loop>(mut lp: L, ctl: Rc<LoopCtl>, cfg: LoopConfig) {
         let consecutive = {
             let mut st = ctl.status.borrow_mut();
             st.record(began.elapsed(), outcome, now_unix);
+            if panicked {
+                st.panic_count += 1;
+            }
             st.consecutive_errors
         };
         let delay = next_delay(interval, cfg.jitter, consecutive, &mut backoff, &mut rng);
@@ -355,7 +377,7 @@ impl LoopManager {
             *ctl.starter.borrow_mut() = Some(Box::new(move || {
                 let ctl3 = ctl2.clone();
                 let h = tracker.spawn_named(&format!("loop/{name}"), TaskKind::Maintenance, {
-                    run_loop(lp, ctl3, cfg)
+                    run_loop(lp, ctl3, cfg, tracker.clone())
                 });
                 *ctl2.task.borrow_mut() = Some(h);
             }));
@@ -453,9 +475,23 @@ mod tests {
         let mut b = Backoff::new(cfg, 1);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let iv = Duration::from_millis(100);
-        for _ in 0..100 {
+        let mut seen_low = false;
+        let mut seen_high = false;
+        for _ in 0..1000 {
             let d = next_delay(iv, 0.2, 0, &mut b, &mut rng);
-            assert!(d >= Duration::from_millis(80) && d <= Duration::from_millis(120));
+            // interval + random(0, jitter): never early, at most 20 ms late.
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(120));
+            seen_low |= d < Duration::from_millis(105);
+            seen_high |= d > Duration::from_millis(115);
+        }
+        assert!(
+            seen_low && seen_high,
+            "the extra wait spreads over [0, jitter]"
+        );
+        // A jitter larger than the interval (500 ms on 200 ms) is not clamped.
+        for _ in 0..100 {
+            let d = next_delay(Duration::from_millis(200), 2.5, 0, &mut b, &mut rng);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(700));
         }
         let errs: Vec<_> = (1..=4)
             .map(|k| next_delay(iv, 0.2, k, &mut b, &mut rng).as_millis())

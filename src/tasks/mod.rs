@@ -29,6 +29,6 @@ pub use supervisor::{
 };
 pub use timeout::{with_timeout, SlowGuard};
 pub use tracker::{
-    local_tracker, TaskCounters, TaskId, TaskKind, TaskRecord, TaskState, TaskTracker,
-    TrackerConfig,
+    local_tracker, TaskCounters, TaskId, TaskKind, TaskNameCounters, TaskRecord, TaskState,
+    TaskTracker, TrackerConfig, MAX_TASK_NAMES, OTHER_TASKS,
 };

@@ -213,6 +213,7 @@ impl TaskTracker {
             .await;
             if let Err(e @ TaskError::Panic(_)) = &result {
                 tracing::error!(task = %task_name, %id, error = %e, "task panicked");
+                guard.tracker.note_panic(&task_name);
             }
             let (state, err) = state_for(&result);
             guard.finish(state, err);

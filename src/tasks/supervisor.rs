@@ -538,6 +538,10 @@ impl Supervisor {
             move |task_id| async move {
                 let id_hint = name;
                 let mut first = true;
+                // How the runner ends: a child that exited abnormally without a
+                // restart, or that was given up on, is a failed task, not a completed
+                // one (so `plumtree_tasks_total{state="failed"}` counts it).
+                let mut outcome: Result<(), TaskError> = Ok(());
                 loop {
                     if stop.is_set() || kill.is_set() {
                         break;
@@ -564,6 +568,9 @@ impl Supervisor {
                     }
                     if let Err(e) = &result {
                         tracing::warn!(child = %id_hint, error = %e, "supervised child exited");
+                        if matches!(e, TaskError::Panic(_)) {
+                            tracker.note_panic(&spec.name);
+                        }
                     }
                     let decision = this.shared.borrow_mut().core.on_exit(
                         idx,
@@ -572,10 +579,24 @@ impl Supervisor {
                         Instant::now(),
                     );
                     match decision {
-                        Decision::Exit => break,
+                        Decision::Exit => {
+                            if let Err(e) = result {
+                                if e.is_abnormal() {
+                                    // Already counted as this child's panic above.
+                                    outcome = Err(match e {
+                                        TaskError::Panic(m) => {
+                                            TaskError::Failed(format!("panicked: {m}"))
+                                        }
+                                        other => other,
+                                    });
+                                }
+                            }
+                            break;
+                        }
                         Decision::Restart(delay) => {
                             tracing::info!(child = %id_hint, ?delay, "restarting child");
                             tracker.set_state(task_id, TaskState::Retrying);
+                            tracker.note_restart(&spec.name);
                             let stopped = future::or(
                                 async {
                                     glommio::timer::sleep(delay).await;
@@ -593,13 +614,18 @@ impl Supervisor {
                         }
                         Decision::Escalate(esc) => {
                             tracing::error!(?esc, "restart intensity exceeded");
+                            outcome = Err(TaskError::Failed(format!(
+                                "gave up after {} restarts in the window: {}",
+                                esc.restarts_in_window,
+                                esc.last_error.as_deref().unwrap_or("normal exit")
+                            )));
                             this.escalate(esc);
                             break;
                         }
                     }
                 }
                 done.set();
-                Ok::<(), TaskError>(())
+                outcome
             },
         );
     }

@@ -113,6 +113,27 @@ pub struct TaskCounters {
     pub restarted: u64,
 }
 
+/// Panics and restarts of one named task (a loop or a supervised child), the series
+/// behind `plumtree_task_panics_total{task}` and `plumtree_task_restarts_total{task}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskNameCounters {
+    /// Task name (a loop name such as `seen_cleanup`, or a supervised child such as
+    /// `control_receiver`); [`OTHER_TASKS`] collects names past [`MAX_TASK_NAMES`].
+    pub task: String,
+    /// Panics caught in it.
+    pub panics: u64,
+    /// Restarts a supervisor made of it.
+    pub restarts: u64,
+}
+
+/// Most distinct task names a tracker keeps counters for; the node names a fixed,
+/// small set of tasks, so this bound only matters for a caller that names tasks
+/// dynamically. Further names are counted under [`OTHER_TASKS`].
+pub const MAX_TASK_NAMES: usize = 64;
+
+/// The label that collects task names past [`MAX_TASK_NAMES`].
+pub const OTHER_TASKS: &str = "other";
+
 /// Bounds on finished-record memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackerConfig {
@@ -139,6 +160,7 @@ pub struct TaskRegistry {
     active: BTreeMap<TaskId, TaskRecord>,
     finished: VecDeque<TaskRecord>,
     counters: TaskCounters,
+    by_name: BTreeMap<String, TaskNameCounters>,
 }
 
 impl TaskRegistry {
@@ -150,6 +172,7 @@ impl TaskRegistry {
             active: BTreeMap::new(),
             finished: VecDeque::new(),
             counters: TaskCounters::default(),
+            by_name: BTreeMap::new(),
         }
     }
 
@@ -269,6 +292,35 @@ impl TaskRegistry {
     pub fn counters(&self) -> TaskCounters {
         self.counters
     }
+
+    fn name_entry(&mut self, task: &str) -> &mut TaskNameCounters {
+        let key = if self.by_name.contains_key(task) || self.by_name.len() < MAX_TASK_NAMES {
+            task
+        } else {
+            OTHER_TASKS
+        };
+        self.by_name
+            .entry(key.to_string())
+            .or_insert_with(|| TaskNameCounters {
+                task: key.to_string(),
+                ..TaskNameCounters::default()
+            })
+    }
+
+    /// Counts one panic caught in the task named `task`.
+    pub fn note_panic(&mut self, task: &str) {
+        self.name_entry(task).panics += 1;
+    }
+
+    /// Counts one supervisor restart of the task named `task`.
+    pub fn note_restart(&mut self, task: &str) {
+        self.name_entry(task).restarts += 1;
+    }
+
+    /// Per-name panic and restart counters, by name (at most [`MAX_TASK_NAMES`] + 1).
+    pub fn by_name(&self) -> Vec<TaskNameCounters> {
+        self.by_name.values().cloned().collect()
+    }
 }
 
 pub(crate) struct TrackerInner {
@@ -312,6 +364,21 @@ impl TaskTracker {
     /// Current counters.
     pub fn counters(&self) -> TaskCounters {
         self.inner.borrow().registry.counters()
+    }
+
+    /// Counts one panic caught in the task named `task` (a loop or a child name).
+    pub fn note_panic(&self, task: &str) {
+        self.inner.borrow_mut().registry.note_panic(task);
+    }
+
+    /// Counts one supervisor restart of the task named `task`.
+    pub fn note_restart(&self, task: &str) {
+        self.inner.borrow_mut().registry.note_restart(task);
+    }
+
+    /// Per-name panic and restart counters.
+    pub fn by_name(&self) -> Vec<TaskNameCounters> {
+        self.inner.borrow().registry.by_name()
     }
 
     /// Number of tasks still active.
@@ -454,6 +521,24 @@ mod tests {
         assert!(r.get(ids[0]).is_none());
         assert!(r.get(ids[999]).is_some());
         assert_eq!(r.counters().failed, 1000);
+    }
+
+    #[test]
+    fn per_name_counters_are_bounded() {
+        let mut r = TaskRegistry::new(TrackerConfig::default());
+        r.note_panic("seen_cleanup");
+        r.note_panic("seen_cleanup");
+        r.note_restart("control_receiver");
+        for i in 0..200 {
+            r.note_panic(&format!("dyn-{i}"));
+        }
+        let v = r.by_name();
+        assert_eq!(v.len(), MAX_TASK_NAMES + 1);
+        let get = |n: &str| v.iter().find(|c| c.task == n).cloned().unwrap();
+        assert_eq!(get("seen_cleanup").panics, 2);
+        assert_eq!(get("control_receiver").restarts, 1);
+        // 62 dynamic names fit, the other 138 land in `other`.
+        assert_eq!(get(OTHER_TASKS).panics, 200 - (MAX_TASK_NAMES as u64 - 2));
     }
 
     #[test]

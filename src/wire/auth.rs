@@ -32,6 +32,24 @@
 //! Verification runs before any frame is decoded and does a bounded amount of work
 //! (one BLAKE3 pass over at most one datagram), so a flood of forgeries costs the
 //! receiver hashing, not protocol state.
+//!
+//! **Encryption** ([`ClusterKeys::encrypted`], `cluster_encrypt = true`): the frames
+//! are sealed with XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`) instead of being
+//! MAC'd in clear. The layout and length are the same; the header also has
+//! [`FLAG_SEALED`], and the trailer's last 16 bytes are the Poly1305 tag:
+//!
+//! ```text
+//! datagram := header | ciphertext(frames) | timestamp_ms u64 | seq u64 | key_id u8 | tag [16]
+//! aad      := header | timestamp_ms | seq | key_id          (authenticated, in clear)
+//! nonce    := sender u64 | incarnation u32 | seq u64 | 0u32 (24 bytes, LE)
+//! key      := BLAKE3-derive_key("plumcore 2026-12 datagram aead v1", cluster key)
+//! ```
+//!
+//! The nonce is unique per key as long as `(sender, incarnation, seq)` is, which is
+//! exactly what replay detection already requires of a sender (each socket's stream
+//! byte and its counter seeded from the start time in microseconds). Timestamp,
+//! window, replay and rotation rules (the first key seals, any key opens) are the
+//! MAC's. An encrypting node refuses datagrams that are only MAC'd (`missing`).
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +60,8 @@ use super::HEADER_LEN;
 
 /// Header flags bit meaning "this datagram ends with an auth trailer".
 pub const FLAG_AUTH: u8 = 0x01;
+/// Header flags bit meaning "the frames are encrypted" (with [`FLAG_AUTH`]).
+pub const FLAG_SEALED: u8 = 0x02;
 /// Bytes of the MAC tag (BLAKE3 output truncated to 128 bits; see the module docs).
 pub const MAC_LEN: usize = 16;
 /// Bytes of the trailer: `timestamp_ms u64 | seq u64 | key_id u8 | mac [16]`.
@@ -62,19 +82,24 @@ const FLAGS_AT: usize = 3;
 
 const MAC_CONTEXT: &str = "plumcore 2026-11 datagram mac v1";
 const ID_CONTEXT: &str = "plumcore 2026-11 cluster key id v1";
+const AEAD_CONTEXT: &str = "plumcore 2026-12 datagram aead v1";
 
-/// One cluster key, as derived for its two uses (MAC key and fingerprint), so the raw
-/// secret is never used directly in two roles.
+/// One cluster key, as derived for its uses (MAC key, AEAD key and fingerprint), so
+/// the raw secret is never used directly in two roles.
 #[derive(Clone)]
 struct Key {
     mac_key: [u8; 32],
+    aead: chacha20poly1305::XChaCha20Poly1305,
     id: u8,
 }
 
 impl Key {
     fn new(raw: &[u8; 32]) -> Self {
+        use chacha20poly1305::KeyInit;
+        let aead_key = blake3::derive_key(AEAD_CONTEXT, raw);
         Key {
             mac_key: blake3::derive_key(MAC_CONTEXT, raw),
+            aead: chacha20poly1305::XChaCha20Poly1305::new(&aead_key.into()),
             id: blake3::derive_key(ID_CONTEXT, raw)[0],
         }
     }
@@ -93,6 +118,7 @@ impl Key {
 #[derive(Clone)]
 pub struct ClusterKeys {
     keys: Vec<Key>,
+    encrypt: bool,
 }
 
 impl std::fmt::Debug for ClusterKeys {
@@ -100,6 +126,7 @@ impl std::fmt::Debug for ClusterKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterKeys")
             .field("key_ids", &self.key_ids())
+            .field("encrypt", &self.encrypt)
             .finish()
     }
 }
@@ -136,7 +163,19 @@ impl ClusterKeys {
         }
         Ok(ClusterKeys {
             keys: raw.iter().map(Key::new).collect(),
+            encrypt: false,
         })
+    }
+
+    /// The same keys, sealing (and requiring) encrypted datagrams when `on`.
+    pub fn encrypted(mut self, on: bool) -> Self {
+        self.encrypt = on;
+        self
+    }
+
+    /// Whether datagrams are encrypted, not only MAC'd.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypt
     }
 
     /// Parses a key file's text: one key per line as 64 hex digits; blank lines and
@@ -203,7 +242,8 @@ impl ClusterKeys {
 /// Why a datagram was dropped by [`Verifier::verify`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum AuthError {
-    /// No auth flag, or too short to hold a header and a trailer.
+    /// No auth flag, or too short to hold a header and a trailer; or, on an
+    /// encrypting node, a datagram that is only MAC'd (and the other way round).
     #[error("datagram is not authenticated")]
     Missing,
     /// The MAC does not match under any accepted key (forged, corrupted, wrong key).
@@ -254,8 +294,12 @@ impl Sealer {
     /// the first key. `datagram` must be a finished datagram (header and frames).
     pub fn seal(&mut self, datagram: &mut Vec<u8>, now_ms: u64) {
         debug_assert!(datagram.len() >= HEADER_LEN, "seal needs a header");
+        let encrypt = self.keys.encrypt;
         if let Some(flags) = datagram.get_mut(FLAGS_AT) {
             *flags |= FLAG_AUTH;
+            if encrypt {
+                *flags |= FLAG_SEALED;
+            }
         }
         let key = &self.keys.keys[0];
         // Keep the stream byte; wrap the low 56 bits (2^56 datagrams never happen).
@@ -266,6 +310,25 @@ impl Sealer {
         datagram.extend_from_slice(&now_ms.to_le_bytes());
         datagram.extend_from_slice(&seq.to_le_bytes());
         datagram.push(key.id);
+        if encrypt && datagram.len() >= HEADER_LEN + TRAILER_LEN - MAC_LEN {
+            use chacha20poly1305::aead::AeadInPlace;
+            let body_end = datagram.len() - (TRAILER_LEN - MAC_LEN);
+            let nonce = nonce_for(&datagram[..HEADER_LEN], seq);
+            let (head, rest) = datagram.split_at_mut(HEADER_LEN);
+            let (frames, trailer) = rest.split_at_mut(body_end - HEADER_LEN);
+            let mut aad = [0u8; HEADER_LEN + TRAILER_LEN - MAC_LEN];
+            aad[..HEADER_LEN].copy_from_slice(head);
+            aad[HEADER_LEN..].copy_from_slice(trailer);
+            // Encrypting a buffer we own cannot fail (only lengths over 2^38 would).
+            match key
+                .aead
+                .encrypt_in_place_detached(&nonce.into(), &aad, frames)
+            {
+                Ok(tag) => datagram.extend_from_slice(&tag),
+                Err(_) => datagram.extend_from_slice(&[0u8; MAC_LEN]),
+            }
+            return;
+        }
         let tag = key.mac(datagram);
         datagram.extend_from_slice(&tag);
     }
@@ -277,6 +340,15 @@ impl Sealer {
         self.seal(&mut v, now_ms);
         bytes::Bytes::from(v)
     }
+}
+
+/// The AEAD nonce of a datagram: `sender u64 | incarnation u32 | seq u64 | 0u32`,
+/// read from its header (bytes 4..16) and its trailer's `seq`.
+fn nonce_for(header: &[u8], seq: u64) -> [u8; 24] {
+    let mut n = [0u8; 24];
+    n[..12].copy_from_slice(&header[4..16]);
+    n[12..20].copy_from_slice(&seq.to_le_bytes());
+    n
 }
 
 /// A replay stream: who sent it, in which life, from which of its sockets.
@@ -385,11 +457,72 @@ impl Verifier {
         self.streams.len()
     }
 
-    /// Checks `datagram` and returns the length of its MAC'd part (header and frames,
-    /// without the trailer), which the caller then decodes. Checks in order: present,
-    /// MAC, clock window, replay; replay state changes only for datagrams that passed
-    /// the first three, so forgeries cannot disturb it.
+    /// Checks `datagram` and returns the length of its authenticated part (header and
+    /// frames, without the trailer), which the caller then decodes; with encrypting
+    /// keys the frames are decrypted in place first. Checks in order: present, tag,
+    /// clock window, replay; replay state changes only for datagrams that passed the
+    /// first three, so forgeries cannot disturb it.
+    pub fn open(&mut self, datagram: &mut [u8], now_ms: u64) -> Result<usize, AuthError> {
+        if !self.keys.encrypt {
+            return self.verify(datagram, now_ms);
+        }
+        let body_len = datagram
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .filter(|&n| n >= HEADER_LEN)
+            .ok_or(AuthError::Missing)?;
+        if datagram[FLAGS_AT] & (FLAG_AUTH | FLAG_SEALED) != FLAG_AUTH | FLAG_SEALED {
+            return Err(AuthError::Missing);
+        }
+        let (head, rest) = datagram.split_at_mut(HEADER_LEN);
+        let (frames, trailer) = rest.split_at_mut(body_len - HEADER_LEN);
+        let (fields, tag) = trailer.split_at(TRAILER_LEN - MAC_LEN);
+        let mut aad = [0u8; HEADER_LEN + TRAILER_LEN - MAC_LEN];
+        aad[..HEADER_LEN].copy_from_slice(head);
+        aad[HEADER_LEN..].copy_from_slice(fields);
+        let seq = u64::from_le_bytes(fields[8..16].try_into().map_err(|_| AuthError::Missing)?);
+        let key_id = fields[16];
+        let nonce = nonce_for(head, seq);
+        let tag = chacha20poly1305::Tag::from_slice(tag);
+        use chacha20poly1305::aead::AeadInPlace;
+        // Try each key with this fingerprint; a failed attempt leaves `frames`
+        // untouched (the tag is checked before anything is decrypted).
+        let ok = self.keys.keys.iter().filter(|k| k.id == key_id).any(|k| {
+            k.aead
+                .decrypt_in_place_detached(&nonce.into(), &aad, frames, tag)
+                .is_ok()
+        });
+        if !ok {
+            return Err(AuthError::BadMac);
+        }
+        self.fresh_and_new(datagram, now_ms).map(|()| body_len)
+    }
+
+    /// [`open`](Self::open) for a received buffer that may be shared (a pooled
+    /// receive buffer): returns the authenticated part as a slice of it when the keys
+    /// only MAC, and an opened private copy when they encrypt (decryption is in
+    /// place, and a shared buffer cannot be written).
+    pub fn open_bytes(
+        &mut self,
+        datagram: bytes::Bytes,
+        now_ms: u64,
+    ) -> Result<bytes::Bytes, AuthError> {
+        if !self.keys.encrypt {
+            let n = self.verify(&datagram, now_ms)?;
+            return Ok(datagram.slice(..n));
+        }
+        let mut own = bytes::BytesMut::from(&datagram[..]);
+        let n = self.open(&mut own, now_ms)?;
+        own.truncate(n);
+        Ok(own.freeze())
+    }
+
+    /// Checks `datagram`'s MAC (keys that do not encrypt) and returns the length of
+    /// its MAC'd part; see [`open`](Self::open), which handles both kinds.
     pub fn verify(&mut self, datagram: &[u8], now_ms: u64) -> Result<usize, AuthError> {
+        if self.keys.encrypt {
+            return Err(AuthError::Missing);
+        }
         let body_len = datagram
             .len()
             .checked_sub(TRAILER_LEN)
@@ -419,6 +552,24 @@ impl Verifier {
         if !ok {
             return Err(AuthError::BadMac);
         }
+        if datagram[FLAGS_AT] & FLAG_SEALED != 0 {
+            // Sealed by an encrypting node: the MAC cannot have matched, but be sure.
+            return Err(AuthError::Missing);
+        }
+        let _ = (timestamp, seq);
+        self.fresh_and_new(datagram, now_ms).map(|()| body_len)
+    }
+
+    /// The clock-window and replay checks of an authenticated datagram.
+    fn fresh_and_new(&mut self, datagram: &[u8], now_ms: u64) -> Result<(), AuthError> {
+        let u64_at = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        };
+        let trailer = &datagram[datagram.len() - TRAILER_LEN..];
+        let timestamp = u64_at(&trailer[0..8]);
+        let seq = u64_at(&trailer[8..16]);
         if timestamp.abs_diff(now_ms) > self.window_ms {
             return Err(AuthError::Stale);
         }
@@ -438,7 +589,7 @@ impl Verifier {
         if let Some(w) = self.streams.get_mut(&key) {
             w.last_used = tick;
             return if w.accept(low) {
-                Ok(body_len)
+                Ok(())
             } else {
                 Err(AuthError::Replay)
             };
@@ -456,7 +607,7 @@ impl Verifier {
             }
         }
         self.streams.insert(key, ReplayWindow::new(low, tick));
-        Ok(body_len)
+        Ok(())
     }
 }
 
@@ -516,6 +667,71 @@ mod tests {
         assert_eq!(dg.header.flags & FLAG_AUTH, FLAG_AUTH);
         assert_eq!(dg.header.sender, NodeId(5));
         assert_eq!(dg.frames.len(), 1);
+    }
+
+    #[test]
+    fn encryption_hides_the_frames_and_opens_in_place() {
+        let k = keys(&[1]).encrypted(true);
+        let mut s = Sealer::new(k.clone(), 2, 77);
+        let mut v = Verifier::new(k.clone());
+        let secret = b"attack at dawn, the payload bytes";
+        let clear = plain(5, secret);
+        let mut d = clear.clone();
+        s.seal(&mut d, NOW);
+        // Same length as the MAC'd form: the MTU budget does not change.
+        assert_eq!(d.len(), clear.len() + TRAILER_LEN);
+        assert_eq!(
+            d[FLAGS_AT] & (FLAG_AUTH | FLAG_SEALED),
+            FLAG_AUTH | FLAG_SEALED
+        );
+        assert!(
+            !d.windows(8).any(|w| secret.windows(8).any(|p| p == w)),
+            "no 8 bytes of the payload appear in the sealed datagram"
+        );
+        // The header stays in clear (sender, incarnation), the rest does not.
+        assert_eq!(d[4..16], clear[4..16]);
+        let mut opened = d.clone();
+        let n = v.open(&mut opened, NOW).unwrap();
+        assert_eq!(&opened[HEADER_LEN..n], &clear[HEADER_LEN..]);
+        let dg = decode(&Bytes::copy_from_slice(&opened[..n])).unwrap();
+        assert_eq!(dg.frames.len(), 1);
+        // Replays, stale, bit flips, wrong keys and MAC-only datagrams are refused.
+        assert_eq!(v.open(&mut d.clone(), NOW), Err(AuthError::Replay));
+        let mut v2 = Verifier::new(k.clone());
+        assert_eq!(
+            v2.open(&mut d.clone(), NOW + 2 * DEFAULT_WINDOW_MS),
+            Err(AuthError::Stale)
+        );
+        for i in 0..d.len() {
+            let mut t = d.clone();
+            t[i] ^= 0x10;
+            let e = Verifier::new(k.clone()).open(&mut t, NOW).unwrap_err();
+            assert!(
+                matches!(e, AuthError::BadMac | AuthError::Missing),
+                "byte {i}"
+            );
+        }
+        let mut other = d.clone();
+        assert_eq!(
+            Verifier::new(keys(&[2]).encrypted(true)).open(&mut other, NOW),
+            Err(AuthError::BadMac)
+        );
+        let mut mac_only = Sealer::new(keys(&[1]), 0, 0);
+        let mut m = clear.clone();
+        mac_only.seal(&mut m, NOW);
+        assert_eq!(
+            Verifier::new(k.clone()).open(&mut m, NOW),
+            Err(AuthError::Missing)
+        );
+        // And a MAC-only node refuses encrypted datagrams.
+        assert!(Verifier::new(keys(&[1])).open(&mut d.clone(), NOW).is_err());
+        // Rotation: sealed with the first key, opened by a node holding it second.
+        let mut s2 = Sealer::new(keys(&[3, 1]).encrypted(true), 0, 0);
+        let mut r = clear.clone();
+        s2.seal(&mut r, NOW);
+        assert!(Verifier::new(keys(&[1, 3]).encrypted(true))
+            .open(&mut r, NOW)
+            .is_ok());
     }
 
     #[test]

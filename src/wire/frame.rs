@@ -36,6 +36,14 @@ pub mod tag {
     pub const SPLICE_OFFER: u8 = 0x1b;
     pub const SPLICE_REPLY: u8 = 0x1c;
     pub const INTRODUCE: u8 = 0x1d;
+    /// The sender's node name (UTF-8, at most 64 bytes), riding in the same datagram
+    /// as its Join, Neighbor and NeighborReply frames. Nodes that predate it skip it
+    /// as an unknown tag, and a datagram without it still decodes: rolling-upgrade
+    /// safe in both directions.
+    pub const NODE_NAME: u8 = 0x1e;
+    /// "Your name is taken": a node refused the sender's Join/Neighbor because a live
+    /// node already goes by that name. Body: holder id u64 | name (UTF-8).
+    pub const NAME_CONFLICT: u8 = 0x1f;
     /// First tag reserved for membership frames.
     pub const MEMBERSHIP_FIRST: u8 = 0x10;
     /// Last tag reserved for membership frames.

@@ -27,6 +27,12 @@
 //! SpliceOffer   (0x1b) body := new contact
 //! SpliceReply   (0x1c) body := flags u8 (bit0 = accepted)
 //! Introduce     (0x1d) body := node contact
+//! NodeName      (0x1e) body := flags u8 (bit0 = chosen by the operator, not the
+//!                             hostname default) | name (UTF-8, 1..=64 bytes, no
+//!                             control characters);
+//!                             the sender's name, next to its Join / Neighbor /
+//!                             NeighborReply (see `encode_node_name`)
+//! NameConflict  (0x1f) body := holder id u64 | name   (the receiver's name is taken)
 //! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
 //! ```
 
@@ -272,6 +278,90 @@ pub fn encode_member_datagram(h: &Header, frames: &[MemberFrame]) -> Vec<u8> {
     out
 }
 
+/// Most bytes of a node name.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Whether `name` can be a node name: 1 to [`MAX_NODE_NAME`] bytes of UTF-8 with no
+/// control characters.
+pub fn is_valid_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NODE_NAME && !name.chars().any(char::is_control)
+}
+
+/// Appends the sender's NodeName frame (an operator-chosen name) to an encoded
+/// control datagram. Names that are not valid (see [`is_valid_node_name`]) are not
+/// sent.
+pub fn encode_node_name(name: &str, out: &mut Vec<u8>) {
+    encode_node_name_with(name, true, out);
+}
+
+/// [`encode_node_name`]; `chosen` is false for a default name (the hostname), which
+/// several nodes on one host share, so duplicates of it are not refused.
+pub fn encode_node_name_with(name: &str, chosen: bool, out: &mut Vec<u8>) {
+    if is_valid_node_name(name) {
+        write_prefix(tag::NODE_NAME, 1 + name.len() as u16, out);
+        out.push(u8::from(chosen));
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// Bytes [`encode_node_name`] adds for `name`.
+pub fn node_name_len(name: &str) -> usize {
+    if is_valid_node_name(name) {
+        FRAME_PREFIX_LEN + 1 + name.len()
+    } else {
+        0
+    }
+}
+
+/// Appends a NameConflict frame: `name` is already used by live node `holder`.
+pub fn encode_name_conflict(holder: NodeId, name: &str, out: &mut Vec<u8>) {
+    if is_valid_node_name(name) {
+        write_prefix(tag::NAME_CONFLICT, (8 + name.len()) as u16, out);
+        out.extend_from_slice(&holder.0.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+}
+
+/// The NameConflict frame of a control datagram, if it has a valid one.
+pub fn read_name_conflict(buf: &[u8]) -> Option<(NodeId, String)> {
+    let body = find_frame(buf, tag::NAME_CONFLICT)?;
+    let (id, name) = body.split_first_chunk::<8>()?;
+    let name = std::str::from_utf8(name)
+        .ok()
+        .filter(|n| is_valid_node_name(n))?;
+    Some((NodeId(u64::from_le_bytes(*id)), name.to_string()))
+}
+
+/// The body of the first frame tagged `t` in a datagram, scanning the prefixes only.
+fn find_frame(buf: &[u8], t: u8) -> Option<&[u8]> {
+    let mut pos = super::HEADER_LEN;
+    while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+        let (&[tag, l0, l1], after) = rest.split_first_chunk::<FRAME_PREFIX_LEN>()?;
+        let len = usize::from(u16::from_le_bytes([l0, l1]));
+        let body = after.get(..len)?;
+        if tag == t {
+            return Some(body);
+        }
+        pos += FRAME_PREFIX_LEN + len;
+    }
+    None
+}
+
+/// The sender's name from a control datagram that decoded (see [`decode_members`]),
+/// if it carries a valid one. Total: any bytes give `None` or a valid name.
+pub fn read_node_name(buf: &[u8]) -> Option<String> {
+    read_node_name_with(buf).map(|(n, _)| n)
+}
+
+/// [`read_node_name`] with the frame's "chosen by the operator" bit.
+pub fn read_node_name_with(buf: &[u8]) -> Option<(String, bool)> {
+    let (&flags, name) = find_frame(buf, tag::NODE_NAME)?.split_first()?;
+    std::str::from_utf8(name)
+        .ok()
+        .filter(|n| is_valid_node_name(n))
+        .map(|n| (n.to_string(), flags & 1 != 0))
+}
+
 /// Parses one known frame body; `None` when its length is wrong for the tag.
 fn parse(t: u8, body: &[u8]) -> Option<MemberFrame> {
     let empty = |f: MemberFrame| body.is_empty().then_some(f);
@@ -385,6 +475,11 @@ pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
             });
         };
         pos += FRAME_PREFIX_LEN + len;
+        if t == tag::NODE_NAME || t == tag::NAME_CONFLICT {
+            // Known, carry no membership message: read by `read_node_name` and
+            // `read_name_conflict`.
+            continue;
+        }
         if !is_member_tag(t) {
             skipped = skipped.saturating_add(1);
             continue;
@@ -395,6 +490,8 @@ pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
         }
     }
     if frames.is_empty() && skipped == 0 {
+        // (A datagram holding only NodeName / NameConflict frames lands here too; the
+        // control core reads those before decoding.)
         return Err(DecodeError::NoFrames);
     }
     Ok(MemberDatagram {
@@ -484,6 +581,46 @@ mod tests {
         assert_eq!(dg.header, header());
         assert_eq!(dg.frames, frames);
         assert_eq!(dg.skipped_unknown, 0);
+    }
+
+    #[test]
+    fn node_name_rides_beside_join_and_old_datagrams_still_decode() {
+        let join = MemberFrame::Join { shards: 2 };
+        let mut raw = encode_member_datagram(&header(), std::slice::from_ref(&join));
+        let old = raw.clone();
+        encode_node_name("web-1", &mut raw);
+        assert_eq!(raw.len(), old.len() + node_name_len("web-1"));
+        let dg = decode_members(&Bytes::from(raw.clone())).unwrap();
+        assert_eq!(dg.frames, vec![join.clone()]);
+        assert_eq!(dg.skipped_unknown, 0, "new decoders know the tag");
+        assert_eq!(read_node_name(&raw).as_deref(), Some("web-1"));
+        assert_eq!(read_node_name_with(&raw), Some(("web-1".into(), true)));
+        let mut dflt = old.clone();
+        encode_node_name_with("host", false, &mut dflt);
+        assert_eq!(read_node_name_with(&dflt), Some(("host".into(), false)));
+        // A datagram from a node that predates names: no name, same frames.
+        assert_eq!(read_node_name(&old), None);
+        assert_eq!(
+            decode_members(&Bytes::from(old)).unwrap().frames,
+            vec![join]
+        );
+        // What a decoder that predates the tag does: the shard decoder skips it.
+        let mut shard_view = encode_member_datagram(&header(), &[]);
+        encode_node_name("web-1", &mut shard_view);
+        assert!(decode(&Bytes::from(shard_view)).is_ok_and(|d| d.skipped_unknown == 1));
+        // Invalid names are neither sent nor read.
+        for bad in ["", "a\u{7}b", &"x".repeat(65)] {
+            let mut r = encode_member_datagram(&header(), &[MemberFrame::Probe]);
+            let before = r.len();
+            encode_node_name(bad, &mut r);
+            assert_eq!(r.len(), before, "{bad:?} not sent");
+        }
+        let mut forged = encode_member_datagram(&header(), &[MemberFrame::Probe]);
+        write_prefix(tag::NODE_NAME, 3, &mut forged);
+        forged.extend_from_slice(&[0xff, 0xfe, 0x01]);
+        assert_eq!(read_node_name(&forged), None);
+        assert_eq!(read_node_name(&forged[..forged.len() - 1]), None);
+        assert!(is_valid_node_name("ünïcode-ok"));
     }
 
     #[test]
