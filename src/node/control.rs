@@ -45,6 +45,8 @@ const CONTROL_RX_BUFFERS: usize = 64;
 /// Name of the control core's supervised receive path (a task name in metrics, and a
 /// `--chaos` panic target).
 pub(super) const CONTROL_RECEIVER: &str = "control_receiver";
+/// How often an idle receive path looks for an injected panic (`--chaos` only).
+const CHAOS_POLL: Duration = Duration::from_millis(100);
 
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
@@ -673,15 +675,31 @@ async fn receive(
             chaos_point(&state, CONTROL_RECEIVER);
         }
         if !more {
-            let ready = future::or(async { Some(sock.readable().await) }, async {
-                stop.wait().await;
-                None
+            let chaos = state.borrow().ctx.chaos.is_some();
+            let ready = future::or(async { Some(Some(sock.readable().await)) }, async {
+                future::or(
+                    async {
+                        stop.wait().await;
+                        None
+                    },
+                    async {
+                        if !chaos {
+                            return future::pending().await;
+                        }
+                        // `--chaos` only: look at injected panics now and then, so
+                        // one fires on an idle socket too.
+                        glommio::timer::sleep(CHAOS_POLL).await;
+                        Some(None)
+                    },
+                )
+                .await
             })
             .await;
             match ready {
                 None => break,
-                Some(Ok(())) => state.borrow_mut().io.wakeups += 1,
-                Some(Err(e)) => {
+                Some(None) => continue,
+                Some(Some(Ok(()))) => state.borrow_mut().io.wakeups += 1,
+                Some(Some(Err(e))) => {
                     debug!(error = %e, "waiting for the control socket failed");
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                     continue;
