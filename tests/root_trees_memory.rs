@@ -2,44 +2,27 @@
 //! the bound the `max_roots` documentation states (10,000 roots over 64 partitions in
 //! a few MB). Run with `--nocapture` to see the figures the README quotes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plumcore::ids::NodeId;
 use plumcore::protocol::roots::RootTrees;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Heap bytes per root once `roots` roots have a tree in each of `partitions`.
 fn bytes_per_root(roots: u64, partitions: u32, max_roots: usize) -> (f64, f64) {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut t = RootTrees::new(partitions, max_roots);
     for r in 0..roots {
         for p in 0..partitions {
             t.get_or_seed(Duration::ZERO, p as u16, NodeId(r * 7919 + 1), 0b101);
         }
     }
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = counting_alloc::live() - before;
     let n = t.len() as f64;
     (used as f64 / n, t.heap_bytes() as f64 / n)
 }
@@ -75,14 +58,14 @@ fn per_root_trees_fit_in_a_few_megabytes_and_stay_bounded() {
 /// Part of the test above: the allocator count is process-wide, so the measurements
 /// must not run on parallel test threads.
 fn a_flood_of_roots_stays_within_max_roots() {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut t = RootTrees::new(64, 1_000);
     for r in 0..200_000u64 {
         t.get_or_seed(Duration::ZERO, (r % 64) as u16, NodeId(r), 1);
     }
     assert_eq!(t.len(), 1_000);
     assert_eq!(t.evictions(), 199_000);
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = counting_alloc::live() - before;
     assert!(
         used < 1_000 * (64 * 9 + 200),
         "{used} bytes for 1,000 roots"

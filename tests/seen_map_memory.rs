@@ -2,39 +2,22 @@
 //! global allocator, and checks the 32-byte budget. Run with `--nocapture` to see the
 //! figures the README quotes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plumcore::ids::{MessageId, NodeId};
 use plumcore::protocol::seen::{Seen, SeenMap};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 /// Heap bytes per remembered message after `origins` origins each broadcast
 /// `per_origin` messages, delivered with neighbouring pairs swapped (reordering inside
 /// a window). Returns the measured cost and `SeenMap::heap_bytes`'s estimate per message.
 fn bytes_per_message(origins: u64, per_origin: u64, partitions: u32, owned: u64) -> (f64, f64) {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live();
     let mut m = SeenMap::new(partitions, owned, 1 << 20, 1 << 16, Duration::from_secs(60));
     let mut remembered = 0u64;
     let t = Duration::from_secs(1);
@@ -56,7 +39,7 @@ fn bytes_per_message(origins: u64, per_origin: u64, partitions: u32, owned: u64)
             }
         }
     }
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = counting_alloc::live() - before;
     let estimate = m.heap_bytes();
     drop(m);
     let n = remembered.max(1) as f64;
