@@ -166,10 +166,20 @@ fn check_exactly_once(nodes: &[&Node], sent: &HashMap<String, Vec<u8>>, what: &s
         if m == 0 {
             break;
         }
-        assert!(
-            t.elapsed() < CONVERGE,
-            "{what}: {m} deliveries still missing after {CONVERGE:?}"
-        );
+        if t.elapsed() >= CONVERGE {
+            // Which node lacks which messages, for whoever reads the failure.
+            let per_node: Vec<(u16, Vec<&String>)> = nodes
+                .iter()
+                .map(|n| {
+                    let d = read_deliveries(&n.deliveries);
+                    let mut gone: Vec<&String> =
+                        sent.keys().filter(|id| !d.contains_key(*id)).collect();
+                    gone.sort();
+                    (n.admin.port(), gone)
+                })
+                .collect();
+            panic!("{what}: {m} deliveries still missing after {CONVERGE:?}: {per_node:?}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let converged = t.elapsed();
