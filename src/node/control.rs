@@ -17,7 +17,7 @@ use rustc_hash::FxHashSet;
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-use super::fault::{FaultSwitch, FaultySocket};
+use super::fault::{FaultSwitch, FaultySocket, Turn};
 use super::members::{MemberDriver, Output};
 use super::runtime::{
     build_mtu, unix_ms, ExecutorStop, LoopCmd, RuntimeConfig, ShardCmd, ShardReport, Shared,
@@ -674,46 +674,15 @@ async fn receive(
         if state.borrow().ctx.chaos.is_some() {
             chaos_point(&state, CONTROL_RECEIVER);
         }
-        if !more {
-            let chaos = state.borrow().ctx.chaos.is_some();
-            let ready = future::or(async { Some(Some(sock.readable().await)) }, async {
-                future::or(
-                    async {
-                        stop.wait().await;
-                        None
-                    },
-                    async {
-                        if !chaos {
-                            return future::pending().await;
-                        }
-                        // `--chaos` only: look at injected panics now and then, so
-                        // one fires on an idle socket too.
-                        glommio::timer::sleep(CHAOS_POLL).await;
-                        Some(None)
-                    },
-                )
-                .await
-            })
-            .await;
-            match ready {
-                None => break,
-                Some(None) => continue,
-                Some(Some(Ok(()))) => state.borrow_mut().io.wakeups += 1,
-                Some(Some(Err(e))) => {
-                    debug!(error = %e, "waiting for the control socket failed");
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                    continue;
+        // `--chaos` only: look at injected panics now and then, so one fires on an
+        // idle socket too.
+        let poll = state.borrow().ctx.chaos.is_some().then_some(CHAOS_POLL);
+        match sock.receive_turn(&mut got, &mut more, &stop, poll).await {
+            Turn::Stopped => break,
+            Turn::Ready { woke } => {
+                if woke {
+                    state.borrow_mut().io.wakeups += 1;
                 }
-            }
-        }
-        got.clear();
-        match sock.recv_batch(&mut got) {
-            Ok(n) => more = n == RX_BATCH,
-            Err(e) => {
-                debug!(error = %e, "control recv failed");
-                more = false;
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-                continue;
             }
         }
         if got.is_empty() {

@@ -357,6 +357,15 @@ impl FaultLayer {
 /// and the batched I/O of [`super::udp`]: readiness through glommio, then
 /// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
 /// a batch costs one branch.
+/// What [`FaultySocket::receive_turn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// `stop` was set.
+    Stopped,
+    /// A batch (possibly empty) is in `got`; `woke`: the wait ended on readiness.
+    Ready { woke: bool },
+}
+
 pub struct FaultySocket {
     sock: Rc<UdpSocket>,
     layer: Option<Rc<RefCell<FaultLayer>>>,
@@ -460,6 +469,60 @@ impl FaultySocket {
                 .await
             }
         }
+    }
+
+    /// One turn of a receive loop: unless the last batch was full (`*more`), waits
+    /// until a datagram is readable, `stop` is set, or `poll` (if any) passes; then
+    /// drains one batch into `got` (emptied first). A failed wait or receive is
+    /// logged and backs off 1 ms, leaving `got` empty.
+    pub async fn receive_turn(
+        &self,
+        got: &mut Vec<Received>,
+        more: &mut bool,
+        stop: &crate::tasks::Event,
+        poll: Option<Duration>,
+    ) -> Turn {
+        got.clear();
+        let mut woke = false;
+        if !*more {
+            let ready =
+                futures_lite::future::or(async { Some(Some(self.readable().await)) }, async {
+                    futures_lite::future::or(
+                        async {
+                            stop.wait().await;
+                            None
+                        },
+                        async {
+                            let Some(d) = poll else {
+                                return futures_lite::future::pending().await;
+                            };
+                            glommio::timer::sleep(d).await;
+                            Some(None)
+                        },
+                    )
+                    .await
+                })
+                .await;
+            match ready {
+                None => return Turn::Stopped,
+                Some(None) => return Turn::Ready { woke },
+                Some(Some(Ok(()))) => woke = true,
+                Some(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "waiting for the socket failed");
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    return Turn::Ready { woke };
+                }
+            }
+        }
+        match self.recv_batch(got) {
+            Ok(n) => *more = n == super::udp::RX_BATCH,
+            Err(e) => {
+                tracing::debug!(error = %e, "recv failed");
+                *more = false;
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Turn::Ready { woke }
     }
 
     /// Drains one batch without blocking: the fault layer's due datagrams, then one

@@ -25,7 +25,7 @@ use socket2::Socket;
 use tracing::{debug, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
-use super::fault::{FaultSwitch, FaultySocket};
+use super::fault::{FaultSwitch, FaultySocket, Turn};
 use super::overload::Overload;
 use super::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use super::runtime::{
@@ -625,30 +625,12 @@ async fn receive(
     // The last batch was full: more may be waiting, no need to wait for readiness.
     let mut more = false;
     while !stop.is_set() {
-        if !more {
-            let ready = future::or(async { Some(sock.readable().await) }, async {
-                stop.wait().await;
-                None
-            })
-            .await;
-            match ready {
-                None => break,
-                Some(Ok(())) => state.borrow_mut().io.wakeups += 1,
-                Some(Err(e)) => {
-                    debug!(error = %e, "waiting for the socket failed");
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
-                    continue;
+        match sock.receive_turn(&mut got, &mut more, &stop, None).await {
+            Turn::Stopped => break,
+            Turn::Ready { woke } => {
+                if woke {
+                    state.borrow_mut().io.wakeups += 1;
                 }
-            }
-        }
-        got.clear();
-        match sock.recv_batch(&mut got) {
-            Ok(n) => more = n == RX_BATCH,
-            Err(e) => {
-                debug!(error = %e, "recv failed");
-                more = false;
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-                continue;
             }
         }
         if !got.is_empty() {
