@@ -539,23 +539,21 @@ impl Shard {
     }
 
     /// Partition `p`'s template: its designated root's tree, else the shard's
-    /// designated tree, else the fallback fanout graph.
+    /// designated tree, else the fallback fanout graph. A designated root whose tree
+    /// was evicted or expired is forgotten, so the next root to get a tree is
+    /// designated.
     fn template(&mut self, p: u16) -> u64 {
         let part = &mut self.parts[p as usize];
-        if let Some(r) = part.root {
-            match self.roots.peek(p, r) {
-                Some(m) => return m,
-                // Evicted or expired: the next root to get a tree is designated.
-                None => part.root = None,
-            }
+        if part.root.is_some_and(|r| self.roots.peek(p, r).is_none()) {
+            part.root = None;
         }
-        if let Some((cp, cr)) = self.common_root {
-            match self.roots.peek(cp, cr) {
-                Some(m) => return m,
-                None => self.common_root = None,
-            }
+        if self
+            .common_root
+            .is_some_and(|(cp, cr)| self.roots.peek(cp, cr).is_none())
+        {
+            self.common_root = None;
         }
-        self.parts[p as usize].eager
+        self.template_view(p)
     }
 
     /// Prunes `root`'s tree at neighbour `i`: a PruneRoot, plus a plain Prune unless
