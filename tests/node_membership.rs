@@ -14,8 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, broadcast, get_json, node_hex, overlay_problem, read_deliveries, start_node,
-    wait_until, Node,
+    active_view, broadcast, get_json, membership_diagnostics, node_hex, overlay_problem,
+    read_deliveries, start_node, wait_until, Node,
 };
 
 const NODES: u64 = 12;
@@ -96,6 +96,11 @@ fn wait_views(
                 .map(|(me, view)| format!("{me}: {} {view:?}", view.len()))
                 .collect();
             rows.sort();
+            rows.extend(
+                nodes.iter().map(|(id, n)| {
+                    format!("{}: {}", node_hex(*id), membership_diagnostics(n.admin))
+                }),
+            );
             panic!(
                 "timed out after {limit:?} waiting for {what}:\n{}",
                 rows.join("\n")

@@ -6,9 +6,10 @@
 //!
 //! Every resource a client can make it hold is bounded ([`AdminLimits`]): header bytes
 //! (hyper's read buffer), the body (read only after the token and the declared length
-//! were checked, and through a length limit), the number of connections (at the cap, the
-//! oldest connection that is not inside a request is closed to make room; if all are
-//! inside one, the new connection is refused), the time to send a request head (which is
+//! were checked, and through a length limit), the number of connections (at the cap, a
+//! connection that is not inside a request is closed to make room: first the oldest that
+//! never sent a byte, then the one whose last byte is oldest; if all are inside a
+//! request, the new connection is refused), the time to send a request head (which is
 //! also the keep-alive idle timeout) and the time to send a body. Each refusal is counted
 //! by reason in [`AdminRejected`] (`plumtree_admin_rejected_total{reason}`).
 
@@ -155,7 +156,66 @@ struct Slot {
     accepted: Instant,
     /// Inside a request (head received, response not yet written): not evictable.
     busy: Arc<AtomicBool>,
+    /// When the client last sent bytes, in milliseconds since the server started plus
+    /// one (0: never). A client that is sending is evicted after the silent ones, so a
+    /// flood of silent connections cannot push out one whose request is arriving.
+    heard: Arc<AtomicU64>,
     kill: Arc<Notify>,
+}
+
+impl Slot {
+    /// Eviction order: never heard from first, then the longest silent; ties by age.
+    fn eviction_key(&self) -> (u64, Instant) {
+        (self.heard.load(Ordering::Relaxed), self.accepted)
+    }
+}
+
+/// A TCP stream that records when its client last sent bytes (see [`Slot::heard`]).
+struct WatchedStream {
+    inner: tokio::net::TcpStream,
+    heard: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl tokio::io::AsyncRead for WatchedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = this.epoch.elapsed().as_millis() as u64 + 1;
+            this.heard.store(ms, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for WatchedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A running admin plane; [`AdminServer::stop`] (or dropping it) shuts it down.
@@ -291,6 +351,7 @@ async fn accept_loop(
     stopped: Arc<AtomicBool>,
 ) {
     let slots: Arc<Mutex<Vec<Slot>>> = Arc::new(Mutex::new(Vec::new()));
+    let epoch = Instant::now();
     let mut next_id = 0u64;
     while !stopped.load(Ordering::SeqCst) {
         let accepted = tokio::select! {
@@ -310,16 +371,18 @@ async fn accept_loop(
         next_id += 1;
         let id = next_id;
         let busy = Arc::new(AtomicBool::new(false));
+        let heard = Arc::new(AtomicU64::new(0));
         let kill = Arc::new(Notify::new());
-        {
+        let full = {
             let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
             if v.len() >= ctx.limits.max_connections {
-                // Make room: close the oldest connection that is waiting for a request
-                // (half-open, slow or idle); if every one is inside a request, refuse.
+                // Make room: close a connection that is waiting for a request (silent
+                // ones first, see `Slot::heard`); if every one is inside a request,
+                // refuse.
                 let victim = v
                     .iter()
                     .filter(|s| !s.busy.load(Ordering::SeqCst))
-                    .min_by_key(|s| s.accepted)
+                    .min_by_key(|s| s.eviction_key())
                     .map(|s| s.id);
                 match victim {
                     Some(vid) => {
@@ -340,19 +403,34 @@ async fn accept_loop(
                 id,
                 accepted: Instant::now(),
                 busy: busy.clone(),
+                heard: heard.clone(),
                 kill: kill.clone(),
             });
-        }
+            v.len() >= ctx.limits.max_connections
+        };
         ctx.counters.open.fetch_add(1, Ordering::Relaxed);
-        let (ctx, slots) = (ctx.clone(), slots.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, &ctx, busy, &kill).await;
-            ctx.counters.open.fetch_sub(1, Ordering::Relaxed);
-            let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = v.iter().position(|s| s.id == id) {
-                v.swap_remove(i);
-            }
-        });
+        let stream = WatchedStream {
+            inner: stream,
+            heard,
+            epoch,
+        };
+        {
+            let (ctx, slots) = (ctx.clone(), slots.clone());
+            tokio::spawn(async move {
+                serve_connection(stream, &ctx, busy, &kill).await;
+                ctx.counters.open.fetch_sub(1, Ordering::Relaxed);
+                let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = v.iter().position(|s| s.id == id) {
+                    v.swap_remove(i);
+                }
+            });
+        }
+        if full {
+            // At the cap, let the connections just accepted read what their clients
+            // sent before the next accept picks a victim: otherwise a burst of
+            // connections could evict a new one before its request was even read.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -364,7 +442,7 @@ fn refuse_connection(stream: tokio::net::TcpStream) {
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: WatchedStream,
     ctx: &Arc<Ctx>,
     busy: Arc<AtomicBool>,
     kill: &Notify,
@@ -1307,6 +1385,32 @@ mod tests {
         assert!(r.evicted >= 16, "{r:?}");
         eventually(|| server.rejected().open_connections <= 4);
         drop(idle);
+    }
+
+    /// A client whose request is arriving is not pushed out by a flood of silent
+    /// connections accepted after it: they are evicted among themselves.
+    #[test]
+    fn a_sending_connection_outlives_a_flood_of_silent_ones() {
+        let limits = AdminLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(30),
+            ..AdminLimits::default()
+        };
+        let (server, _) = start_limited(limits, None);
+        let addr = server.local_addr();
+        // Half a request head, then silence while 40 silent connections arrive.
+        let mut sending = TcpStream::connect(addr).unwrap();
+        sending
+            .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n")
+            .unwrap();
+        eventually(|| server.rejected().open_connections == 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let silent: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        eventually(|| server.rejected().evicted >= 37);
+        sending.write_all(b"Connection: close\r\n\r\n").unwrap();
+        let answer = read_all(&mut sending);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        drop(silent);
     }
 
     #[test]

@@ -294,3 +294,40 @@ pub fn overlay_problem(
         )
     })
 }
+
+/// A node's membership and control-socket counters from `GET /status`, on one line,
+/// for a failure message: enough to tell a node that stopped sending or receiving from
+/// one whose messages were lost or refused.
+#[allow(dead_code)]
+pub fn membership_diagnostics(admin: SocketAddr) -> String {
+    let Some(s) = get_json(admin, "/status") else {
+        return "no /status answer".into();
+    };
+    let m = &s["membership"];
+    let io = &s["control_io"];
+    let loops: Vec<String> = s["loops"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| format!("{}:{}", l["name"], l["run_count"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "uptime_ms {} joining {} seeds {} passive {} lost {} driver {} stats {} control datagrams in {} out {} send_errors {} wakeups {} chaos dropped {} delayed {} loops [{}]",
+        s["uptime_ms"],
+        m["joining"],
+        m["seeds"],
+        m["passive"],
+        m["lost"],
+        m["driver"],
+        m["stats"],
+        io["datagrams_received"],
+        io["datagrams_sent"],
+        io["send_errors"],
+        io["wakeups"],
+        io["chaos_dropped"],
+        io["chaos_delayed"],
+        loops.join(" ")
+    )
+}
