@@ -357,6 +357,11 @@ impl FaultLayer {
 /// and the batched I/O of [`super::udp`]: readiness through glommio, then
 /// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
 /// a batch costs one branch.
+/// Longest a receive loop waits for readiness before it drains the socket anyway:
+/// the safety net under a lost wake-up (counted when it finds datagrams). A handful of
+/// non-blocking `recvmmsg` calls a second is not measurable on an idle node.
+pub const READINESS_CHECK: Duration = Duration::from_millis(250);
+
 /// What [`FaultySocket::receive_turn`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
@@ -374,6 +379,8 @@ pub struct FaultySocket {
     /// Whether GSO sends are tried (cleared when the kernel refuses one).
     gso: Cell<bool>,
     sends: Cell<SendStats>,
+    /// See [`FaultySocket::readiness_missed`].
+    readiness_missed: Cell<u64>,
 }
 
 impl FaultySocket {
@@ -403,6 +410,7 @@ impl FaultySocket {
             tx: RefCell::new(TxBatch::default()),
             gso: Cell::new(gso),
             sends: Cell::new(SendStats::default()),
+            readiness_missed: Cell::new(0),
         }
     }
 
@@ -420,6 +428,12 @@ impl FaultySocket {
             .unwrap_or_default()
     }
 
+    /// Times a timed-out readiness wait found datagrams waiting in the socket: the
+    /// wake-up for them was lost (expected to stay 0; a safety net, not a path).
+    pub fn readiness_missed(&self) -> u64 {
+        self.readiness_missed.get()
+    }
+
     /// Receive batches that found the buffer pool exhausted.
     pub fn rx_exhausted(&self) -> u64 {
         self.rx.borrow().0.exhausted
@@ -429,6 +443,7 @@ impl FaultySocket {
     pub fn fill_stats(&self, io: &mut super::snapshot::IoStats) {
         io.set_fault_stats(self.fault_stats());
         io.rx_buffer_exhausted = self.rx_exhausted();
+        io.rx_readiness_missed = self.readiness_missed();
         let s = self.send_stats();
         io.send_calls = s.calls;
         io.gso_segments = s.gso_segments;
@@ -472,8 +487,11 @@ impl FaultySocket {
     }
 
     /// One turn of a receive loop: unless the last batch was full (`*more`), waits
-    /// until a datagram is readable, `stop` is set, or `poll` (if any) passes; then
-    /// drains one batch into `got` (emptied first). A failed wait or receive is
+    /// until a datagram is readable, `stop` is set, or `poll` passes (at most
+    /// [`READINESS_CHECK`]); then drains one batch into `got` (emptied first). A wait
+    /// that ended on the timer still drains: if it finds datagrams the readiness wait
+    /// never reported, they are counted ([`FaultySocket::readiness_missed`]) instead
+    /// of sitting in the socket until the next datagram. A failed wait or receive is
     /// logged and backs off 1 ms, leaving `got` empty.
     pub async fn receive_turn(
         &self,
@@ -484,7 +502,9 @@ impl FaultySocket {
     ) -> Turn {
         got.clear();
         let mut woke = false;
+        let mut timed_out = false;
         if !*more {
+            let wait = poll.map_or(READINESS_CHECK, |d| d.min(READINESS_CHECK));
             let ready =
                 futures_lite::future::or(async { Some(Some(self.readable().await)) }, async {
                     futures_lite::future::or(
@@ -493,10 +513,7 @@ impl FaultySocket {
                             None
                         },
                         async {
-                            let Some(d) = poll else {
-                                return futures_lite::future::pending().await;
-                            };
-                            glommio::timer::sleep(d).await;
+                            glommio::timer::sleep(wait).await;
                             Some(None)
                         },
                     )
@@ -505,7 +522,7 @@ impl FaultySocket {
                 .await;
             match ready {
                 None => return Turn::Stopped,
-                Some(None) => return Turn::Ready { woke },
+                Some(None) => timed_out = true,
                 Some(Some(Ok(()))) => woke = true,
                 Some(Some(Err(e))) => {
                     tracing::debug!(error = %e, "waiting for the socket failed");
@@ -515,7 +532,13 @@ impl FaultySocket {
             }
         }
         match self.recv_batch(got) {
-            Ok(n) => *more = n == super::udp::RX_BATCH,
+            Ok(n) => {
+                *more = n == super::udp::RX_BATCH;
+                if timed_out && n > 0 {
+                    self.readiness_missed.set(self.readiness_missed.get() + 1);
+                    woke = true;
+                }
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "recv failed");
                 *more = false;

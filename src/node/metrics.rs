@@ -309,6 +309,11 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         |s| s.rx_buffer_exhausted,
     ),
     (
+        "plumtree_rx_readiness_missed",
+        "Timed-out readiness waits that found datagrams waiting: lost wake-ups the 250 ms safety net caught (expected 0).",
+        |s| s.rx_readiness_missed,
+    ),
+    (
         "plumtree_rx_oversized",
         "Datagrams larger than a receive buffer, dropped.",
         |s| s.rx_oversized,

@@ -64,6 +64,8 @@ pub struct IoStats {
     /// Receive batches that found the buffer pool exhausted (served from fresh
     /// buffers).
     pub rx_buffer_exhausted: u64,
+    /// Timed-out readiness waits that found datagrams waiting (lost wake-ups).
+    pub rx_readiness_missed: u64,
     /// Datagrams larger than a receive buffer, truncated by the kernel and dropped.
     pub rx_oversized: u64,
     /// `sendmmsg` calls, and datagrams sent as segments of a GSO (`UDP_SEGMENT`) send.

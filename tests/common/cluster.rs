@@ -314,7 +314,7 @@ pub fn membership_diagnostics(admin: SocketAddr) -> String {
         })
         .unwrap_or_default();
     format!(
-        "uptime_ms {} joining {} seeds {} passive {} lost {} driver {} stats {} control datagrams in {} out {} send_errors {} wakeups {} chaos dropped {} delayed {} loops [{}]",
+        "uptime_ms {} joining {} seeds {} passive {} lost {} driver {} stats {} control datagrams in {} out {} send_errors {} wakeups {} readiness_missed {} chaos dropped {} delayed {} loops [{}]",
         s["uptime_ms"],
         m["joining"],
         m["seeds"],
@@ -326,6 +326,7 @@ pub fn membership_diagnostics(admin: SocketAddr) -> String {
         io["datagrams_sent"],
         io["send_errors"],
         io["wakeups"],
+        io["rx_readiness_missed"],
         io["chaos_dropped"],
         io["chaos_delayed"],
         loops.join(" ")
