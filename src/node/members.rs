@@ -26,6 +26,15 @@ use crate::wire::{Contact, MemberFrame};
 /// this is far above what it can reach and only guards against a bug.
 pub(super) const MAX_TIMERS: usize = 1 << 14;
 
+/// Whether a node at `to` could reach `addr`: never a wildcard or port 0, and a
+/// loopback address only when `to` is on loopback too (a loopback address told to
+/// another host names that host itself).
+pub(super) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
+    addr.port() != 0
+        && !addr.ip().is_unspecified()
+        && (!addr.ip().is_loopback() || to.ip().is_loopback())
+}
+
 /// What the control core must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Output {
@@ -271,16 +280,31 @@ impl MemberDriver {
         })
     }
 
-    /// Contacts for `ids` that we can describe, at most `max`.
-    fn contacts(&mut self, ids: &[NodeId], max: usize) -> Vec<Contact> {
+    /// The contact for `id` as it may be told to a node at `to`: `None` (counted in
+    /// `unroutable` or `unusable_withheld`) when we cannot describe it, or when its
+    /// address could not work for the receiver: a wildcard, or a loopback address
+    /// told to a node that is not on loopback (it would reach itself, not `id`).
+    fn contact_for(&mut self, id: NodeId, to: SocketAddr) -> Option<Contact> {
+        let Some(c) = self.contact(id) else {
+            self.stats.unroutable += 1;
+            return None;
+        };
+        if !usable_by(c.addr, to) {
+            self.stats.unusable_withheld += 1;
+            return None;
+        }
+        Some(c)
+    }
+
+    /// Contacts for `ids` that we can describe to a node at `to`, at most `max`.
+    fn contacts(&mut self, ids: &[NodeId], max: usize, to: SocketAddr) -> Vec<Contact> {
         let mut v = Vec::with_capacity(ids.len().min(max));
         for &id in ids {
             if v.len() >= max {
                 break;
             }
-            match self.contact(id) {
-                Some(c) => v.push(c),
-                None => self.stats.unroutable += 1,
+            if let Some(c) = self.contact_for(id, to) {
+                v.push(c);
             }
         }
         v
@@ -531,12 +555,9 @@ impl MemberDriver {
         let shards = self.my_shards;
         let frame = match msg {
             Message::Join => MemberFrame::Join { shards },
-            Message::ForwardJoin { new, ttl } => match self.contact(new) {
+            Message::ForwardJoin { new, ttl } => match self.contact_for(new, addr) {
                 Some(new) => MemberFrame::ForwardJoin { new, ttl },
-                None => {
-                    self.stats.unroutable += 1;
-                    return;
-                }
+                None => return,
             },
             Message::Neighbor { high_priority } => MemberFrame::Neighbor {
                 high_priority,
@@ -545,40 +566,30 @@ impl MemberDriver {
             Message::NeighborReply { accepted } => MemberFrame::NeighborReply { accepted, shards },
             Message::Disconnect => MemberFrame::Disconnect,
             Message::Shuffle { origin, ttl, nodes } => {
-                let Some(origin) = self.contact(origin) else {
-                    self.stats.unroutable += 1;
+                let Some(origin) = self.contact_for(origin, addr) else {
                     return;
                 };
-                let nodes = self.contacts(&nodes, max_contacts(self.mtu, true));
+                let nodes = self.contacts(&nodes, max_contacts(self.mtu, true), addr);
                 MemberFrame::Shuffle { origin, ttl, nodes }
             }
             Message::ShuffleReply { nodes } => MemberFrame::ShuffleReply {
-                nodes: self.contacts(&nodes, max_contacts(self.mtu, false)),
+                nodes: self.contacts(&nodes, max_contacts(self.mtu, false), addr),
             },
             Message::Heartbeat { short } => MemberFrame::Heartbeat { short },
             Message::Probe => MemberFrame::Probe,
             Message::ProbeReply => MemberFrame::ProbeReply,
-            Message::Splice { partner } => match self.contact(partner) {
+            Message::Splice { partner } => match self.contact_for(partner, addr) {
                 Some(partner) => MemberFrame::Splice { partner },
-                None => {
-                    self.stats.unroutable += 1;
-                    return;
-                }
+                None => return,
             },
-            Message::SpliceOffer { new } => match self.contact(new) {
+            Message::SpliceOffer { new } => match self.contact_for(new, addr) {
                 Some(new) => MemberFrame::SpliceOffer { new },
-                None => {
-                    self.stats.unroutable += 1;
-                    return;
-                }
+                None => return,
             },
             Message::SpliceReply { accepted } => MemberFrame::SpliceReply { accepted },
-            Message::Introduce { node } => match self.contact(node) {
+            Message::Introduce { node } => match self.contact_for(node, addr) {
                 Some(node) => MemberFrame::Introduce { node },
-                None => {
-                    self.stats.unroutable += 1;
-                    return;
-                }
+                None => return,
             },
         };
         self.out.push(Output::Send { to: addr, frame });
@@ -1040,6 +1051,66 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(d.stats.bad_contacts, 3);
         assert!(d.m.active().is_empty() && d.m.passive().is_empty());
+    }
+
+    #[test]
+    fn a_loopback_or_wildcard_address_is_never_told_to_another_host() {
+        let ip = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        assert!(usable_by(ip("127.0.0.1:7000"), ip("127.0.0.1:7010")));
+        assert!(usable_by(ip("198.18.0.3:7000"), ip("127.0.0.1:7010")));
+        assert!(!usable_by(ip("127.0.0.1:7000"), ip("198.18.0.2:7000")));
+        assert!(!usable_by(ip("0.0.0.0:7000"), ip("127.0.0.1:7010")));
+        assert!(!usable_by(ip("198.18.0.3:0"), ip("198.18.0.2:7000")));
+
+        let mut d =
+            MemberDriver::new(NodeId(1), ip("198.18.0.1:7000"), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        let t = Duration::from_millis(5);
+        let remote = ip("198.18.0.2:7000");
+        let local = ip("127.0.0.1:7003");
+        d.on_frames(t, NodeId(2), remote, vec![MemberFrame::Join { shards: 1 }]);
+        // A node on this host joins over loopback: its random walk must not reach the
+        // remote node naming 127.0.0.1, which would mean the remote host itself.
+        let out = d.on_frames(t, NodeId(3), local, vec![MemberFrame::Join { shards: 1 }]);
+        let told_remote: Vec<&Output> = out
+            .iter()
+            .filter(|o| matches!(o, Output::Send { to, frame: MemberFrame::ForwardJoin { .. } } if *to == remote))
+            .collect();
+        assert!(told_remote.is_empty(), "{told_remote:?}");
+        assert_eq!(d.stats.unusable_withheld, 1);
+        // The local node may be told about the remote one.
+        let told_local = out.iter().any(|o| {
+            matches!(o, Output::Send { to, frame: MemberFrame::Neighbor { .. } | MemberFrame::NeighborReply { .. } } if *to == local)
+        });
+        assert!(told_local, "{out:?}");
+        // Shuffles to the remote node leave the loopback contact out, too.
+        let shuffle = d.on_frames(
+            t,
+            NodeId(2),
+            remote,
+            vec![MemberFrame::Shuffle {
+                origin: Contact {
+                    id: NodeId(2),
+                    addr: remote,
+                    shards: 1,
+                },
+                ttl: 0,
+                nodes: vec![],
+            }],
+        );
+        for o in &shuffle {
+            if let Output::Send {
+                to,
+                frame: MemberFrame::ShuffleReply { nodes },
+            } = o
+            {
+                assert_eq!(*to, remote);
+                assert!(
+                    nodes.iter().all(|c| !c.addr.ip().is_loopback()),
+                    "{nodes:?}"
+                );
+            }
+        }
     }
 
     #[test]

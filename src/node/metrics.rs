@@ -756,6 +756,16 @@ impl Collector for SnapshotCollector {
                 d.timer_overflow,
             ),
             (
+                "plumtree_membership_unusable_withheld",
+                "Contacts not gossiped because their address could not work for the receiver (wildcard, or loopback to a non-loopback peer).",
+                d.unusable_withheld,
+            ),
+            (
+                "plumtree_membership_seed_resolve_failures",
+                "Seed names that did not resolve, per attempt (retried at the next join attempt).",
+                d.seed_resolve_failures,
+            ),
+            (
                 "plumtree_membership_seed_joins",
                 "Joins sent to seed addresses (retried with backoff until one answers).",
                 d.seed_joins_sent,

@@ -253,6 +253,11 @@ pub struct MemberDriverStats {
     pub timer_overflow: u64,
     /// Joins sent to seed addresses whose node id was not known yet.
     pub seed_joins_sent: u64,
+    /// Contacts left out of a frame because their address could not work for its
+    /// receiver (a wildcard, or loopback told to a node that is not on loopback).
+    pub unusable_withheld: u64,
+    /// Seed names that did not resolve, counted per attempt.
+    pub seed_resolve_failures: u64,
 }
 
 /// The HyParView state as the control core last saw it (`GET /members`, metrics).
