@@ -38,8 +38,9 @@ pub struct NodeConfig {
     pub node_name: Option<String>,
     /// Control socket address; shard `k` binds port + 1 + k.
     pub bind: SocketAddr,
-    /// Control addresses of nodes to join through.
-    pub seeds: Vec<SocketAddr>,
+    /// Control addresses of nodes to join through: `IP:PORT`, or `host:port` (a name
+    /// is resolved again at every join attempt, and every address it gives is tried).
+    pub seeds: Vec<super::seeds::Seed>,
     /// The control address put in membership frames (shard `k` at its port + 1 + k);
     /// default: `bind`, or for a wildcard bind the address routing to the first seed.
     pub advertise: Option<SocketAddr>,
@@ -184,9 +185,10 @@ pub struct NodeArgs {
     /// Control socket address; shard k binds port + 1 + k.
     #[arg(long, value_name = "IP:PORT")]
     pub bind: Option<SocketAddr>,
-    /// Seed node control address (repeatable); replaces the file's seeds.
-    #[arg(long = "seed", value_name = "IP:PORT")]
-    pub seeds: Vec<SocketAddr>,
+    /// Seed node control address, IP:PORT or HOST:PORT (repeatable; a name is
+    /// resolved at every join attempt); replaces the file's seeds.
+    #[arg(long = "seed", value_name = "IP:PORT|HOST:PORT")]
+    pub seeds: Vec<super::seeds::Seed>,
     /// Control address to advertise to peers (default: --bind, or for 0.0.0.0 the
     /// address routing to the first seed); its port + 1 + k must reach shard k.
     #[arg(long, value_name = "IP:PORT")]

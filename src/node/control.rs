@@ -22,6 +22,7 @@ use super::members::{MemberDriver, Output};
 use super::runtime::{
     build_mtu, unix_ms, ExecutorStop, LoopCmd, RuntimeConfig, ShardCmd, ShardReport, Shared,
 };
+use super::seeds::SeedResolver;
 use super::snapshot::{
     node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
@@ -51,6 +52,8 @@ const CHAOS_POLL: Duration = Duration::from_millis(100);
 /// What the control executor is started with.
 pub(super) struct ControlCtx {
     pub cfg: RuntimeConfig,
+    /// The seeds' addresses, names resolved on their own thread.
+    pub seeds: Arc<SeedResolver>,
     /// HyParView tunables (validated).
     pub membership: MembershipConfig,
     pub header: Header,
@@ -79,6 +82,8 @@ struct ControlState {
     /// arms an earlier timer pokes it through `wake`.
     membership_due: Option<Time>,
     wake: Notify,
+    /// The resolver generation whose seed addresses the driver has.
+    seed_generation: u64,
     /// Nodes refused because a live node already has their name, and refusals this
     /// node received for its own name; when the last warning about either was logged.
     name_conflicts_sent: u64,
@@ -399,7 +404,19 @@ impl ControlState {
     /// Fires due membership timers.
     fn tick(&mut self) -> Vec<(Bytes, SocketAddr)> {
         let now = self.now();
+        let (generation, addrs) = self.ctx.seeds.current();
+        if generation != self.seed_generation {
+            self.seed_generation = generation;
+            self.members.set_seeds(&addrs);
+        }
+        let joins = self.members.seed_joins_sent();
         let out = self.members.tick(now);
+        if self.members.seed_joins_sent() != joins {
+            // A join attempt went out: look the names up again for the next one.
+            self.ctx.seeds.kick();
+        }
+        self.members
+            .set_seed_resolve_failures(self.ctx.seeds.failures());
         self.apply(out)
     }
 
@@ -497,7 +514,7 @@ impl ControlState {
 pub(super) fn advertise_addr(
     configured: Option<SocketAddr>,
     bind: SocketAddr,
-    seeds: &[SocketAddr],
+    first_seed: Option<SocketAddr>,
 ) -> SocketAddr {
     if let Some(a) = configured {
         return a;
@@ -505,7 +522,7 @@ pub(super) fn advertise_addr(
     if !bind.ip().is_unspecified() {
         return bind;
     }
-    let routed = seeds.first().and_then(|seed| {
+    let routed = first_seed.and_then(|seed| {
         let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).ok()?;
         probe.connect(seed).ok()?;
         probe.local_addr().ok().map(|a| a.ip())
@@ -723,7 +740,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let seed = ctx.cfg.node_id.0;
     let p = ctx.cfg.protocol.clone();
     let shared = ctx.shared.clone();
-    let advertise = advertise_addr(ctx.cfg.advertise, shared.addr, &ctx.cfg.seeds);
+    let (seed_generation, seed_addrs) = ctx.seeds.current();
+    let advertise = advertise_addr(ctx.cfg.advertise, shared.addr, seed_addrs.first().copied());
     info!(%advertise, bind = %shared.addr, "advertising control address");
     let members = match MemberDriver::new(
         ctx.cfg.node_id,
@@ -731,7 +749,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         n as u16,
         build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
         ctx.membership.clone(),
-        &ctx.cfg.seeds,
+        &seed_addrs,
         seed ^ 0x6d65_6d62_6572_7321,
     ) {
         Ok(m) => m,
@@ -755,6 +773,7 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         tracker: TaskTracker::default(),
         membership_due: None,
         wake: Notify::new(),
+        seed_generation,
     }));
     let tracker = state.borrow().tracker.clone();
     // The receive path: a permanent, critical child.

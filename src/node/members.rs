@@ -168,6 +168,27 @@ impl MemberDriver {
         })
     }
 
+    /// Replaces the seed addresses (names resolved anew; our own address left out).
+    /// Seeds already heard from stay known by id.
+    pub fn set_seeds(&mut self, addrs: &[SocketAddr]) {
+        self.seeds.clear();
+        for a in addrs {
+            if *a != self.my_addr && !self.seeds.contains(a) {
+                self.seeds.push(*a);
+            }
+        }
+    }
+
+    /// Joins sent to seed addresses so far.
+    pub fn seed_joins_sent(&self) -> u64 {
+        self.stats.seed_joins_sent
+    }
+
+    /// Records the resolver's failure count, for the snapshot.
+    pub fn set_seed_resolve_failures(&mut self, n: u64) {
+        self.stats.seed_resolve_failures = n;
+    }
+
     /// Starts the state machine's timers and the first join attempt.
     pub fn start(&mut self, now: Time) -> Vec<Output> {
         self.m.join(now, &[]);

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
 pub mod runtime;
+pub mod seeds;
 
 mod shard_exec;
 pub mod sink;

@@ -42,7 +42,9 @@ pub struct RuntimeConfig {
     pub node_id: NodeId,
     /// Control socket address; shard `k` binds port + 1 + k.
     pub bind: SocketAddr,
-    pub seeds: Vec<SocketAddr>,
+    /// Seeds as configured; names are resolved by the control core's
+    /// [`super::seeds::SeedResolver`].
+    pub seeds: Vec<super::seeds::Seed>,
     /// Core of each shard (`None`: not pinned).
     pub shard_cores: Vec<Option<usize>>,
     pub control_core: Option<usize>,
@@ -586,7 +588,13 @@ pub fn start_with(
         cfg.names.insert(cfg.node_id, name);
     }
     // Decided once, before any executor runs, so /status shows it from the start.
-    let advertise = super::control::advertise_addr(cfg.advertise, bind, &cfg.seeds);
+    let seeds = Arc::new(super::seeds::SeedResolver::start(&cfg.seeds));
+    let first_seed = if cfg.advertise.is_none() && bind.ip().is_unspecified() {
+        seeds.first_addr(&cfg.seeds, Duration::from_secs(2))
+    } else {
+        None
+    };
+    let advertise = super::control::advertise_addr(cfg.advertise, bind, first_seed);
     let snapshot = NodeSnapshot {
         node_id: node_hex(cfg.node_id),
         node_name: cfg.node_name.clone(),
@@ -684,6 +692,7 @@ pub fn start_with(
             ..cfg.clone()
         },
         membership,
+        seeds,
         header,
         shared: shared.clone(),
         reports: report_rx,
