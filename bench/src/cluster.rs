@@ -23,6 +23,7 @@ use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::blast::BlastAuth;
 use crate::machine;
 use crate::nodes::{self, LocalSpec, NodeHandle};
 use crate::report::{self, MessageOutcome, Percentiles, Reliability};
@@ -48,6 +49,8 @@ pub struct ClusterConfig {
     pub admins: Vec<SocketAddr>,
     /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Datagram protection of the local nodes: none, MAC or AEAD.
+    pub auth: BlastAuth,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +66,7 @@ impl Default for ClusterConfig {
             flood: false,
             admins: Vec::new(),
             progress: true,
+            auth: BlastAuth::None,
         }
     }
 }
@@ -348,6 +352,26 @@ fn delta(before: &[String], after: &[String], name: &str) -> f64 {
     sum(after) - sum(before)
 }
 
+/// The config file that puts every local node in `auth` mode (a fixed test key;
+/// `None` for an open cluster).
+fn auth_config(auth: BlastAuth, dir: &std::path::Path) -> Result<Option<std::path::PathBuf>> {
+    if auth == BlastAuth::None {
+        return Ok(None);
+    }
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32)))?;
+    let config = dir.join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster_key_file = {:?}\ncluster_encrypt = {}\n",
+            key.to_str().unwrap_or_default(),
+            auth == BlastAuth::Aead
+        ),
+    )?;
+    Ok(Some(config))
+}
+
 /// Runs the workload once on plumcore nodes: warm-up publishing, a pause for the
 /// counters to settle, the measured publishing, a drain, then the figures.
 pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
@@ -367,6 +391,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             shards: cfg.shards,
             flood: cfg.flood,
             binary: nodes::plumcore_binary()?,
+            config: auth_config(cfg.auth, dir.path())?,
         };
         nodes::start_local(&spec, dir.path())?
     } else {
@@ -512,10 +537,11 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         })
         .collect();
     let report = ClusterReport {
-        system: if cfg.flood {
-            "plumcore --flood".into()
-        } else {
-            "plumcore".into()
+        system: match (cfg.flood, cfg.auth) {
+            (true, _) => "plumcore --flood".into(),
+            (false, BlastAuth::None) => "plumcore".into(),
+            (false, BlastAuth::Mac) => "plumcore (MAC)".into(),
+            (false, BlastAuth::Aead) => "plumcore (AEAD)".into(),
         },
         nodes: nodes.len(),
         shards_per_node: cfg.shards,

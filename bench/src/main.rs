@@ -159,6 +159,11 @@ enum Cmd {
         /// Runs; the table shows each, the JSON holds the medians too.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Datagram protection of the local nodes: none, mac (cluster_key_file), aead
+        /// (cluster_encrypt); a list (`--auth none,mac,aead`) runs each mode in turn,
+        /// run by run, and compares their medians with the first.
+        #[arg(long, value_delimiter = ',', default_value = "none")]
+        auth: Vec<BlastAuth>,
     },
     /// One node with 1, 2, 4, ... shards under blast: messages/s and efficiency vs
     /// linear.
@@ -537,6 +542,7 @@ fn cluster_config(
         flood,
         admins,
         progress: true,
+        auth: BlastAuth::None,
     }
 }
 
@@ -546,18 +552,94 @@ fn cluster_cmd(
     admins: Vec<SocketAddr>,
     flood: bool,
     runs: usize,
+    auth: Vec<BlastAuth>,
 ) -> Result<()> {
     check_plot(&common.plot)?;
     let cfg = cluster_config(&common, &workload, flood, admins);
+    let modes = if auth.is_empty() {
+        vec![BlastAuth::None]
+    } else {
+        auth
+    };
     let mut runs_out = Vec::new();
+    let mut by_mode: Vec<(BlastAuth, cluster::ClusterRun)> = Vec::new();
     for i in 0..runs.max(1) {
         if runs > 1 {
             eprintln!("run {} of {runs}", i + 1);
         }
-        runs_out.push(cluster::run(&cfg)?);
+        // Modes interleaved run by run, so the machine's drift hits each alike.
+        for &m in &modes {
+            let mode_cfg = ClusterConfig {
+                auth: m,
+                ..cfg.clone()
+            };
+            let r = cluster::run(&mode_cfg)?;
+            if m == modes[0] {
+                runs_out.push(r);
+            } else {
+                by_mode.push((m, r));
+            }
+        }
+    }
+    if modes.len() > 1 {
+        let all: Vec<_> = runs_out
+            .iter()
+            .map(|r| &r.report)
+            .chain(by_mode.iter().map(|(_, r)| &r.report))
+            .collect();
+        print!("{}", cluster::table(&all));
+    }
+    let mode_rows: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|&m| {
+            let rs: Vec<&cluster::ClusterReport> = if m == modes[0] {
+                runs_out.iter().map(|r| &r.report).collect()
+            } else {
+                by_mode
+                    .iter()
+                    .filter(|(x, _)| *x == m)
+                    .map(|(_, r)| &r.report)
+                    .collect()
+            };
+            let med = |f: fn(&cluster::ClusterReport) -> f64| {
+                median(rs.iter().map(|r| f(r)).collect())
+            };
+            serde_json::json!({
+                "auth": m,
+                "p50_us": med(|r| r.latency.p50_us),
+                "p99_us": med(|r| r.latency.p99_us),
+                "reliability": med(|r| r.reliability.mean),
+                "cpu_percent_per_node": med(|r| {
+                    let v: Vec<f64> = r.per_node.iter().filter_map(|n| n.cpu_percent).collect();
+                    v.iter().sum::<f64>() / v.len().max(1) as f64
+                }),
+            })
+        })
+        .collect();
+    if modes.len() > 1 {
+        let base = &mode_rows[0];
+        println!(
+            "{:<6} {:>10} {:>10} {:>12} {:>14} {:>12}",
+            "auth", "p50 us", "p99 us", "reliability", "cpu %/node", "p50 vs first"
+        );
+        for r in &mode_rows {
+            let ratio = r["p50_us"].as_f64().unwrap_or(f64::NAN)
+                / base["p50_us"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{:<6} {:>10.0} {:>10.0} {:>12.4} {:>14.1} {:>12.2}",
+                r["auth"].as_str().unwrap_or("?"),
+                r["p50_us"].as_f64().unwrap_or(f64::NAN),
+                r["p99_us"].as_f64().unwrap_or(f64::NAN),
+                r["reliability"].as_f64().unwrap_or(f64::NAN),
+                r["cpu_percent_per_node"].as_f64().unwrap_or(f64::NAN),
+                ratio
+            );
+        }
     }
     let reports: Vec<_> = runs_out.iter().map(|r| &r.report).collect();
-    print!("{}", cluster::table(&reports));
+    if modes.len() == 1 {
+        print!("{}", cluster::table(&reports));
+    }
     if let Some(last) = runs_out.last() {
         if last.report.metrics_only {
             println!("(running nodes: figures from /metrics only; no latency, no LDH)");
@@ -569,6 +651,7 @@ fn cluster_cmd(
         "command": command_line(),
         "machine": machine::describe(),
         "runs": reports,
+        "auth_modes": mode_rows,
         "median": {
             "achieved_rate": med(|r| r.achieved_rate),
             "p50_us": med(|r| r.latency.p50_us),
@@ -751,7 +834,8 @@ fn run() -> Result<()> {
             admins,
             flood,
             runs,
-        } => cluster_cmd(common, workload, admins, flood, runs),
+            auth,
+        } => cluster_cmd(common, workload, admins, flood, runs, auth),
         Cmd::Scale {
             common,
             load,

@@ -43,6 +43,8 @@ pub struct LocalSpec {
     pub flood: bool,
     /// The `plumcore` binary.
     pub binary: PathBuf,
+    /// A config file every node reads (`--config`), e.g. the cluster key.
+    pub config: Option<PathBuf>,
 }
 
 /// The `plumcore` binary: `$PLUMCORE_BIN`, else `plumcore` next to this executable.
@@ -106,6 +108,9 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
             .stderr(Stdio::null());
         if spec.flood {
             cmd.arg("--flood");
+        }
+        if let Some(c) = &spec.config {
+            cmd.arg("--config").arg(c);
         }
         // Join through up to SEEDS earlier nodes (the first and the latest ones), so
         // that the overlay is not a star around one seed.

@@ -131,6 +131,7 @@ pub fn run(cfg: &SoakConfig, binary: PathBuf, dir: &Path) -> Result<SoakReport> 
             shards: cfg.shards,
             flood: false,
             binary,
+            config: None,
         },
         dir,
     )?;
