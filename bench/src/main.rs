@@ -601,9 +601,8 @@ fn cluster_cmd(
                     .map(|(_, r)| &r.report)
                     .collect()
             };
-            let med = |f: fn(&cluster::ClusterReport) -> f64| {
-                median(rs.iter().map(|r| f(r)).collect())
-            };
+            let med =
+                |f: fn(&cluster::ClusterReport) -> f64| median(rs.iter().map(|r| f(r)).collect());
             serde_json::json!({
                 "auth": m,
                 "p50_us": med(|r| r.latency.p50_us),

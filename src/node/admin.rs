@@ -910,6 +910,8 @@ mod tests {
                 control_io: IoStats::default(),
                 broadcasts_accepted: 1,
                 broadcasts_refused: 2,
+                subscribers: 0,
+                subscriber_lagged: 0,
                 degraded: Vec::new(),
                 tasks: Default::default(),
                 task_names: Vec::new(),

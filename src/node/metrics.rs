@@ -807,6 +807,18 @@ impl Collector for SnapshotCollector {
         )?;
         write_gauges(
             &mut enc,
+            "plumtree_subscribers",
+            "Library subscriptions alive.",
+            &[(none.clone(), s.subscribers)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_subscriber_lagged",
+            "Events a library subscription missed (it was told with a Lagged event).",
+            &[(none.clone(), s.subscriber_lagged)],
+        )?;
+        write_gauges(
+            &mut enc,
             "plumtree_node_names",
             "Node names held in the name book (bounded).",
             &[(none.clone(), s.names_known as u64)],
@@ -965,6 +977,8 @@ mod tests {
             },
             broadcasts_accepted: 3,
             broadcasts_refused: 6,
+            subscribers: 2,
+            subscriber_lagged: 9,
             degraded: Vec::new(),
             tasks: Default::default(),
             task_names: vec![crate::tasks::TaskNameCounters {
@@ -1104,6 +1118,8 @@ mod tests {
         assert_eq!(get("plumtree_loop_runs_total{loop=\"heartbeat\"}"), 42.0);
         assert_eq!(get("plumtree_loop_errors_total{loop=\"heartbeat\"}"), 1.0);
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
+        assert_eq!(get("plumtree_subscribers"), 2.0);
+        assert_eq!(get("plumtree_subscriber_lagged_total"), 9.0);
         assert_eq!(get("plumtree_uptime_seconds"), 12.0);
         assert_eq!(get("plumtree_membership_active_view_size"), 0.0);
         assert_eq!(get("plumtree_membership_passive_view_size"), 1.0);

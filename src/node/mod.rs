@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 mod control;
+pub mod embed;
 pub mod fault;
 mod members;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod seeds;
 mod shard_exec;
 pub mod sink;
 pub mod snapshot;
+pub mod subscribe;
 pub mod udp;
 pub mod wake;
 
@@ -182,8 +184,39 @@ fn read_admin_token(path: &std::path::Path) -> Result<String, NodeError> {
 
 /// Runs a node until `stop` is set (by a signal handler), then shuts it down.
 pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, NodeError> {
+    let node = embed::Node::start(cfg)?;
+    let mut fatal = None;
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(f) = node.fatal() {
+            fatal = Some(f);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("shutting down");
+    let report = node.shutdown();
+    match fatal {
+        Some(f) => Err(NodeError::Environment(f)),
+        None => Ok(report),
+    }
+}
+
+/// The parts [`embed::Node::start`] builds from the config before the executors
+/// start: identity, keys, token, cores and the runtime config.
+struct Prepared {
+    node_id: NodeId,
+    node_name: Option<String>,
+    token: Option<String>,
+    names: snapshot::NameBook,
+    rcfg: RuntimeConfig,
+}
+
+/// Checks the machine and turns `cfg` into what the runtime needs.
+fn prepare(cfg: &NodeConfig) -> Result<Prepared, NodeError> {
     disable_thp();
     ensure_memlock()?;
+    cfg.validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
     let node_id = cfg
         .node_id
         .map(NodeId)
@@ -212,7 +245,7 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
     };
     let node_name = cfg.node_name.clone().or_else(hostname);
     let names = snapshot::NameBook::default();
-    let (control_core, shard_cores) = core_plan(&cfg)?;
+    let (control_core, shard_cores) = core_plan(cfg)?;
     let rcfg = RuntimeConfig {
         node_id,
         bind: cfg.bind,
@@ -232,59 +265,11 @@ pub fn run(cfg: NodeConfig, stop: Arc<AtomicBool>) -> Result<ShutdownReport, Nod
         advertise: cfg.advertise,
         names: names.clone(),
     };
-    let (sink, sink_tx) = sink::DeliverySink::start_named(
-        cfg.deliveries.as_deref(),
-        sink::SINK_CAPACITY,
-        Some(names),
-    )
-    .map_err(|e| {
-        // A path the operator gave that cannot be opened is an input error.
-        NodeError::Config(format!(
-            "--deliveries {}: cannot create: {e}",
-            cfg.deliveries.as_deref().unwrap_or("-")
-        ))
-    })?;
-    let hardening = runtime::Hardening {
-        faults: cfg
-            .fault_config()
-            .map_err(|e| NodeError::Config(e.to_string()))?,
-        rate_limit: cfg.rate_limit(),
-    };
-    let node = runtime::start_with(rcfg, cfg.membership.clone(), hardening, sink_tx).map_err(
-        |e| match e {
-            runtime::RuntimeError::Config(m) => NodeError::Config(m),
-            other => NodeError::Environment(other.to_string()),
-        },
-    )?;
-    let admin = admin::AdminServer::start_with(
-        cfg.admin,
-        Arc::new(node.backend()),
+    Ok(Prepared {
+        node_id,
+        node_name,
         token,
-        cfg.admin_limits(),
-    )
-    .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
-    info!(
-        node_id = %snapshot::node_hex(node_id),
-        node_name = node_name.as_deref().unwrap_or("-"),
-        bind = %cfg.bind,
-        admin = %admin.local_addr(),
-        shards = ?node.shard_addrs(),
-        "plumcore node running"
-    );
-    let mut fatal = None;
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(f) = node.fatal() {
-            fatal = Some(f);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    info!("shutting down");
-    let report = node.shutdown(Duration::from_secs(5));
-    admin.stop();
-    sink.stop();
-    match fatal {
-        Some(f) => Err(NodeError::Environment(f)),
-        None => Ok(report),
-    }
+        names,
+        rcfg,
+    })
 }

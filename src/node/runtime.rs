@@ -26,6 +26,7 @@ use super::snapshot::{
     node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
     NameBook, NodeSnapshot, ShardSnapshot,
 };
+use super::subscribe::Subscribers;
 use super::wake::{self, Doorbell, Queue};
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
@@ -209,6 +210,8 @@ pub(super) struct Shared {
     pub loop_tx: Sender<LoopCmd>,
     /// Shutdown task counts per executor: index 0 is the control core, 1 + k shard k.
     pub stops: Mutex<Vec<Option<ExecutorStop>>>,
+    /// Library subscriptions, when the node is embedded (for their metrics).
+    pub subscribers: Mutex<Option<Subscribers>>,
 }
 
 impl Shared {
@@ -243,6 +246,13 @@ impl Shared {
 #[derive(Clone)]
 pub struct NodeBackend(Arc<Shared>);
 
+impl NodeBackend {
+    /// Lets the snapshot report the library subscriptions' counters.
+    pub fn set_subscribers(&self, subs: Subscribers) {
+        *self.0.subscribers.lock().unwrap_or_else(|p| p.into_inner()) = Some(subs);
+    }
+}
+
 impl AdminBackend for NodeBackend {
     fn snapshot(&self) -> NodeSnapshot {
         let mut s = self
@@ -261,6 +271,10 @@ impl AdminBackend for NodeBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if let Some(subs) = &*self.0.subscribers.lock().unwrap_or_else(|p| p.into_inner()) {
+            s.subscribers = subs.count();
+            s.subscriber_lagged = subs.lagged();
+        }
         s
     }
 
@@ -349,7 +363,7 @@ pub struct RunningNode {
 
 /// What shutdown did (the statistics of the task-manager reference): tasks (loop
 /// runners, supervisors and their children) over every executor, not threads.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ShutdownReport {
     pub status: &'static str,
     pub initial_tasks: usize,
@@ -612,6 +626,8 @@ pub fn start_with(
         control_io: IoStats::default(),
         broadcasts_accepted: 0,
         broadcasts_refused: 0,
+        subscribers: 0,
+        subscriber_lagged: 0,
         degraded: Vec::new(),
         tasks: Default::default(),
         task_names: Vec::new(),
@@ -647,6 +663,7 @@ pub fn start_with(
             .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
         loop_tx,
         stops: Mutex::new(vec![None; n + 1]),
+        subscribers: Mutex::new(None),
     });
     // Benchmark knob: PLUMCORE_UDP_GSO=0 sends every datagram as its own message.
     let gso = std::env::var_os("PLUMCORE_UDP_GSO").is_none_or(|v| v != "0");

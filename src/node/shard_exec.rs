@@ -236,6 +236,9 @@ impl ShardState {
                     // Counted in plumtree_graft_failed_total; a warning at most every
                     // GRAFT_WARN_EVERY, with the count since the last one.
                     debug!(?id, "graft failed after all retries");
+                    // Library subscribers hear of it; a full queue is reported to
+                    // them as lagged.
+                    let _ = self.ctx.sink.try_send_graft_failed(id);
                     self.graft_failed_unlogged += 1;
                     if self
                         .last_graft_warn

@@ -7,6 +7,11 @@
 //! where `t_ns` is the Unix time in nanoseconds at which the writer took the delivery
 //! off the queue (what `plumcore-bench cluster` measures publish-to-delivery latency to),
 //! plus `"origin_name":"<name>"` after `origin` when the origin's name is known.
+//!
+//! Deliveries the shards could not hand over (the queue was full) are never lost
+//! silently: before the next line the writer puts `{"lagged":N}` with their count, and
+//! every library subscription ([`super::subscribe`]) gets an `Event::Lagged` for them.
+//! The same thread feeds the subscriptions, never waiting on one.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -21,6 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::ids::MessageId;
 
 use super::snapshot::{id_hex, node_hex, NameBook};
+use super::subscribe::{Event, Subscribers};
 
 /// Deliveries that may wait for the writer before shards see backpressure.
 pub const SINK_CAPACITY: usize = 65536;
@@ -34,23 +40,47 @@ pub struct Delivery {
     pub payload: Bytes,
 }
 
+/// What shards hand the deliveries thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkEvent {
+    Delivery(Delivery),
+    /// A graft gave up (for library subscribers only; the file holds deliveries).
+    GraftFailed(MessageId),
+}
+
 /// The shards' handle on the sink: cheap to clone, one per shard. Never blocks.
 #[derive(Debug, Clone)]
 pub struct SinkSender {
     /// `None` when deliveries are only counted, not written.
-    tx: Option<Sender<Delivery>>,
+    tx: Option<Sender<SinkEvent>>,
+    /// Events refused because the queue was full; the writer reports them as lagged.
+    dropped: Arc<AtomicU64>,
 }
 
 impl SinkSender {
     /// Hands `d` to the writer; `false` when its queue is full (the delivery is then
-    /// not written and the caller counts backpressure). With no target configured the
-    /// delivery is discarded and this returns `true`. A stopped sink also discards.
+    /// not written, the writer reports it as lagged and the caller counts
+    /// backpressure). With no target configured the delivery is discarded and this
+    /// returns `true`. A stopped sink also discards.
     pub fn try_send(&self, d: Delivery) -> bool {
+        self.offer(SinkEvent::Delivery(d))
+    }
+
+    /// Tells the subscribers that a graft for `id` gave up (see
+    /// [`SinkSender::try_send`]).
+    pub fn try_send_graft_failed(&self, id: MessageId) -> bool {
+        self.offer(SinkEvent::GraftFailed(id))
+    }
+
+    fn offer(&self, e: SinkEvent) -> bool {
         match &self.tx {
             None => true,
-            Some(tx) => match tx.try_send(d) {
+            Some(tx) => match tx.try_send(e) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => true,
-                Err(TrySendError::Full(_)) => false,
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
             },
         }
     }
@@ -94,40 +124,62 @@ impl DeliverySink {
         capacity: usize,
         names: Option<NameBook>,
     ) -> io::Result<(DeliverySink, SinkSender)> {
+        Self::start_with_subscribers(target, capacity, names, None)
+    }
+
+    /// Like [`DeliverySink::start_named`], also feeding `subscribers` (then the
+    /// thread runs even with no file).
+    pub fn start_with_subscribers(
+        target: Option<&str>,
+        capacity: usize,
+        names: Option<NameBook>,
+        subscribers: Option<Subscribers>,
+    ) -> io::Result<(DeliverySink, SinkSender)> {
         let written = Arc::new(AtomicU64::new(0));
-        let Some(target) = target else {
+        let dropped = Arc::new(AtomicU64::new(0));
+        if target.is_none() && subscribers.is_none() {
             let sink = DeliverySink {
                 stop_tx: None,
                 handle: None,
                 written,
             };
-            return Ok((sink, SinkSender { tx: None }));
-        };
-        let out: Box<dyn Write + Send> = if target == "-" {
-            Box::new(io::stdout())
-        } else {
-            Box::new(File::create(target)?)
+            return Ok((sink, SinkSender { tx: None, dropped }));
+        }
+        let out: Option<Box<dyn Write + Send>> = match target {
+            None => None,
+            Some("-") => Some(Box::new(io::stdout())),
+            Some(path) => Some(Box::new(File::create(path)?)),
         };
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let counter = Arc::clone(&written);
+        let lost = Arc::clone(&dropped);
         let handle = std::thread::Builder::new()
             .name("deliveries".into())
             .spawn(move || {
-                run(
-                    BufWriter::with_capacity(1 << 16, out),
-                    rx,
-                    stop_rx,
-                    counter,
+                let mut w = Writer {
+                    out: out.map(|o| BufWriter::with_capacity(1 << 16, o)),
+                    failed: false,
+                    written: counter,
                     names,
-                )
+                    subscribers,
+                    dropped: lost,
+                    reported: 0,
+                };
+                w.run(rx, stop_rx);
             })?;
         let sink = DeliverySink {
             stop_tx: Some(stop_tx),
             handle: Some(handle),
             written,
         };
-        Ok((sink, SinkSender { tx: Some(tx) }))
+        Ok((
+            sink,
+            SinkSender {
+                tx: Some(tx),
+                dropped,
+            },
+        ))
     }
 
     /// Lines written so far.
@@ -194,59 +246,116 @@ fn unix_nanos() -> u64 {
 /// The writer loop: write each delivery, flush whenever the queue is momentarily
 /// empty, and on stop (or when every sender is gone) drain, flush and return. After a
 /// write error it keeps draining without writing, so shards see no false backpressure.
-fn run(
-    mut out: BufWriter<Box<dyn Write + Send>>,
-    rx: Receiver<Delivery>,
-    stop_rx: Receiver<()>,
+/// The deliveries thread's state: the file (if any), the subscriptions (if any) and
+/// the count of refused events already reported.
+struct Writer {
+    out: Option<BufWriter<Box<dyn Write + Send>>>,
+    failed: bool,
     written: Arc<AtomicU64>,
     names: Option<NameBook>,
-) {
-    let mut failed = false;
-    let write = |out: &mut BufWriter<Box<dyn Write + Send>>, d: &Delivery, failed: &mut bool| {
-        if *failed {
+    subscribers: Option<Subscribers>,
+    /// Events the shards could not queue ([`SinkSender::dropped`]) ...
+    dropped: Arc<AtomicU64>,
+    /// ... and how many of them were reported as lagged so far.
+    reported: u64,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<SinkEvent>, stop_rx: Receiver<()>) {
+        loop {
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(e) => {
+                        self.handle(e);
+                        if rx.is_empty() {
+                            self.flush();
+                        }
+                    }
+                    Err(_) => break,
+                },
+                recv(stop_rx) -> _ => break,
+            }
+        }
+        while let Ok(e) = rx.try_recv() {
+            self.handle(e);
+        }
+        self.report_lagged();
+        self.flush();
+        if let Some(s) = &self.subscribers {
+            s.close();
+        }
+    }
+
+    fn handle(&mut self, e: SinkEvent) {
+        self.report_lagged();
+        match e {
+            SinkEvent::Delivery(d) => {
+                let wrote = self.write_line(|names| {
+                    let name = names.as_ref().and_then(|n| n.get(d.id.origin));
+                    format_named_line(&d, unix_nanos(), name.as_deref())
+                });
+                if wrote {
+                    self.written.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(s) = &self.subscribers {
+                    s.publish(&Event::Message {
+                        id: d.id,
+                        origin: d.id.origin,
+                        hops: d.hops,
+                        payload: d.payload,
+                    });
+                }
+            }
+            SinkEvent::GraftFailed(id) => {
+                if let Some(s) = &self.subscribers {
+                    s.publish(&Event::GraftFailed { id });
+                }
+            }
+        }
+    }
+
+    /// Events refused since the last report: a `{"lagged":N}` line and a `Lagged`
+    /// owed by every subscription.
+    fn report_lagged(&mut self) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let n = dropped - self.reported;
+        if n == 0 {
             return;
         }
-        let name = names.as_ref().and_then(|n| n.get(d.id.origin));
-        match writeln!(
-            out,
-            "{}",
-            format_named_line(d, unix_nanos(), name.as_deref())
-        ) {
-            Ok(()) => {
-                written.fetch_add(1, Ordering::Relaxed);
-            }
+        self.reported = dropped;
+        self.write_line(|_| format!("{{\"lagged\":{n}}}"));
+        if let Some(s) = &self.subscribers {
+            s.missed_by_all(n);
+        }
+    }
+
+    /// Writes one line to the file, if there is one that still works.
+    fn write_line(&mut self, line: impl FnOnce(&Option<NameBook>) -> String) -> bool {
+        let Some(out) = &mut self.out else {
+            return false;
+        };
+        if self.failed {
+            return false;
+        }
+        match writeln!(out, "{}", line(&self.names)) {
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "deliveries: write failed; further deliveries are discarded");
-                *failed = true;
+                self.failed = true;
+                false
             }
         }
-    };
-    let flush = |out: &mut BufWriter<Box<dyn Write + Send>>, failed: &mut bool| {
-        if !*failed {
+    }
+
+    fn flush(&mut self) {
+        let Some(out) = &mut self.out else { return };
+        if !self.failed {
             if let Err(e) = out.flush() {
                 tracing::warn!(error = %e, "deliveries: flush failed; further deliveries are discarded");
-                *failed = true;
+                self.failed = true;
             }
         }
-    };
-    loop {
-        crossbeam_channel::select! {
-            recv(rx) -> msg => match msg {
-                Ok(d) => {
-                    write(&mut out, &d, &mut failed);
-                    if rx.is_empty() {
-                        flush(&mut out, &mut failed);
-                    }
-                }
-                Err(_) => break,
-            },
-            recv(stop_rx) -> _ => break,
-        }
     }
-    while let Ok(d) = rx.try_recv() {
-        write(&mut out, &d, &mut failed);
-    }
-    flush(&mut out, &mut failed);
 }
 
 #[cfg(test)]
@@ -331,9 +440,77 @@ mod tests {
     #[test]
     fn full_queue_refuses() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
-        let sender = SinkSender { tx: Some(tx) };
+        let sender = SinkSender {
+            tx: Some(tx),
+            dropped: Arc::default(),
+        };
         assert!(sender.try_send(delivery(1, b"a")));
         assert!(!sender.try_send(delivery(2, b"b")));
+        assert_eq!(sender.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    /// A queue too small for a burst: what it refused shows as `{"lagged":N}` lines
+    /// and as `Lagged` events, and delivered + lagged = sent, in the file and for a
+    /// subscriber alike.
+    #[test]
+    fn refused_deliveries_are_reported_as_lagged_in_the_file_and_to_subscribers() {
+        let path = temp_path("lagged");
+        let subs = Subscribers::with_capacity(1 << 20);
+        let sub = subs.subscribe();
+        let (sink, tx) =
+            DeliverySink::start_with_subscribers(Some(path.to_str().unwrap()), 1, None, Some(subs))
+                .unwrap();
+        let sent = 20_000u64;
+        let refused = (0..sent)
+            .filter(|&seq| !tx.try_send(delivery(seq, b"p")))
+            .count() as u64;
+        sink.stop();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (mut lines, mut lagged) = (0u64, 0u64);
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            match v["lagged"].as_u64() {
+                Some(n) => lagged += n,
+                None => lines += 1,
+            }
+        }
+        assert_eq!(lagged, refused, "every refusal reported in the file");
+        assert_eq!(lines + lagged, sent);
+        let (mut got, mut missed) = (0u64, 0u64);
+        for e in sub {
+            match e {
+                Event::Message { .. } => got += 1,
+                Event::Lagged { missed: n } => missed += n,
+                Event::GraftFailed { .. } => unreachable!(),
+            }
+        }
+        assert_eq!(missed, refused, "every refusal reported to the subscriber");
+        assert_eq!(got + missed, sent);
+        eprintln!("sent {sent}, refused {refused}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn graft_give_ups_reach_subscribers_but_not_the_file() {
+        let path = temp_path("graft");
+        let subs = Subscribers::with_capacity(16);
+        let sub = subs.subscribe();
+        let (sink, tx) = DeliverySink::start_with_subscribers(
+            Some(path.to_str().unwrap()),
+            16,
+            None,
+            Some(subs),
+        )
+        .unwrap();
+        let id = delivery(5, b"").id;
+        assert!(tx.try_send_graft_failed(id));
+        assert!(tx.try_send(delivery(6, b"x")));
+        sink.stop();
+        assert_eq!(sub.recv(), Some(Event::GraftFailed { id }));
+        assert!(matches!(sub.recv(), Some(Event::Message { .. })));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

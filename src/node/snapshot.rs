@@ -329,6 +329,9 @@ pub struct NodeSnapshot {
     pub broadcasts_accepted: u64,
     /// Broadcasts refused (too large, shutting down, queue full).
     pub broadcasts_refused: u64,
+    /// Library subscriptions alive, and events they were told they missed.
+    pub subscribers: u64,
+    pub subscriber_lagged: u64,
     /// Tasks whose supervisor exceeded its restart intensity (the node is degraded).
     pub degraded: Vec<String>,
     /// Task tracker counters, summed over the control core and every shard.

@@ -1,0 +1,191 @@
+//! The node as a library: [`Node::start`] runs the same executors, sockets and admin
+//! plane as `plumcore node`, inside the calling program, and hands back a handle to
+//! publish with and subscribe through.
+//!
+//! ```no_run
+//! use plumcore::node::config::NodeConfig;
+//! use plumcore::node::embed::Node;
+//! use plumcore::node::subscribe::Event;
+//!
+//! let cfg = NodeConfig {
+//!     bind: "127.0.0.1:7000".parse().unwrap(),
+//!     admin: "127.0.0.1:7080".parse().unwrap(),
+//!     ..NodeConfig::default()
+//! };
+//! let node = Node::start(cfg).expect("start the node");
+//! let events = node.subscribe();
+//! let id = node.publish(b"hello").expect("published");
+//! for e in events {
+//!     if let Event::Message { id: got, payload, .. } = e {
+//!         assert_eq!((got, &payload[..]), (id, &b"hello"[..]));
+//!         break;
+//!     }
+//! }
+//! node.shutdown();
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use super::admin::AdminServer;
+use super::config::NodeConfig;
+use super::runtime::{self, NodeBackend, RunningNode, ShutdownReport};
+use super::sink::{self, DeliverySink};
+use super::snapshot::{self, AdminBackend, BroadcastRefused, NodeSnapshot};
+use super::subscribe::{Subscribers, Subscription};
+use super::NodeError;
+use crate::ids::{MessageId, NodeId};
+
+/// How long [`Node::shutdown`] gives the executors to finish their tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running node. Dropping it shuts it down, as [`Node::shutdown`] does.
+pub struct Node {
+    id: NodeId,
+    running: Option<RunningNode>,
+    backend: NodeBackend,
+    admin: Option<AdminServer>,
+    sink: Option<DeliverySink>,
+    subscribers: Subscribers,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("admin", &self.admin_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Validates `cfg`, binds the sockets and the admin plane, and starts the
+    /// executors. Errors say what to fix: [`NodeError::Config`] for the config (the
+    /// binary exits 2 on it), [`NodeError::Environment`] for the machine (memlock,
+    /// io_uring, ports in use).
+    pub fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let p = super::prepare(&cfg)?;
+        let subscribers = Subscribers::default();
+        let (sink, sink_tx) = DeliverySink::start_with_subscribers(
+            cfg.deliveries.as_deref(),
+            sink::SINK_CAPACITY,
+            Some(p.names),
+            Some(subscribers.clone()),
+        )
+        .map_err(|e| {
+            // A path the operator gave that cannot be opened is an input error.
+            NodeError::Config(format!(
+                "--deliveries {}: cannot create: {e}",
+                cfg.deliveries.as_deref().unwrap_or("-")
+            ))
+        })?;
+        let hardening = runtime::Hardening {
+            faults: cfg
+                .fault_config()
+                .map_err(|e| NodeError::Config(e.to_string()))?,
+            rate_limit: cfg.rate_limit(),
+        };
+        let running = runtime::start_with(p.rcfg, cfg.membership.clone(), hardening, sink_tx)
+            .map_err(|e| match e {
+                runtime::RuntimeError::Config(m) => NodeError::Config(m),
+                other => NodeError::Environment(other.to_string()),
+            })?;
+        let backend = running.backend();
+        backend.set_subscribers(subscribers.clone());
+        let admin = AdminServer::start_with(
+            cfg.admin,
+            Arc::new(running.backend()),
+            p.token,
+            cfg.admin_limits(),
+        )
+        .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
+        info!(
+            node_id = %snapshot::node_hex(p.node_id),
+            node_name = p.node_name.as_deref().unwrap_or("-"),
+            bind = %cfg.bind,
+            admin = %admin.local_addr(),
+            shards = ?running.shard_addrs(),
+            "plumcore node running"
+        );
+        Ok(Node {
+            id: p.node_id,
+            running: Some(running),
+            backend,
+            admin: Some(admin),
+            sink: Some(sink),
+            subscribers,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Where the admin plane listens (the port actually bound).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// Broadcasts `payload` to the cluster without waiting: the id it was given, or
+    /// why it was refused (too large, the shard's queue full, shutting down).
+    pub fn publish(&self, payload: &[u8]) -> Result<MessageId, BroadcastRefused> {
+        self.backend.broadcast(payload.to_vec())
+    }
+
+    /// A new stream of everything this node delivers from now on, its own
+    /// broadcasts included, plus graft give-ups; a subscriber that falls behind by
+    /// more than [`super::subscribe::SUBSCRIPTION_CAPACITY`] events is told how many
+    /// it missed.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribers.subscribe()
+    }
+
+    /// Like [`Node::subscribe`], holding at most `capacity` unread events before it
+    /// counts the rest as missed.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> Subscription {
+        self.subscribers.subscribe_with_capacity(capacity)
+    }
+
+    /// The node's latest state, as `/status` shows it.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        self.backend.snapshot()
+    }
+
+    /// Set when a critical task failed for good: the node should be shut down.
+    pub fn fatal(&self) -> Option<String> {
+        self.running.as_ref().and_then(RunningNode::fatal)
+    }
+
+    /// Leaves the cluster, stops the executors (waiting up to 5 s for their tasks),
+    /// the admin plane and the deliveries thread; subscriptions end once drained.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        let report = match self.running.take() {
+            Some(r) => r.shutdown(SHUTDOWN_GRACE),
+            None => ShutdownReport::default(),
+        };
+        if let Some(a) = self.admin.take() {
+            a.stop();
+        }
+        if let Some(s) = self.sink.take() {
+            s.stop();
+        }
+        self.subscribers.close();
+        report
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.running.is_some() {
+            self.stop();
+        }
+    }
+}
