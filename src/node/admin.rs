@@ -1369,14 +1369,20 @@ mod tests {
         eventually(|| server.rejected().body_timeout == 1);
     }
 
-    #[test]
-    fn idle_connections_are_evicted_for_new_ones() {
+    /// A server holding at most 4 connections, giving heads 30 s (nothing times out
+    /// during a test).
+    fn four_connections_slow_heads() -> AdminServer {
         let limits = AdminLimits {
             max_connections: 4,
             header_timeout: Duration::from_secs(30),
             ..AdminLimits::default()
         };
-        let (server, _) = start_limited(limits, None);
+        start_limited(limits, None).0
+    }
+
+    #[test]
+    fn idle_connections_are_evicted_for_new_ones() {
+        let server = four_connections_slow_heads();
         let addr = server.local_addr();
         let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
         // Every new request still gets through: it takes an idle one's place.
@@ -1393,12 +1399,7 @@ mod tests {
     /// connections accepted after it: they are evicted among themselves.
     #[test]
     fn a_sending_connection_outlives_a_flood_of_silent_ones() {
-        let limits = AdminLimits {
-            max_connections: 4,
-            header_timeout: Duration::from_secs(30),
-            ..AdminLimits::default()
-        };
-        let (server, _) = start_limited(limits, None);
+        let server = four_connections_slow_heads();
         let addr = server.local_addr();
         // Half a request head, then silence while 40 silent connections arrive.
         let mut sending = TcpStream::connect(addr).unwrap();
