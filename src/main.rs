@@ -109,6 +109,10 @@ struct SimArgs {
     /// Split the network in two during the middle of the run, then heal it.
     #[arg(long)]
     partition_heal: bool,
+    /// With --partition-heal: how long the split lasts, in milliseconds of virtual
+    /// time (default: 30 % of the broadcast span, from 30 % to 60 % of it).
+    #[arg(long, requires = "partition_heal")]
+    split_ms: Option<u64>,
     /// Also run this baseline on the same workload and report it side by side.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
@@ -231,6 +235,7 @@ fn run_sim(a: SimArgs) -> Result<ExitCode> {
         degree: a.degree,
         fail: a.fail,
         partition_heal: a.partition_heal,
+        split: a.split_ms.map(Duration::from_millis),
         interval: if a.burst {
             Duration::ZERO
         } else {

@@ -40,12 +40,13 @@ probe_timeout = 300
 shuffle_interval = 500
 join_retry = 100
 join_retry_max = 800
+lost_probe_max = 800
 ";
 
 /// Upper bound on every wait for convergence.
 const CONVERGE: Duration = Duration::from_secs(60);
 /// Bound on the overlay re-merging after a partition heals: lost nodes are probed at
-/// most `join_retry_max` (800 ms) apart, then one Join links the sides; the rest is
+/// most `lost_probe_max` (800 ms) apart, then one Join links the sides; the rest is
 /// margin for a loaded machine.
 const REMERGE: Duration = Duration::from_secs(20);
 

@@ -33,7 +33,7 @@ fn config(dir: &std::path::Path) -> std::path::PathBuf {
             "[membership]\nactive_view = {ACTIVE}\npassive_view = 30\n\
              heartbeat_interval = {HEARTBEAT}\nfailure_timeout = {FAILURE_TIMEOUT}\n\
              probe_timeout = {PROBE_TIMEOUT}\nshuffle_interval = 500\n\
-             join_retry = 100\njoin_retry_max = 800\n"
+             join_retry = 100\njoin_retry_max = 800\nlost_probe_max = 800\n"
         ),
     )
     .unwrap();

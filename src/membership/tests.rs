@@ -1238,9 +1238,11 @@ fn probes_to(events: &[Event], peer: NodeId) -> usize {
 
 #[test]
 fn failed_neighbour_is_lost_and_probed_with_doubling_capped_waits() {
+    // The lost probes' cap is their own key, not the join retry's.
     let c = MembershipConfig {
         join_retry: ms(100),
-        join_retry_max: ms(400),
+        join_retry_max: ms(30_000),
+        lost_probe_max: ms(400),
         ..cfg()
     };
     let (mut m, ev) = node_cfg(c, &[A], &[]);

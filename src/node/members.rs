@@ -683,6 +683,7 @@ mod tests {
             shuffle_interval: Duration::from_millis(300),
             join_retry: Duration::from_millis(100),
             join_retry_max: Duration::from_millis(800),
+            lost_probe_max: Duration::from_millis(800),
             ..MembershipConfig::default()
         }
     }
@@ -915,7 +916,7 @@ mod tests {
             .windows(2)
             .map(|w| (w[1] - w[0]).as_millis())
             .collect();
-        // join_retry 100 ms doubling to join_retry_max 800 ms (10 ms ticks).
+        // join_retry 100 ms doubling to lost_probe_max 800 ms (10 ms ticks).
         assert_eq!(&gaps[..4], &[100, 200, 400, 800], "{gaps:?}");
         assert!(gaps[4..].iter().all(|&g| g == 800), "{gaps:?}");
         // The first is the failure detector's own Probe, then the lost-list ones.

@@ -37,6 +37,10 @@ pub struct SimReport {
     /// live neighbours, at least one, and the live overlay was connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heal_seconds: Option<f64>,
+    /// HyParView after `--partition-heal`: seconds from the heal until the live
+    /// nodes' active views formed one connected graph again (`None`: not by the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remerge_seconds: Option<f64>,
     /// Messages broadcast between the crash and the healing (not in `reliability`).
     pub healing_messages: usize,
     /// Their reliability over live nodes at the end.
@@ -166,6 +170,10 @@ impl SimReport {
             (
                 "heal seconds",
                 Box::new(|r| r.heal_seconds.map_or("-".into(), |h| format!("{h:.2}"))),
+            ),
+            (
+                "remerge seconds",
+                Box::new(|r| r.remerge_seconds.map_or("-".into(), |h| format!("{h:.2}"))),
             ),
             (
                 "healing messages",

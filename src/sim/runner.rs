@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub fail: f64,
     /// Split the network in two for a while, then heal it.
     pub partition_heal: bool,
+    /// How long the split lasts; `None`: from 30 % to 60 % of the broadcast span.
+    pub split: Option<Duration>,
     /// Time between broadcasts (each from a random live node); zero issues them all
     /// at once (a burst).
     pub interval: Duration,
@@ -90,6 +92,7 @@ impl Default for SimConfig {
             },
             fail: 0.0,
             partition_heal: false,
+            split: None,
             interval: Duration::from_millis(50),
             origins: 0,
             start: Duration::from_secs(1),
@@ -142,6 +145,8 @@ enum What {
         timer: MemberTimer,
     },
     HealCheck,
+    /// After a split heals: is the overlay one connected graph again?
+    RemergeCheck,
     Cleanup {
         node: u32,
     },
@@ -197,6 +202,10 @@ struct Sim {
     alive: Vec<bool>,
     crashed_at: Option<Duration>,
     healed_at: Option<Duration>,
+    /// `--partition-heal`: when the split healed, and when the overlay was one
+    /// connected graph again afterwards.
+    split_healed_at: Option<Duration>,
+    remerged_at: Option<Duration>,
     adj: Vec<Vec<u32>>,
     side: Vec<bool>,
     split: bool,
@@ -284,6 +293,8 @@ impl Sim {
             alive: vec![true; n],
             crashed_at: None,
             healed_at: None,
+            split_healed_at: None,
+            remerged_at: None,
             adj,
             side,
             split: false,
@@ -394,8 +405,13 @@ impl Sim {
             self.at(first + span.mul_f64(f), What::Crash);
         }
         if self.cfg.partition_heal {
-            self.at(first + span.mul_f64(0.3), What::Split);
-            self.at(first + span.mul_f64(0.6), What::Heal);
+            let start = first + span.mul_f64(0.3);
+            let heal = self
+                .cfg
+                .split
+                .map_or(first + span.mul_f64(0.6), |d| start + d);
+            self.at(start, What::Split);
+            self.at(heal, What::Heal);
         }
         let end = self.broadcast_end() + self.cfg.drain;
         while let Some(ev) = self.queue.pop() {
@@ -477,7 +493,20 @@ impl Sim {
                 self.at(now + next, What::Cleanup { node });
             }
             What::Split => self.split = true,
-            What::Heal => self.split = false,
+            What::Heal => {
+                self.split = false;
+                self.split_healed_at = Some(now);
+                if self.cfg.overlay == Overlay::HyParView {
+                    self.at(now, What::RemergeCheck);
+                }
+            }
+            What::RemergeCheck => {
+                if self.overlay_healed() {
+                    self.remerged_at = Some(now);
+                } else {
+                    self.at(now + Duration::from_millis(50), What::RemergeCheck);
+                }
+            }
             What::Join { node } => {
                 // Up to three random earlier nodes, as an operator lists a few seeds:
                 // the first is the contact, the others serve retries and rejoins.
@@ -859,6 +888,10 @@ impl Sim {
                 (Some(c), Some(h)) if self.cfg.overlay == Overlay::HyParView => {
                     Some((h - c).as_secs_f64())
                 }
+                _ => None,
+            },
+            remerge_seconds: match (self.split_healed_at, self.remerged_at) {
+                (Some(h), Some(r)) => Some((r - h).as_secs_f64()),
                 _ => None,
             },
             healing_messages: heal_msgs,

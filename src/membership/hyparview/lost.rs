@@ -7,7 +7,7 @@
 //! passive view: other nodes keep gossiping a crashed node's id for a long time, and
 //! asking it again costs a `probe_timeout` each time (after four of twelve nodes
 //! crashed, a third of every shuffle named a dead node). Lost nodes are sent a Probe
-//! with a doubling wait (`join_retry` up to `join_retry_max`), because "dead" may be
+//! with a doubling wait (`join_retry` up to `lost_probe_max`), because "dead" may be
 //! a partition: during one each side forgets the other entirely, and once it heals
 //! nothing else would bring them together (views refill from their own side,
 //! shuffles never cross). Any message from a lost node (its Disconnect answering the
@@ -28,7 +28,7 @@ pub(super) struct Lost {
     pub(super) id: NodeId,
     /// When it was lost: the oldest entry is forgotten when the list is full.
     since: Time,
-    /// Wait after the next probe; doubles up to `join_retry_max`.
+    /// Wait after the next probe; doubles up to `lost_probe_max`.
     backoff: Duration,
     /// Generation of its live probe timer.
     gen: u64,
@@ -66,7 +66,7 @@ impl Membership {
         let next = self.gen();
         let wait = self.lost[i].backoff;
         self.lost[i].gen = next;
-        self.lost[i].backoff = (wait * 2).min(self.cfg.join_retry_max);
+        self.lost[i].backoff = (wait * 2).min(self.cfg.lost_probe_max);
         self.stats.lost_probes_sent += 1;
         self.send(now, peer, Message::Probe);
         self.set_timer(now + wait, Timer::LostProbe { peer, gen: next });
