@@ -1114,6 +1114,10 @@ graft_timeout = 250
             invalid_key("[membership]\njoin_retry = 500\njoin_retry_max = 100"),
             "membership.join_retry_max"
         );
+        assert_eq!(
+            invalid_key("[membership]\njoin_retry = 500\nlost_probe_max = 100"),
+            "membership.lost_probe_max"
+        );
         assert_eq!(invalid_key("log_level = \"\""), "log_level");
         assert_eq!(
             invalid_key("[protocol]\npartitions = 3"),
