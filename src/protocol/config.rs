@@ -91,7 +91,11 @@ pub struct ProtocolConfig {
     /// Messages younger than this are left to normal dissemination.
     #[serde(with = "millis")]
     pub anti_entropy_delay: Duration,
-    /// Messages older than this are no longer announced.
+    /// Messages older than this are no longer announced. At most
+    /// `message_cache_ttl` (an announced message must still be in the cache to be
+    /// pulled), and by default equal to it, so that every message still cached can be
+    /// recovered after a partition (a shorter window lost messages broadcast early in
+    /// a 30 s split for good).
     #[serde(with = "millis")]
     pub anti_entropy_window: Duration,
     /// Most digest blocks (up to 64 ids each) sent per round, and per reply.
@@ -134,7 +138,7 @@ impl Default for ProtocolConfig {
             max_announcers: 8,
             anti_entropy_interval: Duration::from_secs(1),
             anti_entropy_delay: Duration::from_millis(500),
-            anti_entropy_window: Duration::from_secs(30),
+            anti_entropy_window: Duration::from_secs(60),
             anti_entropy_max_blocks: 64,
             anti_entropy_max_pulls: 256,
             anti_entropy_max_replies: 8,
@@ -195,6 +199,12 @@ impl ProtocolConfig {
         }
         if self.anti_entropy_window < self.anti_entropy_delay {
             return err("anti_entropy_window", "must be at least anti_entropy_delay");
+        }
+        if self.anti_entropy_window > self.message_cache_ttl {
+            return err(
+                "anti_entropy_window",
+                "must be at most message_cache_ttl (older messages are no longer cached)",
+            );
         }
         if self.max_seen_window < 64 {
             return err("max_seen_window", "must be at least 64");
