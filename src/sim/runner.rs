@@ -404,6 +404,7 @@ impl Sim {
             };
             self.at(first + span.mul_f64(f), What::Crash);
         }
+        let mut heal_end = Duration::ZERO;
         if self.cfg.partition_heal {
             let start = first + span.mul_f64(0.3);
             let heal = self
@@ -412,8 +413,10 @@ impl Sim {
                 .map_or(first + span.mul_f64(0.6), |d| start + d);
             self.at(start, What::Split);
             self.at(heal, What::Heal);
+            // A split outlasting the broadcasts still heals, and gets its drain.
+            heal_end = heal + self.cfg.drain;
         }
-        let end = self.broadcast_end() + self.cfg.drain;
+        let end = (self.broadcast_end() + self.cfg.drain).max(heal_end);
         while let Some(ev) = self.queue.pop() {
             if ev.at > end {
                 break;
