@@ -1,8 +1,12 @@
 //! plumcore: a thread-per-core Plumtree broadcast node.
 //!
-//! Layers (arrows point down only): `sim` drives many `protocol` shards over a virtual
-//! network; `protocol` is the sans-IO Plumtree state machine; `wire` is the codec the
-//! frames travel in; `ids` are the identifiers all of them share.
+//! Layers (arrows point down only): `node` runs shards and the control core on
+//! glommio executors (and is what a program embeds: [`node::embed::Node`]); `sim`
+//! drives many `protocol` shards and `membership` services over a virtual network;
+//! `protocol` is the sans-IO Plumtree state machine and `membership` the sans-IO
+//! HyParView one; `wire` is the codec the frames travel in; `ids` are the identifiers
+//! all of them share; `tasks` is the supervision layer every background task runs
+//! under.
 
 pub mod ids;
 pub mod membership;

@@ -1,8 +1,9 @@
 //! Picking free loopback ports for the processes the launcher, the load generator and
 //! the integration tests start: a node needs a run of consecutive UDP ports (control
-//! port, then one per shard), and nothing may reuse a port another run holds (glommio
-//! binds with `SO_REUSEPORT`, so a second socket on a port would silently split its
-//! traffic).
+//! port, then one per shard), and nothing may reuse a port another run holds. (The node
+//! binds its sockets itself without `SO_REUSEPORT`, so a second node on a port fails to
+//! start; glommio's own `UdpSocket::bind` would set it, and then a second socket would
+//! silently split the port's traffic.)
 
 use std::net::UdpSocket;
 use std::time::{SystemTime, UNIX_EPOCH};
