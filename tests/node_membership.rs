@@ -2,9 +2,10 @@
 //! previous one as its seed (a chain), must fill every active view (12 x 5 links; the
 //! paper's rules alone usually left two linked nodes at 4, the splice and introduction
 //! rules fill them). After four of them are killed with SIGKILL, the eight survivors
-//! must drop the dead within the detection bound (failure timeout + probe timeout + a
-//! heartbeat round, plus 1 s of slack for a loaded machine), then fill every view
-//! again within the failure timeout, and one broadcast must reach every
+//! must drop the dead (the detection bound, failure timeout + probe timeout + a
+//! heartbeat round, is the figure printed; the assert waits up to 20 s so a loaded
+//! machine does not fail it on timing), then fill every view again (likewise), and one
+//! broadcast must reach every
 //! survivor exactly once. Last, one survivor gets SIGTERM: it must tell every
 //! neighbour (Disconnect) rather than leave them to the failure detector.
 
@@ -152,16 +153,30 @@ fn chain_seeded_cluster_fills_views_heals_after_sigkill_and_delivers_once() {
     let survivors: Vec<(u64, &Node)> = nodes.iter().map(|(i, n)| (*i, n)).collect();
     let alive: HashSet<String> = survivors.iter().map(|(i, _)| node_hex(*i)).collect();
     // Detection takes failure_timeout plus probe_timeout plus up to a heartbeat
-    // round; 1 s more for a loaded CI machine (and the polling).
-    let detect = Duration::from_millis(FAILURE_TIMEOUT + PROBE_TIMEOUT + HEARTBEAT + 1000);
-    let gone = wait_views("survivors to drop the dead", detect, &survivors, |v| {
-        dead_dropped(v, &alive)
-    });
+    // round (1.25 s), the refill about one failure timeout more. Those are the figures
+    // printed below; the bounds asserted are generous, so that a loaded 2-core machine
+    // does not fail the test on timing alone (issue 12: tests wait for a condition and
+    // report the time; the tight figure is a reported number).
+    let gone = wait_views(
+        "survivors to drop the dead",
+        Duration::from_secs(20),
+        &survivors,
+        |v| dead_dropped(v, &alive),
+    );
     let refill = wait_views(
         "survivors' views to fill again",
-        Duration::from_millis(FAILURE_TIMEOUT),
+        Duration::from_secs(20),
         &survivors,
         |v| settled(v, &alive, ACTIVE),
+    );
+    let bound = Duration::from_millis(FAILURE_TIMEOUT + PROBE_TIMEOUT + HEARTBEAT);
+    eprintln!(
+        "detection bound {bound:?} (failure + probe timeout + a heartbeat): dead dropped in {gone:?}{}",
+        if gone > bound + Duration::from_secs(1) {
+            " (slower than the bound + 1 s: a loaded machine?)"
+        } else {
+            ""
+        }
     );
     eprintln!(
         "8 survivors: dead dropped {gone:?} after SIGKILL, every view full {refill:?} later; \
