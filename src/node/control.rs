@@ -261,13 +261,18 @@ impl ControlState {
     /// can make us someone's neighbour carry our NodeName frame beside them.
     fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
         let mut d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
-        if let Some(name) = &self.ctx.cfg.node_name {
-            if matches!(
-                frame,
-                MemberFrame::Join { .. }
-                    | MemberFrame::Neighbor { .. }
-                    | MemberFrame::NeighborReply { .. }
-            ) {
+        if matches!(
+            frame,
+            MemberFrame::Join { .. }
+                | MemberFrame::Neighbor { .. }
+                | MemberFrame::NeighborReply { .. }
+        ) {
+            // Our advertised address: behind a port mapping or NAT our datagrams'
+            // source is not where peers reach us.
+            if let Some(a) = self.ctx.cfg.advertise {
+                wire::members::encode_advertise(a, &mut d);
+            }
+            if let Some(name) = &self.ctx.cfg.node_name {
                 wire::members::encode_node_name_with(name, self.ctx.cfg.node_name_chosen, &mut d);
             }
         }
@@ -381,9 +386,10 @@ impl ControlState {
                 info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
             }
         }
-        let out = self
-            .members
-            .on_frames(now, dg.header.sender, src, dg.frames);
+        let advertised = wire::members::read_advertise(&bytes);
+        let out =
+            self.members
+                .on_frames_advertised(now, dg.header.sender, src, advertised, dg.frames);
         self.apply(out)
     }
 
