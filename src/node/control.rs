@@ -261,18 +261,19 @@ impl ControlState {
     /// can make us someone's neighbour carry our NodeName frame beside them.
     fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
         let mut d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
-        if matches!(
-            frame,
-            MemberFrame::Join { .. }
-                | MemberFrame::Neighbor { .. }
-                | MemberFrame::NeighborReply { .. }
-        ) {
-            // Our advertised address: behind a port mapping or NAT our datagrams'
-            // source is not where peers reach us.
-            if let Some(a) = self.ctx.cfg.advertise {
-                wire::members::encode_advertise(a, &mut d);
-            }
-            if let Some(name) = &self.ctx.cfg.node_name {
+        // Our advertised address, in every datagram: behind a port mapping or NAT our
+        // datagrams' source is not where peers reach us, and a NAT may rewrite the
+        // source port of any of them (the driver's MTU leaves room for it).
+        if let Some(a) = self.ctx.cfg.advertise {
+            wire::members::encode_advertise(a, &mut d);
+        }
+        if let Some(name) = &self.ctx.cfg.node_name {
+            if matches!(
+                frame,
+                MemberFrame::Join { .. }
+                    | MemberFrame::Neighbor { .. }
+                    | MemberFrame::NeighborReply { .. }
+            ) {
                 wire::members::encode_node_name_with(name, self.ctx.cfg.node_name_chosen, &mut d);
             }
         }
@@ -735,7 +736,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         ctx.cfg.node_id,
         advertise,
         n as u16,
-        build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
+        build_mtu(ctx.cfg.mtu, ctx.auth.is_some())
+            .saturating_sub(wire::members::ADVERTISE_FRAME_LEN),
         ctx.membership.clone(),
         &ctx.cfg.seeds,
         seed ^ 0x6d65_6d62_6572_7321,

@@ -1122,6 +1122,16 @@ mod tests {
         );
         let three = d.active().find(|(id, ..)| *id == NodeId(3));
         assert_eq!(three, Some((NodeId(3), Some(addr(7030)), 1)));
+        // First heard through a frame that makes no neighbour (a ShuffleReply whose
+        // source port a NAT rewrote): the Advertise frame in it still wins.
+        d.on_frames_advertised(
+            Duration::from_millis(25),
+            NodeId(4),
+            addr(26462),
+            Some(addr(7040)),
+            vec![MemberFrame::ShuffleReply { nodes: vec![] }],
+        );
+        assert_eq!(d.book.get(NodeId(4)).map(|e| e.addr), Some(addr(7040)));
         assert_eq!(d.stats.bad_contacts, 0);
     }
 

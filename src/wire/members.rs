@@ -34,7 +34,7 @@
 //!                             NeighborReply (see `encode_node_name`)
 //! NameConflict  (0x1f) body := holder id u64 | name   (the receiver's name is taken)
 //! Advertise     (0x30) body := ip [16] | port u16   (the sender's advertised control
-//!                             address, next to its Join / Neighbor / NeighborReply;
+//!                             address, in every control datagram;
 //!                             peers prefer it to the datagram's source, which a port
 //!                             mapping or NAT rewrites; see `encode_advertise`)
 //! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
@@ -338,6 +338,9 @@ pub fn read_name_conflict(buf: &[u8]) -> Option<(NodeId, String)> {
 
 /// Bytes of an Advertise frame's body.
 const ADVERTISE_LEN: usize = 18;
+/// Bytes [`encode_advertise`] adds at most: what a control datagram's builder must
+/// leave free of its MTU.
+pub const ADVERTISE_FRAME_LEN: usize = FRAME_PREFIX_LEN + ADVERTISE_LEN;
 
 /// Appends the sender's Advertise frame (its advertised control address) to an
 /// encoded control datagram. An address nobody can reach (wildcard IP, port 0) is
