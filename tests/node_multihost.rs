@@ -128,18 +128,37 @@ fn wait(
     t.elapsed()
 }
 
+/// Shards a node reports in `/status` (0 while it does not answer).
+fn shards_reported(h: &Host<'_>) -> usize {
+    get_json(h.admin, "/status")
+        .and_then(|s| s["shards"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Waits until every node answers and reports all its shards: a node whose admin
+/// plane answers while an executor never reported has not really started (seen on
+/// this 2-core machine: executors asleep in io_uring at start-up, never woken).
 fn wait_answering(hosts: &[&Host<'_>]) -> Duration {
     wait(
-        "every admin plane to answer",
+        "every node to answer and report its shards",
         Duration::from_secs(30),
-        || hosts.iter().all(|h| get_json(h.admin, "/status").is_some()),
+        || hosts.iter().all(|h| shards_reported(h) == SHARDS as usize),
         || {
-            let down: Vec<usize> = hosts
+            hosts
                 .iter()
-                .filter(|h| get_json(h.admin, "/status").is_none())
-                .map(|h| h.host)
-                .collect();
-            format!("hosts {down:?} do not answer")
+                .filter(|h| shards_reported(h) != SHARDS as usize)
+                .map(|h| match get_json(h.admin, "/status") {
+                    None => format!("host{} does not answer", h.host),
+                    Some(_) => format!(
+                        "host{} answers but reports {} of {SHARDS} shards (executors not \
+                         started or stalled): {}",
+                        h.host,
+                        shards_reported(h),
+                        membership_diagnostics(h.admin)
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         },
     )
 }
