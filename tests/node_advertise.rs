@@ -2,7 +2,7 @@
 //! themselves by the address that routes to their first seed (here 127.0.0.1), so
 //! nobody gossips `0.0.0.0` and no node counts a bad contact; `--advertise` is shown in
 //! `/status`, and an unreachable one (wildcard or port 0) exits 2 naming the key.
-//! (Network-namespace hosts and port mapping, issue 15 item 7, are not covered.)
+//! (Network-namespace hosts and port mapping, issue 15 item 7: `tests/node_multihost.rs`.)
 
 mod common;
 

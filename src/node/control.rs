@@ -266,6 +266,12 @@ impl ControlState {
     /// can make us someone's neighbour carry our NodeName frame beside them.
     fn datagram(&mut self, frame: &MemberFrame) -> Bytes {
         let mut d = wire::encode_member_datagram(&self.ctx.header, std::slice::from_ref(frame));
+        // Our advertised address, in every datagram: behind a port mapping or NAT our
+        // datagrams' source is not where peers reach us, and a NAT may rewrite the
+        // source port of any of them (the driver's MTU leaves room for it).
+        if let Some(a) = self.ctx.cfg.advertise {
+            wire::members::encode_advertise(a, &mut d);
+        }
         if let Some(name) = &self.ctx.cfg.node_name {
             if matches!(
                 frame,
@@ -386,9 +392,10 @@ impl ControlState {
                 info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
             }
         }
-        let out = self
-            .members
-            .on_frames(now, dg.header.sender, src, dg.frames);
+        let advertised = wire::members::read_advertise(&bytes);
+        let out =
+            self.members
+                .on_frames_advertised(now, dg.header.sender, src, advertised, dg.frames);
         self.apply(out)
     }
 
@@ -747,7 +754,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         ctx.cfg.node_id,
         advertise,
         n as u16,
-        build_mtu(ctx.cfg.mtu, ctx.auth.is_some()),
+        build_mtu(ctx.cfg.mtu, ctx.auth.is_some())
+            .saturating_sub(wire::members::ADVERTISE_FRAME_LEN),
         ctx.membership.clone(),
         &seed_addrs,
         seed ^ 0x6d65_6d62_6572_7321,

@@ -57,6 +57,10 @@ struct BookEntry {
     shards: u16,
     /// Last datagram from it; `None`: only heard of (shuffle, forwarded join).
     last_heard: Option<Time>,
+    /// `addr` is the one the node advertised itself (its Advertise frame), which
+    /// later datagrams' source addresses do not replace: behind a port mapping or a
+    /// NAT the source is not where the node can be reached.
+    announced: bool,
 }
 
 /// Node id -> where to reach it. Bounded: when full, the entry heard from longest
@@ -210,9 +214,23 @@ impl MemberDriver {
     }
 
     /// Records a datagram from `id` at `addr`; `shards` when the frame told it.
-    fn heard(&mut self, id: NodeId, addr: SocketAddr, shards: u16, now: Time) {
+    fn heard(
+        &mut self,
+        id: NodeId,
+        addr: SocketAddr,
+        announced: Option<SocketAddr>,
+        shards: u16,
+        now: Time,
+    ) {
         if let Some(e) = self.book.map.get_mut(&id) {
-            e.addr = addr;
+            match announced {
+                Some(a) => {
+                    e.addr = a;
+                    e.announced = true;
+                }
+                None if !e.announced => e.addr = addr,
+                None => {}
+            }
             e.last_heard = Some(now);
             if shards > 0 {
                 e.shards = shards;
@@ -222,9 +240,10 @@ impl MemberDriver {
         self.insert(
             id,
             BookEntry {
-                addr,
+                addr: announced.unwrap_or(addr),
                 shards,
                 last_heard: Some(now),
+                announced: announced.is_some(),
             },
         );
     }
@@ -278,6 +297,7 @@ impl MemberDriver {
                         addr: c.addr,
                         shards: c.shards,
                         last_heard: None,
+                        announced: false,
                     },
                 );
             }
@@ -331,12 +351,28 @@ impl MemberDriver {
         v
     }
 
-    /// One decoded control datagram from `from` (header sender) at `src`.
+    /// One decoded control datagram from `from` (header sender) at `src`, without
+    /// an Advertise frame.
+    #[cfg(test)]
     pub fn on_frames(
         &mut self,
         now: Time,
         from: NodeId,
         src: SocketAddr,
+        frames: Vec<MemberFrame>,
+    ) -> Vec<Output> {
+        self.on_frames_advertised(now, from, src, None, frames)
+    }
+
+    /// [`on_frames`](Self::on_frames) for a datagram that carried the sender's
+    /// advertised control address (its Advertise frame): that address, not `src`,
+    /// is where the sender is reached from now on.
+    pub fn on_frames_advertised(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        src: SocketAddr,
+        advertised: Option<SocketAddr>,
         frames: Vec<MemberFrame>,
     ) -> Vec<Output> {
         if self.left || from == self.me {
@@ -351,7 +387,9 @@ impl MemberDriver {
                 _ => None,
             })
             .unwrap_or(0);
-        self.heard(from, src, shards, now);
+        self.heard(from, src, advertised, shards, now);
+        // Where `from` is reached: what it advertised, else its datagrams' source.
+        let reach = self.book.get(from).map_or(src, |e| e.addr);
         // A seed we knew only by address answered: from now on the state machine
         // joins through it by id. Joining through it first makes its acknowledgement
         // (an accepting NeighborReply) count as the answer to our Join. This happens
@@ -402,9 +440,10 @@ impl MemberDriver {
                     ttl,
                     nodes,
                 } => {
-                    // The origin's own datagram: its source address beats what it says.
+                    // The origin's own datagram: what we know of it directly (its
+                    // advertised address, else its source) beats what it says.
                     if origin.id == from {
-                        origin.addr = src;
+                        origin.addr = reach;
                     }
                     if !self.learn(&origin) {
                         continue;
@@ -431,9 +470,10 @@ impl MemberDriver {
                 MemberFrame::Probe => Message::Probe,
                 MemberFrame::ProbeReply => Message::ProbeReply,
                 MemberFrame::Splice { mut partner } => {
-                    // The requester naming itself: its source address beats what it says.
+                    // The requester naming itself: what we know of it directly beats
+                    // what it says.
                     if partner.id == from {
-                        partner.addr = src;
+                        partner.addr = reach;
                     }
                     if !self.learn(&partner) {
                         continue;
@@ -1048,6 +1088,84 @@ mod tests {
         net.nodes[a].3 = false;
         net.flush();
         assert_eq!(net.active(b), vec![NodeId(3)]);
+    }
+
+    #[test]
+    fn an_advertised_address_beats_the_datagrams_source() {
+        let mut d = MemberDriver::new(NodeId(1), addr(7000), 1, 1400, cfg(), &[], 1).unwrap();
+        d.start(Duration::ZERO);
+        // Node 2 sits behind a port mapping: it is reached at 27000, but its datagrams
+        // leave from 27915 (a NAT's choice).
+        let (advertised, source) = (addr(27000), addr(27915));
+        let out = d.on_frames_advertised(
+            Duration::from_millis(5),
+            NodeId(2),
+            source,
+            Some(advertised),
+            vec![MemberFrame::Join { shards: 2 }],
+        );
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::Up { peer: NodeId(2), control, shards: 2 }
+                if *control == advertised)
+            ),
+            "{out:?}"
+        );
+        for o in &out {
+            if let Output::Send { to, .. } = o {
+                assert_ne!(
+                    *to, source,
+                    "sent to the source, not the advertised address"
+                );
+            }
+        }
+        let peer = |d: &MemberDriver| d.active().find(|(id, ..)| *id == NodeId(2));
+        assert_eq!(peer(&d), Some((NodeId(2), Some(advertised), 2)));
+        // Later datagrams without the frame (heartbeats, its own shuffle naming its
+        // source) do not move it back to the source address.
+        d.on_frames(
+            Duration::from_millis(10),
+            NodeId(2),
+            source,
+            vec![MemberFrame::Heartbeat { short: false }],
+        );
+        let me = Contact {
+            id: NodeId(2),
+            addr: source,
+            shards: 2,
+        };
+        d.on_frames(
+            Duration::from_millis(15),
+            NodeId(2),
+            source,
+            vec![MemberFrame::Shuffle {
+                origin: me,
+                ttl: 0,
+                nodes: vec![],
+            }],
+        );
+        assert_eq!(peer(&d), Some((NodeId(2), Some(advertised), 2)));
+        // A node that sends no Advertise frame (it predates it) is reached at its
+        // source, as before.
+        d.on_frames(
+            Duration::from_millis(20),
+            NodeId(3),
+            addr(7030),
+            vec![MemberFrame::Join { shards: 1 }],
+        );
+        let three = d.active().find(|(id, ..)| *id == NodeId(3));
+        assert_eq!(three, Some((NodeId(3), Some(addr(7030)), 1)));
+        // First heard through a frame that makes no neighbour (a ShuffleReply whose
+        // source port a NAT rewrote): the Advertise frame in it still wins.
+        d.on_frames_advertised(
+            Duration::from_millis(25),
+            NodeId(4),
+            addr(26462),
+            Some(addr(7040)),
+            vec![MemberFrame::ShuffleReply { nodes: vec![] }],
+        );
+        assert_eq!(d.book.get(NodeId(4)).map(|e| e.addr), Some(addr(7040)));
+        assert_eq!(d.stats.bad_contacts, 0);
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub mod tag {
     pub const MEMBERSHIP_LAST: u8 = 0x1f;
     /// Anti-entropy: a digest of recently delivered ids of one partition.
     pub const DIGEST: u8 = 0x20;
+    /// The sender's advertised control address (ip [16] | port u16), in every
+    /// control datagram beside its membership frame: the address its peers must use
+    /// when it differs from the datagrams' source (a port mapping, a NAT, which may
+    /// also rewrite the source port of any datagram). The membership range is full, hence a tag above the reserved ranges;
+    /// nodes that predate it skip it as an unknown tag.
+    pub const ADVERTISE: u8 = 0x30;
 }
 
 /// 64 message ids of one origin in one partition, as a bitmap: bit `i` stands for

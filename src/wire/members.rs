@@ -33,6 +33,10 @@
 //!                             the sender's name, next to its Join / Neighbor /
 //!                             NeighborReply (see `encode_node_name`)
 //! NameConflict  (0x1f) body := holder id u64 | name   (the receiver's name is taken)
+//! Advertise     (0x30) body := ip [16] | port u16   (the sender's advertised control
+//!                             address, in every control datagram;
+//!                             peers prefer it to the datagram's source, which a port
+//!                             mapping or NAT rewrites; see `encode_advertise`)
 //! contact := id u64 | ip [16] (IPv4 as ::ffff:a.b.c.d) | port u16 | shards u16   (28 bytes)
 //! ```
 
@@ -332,6 +336,43 @@ pub fn read_name_conflict(buf: &[u8]) -> Option<(NodeId, String)> {
     Some((NodeId(u64::from_le_bytes(*id)), name.to_string()))
 }
 
+/// Bytes of an Advertise frame's body.
+const ADVERTISE_LEN: usize = 18;
+/// Bytes [`encode_advertise`] adds at most: what a control datagram's builder must
+/// leave free of its MTU.
+pub const ADVERTISE_FRAME_LEN: usize = FRAME_PREFIX_LEN + ADVERTISE_LEN;
+
+/// Appends the sender's Advertise frame (its advertised control address) to an
+/// encoded control datagram. An address nobody can reach (wildcard IP, port 0) is
+/// not sent: the receiver then goes by the datagram's source.
+pub fn encode_advertise(addr: SocketAddr, out: &mut Vec<u8>) {
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return;
+    }
+    write_prefix(tag::ADVERTISE, ADVERTISE_LEN as u16, out);
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&addr.port().to_le_bytes());
+}
+
+/// The sender's advertised control address from a control datagram that decoded
+/// (see [`decode_members`]), if it carries a usable one. Total like
+/// [`read_node_name`].
+pub fn read_advertise(buf: &[u8]) -> Option<SocketAddr> {
+    let body: &[u8; ADVERTISE_LEN] = find_frame(buf, tag::ADVERTISE)?.try_into().ok()?;
+    let (ip, port) = body.split_at(16);
+    let ip = Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?);
+    let ip = match ip.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(ip),
+    };
+    let port = u16::from_le_bytes([port[0], port[1]]);
+    (port != 0 && !ip.is_unspecified()).then_some(SocketAddr::new(ip, port))
+}
+
 /// The body of the first frame tagged `t` in a datagram, scanning the prefixes only.
 fn find_frame(buf: &[u8], t: u8) -> Option<&[u8]> {
     let mut pos = super::HEADER_LEN;
@@ -475,9 +516,9 @@ pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
             });
         };
         pos += FRAME_PREFIX_LEN + len;
-        if t == tag::NODE_NAME || t == tag::NAME_CONFLICT {
-            // Known, carry no membership message: read by `read_node_name` and
-            // `read_name_conflict`.
+        if t == tag::NODE_NAME || t == tag::NAME_CONFLICT || t == tag::ADVERTISE {
+            // Known, carry no membership message: read by `read_node_name`,
+            // `read_name_conflict` and `read_advertise`.
             continue;
         }
         if !is_member_tag(t) {
@@ -581,6 +622,44 @@ mod tests {
         assert_eq!(dg.header, header());
         assert_eq!(dg.frames, frames);
         assert_eq!(dg.skipped_unknown, 0);
+    }
+
+    #[test]
+    fn advertise_rides_beside_join_and_old_datagrams_still_decode() {
+        let join = MemberFrame::Join { shards: 2 };
+        let mut raw = encode_member_datagram(&header(), std::slice::from_ref(&join));
+        let old = raw.clone();
+        for a in ["198.18.1.14:27000", "[2001:db8::7]:7000"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut r = old.clone();
+            encode_advertise(a, &mut r);
+            encode_node_name("web-1", &mut r);
+            assert_eq!(
+                r.len(),
+                old.len() + FRAME_PREFIX_LEN + ADVERTISE_LEN + node_name_len("web-1")
+            );
+            let dg = decode_members(&Bytes::from(r.clone())).unwrap();
+            assert_eq!(dg.frames, vec![join.clone()]);
+            assert_eq!(dg.skipped_unknown, 0, "new decoders know the tag");
+            assert_eq!(read_advertise(&r), Some(a));
+            assert_eq!(read_node_name(&r).as_deref(), Some("web-1"));
+            // The shard decoder (like a node that predates the tag) skips it.
+            assert!(decode(&Bytes::from(r)).is_ok_and(|d| d.skipped_unknown >= 1));
+        }
+        assert_eq!(read_advertise(&old), None);
+        // Unreachable addresses are neither sent nor read.
+        for bad in ["0.0.0.0:7000", "198.18.1.14:0"] {
+            encode_advertise(bad.parse().unwrap(), &mut raw);
+            assert_eq!(raw, old, "{bad} not sent");
+        }
+        let mut forged = old.clone();
+        write_prefix(tag::ADVERTISE, ADVERTISE_LEN as u16, &mut forged);
+        forged.extend_from_slice(&[0; ADVERTISE_LEN]);
+        assert_eq!(read_advertise(&forged), None, "wildcard, port 0");
+        let mut short = old.clone();
+        write_prefix(tag::ADVERTISE, 2, &mut short);
+        short.extend_from_slice(&[1, 2]);
+        assert_eq!(read_advertise(&short), None, "wrong length");
     }
 
     #[test]
