@@ -17,6 +17,7 @@ mod shard_exec;
 pub mod sink;
 pub mod snapshot;
 pub mod subscribe;
+pub mod ticker;
 pub mod udp;
 pub mod wake;
 

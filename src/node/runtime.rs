@@ -27,6 +27,7 @@ use super::snapshot::{
     NameBook, NodeSnapshot, ShardSnapshot,
 };
 use super::subscribe::Subscribers;
+use super::ticker::{TickTargets, WakeTicker};
 use super::wake::{self, Doorbell, Queue};
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
@@ -359,6 +360,9 @@ pub struct RunningNode {
     shared: Arc<Shared>,
     threads: Vec<(String, JoinHandle<()>)>,
     shard_addrs: Vec<SocketAddr>,
+    /// Guards every executor against a lost wake-up (see [`super::ticker`]); stops
+    /// when the node is dropped, after the executors.
+    _ticker: WakeTicker,
 }
 
 /// What shutdown did (the statistics of the task-manager reference): tasks (loop
@@ -665,6 +669,10 @@ pub fn start_with(
         stops: Mutex::new(vec![None; n + 1]),
         subscribers: Mutex::new(None),
     });
+    let ticker = WakeTicker::start().map_err(|e| RuntimeError::Executor {
+        name: "wake-ticker".into(),
+        reason: e.to_string(),
+    })?;
     // Benchmark knob: PLUMCORE_UDP_GSO=0 sends every datagram as its own message.
     let gso = std::env::var_os("PLUMCORE_UDP_GSO").is_none_or(|v| v != "0");
     let mut threads = Vec::new();
@@ -696,7 +704,9 @@ pub fn start_with(
         let name = format!("shard-{k}");
         threads.push((
             name.clone(),
-            spawn_executor(&name, ctx.core, move || run_shard(ctx, sock, rx))?,
+            spawn_executor(&name, ctx.core, ticker.targets(), move || {
+                run_shard(ctx, sock, rx)
+            })?,
         ));
     }
     let ctx = ControlCtx {
@@ -719,7 +729,7 @@ pub fn start_with(
     };
     threads.push((
         "control".into(),
-        spawn_executor("control", cfg.control_core, move || {
+        spawn_executor("control", cfg.control_core, ticker.targets(), move || {
             run_control(ctx, control_sock)
         })?,
     ));
@@ -728,6 +738,7 @@ pub fn start_with(
         shared,
         threads,
         shard_addrs,
+        _ticker: ticker,
     })
 }
 
@@ -751,6 +762,7 @@ const EXECUTOR_PREEMPT: Duration = Duration::from_millis(1);
 fn spawn_executor<F, Fut>(
     name: &str,
     core: Option<usize>,
+    guard: TickTargets,
     body: F,
 ) -> Result<JoinHandle<()>, RuntimeError>
 where
@@ -771,7 +783,10 @@ where
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || match builder.make() {
-            Ok(ex) => ex.run(body()),
+            Ok(ex) => ex.run(async move {
+                glommio::spawn_local(super::ticker::serve(guard)).detach();
+                body().await
+            }),
             Err(e) => warn!(executor = %name, error = %e, "executor failed to start"),
         })
         .map_err(|e| RuntimeError::Executor {
