@@ -353,10 +353,6 @@ impl FaultLayer {
     }
 }
 
-/// A UDP socket with the fault layer between it and its user (only with `--chaos`),
-/// and the batched I/O of [`super::udp`]: readiness through glommio, then
-/// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
-/// a batch costs one branch.
 /// Longest a receive loop waits for readiness before it drains the socket anyway:
 /// the safety net under a lost wake-up (counted when it finds datagrams). A handful of
 /// non-blocking `recvmmsg` calls a second is not measurable on an idle node.
@@ -371,6 +367,10 @@ pub enum Turn {
     Ready { woke: bool },
 }
 
+/// A UDP socket with the fault layer between it and its user (only with `--chaos`),
+/// and the batched I/O of [`super::udp`]: readiness through glommio, then
+/// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
+/// a batch costs one branch.
 pub struct FaultySocket {
     sock: Rc<UdpSocket>,
     layer: Option<Rc<RefCell<FaultLayer>>>,
