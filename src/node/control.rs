@@ -748,7 +748,8 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let p = ctx.cfg.protocol.clone();
     let shared = ctx.shared.clone();
     let (seed_generation, seed_addrs) = ctx.seeds.current();
-    let advertise = advertise_addr(ctx.cfg.advertise, shared.addr, seed_addrs.first().copied());
+    // Decided by the runtime before any executor started (`advertise_addr`).
+    let advertise = ctx.cfg.advertise.unwrap_or(shared.addr);
     info!(%advertise, bind = %shared.addr, "advertising control address");
     let members = match MemberDriver::new(
         ctx.cfg.node_id,
