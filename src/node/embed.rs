@@ -94,7 +94,6 @@ impl Node {
                 other => NodeError::Environment(other.to_string()),
             })?;
         let backend = running.backend();
-        backend.set_subscribers(subscribers.clone());
         let admin = AdminServer::start_with(
             cfg.admin,
             Arc::new(running.backend()),

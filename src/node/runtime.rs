@@ -211,8 +211,9 @@ pub(super) struct Shared {
     pub loop_tx: Sender<LoopCmd>,
     /// Shutdown task counts per executor: index 0 is the control core, 1 + k shard k.
     pub stops: Mutex<Vec<Option<ExecutorStop>>>,
-    /// Library subscriptions, when the node is embedded (for their metrics).
-    pub subscribers: Mutex<Option<Subscribers>>,
+    /// The deliveries thread's library subscriptions, if it feeds any (for their
+    /// metrics).
+    pub subscribers: Option<Subscribers>,
 }
 
 impl Shared {
@@ -247,13 +248,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct NodeBackend(Arc<Shared>);
 
-impl NodeBackend {
-    /// Lets the snapshot report the library subscriptions' counters.
-    pub fn set_subscribers(&self, subs: Subscribers) {
-        *self.0.subscribers.lock().unwrap_or_else(|p| p.into_inner()) = Some(subs);
-    }
-}
-
 impl AdminBackend for NodeBackend {
     fn snapshot(&self) -> NodeSnapshot {
         let mut s = self
@@ -272,7 +266,7 @@ impl AdminBackend for NodeBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(subs) = &*self.0.subscribers.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(subs) = &self.0.subscribers {
             s.subscribers = subs.count();
             s.subscriber_lagged = subs.lagged();
         }
@@ -667,7 +661,7 @@ pub fn start_with(
             .then(|| Arc::new(FaultSwitch::new(hardening.faults.clone()))),
         loop_tx,
         stops: Mutex::new(vec![None; n + 1]),
-        subscribers: Mutex::new(None),
+        subscribers: sink.subscribers().cloned(),
     });
     let ticker = WakeTicker::start().map_err(|e| RuntimeError::Executor {
         name: "wake-ticker".into(),

@@ -55,6 +55,11 @@ pub struct SinkSender {
     tx: Option<Sender<SinkEvent>>,
     /// Events refused because the queue was full; the writer reports them as lagged.
     dropped: Arc<AtomicU64>,
+    /// The subscriptions the writer feeds, if any.
+    subscribers: Option<Subscribers>,
+    /// Whether the writer has a file: without one (and with nobody subscribed) an
+    /// event has no reader, and is dropped here instead of crossing to the thread.
+    file: bool,
 }
 
 impl SinkSender {
@@ -72,7 +77,20 @@ impl SinkSender {
         self.offer(SinkEvent::GraftFailed(id))
     }
 
+    /// The library subscriptions this sink feeds, if any.
+    pub fn subscribers(&self) -> Option<&Subscribers> {
+        self.subscribers.as_ref()
+    }
+
     fn offer(&self, e: SinkEvent) -> bool {
+        let subscribed = self.subscribers.as_ref().is_some_and(Subscribers::any);
+        let wanted = match e {
+            SinkEvent::Delivery(_) => self.file || subscribed,
+            SinkEvent::GraftFailed(_) => subscribed,
+        };
+        if !wanted {
+            return true;
+        }
         match &self.tx {
             None => true,
             Some(tx) => match tx.try_send(e) {
@@ -143,7 +161,15 @@ impl DeliverySink {
                 handle: None,
                 written,
             };
-            return Ok((sink, SinkSender { tx: None, dropped }));
+            return Ok((
+                sink,
+                SinkSender {
+                    tx: None,
+                    dropped,
+                    subscribers: None,
+                    file: false,
+                },
+            ));
         }
         let out: Option<Box<dyn Write + Send>> = match target {
             None => None,
@@ -154,6 +180,8 @@ impl DeliverySink {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let counter = Arc::clone(&written);
         let lost = Arc::clone(&dropped);
+        let fed = subscribers.clone();
+        let file = out.is_some();
         let handle = std::thread::Builder::new()
             .name("deliveries".into())
             .spawn(move || {
@@ -178,6 +206,8 @@ impl DeliverySink {
             SinkSender {
                 tx: Some(tx),
                 dropped,
+                subscribers: fed,
+                file,
             },
         ))
     }
@@ -297,7 +327,7 @@ impl Writer {
                 if wrote {
                     self.written.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(s) = &self.subscribers {
+                if let Some(s) = self.subscribers.as_ref().filter(|s| s.any()) {
                     s.publish(&Event::Message {
                         id: d.id,
                         origin: d.id.origin,
@@ -443,6 +473,8 @@ mod tests {
         let sender = SinkSender {
             tx: Some(tx),
             dropped: Arc::default(),
+            subscribers: None,
+            file: true,
         };
         assert!(sender.try_send(delivery(1, b"a")));
         assert!(!sender.try_send(delivery(2, b"b")));
