@@ -22,7 +22,7 @@ use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::control::{executor_supervisor, loop_backoff, loop_info};
 use super::fault::{FaultSwitch, FaultySocket, Turn};
@@ -231,6 +231,18 @@ impl ShardState {
                         seq: self.timer_seq,
                         timer,
                     });
+                }
+                Event::Gap(gap) => {
+                    // Counted in plumtree_unrecoverable_total; the deliveries file and
+                    // every subscriber get it (a full queue reports it as lagged).
+                    info!(
+                        shard = self.ctx.index,
+                        origin = %gap.origin,
+                        missed = gap.missed,
+                        reason = gap.reason.as_str(),
+                        "known gap: messages that can no longer be recovered"
+                    );
+                    let _ = self.ctx.sink.try_send_gap(gap);
                 }
                 Event::GraftFailed { id } => {
                     // Counted in plumtree_graft_failed_total; a warning at most every

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::ids::MessageId;
+use crate::protocol::gap::Gap;
 
 use super::snapshot::{id_hex, node_hex, NameBook};
 use super::subscribe::{Event, Subscribers};
@@ -46,6 +47,8 @@ pub enum SinkEvent {
     Delivery(Delivery),
     /// A graft gave up (for library subscribers only; the file holds deliveries).
     GraftFailed(MessageId),
+    /// Messages declared unrecoverable: a `{"gap":...}` line and an `Event::Gap`.
+    Gap(Gap),
 }
 
 /// The shards' handle on the sink: cheap to clone, one per shard. Never blocks.
@@ -77,6 +80,12 @@ impl SinkSender {
         self.offer(SinkEvent::GraftFailed(id))
     }
 
+    /// Tells the file and the subscribers that messages of an origin will never be
+    /// delivered here (see [`SinkSender::try_send`]).
+    pub fn try_send_gap(&self, gap: Gap) -> bool {
+        self.offer(SinkEvent::Gap(gap))
+    }
+
     /// The library subscriptions this sink feeds, if any.
     pub fn subscribers(&self) -> Option<&Subscribers> {
         self.subscribers.as_ref()
@@ -85,7 +94,7 @@ impl SinkSender {
     fn offer(&self, e: SinkEvent) -> bool {
         let subscribed = self.subscribers.as_ref().is_some_and(Subscribers::any);
         let wanted = match e {
-            SinkEvent::Delivery(_) => self.file || subscribed,
+            SinkEvent::Delivery(_) | SinkEvent::Gap(_) => self.file || subscribed,
             SinkEvent::GraftFailed(_) => subscribed,
         };
         if !wanted {
@@ -266,6 +275,19 @@ pub fn format_named_line(d: &Delivery, t_ns: u64, origin_name: Option<&str>) -> 
     )
 }
 
+/// The deliveries-file line of a known gap: `missed` messages of `origin` with seqs
+/// in `first..=last` will never be delivered (the rest of that range was).
+pub fn format_gap_line(g: &Gap) -> String {
+    format!(
+        "{{\"gap\":{{\"origin\":\"{}\",\"missed\":{},\"first\":{},\"last\":{},\"reason\":\"{}\"}}}}",
+        node_hex(g.origin),
+        g.missed,
+        g.first,
+        g.last,
+        g.reason.as_str()
+    )
+}
+
 /// Unix time in nanoseconds (0 if the clock is before 1970).
 fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
@@ -339,6 +361,15 @@ impl Writer {
             SinkEvent::GraftFailed(id) => {
                 if let Some(s) = &self.subscribers {
                     s.publish(&Event::GraftFailed { id });
+                }
+            }
+            SinkEvent::Gap(gap) => {
+                self.write_line(|_| format_gap_line(&gap));
+                if let Some(s) = &self.subscribers {
+                    s.publish(&Event::Gap {
+                        origin: gap.origin,
+                        missed: gap.missed,
+                    });
                 }
             }
         }
@@ -513,7 +544,7 @@ mod tests {
             match e {
                 Event::Message { .. } => got += 1,
                 Event::Lagged { missed: n } => missed += n,
-                Event::GraftFailed { .. } => unreachable!(),
+                Event::GraftFailed { .. } | Event::Gap { .. } => unreachable!(),
             }
         }
         assert_eq!(missed, refused, "every refusal reported to the subscriber");

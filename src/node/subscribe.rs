@@ -34,6 +34,10 @@ pub enum Event {
     /// This node announced message `id` (an IHave) but no neighbour sent it after
     /// every graft retry: it will not be delivered here unless anti-entropy finds it.
     GraftFailed { id: MessageId },
+    /// `missed` messages of `origin` will never be delivered here: they were lost
+    /// (a partition, datagram loss) and expired from every cache before anything
+    /// could fill the hole. Counted only below a message this node delivered.
+    Gap { origin: NodeId, missed: u64 },
 }
 
 /// A stream of [`Event`]s. Dropping it unsubscribes. Iterating blocks until the next

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod config;
 mod digest;
+pub mod gap;
 pub mod peers;
 pub mod roots;
 pub mod seen;
@@ -58,6 +59,9 @@ pub enum Event {
     /// Every graft for this message failed (`graft_max_retries` exhausted); the
     /// `on_graft_failed` outcome of the reference library.
     GraftFailed { id: MessageId },
+    /// Messages of an origin this shard will never deliver (see [`gap`]): tell the
+    /// application, which would otherwise never learn they existed.
+    Gap(gap::Gap),
 }
 #[cfg(test)]
 mod tests;

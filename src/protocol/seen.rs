@@ -19,6 +19,14 @@
 //! new one arrives), at most `max_window` sequence numbers per origin (the window is
 //! slid forward, forgetting holes, when a newer message would exceed it), and origins
 //! silent for longer than the TTL are dropped by [`SeenMap::expire`].
+//!
+//! The window also knows its holes: seqs this shard owns below the highest one it
+//! delivered. Each hole waits for its deadline (see `protocol::gap`); what is still
+//! missing then, or what a forced slide, an eviction or an expiry forgets, is declared
+//! a [`Gap`] and handed out by [`SeenMap::take_gaps`]. Seqs before first contact are
+//! never holes: a late joiner reports nothing of the history it never asked for. A seq
+//! more than `max_window` past the highest one delivered is a new epoch of the origin
+//! (a restart: its counter starts from the wall clock), not a gap.
 
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -26,6 +34,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::gap::{Gap, GapReason, HOLE_GRACE, MAX_HOLES_PER_ORIGIN};
 use crate::ids::{origin_offset, MessageId, NodeId};
 
 /// Most late seqs tracked per origin below its first-contact point.
@@ -94,6 +103,19 @@ pub struct SeenStats {
     pub below_floor: u64,
     /// Messages older than an origin's first contact, delivered late (reordering).
     pub early_accepted: u64,
+    /// Seq jumps past the window read as a new epoch of the origin (not gaps).
+    pub epochs: u64,
+    /// Holes merged into their origin's newest one (`MAX_HOLES_PER_ORIGIN`).
+    pub holes_merged: u64,
+}
+
+/// Seqs `first..=last` that were missing when a delivery above them opened the hole.
+#[derive(Debug, Clone, Copy)]
+struct Hole {
+    first: u64,
+    last: u64,
+    /// Seconds since the epoch at which what is still missing is declared a gap.
+    deadline: u32,
 }
 
 /// Bounded per-shard seen map. See the module documentation.
@@ -106,6 +128,12 @@ pub struct SeenMap {
     /// up to `max_window` seqs before first contact are tracked individually. Rare and
     /// bounded by `MAX_EARLY` per origin.
     early: FxHashMap<NodeId, Vec<u64>>,
+    /// Per origin with holes, the holes in seq order (disjoint, deadlines ascending).
+    holes: FxHashMap<NodeId, VecDeque<Hole>>,
+    /// Gaps declared and not yet taken.
+    declared: Vec<Gap>,
+    /// `ttl + HOLE_GRACE` in seconds.
+    hole_wait_secs: u32,
     partitions: u64,
     /// `fill[r]`: bits of an aligned word whose seqs fall in partitions this shard does
     /// not own, for an origin with `origin_offset % partitions == r`.
@@ -138,6 +166,9 @@ impl SeenMap {
         Self {
             windows: FxHashMap::default(),
             early: FxHashMap::default(),
+            holes: FxHashMap::default(),
+            declared: Vec::new(),
+            hole_wait_secs: (ttl + HOLE_GRACE).as_secs().max(1) as u32,
             partitions: p,
             fill,
             max_origins: max_origins.max(1),
@@ -149,7 +180,7 @@ impl SeenMap {
 
     #[inline]
     fn fill_for(&self, origin: NodeId) -> u64 {
-        self.fill[(origin_offset(origin) & (self.partitions - 1)) as usize]
+        fill_of(&self.fill, self.partitions, origin)
     }
 
     /// Whether `seq` lies in the span tracked before first contact (so the early list
@@ -209,6 +240,7 @@ impl SeenMap {
             }
         });
         w.last_active = now_s;
+        let high = highest(w, fill);
         let span = max_words as u64 * 64;
         let early_span = w
             .opened()
@@ -228,12 +260,61 @@ impl SeenMap {
             self.stats.below_floor += 1;
             return Seen::Duplicate;
         }
+        // A delivery above the highest one so far opens a hole over the owned seqs in
+        // between (none when the shard owns none of them); one far past it starts a new
+        // epoch, and the old epoch's holes can no longer be told apart from it.
+        let from = high.map_or(w.floor, |h| h + 1);
+        if id.seq > from {
+            if id.seq - from > span {
+                self.stats.epochs += 1;
+                for h in self.holes.remove(&id.origin).unwrap_or_default() {
+                    let missed = unseen(w, fill, h.first, h.last);
+                    declare(&mut self.declared, id.origin, h, missed, GapReason::Window);
+                }
+            } else if unseen(w, fill, from, id.seq - 1) > 0 {
+                let holes = self.holes.entry(id.origin).or_default();
+                let hole = Hole {
+                    first: from,
+                    last: id.seq - 1,
+                    deadline: now_s.saturating_add(self.hole_wait_secs),
+                };
+                let full = holes.len() >= MAX_HOLES_PER_ORIGIN;
+                match holes.back_mut() {
+                    Some(back) if full => {
+                        back.last = hole.last;
+                        back.deadline = hole.deadline;
+                        self.stats.holes_merged += 1;
+                    }
+                    _ => holes.push_back(hole),
+                }
+            }
+        }
         let mut word = ((id.seq - w.floor) / 64) as usize;
         if word >= max_words {
-            // Slide so that `word` becomes the last allowed word; forget the holes.
-            // Sliding may fold complete words too, so recompute from the new floor.
+            // Slide so that `word` becomes the last allowed word; the holes it passes
+            // are declared. Sliding may fold complete words too, so recompute from the
+            // new floor.
             let shift = word - max_words + 1;
             self.stats.forced_slides += 1;
+            if let Some(holes) = self.holes.get_mut(&id.origin) {
+                let new_floor = w.floor + 64 * shift as u64;
+                while let Some(h) = holes.front_mut() {
+                    if h.first >= new_floor {
+                        break;
+                    }
+                    let cut = Hole {
+                        last: h.last.min(new_floor - 1),
+                        ..*h
+                    };
+                    let missed = unseen(w, fill, cut.first, cut.last);
+                    declare(&mut self.declared, id.origin, cut, missed, GapReason::Window);
+                    if h.last >= new_floor {
+                        h.first = new_floor;
+                        break;
+                    }
+                    holes.pop_front();
+                }
+            }
             slide(w, shift, fill);
             if id.seq < w.floor {
                 // Its word was complete: it had been seen.
@@ -258,21 +339,101 @@ impl SeenMap {
         if word == 0 && w.bits == u64::MAX {
             compact(w, fill);
         }
+        if let Some(holes) = self.holes.get_mut(&id.origin) {
+            // A reordered seq usually closes the newest hole; holes the floor passed
+            // were filled.
+            if holes.back().is_some_and(|h| {
+                (h.first..=h.last).contains(&id.seq) && unseen(w, fill, h.first, h.last) == 0
+            }) {
+                holes.pop_back();
+            }
+            while holes.front().is_some_and(|h| h.last < w.floor) {
+                holes.pop_front();
+            }
+            if holes.is_empty() {
+                self.holes.remove(&id.origin);
+            }
+        }
         Seen::New
     }
 
+    /// Declares what is still missing of every hole whose deadline passed; the gaps
+    /// are then counted as delivered (seen), so a copy arriving later is a duplicate
+    /// and delivered + missed stays exact.
+    pub fn declare_gaps(&mut self, now: Duration) {
+        let now_s = now.as_secs() as u32;
+        let mut emptied = Vec::new();
+        for (&origin, holes) in self.holes.iter_mut() {
+            let fill = fill_of(&self.fill, self.partitions, origin);
+            let Some(w) = self.windows.get_mut(&origin) else {
+                emptied.push(origin);
+                continue;
+            };
+            while holes.front().is_some_and(|h| h.deadline <= now_s) {
+                let h = holes.pop_front().expect("front exists");
+                let missed = unseen(w, fill, h.first, h.last);
+                if missed > 0 {
+                    mark_seen(w, h.first, h.last);
+                    declare(&mut self.declared, origin, h, missed, GapReason::Expired);
+                }
+            }
+            compact(w, fill);
+            while holes.front().is_some_and(|h| h.last < w.floor) {
+                holes.pop_front();
+            }
+            if holes.is_empty() {
+                emptied.push(origin);
+            }
+        }
+        for origin in emptied {
+            self.holes.remove(&origin);
+        }
+    }
+
+    /// Gaps declared since the last call.
+    pub fn take_gaps(&mut self) -> Vec<Gap> {
+        std::mem::take(&mut self.declared)
+    }
+
+    /// Holes waiting for their deadline, over all origins.
+    pub fn pending_holes(&self) -> usize {
+        self.holes.values().map(VecDeque::len).sum()
+    }
+
+    /// Declares the holes of an origin that is being forgotten.
+    fn forget_holes(&mut self, origin: NodeId, reason: GapReason) {
+        let Some(holes) = self.holes.remove(&origin) else {
+            return;
+        };
+        let Some(w) = self.windows.get(&origin) else {
+            return;
+        };
+        let fill = fill_of(&self.fill, self.partitions, origin);
+        for h in holes {
+            let missed = unseen(w, fill, h.first, h.last);
+            declare(&mut self.declared, origin, h, missed, reason);
+        }
+    }
+
     /// Drops origins silent for longer than the TTL; returns how many.
+    /// Holes of a dropped origin were opened at most at its last delivery, a TTL
+    /// ago: they are declared expired.
     pub fn expire(&mut self, now: Duration) -> usize {
         let now_s = now.as_secs() as u32;
         let ttl = self.ttl_secs;
-        let before = self.windows.len();
-        self.windows
-            .retain(|_, w| now_s.saturating_sub(w.last_active) <= ttl);
-        let windows = &self.windows;
-        self.early.retain(|o, _| windows.contains_key(o));
-        let removed = before - self.windows.len();
-        self.stats.origin_expirations += removed as u64;
-        removed
+        let silent: Vec<NodeId> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| now_s.saturating_sub(w.last_active) > ttl)
+            .map(|(&o, _)| o)
+            .collect();
+        for &origin in &silent {
+            self.forget_holes(origin, GapReason::Expired);
+            self.windows.remove(&origin);
+            self.early.remove(&origin);
+        }
+        self.stats.origin_expirations += silent.len() as u64;
+        silent.len()
     }
 
     fn evict_least_recent(&mut self) {
@@ -282,6 +443,7 @@ impl SeenMap {
             .min_by_key(|(o, w)| (w.last_active, **o))
             .map(|(o, _)| *o)
         {
+            self.forget_holes(victim, GapReason::Evicted);
             self.windows.remove(&victim);
             self.early.remove(&victim);
             self.stats.origin_evictions += 1;
@@ -319,7 +481,94 @@ impl SeenMap {
             .values()
             .map(|e| e.capacity() * 8 + size_of::<(NodeId, Vec<u64>)>() + 1)
             .sum();
-        table + spill + early
+        let holes: usize = self
+            .holes
+            .values()
+            .map(|h| h.capacity() * size_of::<Hole>() + size_of::<(NodeId, VecDeque<Hole>)>() + 1)
+            .sum();
+        table + spill + early + holes
+    }
+}
+
+#[inline]
+fn fill_of(fill: &[u64; 64], partitions: u64, origin: NodeId) -> u64 {
+    fill[(origin_offset(origin) & (partitions - 1)) as usize]
+}
+
+fn declare(out: &mut Vec<Gap>, origin: NodeId, h: Hole, missed: u64, reason: GapReason) {
+    if missed > 0 {
+        out.push(Gap {
+            origin,
+            first: h.first,
+            last: h.last,
+            missed,
+            reason,
+        });
+    }
+}
+
+/// The highest seq seen at or above the floor (None: everything seen is below it).
+fn highest(w: &Window, fill: u64) -> Option<u64> {
+    let (k, word) = match w.spill.as_ref().and_then(|s| s.back().map(|&b| (s.len(), b))) {
+        Some(last) => last,
+        None => (0, w.bits),
+    };
+    let real = word & !fill;
+    (real != 0).then(|| w.floor + 64 * k as u64 + 63 - u64::from(real.leading_zeros()))
+}
+
+/// Bits `lo..=hi` of a word.
+#[inline]
+fn range_mask(lo: u64, hi: u64) -> u64 {
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
+}
+
+/// Word `k` above the floor (words past the window: nothing seen yet).
+#[inline]
+fn word_at(w: &Window, k: u64, fill: u64) -> u64 {
+    if k == 0 {
+        w.bits
+    } else {
+        w.spill
+            .as_ref()
+            .and_then(|s| s.get(k as usize - 1))
+            .copied()
+            .unwrap_or(fill)
+    }
+}
+
+/// Owned seqs in `first..=last` not seen (those below the floor count as seen).
+fn unseen(w: &Window, fill: u64, first: u64, last: u64) -> u64 {
+    let start = first.max(w.floor);
+    if start > last {
+        return 0;
+    }
+    let (k0, k1) = ((start - w.floor) / 64, (last - w.floor) / 64);
+    (k0..=k1)
+        .map(|k| {
+            let lo = if k == k0 { (start - w.floor) % 64 } else { 0 };
+            let hi = if k == k1 { (last - w.floor) % 64 } else { 63 };
+            u64::from((!word_at(w, k, fill) & range_mask(lo, hi)).count_ones())
+        })
+        .sum()
+}
+
+/// Marks `first..=last` seen, within the words the window holds.
+fn mark_seen(w: &mut Window, first: u64, last: u64) {
+    let start = first.max(w.floor);
+    if start > last {
+        return;
+    }
+    let (k0, k1) = ((start - w.floor) / 64, (last - w.floor) / 64);
+    for k in k0..=k1 {
+        let lo = if k == k0 { (start - w.floor) % 64 } else { 0 };
+        let hi = if k == k1 { (last - w.floor) % 64 } else { 63 };
+        let mask = range_mask(lo, hi);
+        if k == 0 {
+            w.bits |= mask;
+        } else if let Some(word) = w.spill.as_mut().and_then(|s| s.get_mut(k as usize - 1)) {
+            *word |= mask;
+        }
     }
 }
 
@@ -542,5 +791,167 @@ mod tests {
         let w = &m.windows[&origin];
         assert_eq!(w.floor, 4096, "every word folded");
         assert!(w.spill.is_none());
+    }
+
+    // ---- known gaps ------------------------------------------------------------------
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Seen map with the default 60 s TTL: holes wait 63 s.
+    fn gap_map() -> SeenMap {
+        SeenMap::new(1, 1, 16, 1024, secs(60))
+    }
+
+    #[test]
+    fn a_hole_still_open_at_its_deadline_is_declared_once_with_its_count() {
+        let mut m = gap_map();
+        for seq in (100..110).filter(|s| ![103, 104, 107].contains(s)) {
+            m.insert(secs(1), id(1, seq));
+        }
+        assert_eq!(m.pending_holes(), 2, "103-104 and 107");
+        m.declare_gaps(secs(63));
+        assert!(m.take_gaps().is_empty(), "not before ttl + grace");
+        m.declare_gaps(secs(64));
+        let gaps = m.take_gaps();
+        let missed: u64 = gaps.iter().map(|g| g.missed).sum();
+        assert_eq!(missed, 3);
+        assert!(gaps.iter().all(|g| g.reason == GapReason::Expired));
+        assert_eq!((gaps[0].first, gaps[0].last), (103, 104));
+        assert_eq!(m.pending_holes(), 0);
+        // Declared seqs now count as seen: a late copy is a duplicate, so delivered
+        // plus missed stays exact, and nothing is declared twice.
+        assert_eq!(m.insert(secs(65), id(1, 103)), Seen::Duplicate);
+        m.declare_gaps(secs(500));
+        assert!(m.take_gaps().is_empty());
+    }
+
+    #[test]
+    fn a_hole_filled_before_its_deadline_is_never_reported() {
+        let mut m = gap_map();
+        m.insert(secs(1), id(1, 10));
+        m.insert(secs(1), id(1, 20));
+        assert_eq!(m.pending_holes(), 1);
+        // Anti-entropy brings 11..=19 a minute later.
+        for seq in 11..20 {
+            assert_eq!(m.insert(secs(62), id(1, seq)), Seen::New);
+        }
+        m.declare_gaps(secs(100));
+        assert!(m.take_gaps().is_empty());
+        assert_eq!(m.pending_holes(), 0);
+    }
+
+    #[test]
+    fn a_late_joiner_reports_nothing_before_its_first_contact() {
+        // This shard first hears of origin 1 at seq 5000; seqs below it were the
+        // origin's history, never asked for.
+        let mut m = gap_map();
+        for seq in 5000..5100 {
+            m.insert(secs(1), id(1, seq));
+        }
+        m.declare_gaps(secs(1000));
+        assert!(m.take_gaps().is_empty());
+        // One real hole after first contact is still found.
+        m.insert(secs(1000), id(1, 5102));
+        m.declare_gaps(secs(1100));
+        let gaps = m.take_gaps();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].first, gaps[0].last, gaps[0].missed), (5100, 5101, 2));
+    }
+
+    #[test]
+    fn a_restarted_origin_is_a_new_epoch_and_its_old_holes_are_declared() {
+        // Seqs start from the incarnation in microseconds: a restart jumps far past
+        // the window. The old epoch's hole (1005) is declared, the jump is not a gap,
+        // and holes of the new epoch are counted as usual.
+        let mut m = gap_map();
+        for seq in (1000..1010).filter(|&s| s != 1005) {
+            m.insert(secs(1), id(1, seq));
+        }
+        let restart = 1_000_000_000u64;
+        assert_eq!(m.insert(secs(2), id(1, restart)), Seen::New);
+        assert_eq!(m.stats().epochs, 1);
+        let gaps = m.take_gaps();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].first, gaps[0].missed), (1005, 1));
+        assert_eq!(gaps[0].reason, GapReason::Window);
+        for seq in [restart + 1, restart + 3] {
+            m.insert(secs(2), id(1, seq));
+        }
+        m.declare_gaps(secs(100));
+        let gaps = m.take_gaps();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].first, gaps[0].missed), (restart + 2, 1));
+    }
+
+    #[test]
+    fn holes_count_only_the_seqs_this_shard_owns() {
+        // 4 partitions, this shard owns one: it sees every 4th seq of the origin.
+        let origin = NodeId(99);
+        let mut m = SeenMap::new(4, 1 << 2, 16, 1024, secs(60));
+        let owned: Vec<u64> = (0..400)
+            .filter(|&seq| MessageId { origin, seq }.partition(4) == 2)
+            .collect();
+        // Deliver all owned seqs but three.
+        let skipped = [owned[10], owned[11], owned[50]];
+        for &seq in owned.iter().filter(|s| !skipped.contains(s)) {
+            assert_eq!(m.insert(secs(1), MessageId { origin, seq }), Seen::New);
+        }
+        m.declare_gaps(secs(64));
+        let missed: u64 = m.take_gaps().iter().map(|g| g.missed).sum();
+        assert_eq!(missed, 3);
+    }
+
+    #[test]
+    fn a_forced_slide_declares_the_holes_it_passes() {
+        let mut m = SeenMap::new(1, 1, 16, 128, secs(60));
+        m.insert(secs(1), id(1, 0));
+        m.insert(secs(1), id(1, 3)); // holes 1, 2
+        // 130 is within the window span of the highest seq (3) but needs a slide.
+        m.insert(secs(1), id(1, 130));
+        let gaps = m.take_gaps();
+        let window: u64 = gaps
+            .iter()
+            .filter(|g| g.reason == GapReason::Window)
+            .map(|g| g.missed)
+            .sum();
+        // 1, 2 and 4..=63 went below the floor unseen.
+        assert_eq!(window, 62);
+        assert_eq!(m.stats().epochs, 0);
+        // 64..=129 still wait for their deadline.
+        m.declare_gaps(secs(64));
+        let later: u64 = m.take_gaps().iter().map(|g| g.missed).sum();
+        assert_eq!(later, 66);
+    }
+
+    #[test]
+    fn evicted_and_expired_origins_declare_their_open_holes() {
+        let mut m = SeenMap::new(1, 1, 1, 1024, secs(60));
+        m.insert(secs(1), id(1, 0));
+        m.insert(secs(1), id(1, 5));
+        m.insert(secs(2), id(2, 0)); // evicts origin 1
+        let gaps = m.take_gaps();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].missed, gaps[0].reason), (4, GapReason::Evicted));
+        m.insert(secs(3), id(2, 9));
+        assert_eq!(m.expire(secs(100)), 1);
+        let gaps = m.take_gaps();
+        assert_eq!((gaps[0].missed, gaps[0].reason), (8, GapReason::Expired));
+        assert_eq!(m.pending_holes(), 0);
+    }
+
+    #[test]
+    fn reordering_opens_holes_that_close_without_a_trace() {
+        // Consecutive seqs travel different trees and often arrive out of order: the
+        // holes that opens are closed as the floor passes them.
+        let mut m = gap_map();
+        for pair in (0..10_000u64).collect::<Vec<_>>().chunks(2) {
+            m.insert(secs(1), id(1, pair[1]));
+            m.insert(secs(1), id(1, pair[0]));
+        }
+        assert!(m.pending_holes() <= 1, "{}", m.pending_holes());
+        m.declare_gaps(secs(100));
+        assert!(m.take_gaps().is_empty());
     }
 }

@@ -259,6 +259,9 @@ impl Shard {
         s.seen_origin_evictions = seen.origin_evictions;
         s.seen_origin_expirations = seen.origin_expirations;
         s.seen_forced_slides = seen.forced_slides;
+        s.seen_epochs = seen.epochs;
+        s.seen_holes_merged = seen.holes_merged;
+        s.pending_holes = self.seen.pending_holes() as u64;
         let cache = self.cache.stats();
         s.cache_evictions = cache.evictions;
         s.cache_expirations = cache.expirations;
@@ -373,6 +376,7 @@ impl Shard {
         if self.seen.insert(now, id) == Seen::Duplicate {
             return Err(BroadcastError::DuplicateId);
         }
+        self.emit_gaps();
         self.stats.broadcasts += 1;
         self.cache.insert(
             now,
@@ -424,7 +428,9 @@ impl Shard {
             return;
         }
         let from_idx = self.neighbors.index_of(from);
-        match self.seen.insert(now, id) {
+        let seen = self.seen.insert(now, id);
+        self.emit_gaps();
+        match seen {
             Seen::New => {
                 self.stats.delivered += 1;
                 if let Some(pg) = self.pending.remove(&id) {
@@ -1110,15 +1116,25 @@ impl Shard {
         self.on_graft_timer(now, id, gen);
     }
 
+    /// Hands the seen map's declared gaps to the driver, counted by reason.
+    fn emit_gaps(&mut self) {
+        for gap in self.seen.take_gaps() {
+            self.stats.unrecoverable.add(gap.reason, gap.missed);
+            self.events.push_back(Event::Gap(gap));
+        }
+    }
+
     /// One bounded slice of TTL cleanup: expired seen-map origins and up to `budget`
     /// expired cached payloads.
     pub fn cleanup(&mut self, now: Time, budget: usize) -> CleanupProgress {
         let ttl = self.cfg.message_cache_ttl;
         self.recent_prunes
             .retain(|_, &mut at| now.saturating_sub(at) <= STALE_WINDOW);
+        self.seen.declare_gaps(now);
         let removed = self.seen.expire(now)
             + self.roots.expire(now, ttl)
             + self.cache.expire(now, ttl, budget);
+        self.emit_gaps();
         CleanupProgress {
             removed,
             done: !self.cache.has_expired(now, ttl),

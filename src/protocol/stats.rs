@@ -77,6 +77,12 @@ pub struct ShardStats {
     pub seen_origin_evictions: u64,
     pub seen_origin_expirations: u64,
     pub seen_forced_slides: u64,
+    /// Seq jumps read as a new epoch of their origin (a restart), not as gaps.
+    pub seen_epochs: u64,
+    /// Holes merged into their origin's newest one to stay within the bound.
+    pub seen_holes_merged: u64,
+    /// Messages declared unrecoverable (known gaps), by reason.
+    pub unrecoverable: crate::protocol::gap::GapCounts,
     pub cache_evictions: u64,
     pub cache_expirations: u64,
     // Gauges.
@@ -87,6 +93,8 @@ pub struct ShardStats {
     pub lazy_links: u64,
     pub seen_origins: u64,
     pub seen_map_bytes: u64,
+    /// Holes waiting to be filled or declared.
+    pub pending_holes: u64,
     pub pending_grafts: u64,
     pub ihave_queue: u64,
     /// Entries in the recently-delivered list anti-entropy draws from.

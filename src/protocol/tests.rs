@@ -1318,3 +1318,113 @@ fn a_push_in_flight_after_a_prune_does_not_tear_the_roots_tree() {
     );
     assert!(s.root_eager_peers(0, NodeId(9)).unwrap().contains(&A));
 }
+
+// ---- known gaps ----------------------------------------------------------------------
+
+fn gaps(events: &[Event]) -> Vec<gap::Gap> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Gap(g) => Some(*g),
+            _ => None,
+        })
+        .collect()
+}
+
+fn secs(v: u64) -> Time {
+    Duration::from_secs(v)
+}
+
+#[test]
+fn a_hole_nothing_fills_is_reported_once_after_the_cache_ttl() {
+    let mut s = shard(&[A]);
+    s.handle_frame(secs(1), A, gossip(mid(9, 0), 0));
+    s.handle_frame(secs(1), A, gossip(mid(9, 3), 0));
+    drain(&mut s);
+    assert_eq!(s.stats().pending_holes, 1);
+    // Still within message_cache_ttl (60 s) + grace: a neighbour may still have them.
+    s.cleanup(secs(60), 1000);
+    assert!(gaps(&drain(&mut s)).is_empty());
+    s.cleanup(secs(65), 1000);
+    let g = gaps(&drain(&mut s));
+    assert_eq!(g.len(), 1);
+    assert_eq!((g[0].origin, g[0].missed), (NodeId(9), 2));
+    assert_eq!(g[0].reason, gap::GapReason::Expired);
+    assert_eq!(s.stats().unrecoverable.expired, 2);
+    assert_eq!(s.stats().pending_holes, 0);
+    s.cleanup(secs(200), 1000);
+    assert!(gaps(&drain(&mut s)).is_empty(), "reported once");
+}
+
+#[test]
+fn a_gap_filled_by_a_late_digest_is_never_reported() {
+    // 1 and 2 of origin 9 were lost here; 50 s later a neighbour's digest lists them,
+    // this shard pulls them, and nothing is ever reported.
+    let mut s = shard(&[A, B]);
+    s.handle_frame(secs(1), A, gossip(mid(9, 0), 0));
+    s.handle_frame(secs(1), A, gossip(mid(9, 3), 0));
+    drain(&mut s);
+    let mut d = super::digest::DigestBuilder::new(1, 8);
+    for seq in 0..4 {
+        d.add(mid(9, seq));
+    }
+    let (partition, blocks) = d.finish().pop().unwrap();
+    s.handle_frame(
+        secs(51),
+        B,
+        Frame::Digest {
+            partition,
+            reply: false,
+            blocks,
+        },
+    );
+    let pulled = grafts(&drain(&mut s));
+    assert_eq!(pulled, vec![(B, mid(9, 1)), (B, mid(9, 2))]);
+    for (_, id) in pulled {
+        s.handle_frame(secs(51), B, gossip(id, 3));
+    }
+    drain(&mut s);
+    for t in [60, 65, 120, 400] {
+        s.cleanup(secs(t), 1000);
+        assert!(gaps(&drain(&mut s)).is_empty(), "at {t} s");
+    }
+    assert_eq!(s.stats().unrecoverable.total(), 0);
+}
+
+#[test]
+fn a_forged_digest_never_creates_a_gap() {
+    // A digest announcing ids far past anything delivered costs at most the pull
+    // budget, and since only deliveries open holes, nothing is ever reported.
+    let mut s = shard_with(
+        ProtocolConfig {
+            anti_entropy_max_pulls: 4,
+            ..cfg()
+        },
+        &[A],
+    );
+    s.handle_frame(secs(1), A, gossip(mid(9, 0), 0));
+    drain(&mut s);
+    let blocks: Vec<crate::wire::DigestBlock> = (0..crate::wire::DIGEST_MAX_BLOCKS as u64)
+        .map(|k| crate::wire::DigestBlock {
+            origin: NodeId(9),
+            first: 1_000_000_000 + 64 * k,
+            bits: u64::MAX,
+        })
+        .collect();
+    s.handle_frame(
+        secs(2),
+        A,
+        Frame::Digest {
+            partition: 0,
+            reply: false,
+            blocks,
+        },
+    );
+    assert_eq!(grafts(&drain(&mut s)).len(), 4, "the pull budget");
+    for t in [10, 70, 400] {
+        s.cleanup(secs(t), 1000);
+        assert!(gaps(&drain(&mut s)).is_empty(), "at {t} s");
+    }
+    assert_eq!(s.stats().pending_holes, 0);
+    assert_eq!(s.stats().unrecoverable.total(), 0);
+}

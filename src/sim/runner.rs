@@ -17,6 +17,7 @@ use crate::membership::{
     Event as MemberEvent, Membership, MembershipConfig, Message as MemberMessage,
     Timer as MemberTimer,
 };
+use crate::protocol::gap::Gap;
 use crate::protocol::{Event, Mode, ProtocolConfig, Shard, Timer};
 use crate::wire::{self, Coalescer, Frame, Header};
 
@@ -219,6 +220,8 @@ struct Sim {
     /// `delivered[node * messages + k]`.
     delivered: Vec<bool>,
     duplicates: u64,
+    /// Known gaps the shards declared, with the node that declared each.
+    gaps: Vec<(u32, Gap)>,
     datagrams_sent: u64,
     datagrams_lost: u64,
     events: u64,
@@ -312,6 +315,7 @@ impl Sim {
             ids: FxHashMap::default(),
             delivered: vec![false; n * cfg.messages],
             duplicates: 0,
+            gaps: Vec::new(),
             datagrams_sent: 0,
             datagrams_lost: 0,
             events: 0,
@@ -716,6 +720,7 @@ impl Sim {
                 Event::Deliver { id, round, .. } => self.record_delivery(node, id, round),
                 Event::SetTimer { at, timer } => self.at(at, What::Timer { node, timer }),
                 Event::GraftFailed { .. } => {}
+                Event::Gap(gap) => self.gaps.push((node, gap)),
             }
         }
         let header = Header {

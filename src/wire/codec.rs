@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::error::DecodeError;
 use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 use super::{
-    DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN,
+    DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN,
     IHAVE_ENTRY_LEN, MAGIC, PING_LEN, PRUNE_LEN, PRUNE_ROOT_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
@@ -207,6 +207,12 @@ impl<'a> FrameIter<'a> {
                     };
                     if chunks.is_empty() || chunks.len() % DIGEST_BLOCK_LEN != 0 {
                         return Some(Err(bad_length));
+                    }
+                    if chunks.len() / DIGEST_BLOCK_LEN > DIGEST_MAX_BLOCKS {
+                        return Some(Err(DecodeError::DigestTooLarge {
+                            blocks: chunks.len() / DIGEST_BLOCK_LEN,
+                            max: DIGEST_MAX_BLOCKS,
+                        }));
                     }
                     let mut blocks = Vec::with_capacity(chunks.len() / DIGEST_BLOCK_LEN);
                     while let Some((b, tail)) = chunks.split_first_chunk::<DIGEST_BLOCK_LEN>() {
@@ -607,6 +613,25 @@ mod tests {
                 }),
                 "body of {body_len} bytes"
             );
+        }
+        // The most blocks a sender puts in a frame decode; one more is refused by size.
+        for (blocks, ok) in [(DIGEST_MAX_BLOCKS, true), (DIGEST_MAX_BLOCKS + 1, false)] {
+            let body_len = DIGEST_FIXED_LEN + blocks * DIGEST_BLOCK_LEN;
+            let mut raw = datagram(&[]);
+            write_prefix(tag::DIGEST, body_len as u16, &mut raw);
+            raw.extend(std::iter::repeat_n(0xffu8, body_len));
+            let got = decode(&Bytes::from(raw));
+            if ok {
+                assert!(got.is_ok(), "{blocks} blocks: {got:?}");
+            } else {
+                assert_eq!(
+                    got,
+                    Err(DecodeError::DigestTooLarge {
+                        blocks,
+                        max: DIGEST_MAX_BLOCKS
+                    })
+                );
+            }
         }
         // Reserved flag bits are ignored.
         let mut raw = datagram(&[digest]);

@@ -26,6 +26,11 @@ pub enum DecodeError {
     /// Graft or Prune of the wrong size).
     #[error("frame 0x{tag:02x} has invalid body length {len}")]
     BadLength { tag: u8, len: usize },
+    /// A Digest listing more blocks than a sender ever puts in one frame
+    /// ([`DIGEST_MAX_BLOCKS`](super::DIGEST_MAX_BLOCKS)): forged or corrupt, and
+    /// refused before any of it costs a pull.
+    #[error("digest of {blocks} blocks exceeds the bound of {max}")]
+    DigestTooLarge { blocks: usize, max: usize },
     /// A header with no frames at all, not even unknown ones.
     #[error("datagram carries no frames")]
     NoFrames,
@@ -41,6 +46,7 @@ impl DecodeError {
             DecodeError::UnsupportedVersion(_) => "unsupported_version",
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::BadLength { .. } => "bad_length",
+            DecodeError::DigestTooLarge { .. } => "digest_too_large",
             DecodeError::NoFrames => "no_frames",
         }
     }
@@ -62,6 +68,7 @@ mod tests {
                 have: 4,
             },
             DecodeError::BadLength { tag: 3, len: 7 },
+            DecodeError::DigestTooLarge { blocks: 41, max: 40 },
             DecodeError::NoFrames,
         ];
         let mut labels: Vec<_> = all.iter().map(DecodeError::reason).collect();
