@@ -18,7 +18,14 @@ static A: counting_alloc::Counting = counting_alloc::Counting;
 /// a window). Returns the measured cost and `SeenMap::heap_bytes`'s estimate per message.
 fn bytes_per_message(origins: u64, per_origin: u64, partitions: u32, owned: u64) -> (f64, f64) {
     let before = counting_alloc::live();
-    let mut m = SeenMap::new(partitions, owned, 1 << 20, 1 << 16, Duration::from_secs(60));
+    let mut m = SeenMap::new(
+        partitions,
+        owned,
+        1 << 20,
+        1 << 16,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
     let mut remembered = 0u64;
     let t = Duration::from_secs(1);
     for k in 0..per_origin {

@@ -29,7 +29,16 @@ fn seen(c: &mut Criterion) {
     let ids = ids(100);
     g.bench_function("seen_map", |b| {
         b.iter_batched(
-            || SeenMap::new(1, 1, 1 << 16, 1 << 16, Duration::from_secs(60)),
+            || {
+                SeenMap::new(
+                    1,
+                    1,
+                    1 << 16,
+                    1 << 16,
+                    Duration::from_secs(60),
+                    Duration::from_secs(60),
+                )
+            },
             |mut m| {
                 for &id in &ids {
                     black_box(m.insert(Duration::from_secs(1), id));

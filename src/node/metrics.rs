@@ -173,6 +173,11 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
         |s| s.anti_entropy_pulls_shed + s.anti_entropy_replies_shed,
     ),
     (
+        "plumtree_seen_epochs",
+        "Seq jumps past max_seen_window read as a new epoch of the origin (a restart), not as a gap.",
+        |s| s.seen_epochs,
+    ),
+    (
         "plumtree_root_evictions",
         "Per-root trees evicted by max_roots (they fall back to the template).",
         |s| s.root_evictions,
@@ -190,6 +195,11 @@ const SHARD_COUNTERS: &[(&str, &str, StatFn)] = &[
 ];
 
 const SHARD_GAUGES: &[(&str, &str, StatFn)] = &[
+    (
+        "plumtree_pending_holes",
+        "Holes (runs of missing seqs below a delivered one) waiting to be filled or declared unrecoverable.",
+        |s| s.pending_holes,
+    ),
     (
         "plumtree_eager_links",
         "Eager (partition, peer) links, summed over the shard's partitions.",
@@ -369,6 +379,7 @@ const DECODE_REASONS: &[(&str, IoFn)] = &[
     ("truncated", |s| s.decode_errors_truncated),
     ("bad_length", |s| s.decode_errors_bad_length),
     ("no_frames", |s| s.decode_errors_no_frames),
+    ("digest_too_large", |s| s.decode_errors_digest_too_large),
 ];
 
 const AUTH_REASONS: &[(&str, IoFn)] = &[
@@ -535,6 +546,26 @@ impl Collector for SnapshotCollector {
             "Datagrams dropped by cluster authentication before decoding, by reason.",
             &reason_totals(s, AUTH_REASONS),
         )?;
+        {
+            use crate::protocol::gap::GapReason;
+            let series: Vec<_> = GapReason::ALL
+                .iter()
+                .map(|&r| {
+                    let total = s
+                        .shards
+                        .iter()
+                        .map(|sh| sh.stats.unrecoverable.get(r))
+                        .fold(0, u64::saturating_add);
+                    (vec![("reason", r.as_str().to_string())], total)
+                })
+                .collect();
+            write_counters(
+                &mut enc,
+                "plumtree_unrecoverable",
+                "Messages declared known gaps (never to be delivered here), by reason: expired (outlived every cache), window (max_seen_window passed them), evicted (max_seen_origins).",
+                &series,
+            )?;
+        }
         write_counters(
             &mut enc,
             "plumtree_decode_errors",
@@ -922,6 +953,11 @@ mod tests {
                 lazy_links: 9,
                 seen_origin_evictions: 5,
                 seen_forced_slides: 1,
+                unrecoverable: crate::protocol::gap::GapCounts {
+                    expired: 7,
+                    window: 2,
+                    evicted: 0,
+                },
                 // One batch of 1 id, one of 3, one of 100.
                 ihave_batch_sizes: [1, 0, 1, 0, 0, 0, 0, 1],
                 ..ShardStats::default()
@@ -1120,6 +1156,12 @@ mod tests {
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
         assert_eq!(get("plumtree_subscribers"), 2.0);
         assert_eq!(get("plumtree_subscriber_lagged_total"), 9.0);
+        assert_eq!(
+            get("plumtree_unrecoverable_total{reason=\"expired\"}"),
+            14.0
+        );
+        assert_eq!(get("plumtree_unrecoverable_total{reason=\"window\"}"), 4.0);
+        assert_eq!(get("plumtree_unrecoverable_total{reason=\"evicted\"}"), 0.0);
         assert_eq!(get("plumtree_uptime_seconds"), 12.0);
         assert_eq!(get("plumtree_membership_active_view_size"), 0.0);
         assert_eq!(get("plumtree_membership_passive_view_size"), 1.0);

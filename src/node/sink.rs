@@ -577,6 +577,45 @@ mod tests {
     }
 
     #[test]
+    fn known_gaps_reach_the_file_and_subscribers() {
+        use crate::protocol::gap::{Gap, GapReason};
+        let path = temp_path("gap");
+        let subs = Subscribers::with_capacity(16);
+        let sub = subs.subscribe();
+        let (sink, tx) = DeliverySink::start_with_subscribers(
+            Some(path.to_str().unwrap()),
+            16,
+            None,
+            Some(subs),
+        )
+        .unwrap();
+        let gap = Gap {
+            origin: NodeId(0xab),
+            first: 10,
+            last: 20,
+            missed: 7,
+            reason: GapReason::Expired,
+        };
+        assert!(tx.try_send_gap(gap));
+        sink.stop();
+        assert_eq!(
+            sub.recv(),
+            Some(Event::Gap {
+                origin: NodeId(0xab),
+                missed: 7
+            })
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.trim(),
+            "{\"gap\":{\"origin\":\"00000000000000ab\",\"missed\":7,\"first\":10,\"last\":20,\"reason\":\"expired\"}}"
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["gap"]["missed"], 7);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn bad_path_fails_start() {
         assert!(DeliverySink::start(Some("/nonexistent-dir/x/deliveries.ndjson")).is_err());
     }

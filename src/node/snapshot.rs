@@ -25,6 +25,7 @@ pub struct IoStats {
     pub decode_errors_truncated: u64,
     pub decode_errors_bad_length: u64,
     pub decode_errors_no_frames: u64,
+    pub decode_errors_digest_too_large: u64,
     /// Datagrams dropped by cluster authentication (before decoding), by
     /// `AuthError::reason()`; always 0 without a cluster key.
     pub auth_failures_missing: u64,
@@ -82,6 +83,7 @@ impl IoStats {
             + self.decode_errors_truncated
             + self.decode_errors_bad_length
             + self.decode_errors_no_frames
+            + self.decode_errors_digest_too_large
     }
 
     /// All authentication failures together.
@@ -122,6 +124,7 @@ impl IoStats {
             "unsupported_version" => self.decode_errors_unsupported_version += 1,
             "truncated" => self.decode_errors_truncated += 1,
             "bad_length" => self.decode_errors_bad_length += 1,
+            "digest_too_large" => self.decode_errors_digest_too_large += 1,
             _ => self.decode_errors_no_frames += 1,
         }
     }

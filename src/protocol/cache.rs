@@ -39,6 +39,9 @@ pub struct PayloadCache {
     map: FxHashMap<MessageId, CachedMessage>,
     /// Insertion order with insertion time; every map entry appears exactly once.
     order: VecDeque<(MessageId, Duration)>,
+    /// Entries ever popped from the front of `order`: `popped + i` is the stable
+    /// position of `order[i]`, which anti-entropy cursors walk.
+    popped: u64,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -50,6 +53,7 @@ impl PayloadCache {
         Self {
             map: FxHashMap::default(),
             order: VecDeque::new(),
+            popped: 0,
             bytes: 0,
             max_entries: max_entries.max(1),
             max_bytes,
@@ -115,10 +119,28 @@ impl PayloadCache {
         let Some((id, _)) = self.order.pop_front() else {
             return false;
         };
+        self.popped += 1;
         if let Some(m) = self.map.remove(&id) {
             self.bytes -= m.payload.len();
         }
         true
+    }
+
+    /// The position of the first entry cached after `t` (positions count every entry
+    /// ever cached, so they stay valid as old entries leave).
+    pub fn position_after(&self, t: Duration) -> u64 {
+        self.popped + self.order.partition_point(|&(_, at)| at <= t) as u64
+    }
+
+    /// The position of the oldest entry still cached.
+    pub fn first_position(&self) -> u64 {
+        self.popped
+    }
+
+    /// The id cached at `position`, if it is still cached.
+    pub fn id_at(&self, position: u64) -> Option<MessageId> {
+        let i = position.checked_sub(self.popped)?;
+        self.order.get(usize::try_from(i).ok()?).map(|&(id, _)| id)
     }
 
     pub fn len(&self) -> usize {
@@ -211,5 +233,22 @@ mod tests {
         assert_eq!(c.expire(now, ttl, 100), 3);
         assert!(c.is_empty());
         assert_eq!(c.stats().expirations, 5);
+    }
+
+    #[test]
+    fn positions_stay_valid_as_old_entries_leave() {
+        let mut c = PayloadCache::new(3, 1 << 20);
+        for s in 0..5 {
+            c.insert(Duration::from_secs(s), id(s), msg(1));
+        }
+        // Entries 0 and 1 were evicted; positions keep counting from the first insert.
+        assert_eq!(c.first_position(), 2);
+        assert_eq!(c.id_at(1), None);
+        assert_eq!(c.id_at(2), Some(id(2)));
+        assert_eq!(c.id_at(4), Some(id(4)));
+        assert_eq!(c.id_at(5), None);
+        assert_eq!(c.position_after(Duration::from_secs(2)), 3);
+        assert_eq!(c.position_after(Duration::from_secs(99)), 5);
+        assert_eq!(c.position_after(Duration::ZERO), 2);
     }
 }

@@ -67,7 +67,16 @@ pub struct ProtocolConfig {
     /// Bound on origins the seen map tracks; the least recently active is evicted.
     pub max_seen_origins: usize,
     /// Bound on the sequence window kept per origin, in messages, before forced sliding.
+    /// Also the widest seq jump read as a hole: a wider one is a new epoch of the
+    /// origin (a restart), not a gap.
     pub max_seen_window: u64,
+    /// How long an origin's seen window outlives its last message (at least
+    /// `message_cache_ttl`; `max_seen_origins` bounds the memory either way, about 40
+    /// bytes per quiet origin). An origin silent through a partition shorter than this
+    /// still has the messages it lost declared as known gaps when it speaks again;
+    /// after a longer silence its next message is a first contact.
+    #[serde(with = "millis")]
+    pub seen_idle_retention: Duration,
     /// Bound on roots (origins) a shard keeps per-root trees for: each root has one
     /// eager set per owned partition (8 bytes and a bit), plus about 60 bytes in the
     /// root table. The least recently used root is evicted (its trees fall back to
@@ -105,8 +114,6 @@ pub struct ProtocolConfig {
     pub anti_entropy_max_pulls: usize,
     /// Most digest replies per round interval.
     pub anti_entropy_max_replies: usize,
-    /// Bound on the recently-delivered list the rounds draw from.
-    pub anti_entropy_max_recent: usize,
 }
 
 impl Default for ProtocolConfig {
@@ -132,6 +139,7 @@ impl Default for ProtocolConfig {
             max_cached_bytes: 256 << 20,
             max_seen_origins: 1 << 16,
             max_seen_window: 1 << 16,
+            seen_idle_retention: Duration::from_secs(600),
             max_roots: 10_000,
             max_pending_grafts: 1 << 16,
             max_ihave_queue: 1 << 16,
@@ -142,7 +150,6 @@ impl Default for ProtocolConfig {
             anti_entropy_max_blocks: 64,
             anti_entropy_max_pulls: 256,
             anti_entropy_max_replies: 8,
-            anti_entropy_max_recent: 1 << 14,
         }
     }
 }
@@ -206,6 +213,12 @@ impl ProtocolConfig {
                 "must be at most message_cache_ttl (older messages are no longer cached)",
             );
         }
+        if self.seen_idle_retention < self.message_cache_ttl {
+            return err(
+                "seen_idle_retention",
+                "must be at least message_cache_ttl (a forgotten origin's cached messages would be delivered twice)",
+            );
+        }
         if self.max_seen_window < 64 {
             return err("max_seen_window", "must be at least 64");
         }
@@ -220,7 +233,6 @@ impl ProtocolConfig {
             ("anti_entropy_max_blocks", self.anti_entropy_max_blocks),
             ("anti_entropy_max_pulls", self.anti_entropy_max_pulls),
             ("anti_entropy_max_replies", self.anti_entropy_max_replies),
-            ("anti_entropy_max_recent", self.anti_entropy_max_recent),
         ] {
             if v == 0 {
                 return err(key, "must be at least 1");

@@ -18,7 +18,7 @@
 //! Bounds: at most `max_origins` origins (the least recently active is evicted when a
 //! new one arrives), at most `max_window` sequence numbers per origin (the window is
 //! slid forward, forgetting holes, when a newer message would exceed it), and origins
-//! silent for longer than the TTL are dropped by [`SeenMap::expire`].
+//! silent for longer than the idle retention (`seen_idle_retention`) are dropped by [`SeenMap::expire`].
 //!
 //! The window also knows its holes: seqs this shard owns below the highest one it
 //! delivered. Each hole waits for its deadline (see `protocol::gap`); what is still
@@ -61,7 +61,7 @@ struct Window {
     /// spill costs 8 bytes here instead of an inline 32-byte `VecDeque`.
     #[allow(clippy::box_collection)]
     spill: Option<Box<VecDeque<u64>>>,
-    /// Seconds since the epoch of the last insert, for the TTL.
+    /// Seconds since the epoch of the last insert, for the idle retention.
     last_active: u32,
     /// Low [`LAG_BITS`] bits: words the floor has advanced since the window was
     /// opened (saturating at [`LAG_MAX`]: no longer known); top 6 bits: the first
@@ -95,7 +95,7 @@ impl Window {
 pub struct SeenStats {
     /// Origins evicted to stay within `max_origins`.
     pub origin_evictions: u64,
-    /// Origins dropped after a TTL of silence.
+    /// Origins dropped after the idle retention.
     pub origin_expirations: u64,
     /// Window slides forced by `max_window` (holes forgotten).
     pub forced_slides: u64,
@@ -140,7 +140,7 @@ pub struct SeenMap {
     fill: [u64; 64],
     max_origins: usize,
     max_words: usize,
-    ttl_secs: u32,
+    retention_secs: u32,
     stats: SeenStats,
 }
 
@@ -152,6 +152,7 @@ impl SeenMap {
         max_origins: usize,
         max_window: u64,
         ttl: Duration,
+        retention: Duration,
     ) -> Self {
         let p = partitions as u64;
         let mut fill = [0u64; 64];
@@ -173,7 +174,7 @@ impl SeenMap {
             fill,
             max_origins: max_origins.max(1),
             max_words: (max_window / 64).max(1) as usize,
-            ttl_secs: ttl.as_secs().max(1) as u32,
+            retention_secs: retention.max(ttl).as_secs().max(1) as u32,
             stats: SeenStats::default(),
         }
     }
@@ -217,7 +218,7 @@ impl SeenMap {
         }
     }
 
-    /// Records `id`; tells whether it is new. `now` feeds the TTL.
+    /// Records `id`; tells whether it is new. `now` feeds the idle retention and the hole deadlines.
     pub fn insert(&mut self, now: Duration, id: MessageId) -> Seen {
         let now_s = now.as_secs() as u32;
         let fill = self.fill_for(id.origin);
@@ -307,7 +308,13 @@ impl SeenMap {
                         ..*h
                     };
                     let missed = unseen(w, fill, cut.first, cut.last);
-                    declare(&mut self.declared, id.origin, cut, missed, GapReason::Window);
+                    declare(
+                        &mut self.declared,
+                        id.origin,
+                        cut,
+                        missed,
+                        GapReason::Window,
+                    );
                     if h.last >= new_floor {
                         h.first = new_floor;
                         break;
@@ -415,16 +422,16 @@ impl SeenMap {
         }
     }
 
-    /// Drops origins silent for longer than the TTL; returns how many.
-    /// Holes of a dropped origin were opened at most at its last delivery, a TTL
-    /// ago: they are declared expired.
+    /// Drops origins silent for longer than the retention. Holes of a dropped origin
+    /// were opened at its last delivery or before, long enough ago: they are
+    /// declared expired.
     pub fn expire(&mut self, now: Duration) -> usize {
         let now_s = now.as_secs() as u32;
-        let ttl = self.ttl_secs;
+        let retention = self.retention_secs;
         let silent: Vec<NodeId> = self
             .windows
             .iter()
-            .filter(|(_, w)| now_s.saturating_sub(w.last_active) > ttl)
+            .filter(|(_, w)| now_s.saturating_sub(w.last_active) > retention)
             .map(|(&o, _)| o)
             .collect();
         for &origin in &silent {
@@ -509,7 +516,11 @@ fn declare(out: &mut Vec<Gap>, origin: NodeId, h: Hole, missed: u64, reason: Gap
 
 /// The highest seq seen at or above the floor (None: everything seen is below it).
 fn highest(w: &Window, fill: u64) -> Option<u64> {
-    let (k, word) = match w.spill.as_ref().and_then(|s| s.back().map(|&b| (s.len(), b))) {
+    let (k, word) = match w
+        .spill
+        .as_ref()
+        .and_then(|s| s.back().map(|&b| (s.len(), b)))
+    {
         Some(last) => last,
         None => (0, w.bits),
     };
@@ -623,7 +634,14 @@ mod tests {
     }
 
     fn map() -> SeenMap {
-        SeenMap::new(1, 1, 16, 1024, Duration::from_secs(60))
+        SeenMap::new(
+            1,
+            1,
+            16,
+            1024,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
     }
 
     const T: Duration = Duration::from_secs(1);
@@ -722,7 +740,14 @@ mod tests {
 
     #[test]
     fn window_bound_forces_slide_and_forgets_holes() {
-        let mut m = SeenMap::new(1, 1, 16, 128, Duration::from_secs(60));
+        let mut m = SeenMap::new(
+            1,
+            1,
+            16,
+            128,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         assert_eq!(m.insert(T, id(1, 0)), Seen::New);
         // seq 1 is a hole; 200 is beyond 2 words from floor 0 -> slide.
         assert_eq!(m.insert(T, id(1, 200)), Seen::New);
@@ -736,7 +761,14 @@ mod tests {
     #[test]
     fn slide_that_folds_complete_words_keeps_bits_aligned() {
         // Window of 2 words. Fill word 1 completely and leave a hole in word 0.
-        let mut m = SeenMap::new(1, 1, 16, 128, Duration::from_secs(60));
+        let mut m = SeenMap::new(
+            1,
+            1,
+            16,
+            128,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         for seq in (0..128).filter(|&s| s != 5) {
             assert_eq!(m.insert(T, id(1, seq)), Seen::New);
         }
@@ -753,7 +785,14 @@ mod tests {
 
     #[test]
     fn origin_bound_evicts_least_recently_active() {
-        let mut m = SeenMap::new(1, 1, 2, 1024, Duration::from_secs(60));
+        let mut m = SeenMap::new(
+            1,
+            1,
+            2,
+            1024,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         m.insert(Duration::from_secs(1), id(1, 0));
         m.insert(Duration::from_secs(2), id(2, 0));
         m.insert(Duration::from_secs(3), id(3, 0));
@@ -777,7 +816,14 @@ mod tests {
     #[test]
     fn unowned_partitions_are_prefilled_so_words_fold() {
         // 4 partitions, this shard owns partition 2 only: it sees every 4th seq.
-        let mut m = SeenMap::new(4, 1 << 2, 16, 1024, Duration::from_secs(60));
+        let mut m = SeenMap::new(
+            4,
+            1 << 2,
+            16,
+            1024,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         let origin = NodeId(99);
         let mut owned = 0;
         for seq in 0..4096u64 {
@@ -801,7 +847,7 @@ mod tests {
 
     /// Seen map with the default 60 s TTL: holes wait 63 s.
     fn gap_map() -> SeenMap {
-        SeenMap::new(1, 1, 16, 1024, secs(60))
+        SeenMap::new(1, 1, 16, 1024, secs(60), secs(60))
     }
 
     #[test]
@@ -857,7 +903,10 @@ mod tests {
         m.declare_gaps(secs(1100));
         let gaps = m.take_gaps();
         assert_eq!(gaps.len(), 1);
-        assert_eq!((gaps[0].first, gaps[0].last, gaps[0].missed), (5100, 5101, 2));
+        assert_eq!(
+            (gaps[0].first, gaps[0].last, gaps[0].missed),
+            (5100, 5101, 2)
+        );
     }
 
     #[test]
@@ -889,7 +938,7 @@ mod tests {
     fn holes_count_only_the_seqs_this_shard_owns() {
         // 4 partitions, this shard owns one: it sees every 4th seq of the origin.
         let origin = NodeId(99);
-        let mut m = SeenMap::new(4, 1 << 2, 16, 1024, secs(60));
+        let mut m = SeenMap::new(4, 1 << 2, 16, 1024, secs(60), secs(60));
         let owned: Vec<u64> = (0..400)
             .filter(|&seq| MessageId { origin, seq }.partition(4) == 2)
             .collect();
@@ -905,10 +954,10 @@ mod tests {
 
     #[test]
     fn a_forced_slide_declares_the_holes_it_passes() {
-        let mut m = SeenMap::new(1, 1, 16, 128, secs(60));
+        let mut m = SeenMap::new(1, 1, 16, 128, secs(60), secs(60));
         m.insert(secs(1), id(1, 0));
         m.insert(secs(1), id(1, 3)); // holes 1, 2
-        // 130 is within the window span of the highest seq (3) but needs a slide.
+                                     // 130 is within the window span of the highest seq (3) but needs a slide.
         m.insert(secs(1), id(1, 130));
         let gaps = m.take_gaps();
         let window: u64 = gaps
@@ -927,7 +976,7 @@ mod tests {
 
     #[test]
     fn evicted_and_expired_origins_declare_their_open_holes() {
-        let mut m = SeenMap::new(1, 1, 1, 1024, secs(60));
+        let mut m = SeenMap::new(1, 1, 1, 1024, secs(60), secs(60));
         m.insert(secs(1), id(1, 0));
         m.insert(secs(1), id(1, 5));
         m.insert(secs(2), id(2, 0)); // evicts origin 1

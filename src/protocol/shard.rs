@@ -122,8 +122,19 @@ pub struct Shard {
     ihave: Vec<Vec<IHaveEntry>>,
     ihave_total: usize,
     ihave_timer: Option<u64>,
-    /// Recently delivered or broadcast messages, oldest first, for anti-entropy.
-    recent: VecDeque<(Time, IHaveEntry)>,
+    /// Cache position the next anti-entropy round's digest starts from.
+    ae_cursor: u64,
+    /// Per neighbour, the cache position the next digest reply to it starts from (a
+    /// new neighbour's replies start from the oldest cached message).
+    ae_reply_cursor: FxHashMap<NodeId, u64>,
+    /// The neighbour rounds go to while its digests keep showing messages missing
+    /// here (None: a random neighbour each round).
+    ae_partner: Option<NodeId>,
+    /// Whether the current pass of `ae_cursor` found messages missing here.
+    ae_found: bool,
+    /// Neighbours sent a digest reply in this interval (at most
+    /// `anti_entropy_max_replies`).
+    ae_replied: Vec<NodeId>,
     /// Pulls left in this anti-entropy interval (refilled by each round).
     ae_pulls_left: usize,
     /// Digest replies left in this anti-entropy interval.
@@ -171,13 +182,18 @@ impl Shard {
                 cfg.max_seen_origins,
                 cfg.max_seen_window,
                 cfg.message_cache_ttl,
+                cfg.seen_idle_retention,
             ),
             cache: PayloadCache::new(cfg.max_cached_messages, cfg.max_cached_bytes),
             pending: FxHashMap::default(),
             ihave: Vec::new(),
             ihave_total: 0,
             ihave_timer: None,
-            recent: VecDeque::new(),
+            ae_cursor: 0,
+            ae_reply_cursor: FxHashMap::default(),
+            ae_partner: None,
+            ae_found: false,
+            ae_replied: Vec::new(),
             ae_pulls_left: cfg.anti_entropy_max_pulls,
             ae_replies_left: cfg.anti_entropy_max_replies,
             next_gen: 0,
@@ -276,7 +292,6 @@ impl Shard {
         s.seen_map_bytes = self.seen.heap_bytes() as u64;
         s.pending_grafts = self.pending.len() as u64;
         s.ihave_queue = self.ihave_total as u64;
-        s.anti_entropy_recent = self.recent.len() as u64;
         s.cache_entries = self.cache.len() as u64;
         s.cache_bytes = self.cache.bytes() as u64;
         s.roots = self.roots.len() as u64;
@@ -309,8 +324,8 @@ impl Shard {
     // ---- neighbours -------------------------------------------------------------
 
     /// A neighbour came up (membership said so). It becomes eager in partitions with
-    /// fewer than `eager_fanout` eager peers, lazy elsewhere. Returns false if it was
-    /// already known or `max_neighbors` is reached.
+    /// fewer than `eager_fanout` eager peers, lazy elsewhere, and the anti-entropy
+    /// partner. Returns false if it was already known or `max_neighbors` is reached.
     pub fn neighbor_up(&mut self, _now: Time, peer: NodeId) -> bool {
         if peer == self.me || self.neighbors.index_of(peer).is_some() {
             return false;
@@ -322,6 +337,12 @@ impl Shard {
         let i = self.neighbors.push(peer);
         self.ihave.push(Vec::new());
         self.root_aware &= !bit(i);
+        // A new neighbour is often the other side of a healed partition: the next
+        // anti-entropy round goes to it, from the oldest cached message (the first to
+        // expire), and keeps going to it for a whole pass.
+        self.ae_partner = Some(peer);
+        self.ae_cursor = 0;
+        self.ae_found = true;
         let fanout = self.cfg.eager_fanout;
         let owned = self.owned;
         for p in bits(owned) {
@@ -347,6 +368,7 @@ impl Shard {
         self.root_aware = remap_mask(self.root_aware, r);
         let dropped = self.ihave.swap_remove(r.index);
         self.ihave_total -= dropped.len();
+        self.ae_reply_cursor.remove(&peer);
         for pg in self.pending.values_mut() {
             pg.announcers.retain(|&(a, _)| a != peer);
         }
@@ -389,7 +411,6 @@ impl Shard {
                 via_tree: true,
             },
         );
-        self.remember(now, IHaveEntry { id, round: 0 });
         let tree = self.tree(now, p, id.origin);
         self.forward(now, tree, id, 0, payload, None);
         Ok(())
@@ -469,13 +490,6 @@ impl Shard {
                     round: fwd_round,
                     payload: payload.clone(),
                 });
-                self.remember(
-                    now,
-                    IHaveEntry {
-                        id,
-                        round: fwd_round,
-                    },
-                );
                 self.forward(now, tree, id, fwd_round, payload, from_idx);
             }
             Seen::Duplicate => {
@@ -949,68 +963,96 @@ impl Shard {
         });
     }
 
-    fn remember(&mut self, now: Time, entry: IHaveEntry) {
-        if self.cfg.anti_entropy_interval.is_zero() {
-            return;
-        }
-        if self.recent.len() >= self.cfg.anti_entropy_max_recent {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((now, entry));
-    }
-
-    /// One anti-entropy round: send one random neighbour a digest of the messages
-    /// delivered between `anti_entropy_window` and `anti_entropy_delay` ago (at most
-    /// `anti_entropy_max_blocks` blocks, from a random place in that span, one Digest
-    /// frame per partition) asking for its digest back. Each side then pulls what the
-    /// other's digest shows it lacks. Also refills the pull and reply budgets, which
-    /// rate-limits the work digests from any number of peers can cause. The driver
-    /// calls this every `anti_entropy_interval`.
+    /// One anti-entropy round: send a neighbour a digest of the next slice of the
+    /// payload cache (messages cached between `anti_entropy_window` and
+    /// `anti_entropy_delay` ago, walked oldest first by a cursor, at most
+    /// `anti_entropy_max_blocks` blocks, one Digest frame per partition) asking for
+    /// its digest back. Each side then pulls what the other's digest shows it lacks.
+    ///
+    /// The neighbour is random, unless the last exchanges showed this shard lacking
+    /// messages: then it is that neighbour again, round after round, until a whole
+    /// pass of the cursor brought nothing more from it (after a heal, the two sides
+    /// pull from each other until their digests agree). Also refills the pull and
+    /// reply budgets, which rate-limits the work digests from any number of peers can
+    /// cause. The driver calls this every `anti_entropy_interval`.
     pub fn anti_entropy(&mut self, now: Time) {
-        self.forget_old(now);
         self.ae_pulls_left = self.cfg.anti_entropy_max_pulls;
         self.ae_replies_left = self.cfg.anti_entropy_max_replies;
+        self.ae_replied.clear();
         if self.neighbors.is_empty() || self.cfg.anti_entropy_interval.is_zero() {
             return;
         }
-        let eligible = self.eligible(now);
-        if eligible == 0 {
-            return;
+        if self
+            .ae_partner
+            .is_some_and(|p| self.neighbors.index_of(p).is_none())
+        {
+            self.ae_partner = None;
         }
-        let start = self.rng.gen_range(0..eligible);
-        let mut digest = DigestBuilder::new(self.cfg.partitions, self.cfg.anti_entropy_max_blocks);
-        for k in (start..eligible).chain(0..start) {
-            if !digest.add(self.recent[k].1.id) {
-                break;
+        let mut cursor = self.ae_cursor;
+        let (digest, wrapped) = self.digest_slice(now, &mut cursor);
+        self.ae_cursor = cursor;
+        if wrapped {
+            // A pass over the cache ended: a partner that showed nothing missing in
+            // it agrees with this shard.
+            if !self.ae_found {
+                self.ae_partner = None;
             }
+            self.ae_found = false;
         }
-        let to = self
-            .neighbors
-            .get(self.rng.gen_range(0..self.neighbors.len()));
+        let Some(digest) = digest else {
+            return;
+        };
+        let to = match self.ae_partner {
+            Some(p) => {
+                self.stats.anti_entropy_partner_rounds += 1;
+                p
+            }
+            None => self
+                .neighbors
+                .get(self.rng.gen_range(0..self.neighbors.len())),
+        };
         self.stats.anti_entropy_rounds += 1;
         self.send_digest(to, digest, true);
     }
 
-    /// Drops remembered deliveries older than the anti-entropy window.
-    fn forget_old(&mut self, now: Time) {
-        let window = self.cfg.anti_entropy_window;
-        while self
-            .recent
-            .front()
-            .is_some_and(|&(at, _)| now.saturating_sub(at) > window)
-        {
-            self.recent.pop_front();
+    /// The next slice of cached messages eligible for a digest, from `cursor` (a
+    /// cache position; see `PayloadCache::position_after`), which is left after the
+    /// slice. Returns the digest
+    /// (`None` when nothing is eligible) and whether the cursor wrapped to the oldest
+    /// eligible message. Scans at most 64 ids per block allowed, so a slice costs
+    /// bounded work however many messages are cached.
+    fn digest_slice(&self, now: Time, cursor: &mut u64) -> (Option<DigestBuilder>, bool) {
+        let oldest = now.checked_sub(self.cfg.anti_entropy_window);
+        let lo = oldest.map_or(self.cache.first_position(), |t| {
+            self.cache.position_after(t)
+        });
+        let Some(young) = now.checked_sub(self.cfg.anti_entropy_delay) else {
+            return (None, false);
+        };
+        let hi = self.cache.position_after(young);
+        if lo >= hi {
+            return (None, false);
         }
-    }
-
-    /// How many of the oldest remembered deliveries are old enough for a digest
-    /// (younger ones are left to normal dissemination).
-    fn eligible(&self, now: Time) -> usize {
-        let delay = self.cfg.anti_entropy_delay;
-        self.recent
-            .iter()
-            .take_while(|&&(at, _)| now.saturating_sub(at) >= delay)
-            .count()
+        let mut wrapped = false;
+        let mut pos = (*cursor).max(lo);
+        if pos >= hi {
+            pos = lo;
+            wrapped = true;
+        }
+        let max_blocks = self.cfg.anti_entropy_max_blocks;
+        let mut digest = DigestBuilder::new(self.cfg.partitions, max_blocks);
+        let scan_end = hi.min(pos.saturating_add(64 * max_blocks as u64));
+        while pos < scan_end {
+            let Some(id) = self.cache.id_at(pos) else {
+                break;
+            };
+            if !digest.add(id) {
+                break;
+            }
+            pos += 1;
+        }
+        *cursor = pos;
+        ((digest.len() > 0).then_some(digest), wrapped)
     }
 
     fn send_digest(&mut self, to: NodeId, digest: DigestBuilder, reply: bool) {
@@ -1046,33 +1088,44 @@ impl Shard {
         if self.cfg.anti_entropy_interval.is_zero() {
             return;
         }
+        let mut missing = false;
         for block in blocks {
             for id in block_ids(block, self.cfg.partitions) {
                 if self.partition_of(id) != partition {
                     self.stats.misrouted += 1;
                     continue;
                 }
-                self.pull(now, from, id);
+                if !self.seen.contains(id) {
+                    missing = true;
+                    self.pull(now, from, id);
+                }
             }
         }
+        if missing && self.neighbors.index_of(from).is_some() {
+            // This neighbour has messages this shard lacks: keep exchanging with it.
+            self.ae_partner = Some(from);
+            self.ae_found = true;
+        }
         if !reply {
+            return;
+        }
+        // A round arrives as one frame per partition; the reply is one slice of this
+        // shard's whole cache (all its partitions), once per sender and interval.
+        if self.ae_replied.contains(&from) {
             return;
         }
         if self.ae_replies_left == 0 {
             self.stats.anti_entropy_replies_shed += 1;
             return;
         }
-        self.forget_old(now);
-        let eligible = self.eligible(now);
-        let mut digest = DigestBuilder::new(self.cfg.partitions, self.cfg.anti_entropy_max_blocks);
-        for k in (0..eligible).rev() {
-            let id = self.recent[k].1.id;
-            if self.partition_of(id) == partition && !digest.add(id) {
-                break;
-            }
+        let mut cursor = self.ae_reply_cursor.get(&from).copied().unwrap_or(0);
+        let (digest, _) = self.digest_slice(now, &mut cursor);
+        if self.neighbors.index_of(from).is_some() {
+            self.ae_reply_cursor.insert(from, cursor);
         }
-        if digest.len() > 0 {
+        if let Some(digest) = digest {
             self.ae_replies_left -= 1;
+            self.ae_replied.push(from);
             self.stats.anti_entropy_replies += 1;
             self.send_digest(from, digest, false);
         }

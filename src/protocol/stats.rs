@@ -47,6 +47,9 @@ pub struct ShardStats {
     pub optimizations: u64,
     /// Anti-entropy rounds that sent a digest.
     pub anti_entropy_rounds: u64,
+    /// Of those, rounds sent to the partner whose digests showed messages missing
+    /// here (pulling until the digests agree).
+    pub anti_entropy_partner_rounds: u64,
     /// Digest blocks sent (rounds and replies).
     pub anti_entropy_blocks_sent: u64,
     /// Digest frames received.
@@ -97,8 +100,6 @@ pub struct ShardStats {
     pub pending_holes: u64,
     pub pending_grafts: u64,
     pub ihave_queue: u64,
-    /// Entries in the recently-delivered list anti-entropy draws from.
-    pub anti_entropy_recent: u64,
     pub cache_entries: u64,
     pub cache_bytes: u64,
     /// Roots (origins) with per-root trees in this shard.

@@ -56,6 +56,21 @@ pub struct SimReport {
     /// HyParView: mean active-view size over live nodes at the end.
     pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
+    /// `--partition-heal`: messages of the closing round (every origin that
+    /// broadcast speaks once more after the heal, revealing losses at the tail).
+    pub closing_messages: usize,
+    /// Undelivered (live node, message) pairs inside a gap that node reported.
+    pub gap_reported: u64,
+    /// Sum of the reported gaps' `missed` counts.
+    pub gap_missed: u64,
+    /// `gap_missed - gap_reported`: gap counts with no undelivered message behind them.
+    pub false_gaps: u64,
+    /// Undelivered pairs after the node's first contact with the origin that no gap
+    /// reported: silent losses.
+    pub unrecovered: u64,
+    /// Undelivered pairs before the node's first contact with the origin (the node
+    /// never heard of the origin before that message: out of scope for gaps).
+    pub before_first_contact: u64,
     pub rmr: f64,
     /// RMR over every message, warm-up included (what a low-rate cluster pays while
     /// its trees form).
@@ -165,6 +180,17 @@ impl SimReport {
             (
                 "partition reliability",
                 Box::new(|r| format!("{:.6}", r.partition_reliability)),
+            ),
+            (
+                "closing messages",
+                Box::new(|r| r.closing_messages.to_string()),
+            ),
+            ("gap reported", Box::new(|r| r.gap_reported.to_string())),
+            ("false gaps", Box::new(|r| r.false_gaps.to_string())),
+            ("unrecovered", Box::new(|r| r.unrecovered.to_string())),
+            (
+                "before first contact",
+                Box::new(|r| r.before_first_contact.to_string()),
             ),
             ("overlay", Box::new(|r| r.overlay.clone())),
             (

@@ -23,6 +23,9 @@ use crate::wire::{self, Coalescer, Frame, Header};
 
 /// Seeds each joining HyParView node is given (random earlier nodes).
 const SEEDS_PER_NODE: usize = 3;
+/// `--partition-heal`: when the closing round follows the heal (after the overlay
+/// re-merged: `lost_probe_max` is 2 s).
+const CLOSING_AFTER_HEAL: Duration = Duration::from_secs(3);
 
 /// Where neighbours come from. HyParView is the default: it is what a node runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +156,10 @@ enum What {
     },
     Split,
     Heal,
+    /// After a heal, every origin that broadcast speaks once more: a node learns of a
+    /// hole only from a delivery above it, so this makes losses at the tail of an
+    /// origin's sequence visible as known gaps.
+    Closing,
 }
 
 struct Scheduled {
@@ -179,9 +186,19 @@ impl Ord for Scheduled {
     }
 }
 
+/// What [`Sim::gap_accounting`] found.
+#[derive(Default)]
+struct GapAccounting {
+    reported: u64,
+    missed: u64,
+    unrecovered: u64,
+    before_first_contact: u64,
+}
+
 /// Per-message bookkeeping.
 struct Track {
     origin: u32,
+    seq: u64,
     /// How many messages of the same partition were broadcast before this one.
     nth_in_partition: usize,
     sent_at: Duration,
@@ -217,8 +234,13 @@ struct Sim {
     per_partition: Vec<usize>,
     tracks: Vec<Track>,
     ids: FxHashMap<MessageId, u32>,
-    /// `delivered[node * messages + k]`.
+    /// `delivered[node * stride + k]`.
     delivered: Vec<bool>,
+    /// Message slots per node: the scheduled messages plus room for closing ones.
+    stride: usize,
+    /// Per (node, origin), the seq of the first message delivered (first contact):
+    /// gaps are only owed from there on.
+    first_contact: FxHashMap<(u32, u32), u64>,
     duplicates: u64,
     /// Known gaps the shards declared, with the node that declared each.
     gaps: Vec<(u32, Gap)>,
@@ -313,7 +335,9 @@ impl Sim {
             per_partition: vec![0; cfg.protocol.partitions as usize],
             tracks: Vec::with_capacity(cfg.messages),
             ids: FxHashMap::default(),
-            delivered: vec![false; n * cfg.messages],
+            delivered: vec![false; n * Self::stride_for(&cfg)],
+            stride: Self::stride_for(&cfg),
+            first_contact: FxHashMap::default(),
             duplicates: 0,
             gaps: Vec::new(),
             datagrams_sent: 0,
@@ -321,6 +345,14 @@ impl Sim {
             events: 0,
             out: Vec::new(),
             cfg,
+        }
+    }
+
+    fn stride_for(cfg: &SimConfig) -> usize {
+        if cfg.partition_heal {
+            cfg.messages + cfg.messages.min(cfg.nodes)
+        } else {
+            cfg.messages
         }
     }
 
@@ -417,8 +449,15 @@ impl Sim {
                 .map_or(first + span.mul_f64(0.6), |d| start + d);
             self.at(start, What::Split);
             self.at(heal, What::Heal);
-            // A split outlasting the broadcasts still heals, and gets its drain.
-            heal_end = heal + self.cfg.drain;
+            let closing = heal + CLOSING_AFTER_HEAL;
+            self.at(closing, What::Closing);
+            // A split outlasting the broadcasts still heals, and gets its drain; the
+            // run lasts until holes the closing round opened are declared.
+            let declared = closing
+                + self.cfg.protocol.message_cache_ttl
+                + crate::protocol::gap::HOLE_GRACE
+                + Duration::from_secs(6);
+            heal_end = (heal + self.cfg.drain).max(declared);
         }
         let end = (self.broadcast_end() + self.cfg.drain).max(heal_end);
         while let Some(ev) = self.queue.pop() {
@@ -455,6 +494,17 @@ impl Sim {
                 }
             }
             What::Broadcast { k } => self.broadcast(k),
+            What::Closing => {
+                let origins: Vec<u32> = (0..self.cfg.nodes as u32)
+                    .filter(|&o| self.next_msg_seq[o as usize] > 0 && self.alive[o as usize])
+                    .collect();
+                for o in origins {
+                    let k = self.tracks.len();
+                    if k < self.stride {
+                        self.broadcast_from(o, k);
+                    }
+                }
+            }
             What::Crash => self.crash(),
             What::NeighborDown { node, peer } => {
                 if self.alive[node as usize] {
@@ -565,6 +615,11 @@ impl Sim {
         } else {
             pool[self.rng.gen_range(0..pool.len())]
         };
+        self.broadcast_from(origin, k);
+    }
+
+    /// Broadcasts message slot `k` from `origin`.
+    fn broadcast_from(&mut self, origin: u32, k: usize) {
         let seq = self.next_msg_seq[origin as usize];
         self.next_msg_seq[origin as usize] += 1;
         let id = MessageId {
@@ -575,8 +630,10 @@ impl Sim {
         let part = id.partition(self.cfg.protocol.partitions) as usize;
         let nth_in_partition = self.per_partition[part];
         self.per_partition[part] += 1;
+        self.first_contact.entry((origin, origin)).or_insert(seq);
         self.tracks.push(Track {
             origin,
+            seq,
             nth_in_partition,
             sent_at: self.now,
             during_partition: self.split,
@@ -584,7 +641,7 @@ impl Sim {
             max_hop: 0,
             last_delivery: self.now,
         });
-        self.delivered[origin as usize * self.cfg.messages + k] = true;
+        self.delivered[origin as usize * self.stride + k] = true;
         let mut payload = vec![0u8; self.cfg.payload];
         for (j, b) in (k as u64)
             .to_le_bytes()
@@ -769,15 +826,52 @@ impl Sim {
         let Some(&k) = self.ids.get(&id) else {
             return;
         };
-        let slot = &mut self.delivered[node as usize * self.cfg.messages + k as usize];
+        let slot = &mut self.delivered[node as usize * self.stride + k as usize];
         if *slot {
             self.duplicates += 1;
             return;
         }
         *slot = true;
+        let origin = index_of(id.origin);
+        self.first_contact.entry((node, origin)).or_insert(id.seq);
         let t = &mut self.tracks[k as usize];
         t.max_hop = t.max_hop.max(round);
         t.last_delivery = self.now;
+    }
+
+    /// Every (live node, message) pair not delivered is either inside a gap that node
+    /// reported, before the node's first contact with the origin (out of scope: a
+    /// node reports nothing of an origin's history before it first heard of it), or
+    /// unrecovered (a loss nothing reported).
+    fn gap_accounting(&self, live: &[usize]) -> GapAccounting {
+        let mut ranges: FxHashMap<(u32, u32), Vec<(u64, u64)>> = FxHashMap::default();
+        let mut acc = GapAccounting::default();
+        for (node, g) in &self.gaps {
+            acc.missed += g.missed;
+            ranges
+                .entry((*node, index_of(g.origin)))
+                .or_default()
+                .push((g.first, g.last));
+        }
+        for (k, t) in self.tracks.iter().enumerate() {
+            for &i in live {
+                if self.delivered[i * self.stride + k] {
+                    continue;
+                }
+                let key = (i as u32, t.origin);
+                let covered = ranges
+                    .get(&key)
+                    .is_some_and(|r| r.iter().any(|&(a, b)| (a..=b).contains(&t.seq)));
+                if covered {
+                    acc.reported += 1;
+                } else if self.first_contact.get(&key).is_some_and(|&f| f <= t.seq) {
+                    acc.unrecovered += 1;
+                } else {
+                    acc.before_first_contact += 1;
+                }
+            }
+        }
+        acc
     }
 
     fn report(&self) -> SimReport {
@@ -786,7 +880,7 @@ impl Sim {
         let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
         let delivered_live = |k: usize| {
             live.iter()
-                .filter(|&&i| self.delivered[i * self.cfg.messages + k])
+                .filter(|&&i| self.delivered[i * self.stride + k])
                 .count()
         };
         let warmup = self
@@ -831,7 +925,7 @@ impl Sim {
                 incomplete += 1;
             }
             let receivers = (0..n)
-                .filter(|&i| self.delivered[i * self.cfg.messages + k])
+                .filter(|&i| self.delivered[i * self.stride + k])
                 .count();
             let rmr_k =
                 (receivers > 1).then(|| t.payload_sends as f64 / (receivers - 1) as f64 - 1.0);
@@ -850,6 +944,7 @@ impl Sim {
                 last_ms += (t.last_delivery - t.sent_at).as_secs_f64() * 1000.0;
             }
         }
+        let gaps = self.gap_accounting(&live);
         let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         let stats = self
             .shards
@@ -922,6 +1017,12 @@ impl Sim {
                     / live.len() as f64
             },
             duplicate_deliveries: self.duplicates,
+            closing_messages: self.tracks.len().saturating_sub(self.cfg.messages),
+            gap_reported: gaps.reported,
+            gap_missed: gaps.missed,
+            false_gaps: gaps.missed.saturating_sub(gaps.reported),
+            unrecovered: gaps.unrecovered,
+            before_first_contact: gaps.before_first_contact,
             rmr: avg(rmr_sum),
             rmr_all: if rmr_all_n == 0 {
                 0.0

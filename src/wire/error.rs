@@ -68,7 +68,10 @@ mod tests {
                 have: 4,
             },
             DecodeError::BadLength { tag: 3, len: 7 },
-            DecodeError::DigestTooLarge { blocks: 41, max: 40 },
+            DecodeError::DigestTooLarge {
+                blocks: 41,
+                max: 40,
+            },
             DecodeError::NoFrames,
         ];
         let mut labels: Vec<_> = all.iter().map(DecodeError::reason).collect();
