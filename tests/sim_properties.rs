@@ -121,6 +121,49 @@ fn without_anti_entropy_a_split_loses_messages() {
     assert!(r.partition_reliability < 1.0, "{}", r.partition_reliability);
 }
 
+/// Broadcasts over 30 s from 3 origins (each speaks before the split starts, at 30 %
+/// of the span), and a split of `split`.
+fn timed_split(seed: u64, split: Duration) -> SimConfig {
+    let mut c = small(seed);
+    c.messages = 60;
+    c.interval = Duration::from_millis(500);
+    c.origins = 3;
+    c.partition_heal = true;
+    c.split = Some(split);
+    c
+}
+
+#[test]
+fn a_split_shorter_than_the_cache_ttl_loses_nothing_and_reports_nothing() {
+    for seed in 1..=3 {
+        let r = run(&timed_split(seed, Duration::from_secs(45)));
+        assert!(r.partition_messages > 0);
+        assert_eq!(r.partition_reliability, 1.0, "seed {seed}");
+        assert_eq!((r.gap_reported, r.gap_missed), (0, 0), "seed {seed}");
+        assert_eq!(r.duplicate_deliveries, 0);
+    }
+}
+
+#[test]
+fn a_split_longer_than_the_cache_ttl_reports_every_loss_as_a_known_gap() {
+    // Messages broadcast more than message_cache_ttl (60 s) before the heal are gone
+    // everywhere; every (node, message) pair is then delivered or inside a gap that
+    // node reported, and no gap counts a message that was delivered.
+    for seed in 1..=3 {
+        let r = run(&timed_split(seed, Duration::from_secs(120)));
+        assert!(
+            r.partition_reliability < 1.0,
+            "seed {seed}: something is lost"
+        );
+        assert!(r.gap_reported > 0, "seed {seed}");
+        assert_eq!(r.unrecovered, 0, "seed {seed}: a loss nobody reported");
+        assert_eq!(r.false_gaps, 0, "seed {seed}");
+        assert_eq!(r.before_first_contact, 0, "seed {seed}");
+        assert_eq!(r.duplicate_deliveries, 0);
+        assert_eq!(r.closing_messages, 3);
+    }
+}
+
 #[test]
 fn hyparview_overlay_heals_after_half_the_nodes_crash() {
     let mut c = small(11);

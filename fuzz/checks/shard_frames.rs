@@ -245,6 +245,21 @@ fn run_ops(ops: Vec<Op>) {
                         assert!(gap, "{id:?} delivered twice without a TTL of silence");
                     }
                 }
+                Event::Gap(g) => {
+                    // A gap counts owned seqs that were never delivered, inside its range.
+                    assert!(g.first <= g.last && g.missed > 0, "{g:?}");
+                    assert!(g.missed <= g.last - g.first + 1, "{g:?}");
+                    for seq in g.first..=g.last.min(g.first + 4096) {
+                        let id = plumcore::ids::MessageId {
+                            origin: g.origin,
+                            seq,
+                        };
+                        assert!(
+                            !delivered.contains_key(&id) || g.missed < g.last - g.first + 1,
+                            "{g:?} declares everything missing but {id:?} was delivered"
+                        );
+                    }
+                }
                 _ => {}
             }
         }
@@ -256,5 +271,6 @@ fn run_ops(ops: Vec<Op>) {
         assert!(st.ihave_queue <= cfg.max_ihave_queue as u64);
         assert!(st.neighbors <= cfg.max_neighbors as u64);
         assert!(st.roots <= cfg.max_roots as u64);
+        assert!(st.pending_holes <= 64 * st.seen_origins.max(1));
     }
 }

@@ -40,7 +40,9 @@ pub struct ProtocolConfig {
     /// Cap of the doubling graft wait.
     #[serde(with = "millis")]
     pub graft_max_backoff: Duration,
-    /// How long seen-map entries and cached payloads live.
+    /// How long cached payloads live (Grafts and anti-entropy pulls are served from
+    /// them). A hole in an origin's seqs waits this long plus 3 s after the delivery
+    /// that revealed it before it is declared a known gap.
     #[serde(with = "millis")]
     pub message_cache_ttl: Duration,
     /// Maintenance loop period (the control core drives it).
@@ -90,11 +92,13 @@ pub struct ProtocolConfig {
     pub max_ihave_queue: usize,
     /// Announcers remembered per missing message.
     pub max_announcers: usize,
-    /// Period of the anti-entropy round: one random neighbour gets a digest of the
-    /// messages this shard delivered recently and answers with its own; each side
+    /// Period of the anti-entropy round: a neighbour gets a digest of the next slice
+    /// of this shard's payload cache and answers with a slice of its own; each side
     /// pulls what it lacks, so a message whose Gossip and IHaves were all lost on UDP,
-    /// or that was broadcast on the other side of a partition, is still recovered.
-    /// 0 disables it.
+    /// or that was broadcast on the other side of a partition, is still recovered
+    /// while it is cached. The neighbour is random unless one is still showing
+    /// messages missing here (or just came up): that one gets the rounds until the
+    /// digests agree. 0 disables it.
     #[serde(with = "millis")]
     pub anti_entropy_interval: Duration,
     /// Messages younger than this are left to normal dissemination.
@@ -107,7 +111,8 @@ pub struct ProtocolConfig {
     /// a 30 s split for good).
     #[serde(with = "millis")]
     pub anti_entropy_window: Duration,
-    /// Most digest blocks (up to 64 ids each) sent per round, and per reply.
+    /// Most digest blocks (up to 64 ids each) sent per round, and per reply; also
+    /// bounds the cache entries one slice scans (64 per block).
     pub anti_entropy_max_blocks: usize,
     /// Most messages pulled per round interval (received digests share it); the rest
     /// wait for a later round.

@@ -53,6 +53,11 @@ pub struct SimReport {
     /// through a revived lost node.
     pub splices: u64,
     pub lost_rejoins: u64,
+    /// Probes sent to lost nodes (all nodes together), and the virtual seconds from
+    /// the crash to the end of the run they were sent in: the cost of dead nodes
+    /// probed for their whole stay in the lost lists.
+    pub lost_probes: u64,
+    pub lost_probe_seconds: f64,
     /// HyParView: mean active-view size over live nodes at the end.
     pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
@@ -216,6 +221,7 @@ impl SimReport {
             ("promotions", Box::new(|r| r.promotions.to_string())),
             ("splices", Box::new(|r| r.splices.to_string())),
             ("lost rejoins", Box::new(|r| r.lost_rejoins.to_string())),
+            ("lost probes", Box::new(|r| r.lost_probes.to_string())),
             (
                 "mean active view",
                 Box::new(|r| format!("{:.2}", r.mean_active_view)),

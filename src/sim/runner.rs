@@ -498,10 +498,9 @@ impl Sim {
                 let origins: Vec<u32> = (0..self.cfg.nodes as u32)
                     .filter(|&o| self.next_msg_seq[o as usize] > 0 && self.alive[o as usize])
                     .collect();
-                for o in origins {
-                    let k = self.tracks.len();
-                    if k < self.stride {
-                        self.broadcast_from(o, k);
+                for (j, o) in origins.into_iter().enumerate() {
+                    if self.tracks.len() < self.stride {
+                        self.broadcast_from(o, self.cfg.messages + j);
                     }
                 }
             }
@@ -618,8 +617,10 @@ impl Sim {
         self.broadcast_from(origin, k);
     }
 
-    /// Broadcasts message slot `k` from `origin`.
-    fn broadcast_from(&mut self, origin: u32, k: usize) {
+    /// Broadcasts message `label` (the payload says which) from `origin`; it takes
+    /// the next message slot (closing broadcasts interleave with scheduled ones).
+    fn broadcast_from(&mut self, origin: u32, label: usize) {
+        let k = self.tracks.len();
         let seq = self.next_msg_seq[origin as usize];
         self.next_msg_seq[origin as usize] += 1;
         let id = MessageId {
@@ -643,7 +644,7 @@ impl Sim {
         });
         self.delivered[origin as usize * self.stride + k] = true;
         let mut payload = vec![0u8; self.cfg.payload];
-        for (j, b) in (k as u64)
+        for (j, b) in (label as u64)
             .to_le_bytes()
             .iter()
             .enumerate()
@@ -1008,6 +1009,14 @@ impl Sim {
             shuffles: self.members.iter().map(|m| m.stats().shuffles_sent).sum(),
             splices: self.members.iter().map(|m| m.stats().splices).sum(),
             lost_rejoins: self.members.iter().map(|m| m.stats().lost_rejoins).sum(),
+            lost_probes: self
+                .members
+                .iter()
+                .map(|m| m.stats().lost_probes_sent)
+                .sum(),
+            lost_probe_seconds: self
+                .crashed_at
+                .map_or(0.0, |c| self.now.saturating_sub(c).as_secs_f64()),
             mean_active_view: if live.is_empty() || self.members.is_empty() {
                 0.0
             } else {

@@ -113,6 +113,27 @@ pub fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
     m
 }
 
+/// The known gaps a deliveries file reports (`{"gap":{"origin":..,"missed":N,..}}`
+/// lines): messages per origin (16 hex digits) that will never be delivered there.
+pub fn read_gaps(path: &Path) -> HashMap<String, u64> {
+    let mut m: HashMap<String, u64> = HashMap::new();
+    let Ok(f) = std::fs::File::open(path) else {
+        return m;
+    };
+    for line in BufReader::new(f).lines() {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let (Some(origin), Some(missed)) =
+            (v["gap"]["origin"].as_str(), v["gap"]["missed"].as_u64())
+        {
+            *m.entry(origin.to_string()).or_default() += missed;
+        }
+    }
+    m
+}
+
 /// POST /broadcast; returns the message id.
 pub fn broadcast(admin: SocketAddr, payload: &[u8]) -> String {
     let r = ureq::post(&format!("http://{admin}/broadcast"))
