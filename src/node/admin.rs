@@ -33,6 +33,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use super::batch::{max_batch_body, parse_batch};
 use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
 use super::snapshot::{
@@ -579,10 +580,10 @@ async fn handle(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let body = if method == Method::POST {
-        let max = if path == "/broadcast" {
-            ctx.backend.max_payload()
-        } else {
-            MAX_BROADCAST_BODY
+        let max = match path.as_str() {
+            "/broadcast" => ctx.backend.max_payload(),
+            "/broadcast/batch" => max_batch_body(ctx.backend.max_payload()),
+            _ => MAX_BROADCAST_BODY,
         };
         let declared = content_length(req.headers());
         if let Some(n) = declared.filter(|&n| n > max as u64) {
@@ -651,7 +652,7 @@ fn route(method: &Method, path: &str, body: &[u8], ctx: &Ctx) -> Reply {
     }
     let allowed = match path {
         "/metrics" | "/status" | "/peers" | "/members" | "/loops" => Method::GET,
-        "/broadcast" => Method::POST,
+        "/broadcast" | "/broadcast/batch" => Method::POST,
         _ => return Reply::error(404, "not found"),
     };
     if *method != allowed {
@@ -676,6 +677,7 @@ fn route(method: &Method, path: &str, body: &[u8], ctx: &Ctx) -> Reply {
         ),
         "/members" => Reply::json(200, &members_json(&backend.snapshot())),
         "/loops" => Reply::json(200, &loops_json(&backend.snapshot())),
+        "/broadcast/batch" => broadcast_batch(body, ctx),
         _ if body.is_empty() && !ctx.limits.allow_empty => {
             bump(&ctx.counters.empty_payload);
             Reply::error(
@@ -813,14 +815,55 @@ fn chaos(method: &Method, path: &str, body: &[u8], backend: &dyn AdminBackend) -
     Reply::json(200, &show(&switch))
 }
 
+/// `POST /broadcast/batch`: the body is checked whole first (400 naming the first bad
+/// entry, nothing broadcast); then the payloads are broadcast in order. A refusal
+/// part-way stops there: the ids accepted so far come back with the index and reason
+/// of the refusal, so the client resends from that index (with none accepted, the
+/// answer is the single broadcast's error).
+fn broadcast_batch(body: &[u8], ctx: &Ctx) -> Reply {
+    let backend = ctx.backend.as_ref();
+    let payloads = match parse_batch(body, backend.max_payload(), ctx.limits.allow_empty) {
+        Ok(p) => p,
+        Err(e) => {
+            bump(&ctx.counters.bad_request);
+            return Reply::error(400, &e.to_string());
+        }
+    };
+    let mut ids = Vec::with_capacity(payloads.len());
+    for (index, p) in payloads.iter().enumerate() {
+        match backend.broadcast(p.to_vec()) {
+            Ok(id) => ids.push(id_hex(id)),
+            Err(e) if index == 0 => return refused(e),
+            Err(e) => {
+                return Reply::json(
+                    200,
+                    &json!({
+                        "ids": ids,
+                        "accepted": index,
+                        "refused": { "index": index, "error": e.to_string() },
+                    }),
+                )
+            }
+        }
+    }
+    Reply::json(200, &json!({ "ids": ids, "accepted": payloads.len() }))
+}
+
+/// The answer to a refused broadcast.
+fn refused(e: BroadcastRefused) -> Reply {
+    match e {
+        e @ BroadcastRefused::TooLarge { .. } => Reply::error(413, &e.to_string()),
+        e @ BroadcastRefused::ShuttingDown => Reply::error(503, &e.to_string()),
+        e @ BroadcastRefused::Backpressure => {
+            Reply::error(503, &e.to_string()).with_header("Retry-After", "1")
+        }
+    }
+}
+
 fn broadcast(body: &[u8], backend: &dyn AdminBackend) -> Reply {
     match backend.broadcast(body.to_vec()) {
         Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
-        Err(e @ BroadcastRefused::TooLarge { .. }) => Reply::error(413, &e.to_string()),
-        Err(e @ BroadcastRefused::ShuttingDown) => Reply::error(503, &e.to_string()),
-        Err(e @ BroadcastRefused::Backpressure) => {
-            Reply::error(503, &e.to_string()).with_header("Retry-After", "1")
-        }
+        Err(e) => refused(e),
     }
 }
 
@@ -1414,6 +1457,45 @@ mod tests {
         let answer = read_all(&mut sending);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
         drop(silent);
+    }
+
+    #[test]
+    fn batch_broadcast_checks_the_whole_body_then_publishes_in_order() {
+        use crate::node::batch::encode_batch;
+        let (server, fake) = start();
+        let addr = server.local_addr();
+        let body = encode_batch([&b"one"[..], b"two", b"three"]);
+        let (status, _, reply) = request(addr, "POST", "/broadcast/batch", &body);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+        let v: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(v["accepted"], 3);
+        assert_eq!(v["ids"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            *fake.got.lock().unwrap(),
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        // Malformed: refused whole, with the entry named, nothing broadcast.
+        fake.got.lock().unwrap().clear();
+        let mut cut = encode_batch([&b"ok"[..], b"cut short"]);
+        cut.truncate(cut.len() - 3);
+        let (status, _, reply) = request(addr, "POST", "/broadcast/batch", &cut);
+        assert_eq!(status, 400);
+        assert!(String::from_utf8_lossy(&reply).contains("entry 1"));
+        assert!(fake.got.lock().unwrap().is_empty());
+        // A refusal part-way: what was accepted, and where to resume.
+        let big = vec![7u8; 1300];
+        let body = encode_batch([&b"fits"[..], &big, b"never sent"]);
+        let (status, _, reply) = request(addr, "POST", "/broadcast/batch", &body);
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(v["accepted"], 1);
+        assert_eq!(v["refused"]["index"], 1);
+        assert_eq!(fake.got.lock().unwrap().len(), 1);
+        // Refused at the first entry: the single broadcast's answer.
+        let (status, _, _) = request(addr, "POST", "/broadcast/batch", &encode_batch([&big[..]]));
+        assert_eq!(status, 413);
+        assert_eq!(request(addr, "GET", "/broadcast/batch", b"").0, 405);
+        assert_eq!(request(addr, "POST", "/broadcast/batch", b"").0, 400);
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl ControlState {
     fn tell_shards(&mut self, mk: impl Fn() -> ShardCmd) {
         for tx in &self.ctx.shared.shard_tx {
             if tx.try_send(mk()).is_err() {
-                self.io.cross_shard_backpressure += 1;
+                self.io.command_queue_full += 1;
             }
         }
     }

@@ -289,9 +289,14 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         |s| s.unknown_senders,
     ),
     (
-        "plumtree_cross_shard_backpressure",
-        "Cross-shard sends that found the destination queue full.",
-        |s| s.cross_shard_backpressure,
+        "plumtree_command_queue_full",
+        "Commands from the control core a shard's queue could not take (dropped).",
+        |s| s.command_queue_full,
+    ),
+    (
+        "plumtree_deliveries_lagged",
+        "Deliveries the delivery queue refused while its writer was behind; readers get a lagged line or event with the count.",
+        |s| s.deliveries_lagged,
     ),
     (
         "plumtree_ihave_unknown_sender",
@@ -965,7 +970,7 @@ mod tests {
             io: IoStats {
                 datagrams_received: 100,
                 decode_errors_bad_magic: 2,
-                cross_shard_backpressure: 1,
+                deliveries_lagged: 1,
                 ..IoStats::default()
             },
             hops,
@@ -1147,10 +1152,7 @@ mod tests {
             get("plumtree_datagrams_received_total{shard=\"control\"}"),
             7.0
         );
-        assert_eq!(
-            get("plumtree_cross_shard_backpressure_total{shard=\"1\"}"),
-            1.0
-        );
+        assert_eq!(get("plumtree_deliveries_lagged_total{shard=\"1\"}"), 1.0);
         assert_eq!(get("plumtree_loop_runs_total{loop=\"heartbeat\"}"), 42.0);
         assert_eq!(get("plumtree_loop_errors_total{loop=\"heartbeat\"}"), 1.0);
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);

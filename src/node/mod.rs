@@ -2,6 +2,7 @@
 //! the deliveries sink and the admin plane, and shuts them down in order.
 
 pub mod admin;
+pub mod batch;
 pub mod config;
 mod control;
 pub mod embed;

@@ -218,7 +218,7 @@ impl ShardState {
                         hops: round,
                         payload,
                     }) {
-                        self.io.cross_shard_backpressure += 1;
+                        self.io.deliveries_lagged += 1;
                     }
                 }
                 Event::SetTimer { at, timer } => {
@@ -395,7 +395,7 @@ impl ShardState {
                             hops: 0,
                             payload,
                         }) {
-                            self.io.cross_shard_backpressure += 1;
+                            self.io.deliveries_lagged += 1;
                         }
                     }
                     Err(e) => warn!(error = %e, "broadcast refused by shard"),

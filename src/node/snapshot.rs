@@ -40,8 +40,12 @@ pub struct IoStats {
     /// Graft to them could not be routed).
     pub ihave_unknown_sender: u64,
     pub send_errors: u64,
-    /// Cross-shard sends that found the destination queue full.
-    pub cross_shard_backpressure: u64,
+    /// Commands from the control core a shard's queue could not take (dropped; the
+    /// next periodic command of the kind takes its place).
+    pub command_queue_full: u64,
+    /// Deliveries the delivery queue refused (the writer was behind); readers are
+    /// told with a `{"lagged":N}` line and `Event::Lagged`.
+    pub deliveries_lagged: u64,
     /// Test-only fault layer (`--chaos`): datagrams dropped at random, duplicated,
     /// delayed, dropped by a cut link, and delays or duplicates not applied because
     /// the layer's bound was reached.
