@@ -198,26 +198,37 @@ fn overloaded_shard_sheds_ihave_and_still_delivers_gossip() {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let target = SocketAddr::new(b.bind.ip(), b.bind.port() + 1);
-    let flooder = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut k = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let _ = sock.send_to(&ihave_datagram(k), target);
-                k += 1;
-            }
-            k
+    // Two flooding threads: one alone did not always outrun B's receive path when the
+    // machine was busy with other work (CI saw no overload at all once).
+    let flooders: Vec<_> = (0..2u64)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut k = t << 40;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = sock.send_to(&ihave_datagram(k), target);
+                    k += 1;
+                }
+                k - (t << 40)
+            })
         })
-    };
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let mut sent = Vec::new();
     for k in 0..100 {
         sent.push(broadcast(a.admin, format!("under-overload-{k}").as_bytes()));
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The flood goes on until B has seen itself overloaded (at most 15 s more).
+    let flood_end = Instant::now() + Duration::from_secs(15);
+    while metric_sum(b.admin, "plumtree_overloaded_probes_total", None) == 0.0
+        && Instant::now() < flood_end
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
-    let flood_sent = flooder.join().unwrap();
+    let flood_sent: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
     let flood_over = Instant::now();
     let pending_after_flood = metric_sum(b.admin, "plumtree_pending_grafts", None);
     // Whatever the overload cost (kernel drops, shed IHaves), the protocol repairs

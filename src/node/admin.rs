@@ -164,8 +164,15 @@ struct Slot {
     kill: Arc<Notify>,
 }
 
+/// A connection younger than this is evicted only when every idle one is (then the
+/// newest goes: a burst of connections pushes out its own): a client that has just
+/// connected has not had the time to send its request, and must not lose to
+/// connections that trickle bytes (slowloris) or sit silent.
+const EVICTION_GRACE: Duration = Duration::from_millis(250);
+
 impl Slot {
-    /// Eviction order: never heard from first, then the longest silent; ties by age.
+    /// Eviction order among connections past [`EVICTION_GRACE`]: never heard from
+    /// first, then the longest silent; ties by age.
     fn eviction_key(&self) -> (u64, Instant) {
         (self.heard.load(Ordering::Relaxed), self.accepted)
     }
@@ -377,13 +384,15 @@ async fn accept_loop(
         let full = {
             let mut v = slots.lock().unwrap_or_else(|p| p.into_inner());
             if v.len() >= ctx.limits.max_connections {
-                // Make room: close a connection that is waiting for a request (silent
-                // ones first, see `Slot::heard`); if every one is inside a request,
-                // refuse.
-                let victim = v
-                    .iter()
-                    .filter(|s| !s.busy.load(Ordering::SeqCst))
+                // Make room: close a connection that is waiting for a request (past
+                // the grace period, silent ones first, see `Slot::heard`; if all are
+                // younger, the newest); if every one is inside a request, refuse.
+                let now = Instant::now();
+                let idle = || v.iter().filter(|s| !s.busy.load(Ordering::SeqCst));
+                let victim = idle()
+                    .filter(|s| now.duration_since(s.accepted) >= EVICTION_GRACE)
                     .min_by_key(|s| s.eviction_key())
+                    .or_else(|| idle().max_by_key(|s| s.accepted))
                     .map(|s| s.id);
                 match victim {
                     Some(vid) => {
@@ -1457,6 +1466,37 @@ mod tests {
         let answer = read_all(&mut sending);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
         drop(silent);
+    }
+
+    #[test]
+    fn a_fresh_connection_outlives_trickling_ones() {
+        // Found by node_admin_abuse under load: with the cap held by slowloris
+        // connections (each trickling header bytes), a client that had connected but
+        // not yet written was the only never-heard-from one, and the next reconnect
+        // evicted it before its request went out.
+        let server = four_connections_slow_heads();
+        let addr = server.local_addr();
+        let mut trickling: Vec<TcpStream> =
+            (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        for t in &mut trickling {
+            t.write_all(b"GET /status HTTP/1.1\r\n").unwrap();
+        }
+        std::thread::sleep(EVICTION_GRACE + Duration::from_millis(50));
+        for t in &mut trickling {
+            t.write_all(b"X").unwrap();
+        }
+        eventually(|| server.rejected().open_connections == 3);
+        let mut fresh = TcpStream::connect(addr).unwrap();
+        eventually(|| server.rejected().open_connections == 4);
+        // The cap is reached: one more reconnect must evict a trickling connection.
+        let again = TcpStream::connect(addr).unwrap();
+        eventually(|| server.rejected().evicted >= 1);
+        fresh
+            .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let answer = read_all(&mut fresh);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        drop((trickling, again));
     }
 
     #[test]
