@@ -101,6 +101,32 @@ fn start<'lab>(lab: &'lab NetnsLab, s: &Spec<'_>, dir: &Path) -> Host<'lab> {
     }
 }
 
+/// Starts a node per spec. Known node bug, not fixed (README "Known bug: an executor
+/// that never runs"): about one start in 20 here, one shard executor of one node never
+/// runs (asleep in io_uring from the start). A node that reports fewer than `SHARDS`
+/// shards 10 s after the start is restarted once, loudly; a second stall fails the
+/// caller's `wait_answering`.
+fn start_all<'lab>(lab: &'lab NetnsLab, specs: &[Spec<'_>], dir: &Path) -> Vec<Host<'lab>> {
+    let mut hosts: Vec<Host<'lab>> = specs.iter().map(|s| start(lab, s, dir)).collect();
+    let settle = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < settle && hosts.iter().any(|h| shards_reported(h) != SHARDS as usize) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        let reported = shards_reported(&hosts[i]);
+        if reported != SHARDS as usize && get_json(hosts[i].admin, "/status").is_some() {
+            eprintln!(
+                "START-UP STALL (known executor bug): host{} reports {reported} of {SHARDS} shards after 10 s; restarting it once",
+                spec.host
+            );
+            let h = hosts.remove(i);
+            drop(h);
+            hosts.insert(i, start(lab, spec, dir));
+        }
+    }
+    hosts
+}
+
 /// Host `i`'s own control address.
 fn control(lab: &NetnsLab, i: usize) -> SocketAddrV4 {
     SocketAddrV4::new(lab.ip(i), PORT)
@@ -327,7 +353,6 @@ fn eight_hosts_same_ports_deliver_once_and_survive_two_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "node.toml", MEMBERSHIP);
     let t0 = Instant::now();
-    let mut hosts: Vec<Host<'_>> = Vec::new();
     // Host 0 founds the cluster; the others join through it and their predecessor.
     // Host 7 has no --advertise: a wildcard bind describes itself by the address that
     // routes to its first seed.
@@ -347,28 +372,8 @@ fn eight_hosts_same_ports_deliver_once_and_survive_two_sigkills() {
         seeds: &plan[i].1,
         config: &cfg,
     };
-    for i in 0..8 {
-        hosts.push(start(&lab, &spec(i), dir.path()));
-    }
-    // Known node bug, not fixed (README "What the node does not do yet"): about one
-    // start in 20 here, one shard executor of one node never runs (asleep in
-    // io_uring from the start). Such a node is restarted once, loudly; a second
-    // stall fails the test below.
-    let settle = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < settle && hosts.iter().any(|h| shards_reported(h) != SHARDS as usize) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for i in 0..hosts.len() {
-        let reported = shards_reported(&hosts[i]);
-        if reported != SHARDS as usize && get_json(hosts[i].admin, "/status").is_some() {
-            eprintln!(
-                "START-UP STALL (known executor bug): host{i} reports {reported} of {SHARDS} shards after 10 s; restarting it once"
-            );
-            let h = hosts.remove(i);
-            drop(h);
-            hosts.insert(i, start(&lab, &spec(i), dir.path()));
-        }
-    }
+    let specs: Vec<Spec<'_>> = (0..8).map(spec).collect();
+    let mut hosts = start_all(&lab, &specs, dir.path());
     let all: Vec<&Host<'_>> = hosts.iter().collect();
     let answering = wait_answering(&all);
     for h in &all {
@@ -762,20 +767,15 @@ fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
             _ => vec![control(&lab, 0), control(&lab, i - 1)],
         })
         .collect();
-    let hosts: Vec<Host<'_>> = (0..8)
-        .map(|i| {
-            start(
-                &lab,
-                &Spec {
-                    host: i,
-                    advertise: Some(control(&lab, i)),
-                    seeds: &plan[i],
-                    config: &cfg,
-                },
-                dir.path(),
-            )
+    let specs: Vec<Spec<'_>> = (0..8)
+        .map(|i| Spec {
+            host: i,
+            advertise: Some(control(&lab, i)),
+            seeds: &plan[i],
+            config: &cfg,
         })
         .collect();
+    let hosts = start_all(&lab, &specs, dir.path());
     let all: Vec<&Host<'_>> = hosts.iter().collect();
     wait_answering(&all);
     wait_overlay(
@@ -839,20 +839,15 @@ fn after_a_90_second_split_every_message_is_delivered_or_reported_missing() {
             _ => vec![control(&lab, 0), control(&lab, i - 1)],
         })
         .collect();
-    let hosts: Vec<Host<'_>> = (0..8)
-        .map(|i| {
-            start(
-                &lab,
-                &Spec {
-                    host: i,
-                    advertise: Some(control(&lab, i)),
-                    seeds: &plan[i],
-                    config: &cfg,
-                },
-                dir.path(),
-            )
+    let specs: Vec<Spec<'_>> = (0..8)
+        .map(|i| Spec {
+            host: i,
+            advertise: Some(control(&lab, i)),
+            seeds: &plan[i],
+            config: &cfg,
         })
         .collect();
+    let hosts = start_all(&lab, &specs, dir.path());
     let all: Vec<&Host<'_>> = hosts.iter().collect();
     wait_answering(&all);
     wait_overlay(

@@ -395,6 +395,11 @@ impl SeenMap {
         for origin in emptied {
             self.holes.remove(&origin);
         }
+        // Reordering opens (and closes) holes at many origins at once; give the table
+        // back once it is mostly empty.
+        if self.holes.capacity() > 4 * self.holes.len() + 64 {
+            self.holes.shrink_to_fit();
+        }
     }
 
     /// Gaps declared since the last call.
@@ -470,13 +475,7 @@ impl SeenMap {
     /// per bucket) and every spill buffer. `tests/seen_map_memory.rs` checks it against
     /// a counting allocator.
     pub fn heap_bytes(&self) -> usize {
-        let table = if self.windows.capacity() == 0 {
-            0
-        } else {
-            // hashbrown keeps capacity * 8/7 buckets, rounded up to a power of two.
-            let buckets = (self.windows.capacity() * 8 / 7).next_power_of_two();
-            buckets * (size_of::<(NodeId, Window)>() + 1) + 16
-        };
+        let table = table_bytes(self.windows.capacity(), size_of::<(NodeId, Window)>());
         let spill: usize = self
             .windows
             .values()
@@ -488,13 +487,25 @@ impl SeenMap {
             .values()
             .map(|e| e.capacity() * 8 + size_of::<(NodeId, Vec<u64>)>() + 1)
             .sum();
-        let holes: usize = self
-            .holes
-            .values()
-            .map(|h| h.capacity() * size_of::<Hole>() + size_of::<(NodeId, VecDeque<Hole>)>() + 1)
-            .sum();
+        let holes: usize =
+            table_bytes(self.holes.capacity(), size_of::<(NodeId, VecDeque<Hole>)>())
+                + self
+                    .holes
+                    .values()
+                    .map(|h| h.capacity() * size_of::<Hole>())
+                    .sum::<usize>();
         table + spill + early + holes
     }
+}
+
+/// Heap bytes of a hash table of `capacity` entries of `entry` bytes: hashbrown keeps
+/// capacity * 8/7 buckets, rounded up to a power of two, each with a control byte.
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (entry + 1) + 16
 }
 
 #[inline]
