@@ -91,6 +91,24 @@ struct ControlState {
     last_conflict_log: Option<std::time::Instant>,
 }
 
+/// A shard that has not reported once this long after the start never ran (the known
+/// glommio start-up stall, README "Known bug: an executor that never runs"): the node
+/// fails loudly instead of serving its partitions from nowhere.
+const SHARD_START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The shards that never reported, once `since_start` has passed the deadline.
+fn never_started<T>(reported: &[Option<T>], since_start: Duration) -> Vec<usize> {
+    if since_start < SHARD_START_DEADLINE {
+        return Vec::new();
+    }
+    reported
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// Least time between two warnings about duplicate node names.
 const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -434,8 +452,23 @@ impl ControlState {
                 self.shards[k] = Some(*s);
             }
         }
-        let shards: Vec<ShardSnapshot> = self.shards.iter().flatten().cloned().collect();
         let now = self.now();
+        let stalled = never_started(&self.shards, now);
+        let failed = self
+            .ctx
+            .shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !stalled.is_empty() && !failed {
+            let reason = format!(
+                "shard(s) {stalled:?} never started within {SHARD_START_DEADLINE:?} (their executors did not run: the known start-up stall); restart the node"
+            );
+            error!("{reason}");
+            self.ctx.shared.fail(reason);
+        }
+        let shards: Vec<ShardSnapshot> = self.shards.iter().flatten().cloned().collect();
         let peers = self
             .members
             .active()
@@ -902,4 +935,17 @@ pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
         },
     );
     info!("control core stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_silent_past_the_start_deadline_never_started() {
+        let reported = [Some(()), None, Some(()), None];
+        assert!(never_started(&reported, Duration::from_secs(9)).is_empty());
+        assert_eq!(never_started(&reported, SHARD_START_DEADLINE), vec![1, 3]);
+        assert!(never_started(&[Some(()), Some(())], Duration::from_secs(60)).is_empty());
+    }
 }

@@ -229,6 +229,13 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Something the node cannot run without failed: the node reports it through
+    /// `fatal` (the binary then exits non-zero, so systemd restarts it).
+    pub fn fail(&self, reason: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert(reason);
+    }
+
     /// A supervisor exceeded its restart intensity for `task`.
     pub fn degrade(&self, task: &str, critical: bool) {
         self.degraded
