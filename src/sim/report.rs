@@ -61,6 +61,9 @@ pub struct SimReport {
     /// HyParView: mean active-view size over live nodes at the end.
     pub mean_active_view: f64,
     pub duplicate_deliveries: u64,
+    /// `--partition-heal`: messages of the opening round (every origin the schedule
+    /// uses speaks once before the first broadcast, so each node has met it).
+    pub opening_messages: usize,
     /// `--partition-heal`: messages of the closing round (every origin that
     /// broadcast speaks once more after the heal, revealing losses at the tail).
     pub closing_messages: usize,
@@ -185,6 +188,10 @@ impl SimReport {
             (
                 "partition reliability",
                 Box::new(|r| format!("{:.6}", r.partition_reliability)),
+            ),
+            (
+                "opening messages",
+                Box::new(|r| r.opening_messages.to_string()),
             ),
             (
                 "closing messages",

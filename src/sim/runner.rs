@@ -160,6 +160,10 @@ enum What {
     /// hole only from a delivery above it, so this makes losses at the tail of an
     /// origin's sequence visible as known gaps.
     Closing,
+    /// Before the first broadcast, every origin the schedule will use speaks once:
+    /// gaps count from a node's first contact with an origin, so this puts every
+    /// scheduled message in scope.
+    Opening,
 }
 
 struct Scheduled {
@@ -236,8 +240,13 @@ struct Sim {
     ids: FxHashMap<MessageId, u32>,
     /// `delivered[node * stride + k]`.
     delivered: Vec<bool>,
-    /// Message slots per node: the scheduled messages plus room for closing ones.
+    /// Message slots per node: the scheduled messages plus room for opening and
+    /// closing ones.
     stride: usize,
+    /// `--partition-heal`: the origin of each scheduled message, drawn up front so the
+    /// opening round knows them.
+    planned: Vec<u32>,
+    opening_messages: usize,
     /// Per (node, origin), the seq of the first message delivered (first contact):
     /// gaps are only owed from there on.
     first_contact: FxHashMap<(u32, u32), u64>,
@@ -337,6 +346,8 @@ impl Sim {
             ids: FxHashMap::default(),
             delivered: vec![false; n * Self::stride_for(&cfg)],
             stride: Self::stride_for(&cfg),
+            planned: Vec::new(),
+            opening_messages: 0,
             first_contact: FxHashMap::default(),
             duplicates: 0,
             gaps: Vec::new(),
@@ -350,7 +361,7 @@ impl Sim {
 
     fn stride_for(cfg: &SimConfig) -> usize {
         if cfg.partition_heal {
-            cfg.messages + cfg.messages.min(cfg.nodes)
+            cfg.messages + 2 * cfg.messages.min(cfg.nodes)
         } else {
             cfg.messages
         }
@@ -426,6 +437,23 @@ impl Sim {
             }
         }
         let first = self.first_broadcast();
+        if self.cfg.partition_heal && self.cfg.fail == 0.0 {
+            let mut plan = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0x706c_616e);
+            let n = self.cfg.nodes as u32;
+            self.planned = (0..self.cfg.messages)
+                .map(|_| {
+                    if self.origin_pool.is_empty() {
+                        plan.gen_range(0..n)
+                    } else {
+                        self.origin_pool[plan.gen_range(0..self.origin_pool.len())]
+                    }
+                })
+                .collect();
+            self.at(
+                first.saturating_sub(Duration::from_millis(500)),
+                What::Opening,
+            );
+        }
         for k in 0..self.cfg.messages {
             let t = first + self.broadcast_interval() * k as u32;
             self.at(t, What::Broadcast { k });
@@ -494,6 +522,21 @@ impl Sim {
                 }
             }
             What::Broadcast { k } => self.broadcast(k),
+            What::Opening => {
+                let mut seen = FxHashMap::default();
+                let origins: Vec<u32> = self
+                    .planned
+                    .iter()
+                    .copied()
+                    .filter(|&o| seen.insert(o, ()).is_none())
+                    .collect();
+                for (j, o) in origins.into_iter().enumerate() {
+                    if self.tracks.len() < self.stride {
+                        self.broadcast_from(o, self.cfg.messages + j);
+                        self.opening_messages += 1;
+                    }
+                }
+            }
             What::Closing => {
                 let origins: Vec<u32> = (0..self.cfg.nodes as u32)
                     .filter(|&o| self.next_msg_seq[o as usize] > 0 && self.alive[o as usize])
@@ -597,6 +640,12 @@ impl Sim {
     }
 
     fn broadcast(&mut self, k: usize) {
+        if let Some(&o) = self.planned.get(k) {
+            if self.alive[o as usize] {
+                self.broadcast_from(o, k);
+                return;
+            }
+        }
         let n = self.cfg.nodes as u32;
         let pool: Vec<u32> = self
             .origin_pool
@@ -1026,7 +1075,11 @@ impl Sim {
                     / live.len() as f64
             },
             duplicate_deliveries: self.duplicates,
-            closing_messages: self.tracks.len().saturating_sub(self.cfg.messages),
+            opening_messages: self.opening_messages,
+            closing_messages: self
+                .tracks
+                .len()
+                .saturating_sub(self.cfg.messages + self.opening_messages),
             gap_reported: gaps.reported,
             gap_missed: gaps.missed,
             false_gaps: gaps.missed.saturating_sub(gaps.reported),

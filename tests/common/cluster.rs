@@ -105,9 +105,18 @@ fn ready_or_restart(mut node: Node, cmd: &mut Command) -> Node {
     }
     if let Some(n) = short {
         eprintln!(
-            "START-UP STALL (known executor bug): the node on {} reported {n} of {} shards; restarting it once",
-            node.admin, node.shards
+            "START-UP STALL (known executor bug): the node on {} (pid {}) reported {n} of {} shards; restarting it once",
+            node.admin,
+            node.child.id(),
+            node.shards
         );
+        // For a debugger: PLUMCORE_STALL_PAUSE=SECS keeps the stalled node alive.
+        if let Some(secs) = std::env::var("PLUMCORE_STALL_PAUSE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(Duration::from_secs(secs));
+        }
         node.kill();
         node.child = cmd.spawn().expect("restart plumcore node");
     }
