@@ -1497,3 +1497,27 @@ fn a_neighbour_whose_digests_show_messages_missing_gets_the_rounds_until_they_ag
     assert!(targets.iter().any(|&t| t != C), "{targets:?}");
     assert!(s.stats().anti_entropy_partner_rounds <= 2);
 }
+
+#[test]
+fn the_anti_entropy_window_and_the_seen_retention_are_bounded_by_the_cache_ttl() {
+    let d = ProtocolConfig::default();
+    assert_eq!(
+        d.anti_entropy_window, d.message_cache_ttl,
+        "everything cached is announced"
+    );
+    let e = ProtocolConfig {
+        anti_entropy_window: d.message_cache_ttl + ms(1),
+        ..d.clone()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.key, "anti_entropy_window");
+    let e = ProtocolConfig {
+        seen_idle_retention: d.message_cache_ttl - ms(1),
+        ..d.clone()
+    }
+    .validate()
+    .unwrap_err();
+    assert_eq!(e.key, "seen_idle_retention");
+    assert!(d.validate().is_ok());
+}
