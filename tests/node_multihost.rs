@@ -748,37 +748,38 @@ fn an_encrypted_cluster_keeps_a_wrong_key_intruder_out() {
     no_bad_contacts(&ms);
 }
 
-/// Issue 17's set-up, with default timers: 8 hosts split 4 | 4 by iptables DROP rules
-/// while both sides keep publishing (one message a second each), for 30 s and then
-/// for 50 s. After each heal every message must be delivered everywhere exactly once.
-/// The time from the heal to the last delivery is printed (the target is 10 s; the
-/// wait allows 30 s so that a loaded machine does not fail on timing alone).
-#[test]
-fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
-    let Some(lab) = NetnsLab::new(8) else { return };
+/// Eight hosts that iptables can split; `None` (the test skips, saying why) without
+/// namespaces or iptables.
+fn partition_lab() -> Option<NetnsLab> {
+    let lab = NetnsLab::new(8)?;
     if let Some(why) = lab.iptables_problem() {
         eprintln!("skipping: {why}");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    // Default timers: no [membership] or [protocol] overrides.
-    let cfg = write(dir.path(), "node.toml", "");
+    Some(lab)
+}
+
+/// Issue 17's set-up: 8 hosts with default timers (no `[membership]` or `[protocol]`
+/// overrides), host 0 the first seed, each later one also seeding its predecessor;
+/// returns once every node answers with all its shards and the overlay formed.
+fn default_timer_hosts<'lab>(lab: &'lab NetnsLab, dir: &Path) -> Vec<Host<'lab>> {
+    let cfg = write(dir, "node.toml", "");
     let plan: Vec<Vec<SocketAddrV4>> = (0..8)
         .map(|i| match i {
             0 => vec![],
-            1 => vec![control(&lab, 0)],
-            _ => vec![control(&lab, 0), control(&lab, i - 1)],
+            1 => vec![control(lab, 0)],
+            _ => vec![control(lab, 0), control(lab, i - 1)],
         })
         .collect();
     let specs: Vec<Spec<'_>> = (0..8)
         .map(|i| Spec {
             host: i,
-            advertise: Some(control(&lab, i)),
+            advertise: Some(control(lab, i)),
             seeds: &plan[i],
             config: &cfg,
         })
         .collect();
-    let hosts = start_all(&lab, &specs, dir.path());
+    let hosts = start_all(lab, &specs, dir);
     let all: Vec<&Host<'_>> = hosts.iter().collect();
     wait_answering(&all);
     wait_overlay(
@@ -787,6 +788,20 @@ fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
         Duration::from_secs(60),
         |_| {},
     );
+    hosts
+}
+
+/// Issue 17's set-up, with default timers: 8 hosts split 4 | 4 by iptables DROP rules
+/// while both sides keep publishing (one message a second each), for 30 s and then
+/// for 50 s. After each heal every message must be delivered everywhere exactly once.
+/// The time from the heal to the last delivery is printed (the target is 10 s; the
+/// wait allows 30 s so that a loaded machine does not fail on timing alone).
+#[test]
+fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
+    let Some(lab) = partition_lab() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = default_timer_hosts(&lab, dir.path());
+    let all: Vec<&Host<'_>> = hosts.iter().collect();
     let mut expected = broadcasts(&all, 8, "before");
     exactly_once(&all, &expected, "the first broadcasts");
     let (left, right) = all.split_at(4);
@@ -828,37 +843,10 @@ fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
 /// that origin published, exactly.
 #[test]
 fn after_a_90_second_split_every_message_is_delivered_or_reported_missing() {
-    let Some(lab) = NetnsLab::new(8) else { return };
-    if let Some(why) = lab.iptables_problem() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    let Some(lab) = partition_lab() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "node.toml", "");
-    let plan: Vec<Vec<SocketAddrV4>> = (0..8)
-        .map(|i| match i {
-            0 => vec![],
-            1 => vec![control(&lab, 0)],
-            _ => vec![control(&lab, 0), control(&lab, i - 1)],
-        })
-        .collect();
-    let specs: Vec<Spec<'_>> = (0..8)
-        .map(|i| Spec {
-            host: i,
-            advertise: Some(control(&lab, i)),
-            seeds: &plan[i],
-            config: &cfg,
-        })
-        .collect();
-    let hosts = start_all(&lab, &specs, dir.path());
+    let hosts = default_timer_hosts(&lab, dir.path());
     let all: Vec<&Host<'_>> = hosts.iter().collect();
-    wait_answering(&all);
-    wait_overlay(
-        "8 hosts to form an overlay",
-        &all,
-        Duration::from_secs(60),
-        |_| {},
-    );
     // Four messages from every host first: consecutive seqs of an origin go to
     // alternating shards, and each shard counts gaps only from its own first delivery
     // of that origin.

@@ -553,9 +553,16 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    #[test]
-    fn graft_give_ups_reach_subscribers_but_not_the_file() {
-        let path = temp_path("graft");
+    /// A sink writing `temp_path(tag)` and feeding one subscription (16 events).
+    fn file_and_subscriber(
+        tag: &str,
+    ) -> (
+        std::path::PathBuf,
+        crate::node::subscribe::Subscription,
+        DeliverySink,
+        SinkSender,
+    ) {
+        let path = temp_path(tag);
         let subs = Subscribers::with_capacity(16);
         let sub = subs.subscribe();
         let (sink, tx) = DeliverySink::start_with_subscribers(
@@ -565,6 +572,12 @@ mod tests {
             Some(subs),
         )
         .unwrap();
+        (path, sub, sink, tx)
+    }
+
+    #[test]
+    fn graft_give_ups_reach_subscribers_but_not_the_file() {
+        let (path, sub, sink, tx) = file_and_subscriber("graft");
         let id = delivery(5, b"").id;
         assert!(tx.try_send_graft_failed(id));
         assert!(tx.try_send(delivery(6, b"x")));
@@ -579,16 +592,7 @@ mod tests {
     #[test]
     fn known_gaps_reach_the_file_and_subscribers() {
         use crate::protocol::gap::{Gap, GapReason};
-        let path = temp_path("gap");
-        let subs = Subscribers::with_capacity(16);
-        let sub = subs.subscribe();
-        let (sink, tx) = DeliverySink::start_with_subscribers(
-            Some(path.to_str().unwrap()),
-            16,
-            None,
-            Some(subs),
-        )
-        .unwrap();
+        let (path, sub, sink, tx) = file_and_subscriber("gap");
         let gap = Gap {
             origin: NodeId(0xab),
             first: 10,
