@@ -42,7 +42,7 @@ fn spawn(ip: &str, extra: &[&str], seed: Option<u16>, taken: &mut Vec<u16>) -> P
         cmd.args(["--seed", &format!("127.0.0.1:{s}")]);
     }
     Proc {
-        child: cmd.spawn().unwrap(),
+        child: common::cluster::spawn_ready(&mut cmd, admin, 1),
         port,
         admin,
     }

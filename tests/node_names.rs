@@ -57,7 +57,7 @@ fn spawn_with(
         cmd.args(["--seed", &s.to_string()]);
     }
     Proc {
-        child: cmd.spawn().unwrap(),
+        child: common::cluster::spawn_ready(&mut cmd, admin, 1),
         bind,
         admin,
         deliveries,

@@ -181,17 +181,16 @@ fn shutdown_statistics_count_tasks_not_threads() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plumcore"))
-        .args(["node", "--node-id", "3", "--shards", "2"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
+    cmd.args(["node", "--node-id", "3", "--shards", "2"])
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .args(["--admin", &admin.to_string()])
         .args(["--log-level", "error"])
         .arg("--deliveries")
         .arg(dir.path().join("d.ndjson"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut child = common::cluster::spawn_ready(&mut cmd, admin, 2);
     wait_until("the node to answer", Duration::from_secs(20), || {
         loop_state(admin, "shard-1/tick").is_some()
     });

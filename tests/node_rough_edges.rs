@@ -126,16 +126,14 @@ fn node_with_piped_stderr(
 ) -> (std::process::Child, SocketAddr) {
     let port = free_udp_ports(2, taken);
     let admin = free_admin();
-    let child = Command::new(env!("CARGO_BIN_EXE_plumcore"))
-        .args(["node", "--shards", "1"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
+    cmd.args(["node", "--shards", "1"])
         .args(["--bind", &format!("127.0.0.1:{port}")])
         .args(["--admin", &admin.to_string()])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    (child, admin)
+        .stderr(Stdio::piped());
+    (common::cluster::spawn_ready(&mut cmd, admin, 1), admin)
 }
 
 /// SIGTERM, wait (bounded), and return everything written to stderr.

@@ -80,35 +80,46 @@ pub fn start_node(
 /// bad config) or whose admin plane refuses the request (a token) is returned as it
 /// is, at once.
 fn ready_or_restart(mut node: Node, cmd: &mut Command) -> Node {
+    ready_or_respawn(&mut node.child, cmd, node.admin, node.shards);
+    node
+}
+
+/// Spawns `cmd`, a `plumcore node` answering on `admin` with `shards` shards, and
+/// waits for it as [`start_node`] does (see `ready_or_restart`).
+pub fn spawn_ready(cmd: &mut Command, admin: SocketAddr, shards: u16) -> Child {
+    let mut child = cmd.spawn().expect("start plumcore node");
+    ready_or_respawn(&mut child, cmd, admin, shards);
+    child
+}
+
+fn ready_or_respawn(child: &mut Child, cmd: &mut Command, admin: SocketAddr, shards: u16) {
     let t = Instant::now();
     let mut short = None;
     while t.elapsed() < Duration::from_secs(15) {
-        if !matches!(node.child.try_wait(), Ok(None)) {
+        if !matches!(child.try_wait(), Ok(None)) {
             break;
         }
-        match ureq::get(&format!("http://{}/status", node.admin))
+        match ureq::get(&format!("http://{admin}/status"))
             .timeout(Duration::from_secs(2))
             .call()
         {
             Ok(r) => {
                 let v: serde_json::Value = r.into_json().unwrap_or_default();
                 let n = v["shards"].as_array().map_or(0, Vec::len);
-                if n == node.shards as usize {
-                    return node;
+                if n == shards as usize {
+                    return;
                 }
                 short = Some(n);
             }
-            Err(ureq::Error::Status(..)) => return node,
+            Err(ureq::Error::Status(..)) => return,
             Err(_) => {}
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     if let Some(n) = short {
         eprintln!(
-            "START-UP STALL (known executor bug): the node on {} (pid {}) reported {n} of {} shards; restarting it once",
-            node.admin,
-            node.child.id(),
-            node.shards
+            "START-UP STALL (known executor bug): the node on {admin} (pid {}) reported {n} of {shards} shards; restarting it once",
+            child.id()
         );
         // For a debugger: PLUMCORE_STALL_PAUSE=SECS keeps the stalled node alive.
         if let Some(secs) = std::env::var("PLUMCORE_STALL_PAUSE")
@@ -117,10 +128,10 @@ fn ready_or_restart(mut node: Node, cmd: &mut Command) -> Node {
         {
             std::thread::sleep(Duration::from_secs(secs));
         }
-        node.kill();
-        node.child = cmd.spawn().expect("restart plumcore node");
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = cmd.spawn().expect("restart plumcore node");
     }
-    node
 }
 
 /// GET an admin route as JSON; `None` while the node is not answering.
