@@ -121,13 +121,6 @@ fn ready_or_respawn(child: &mut Child, cmd: &mut Command, admin: SocketAddr, sha
             "START-UP STALL (known executor bug): the node on {admin} (pid {}) reported {n} of {shards} shards; restarting it once",
             child.id()
         );
-        // For a debugger: PLUMCORE_STALL_PAUSE=SECS keeps the stalled node alive.
-        if let Some(secs) = std::env::var("PLUMCORE_STALL_PAUSE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            std::thread::sleep(Duration::from_secs(secs));
-        }
         let _ = child.kill();
         let _ = child.wait();
         *child = cmd.spawn().expect("restart plumcore node");
