@@ -346,7 +346,11 @@ impl SeenMap {
         if word == 0 && w.bits == u64::MAX {
             compact(w, fill);
         }
-        if let Some(holes) = self.holes.get_mut(&id.origin) {
+        // (Most deliveries find no holes anywhere: skip the lookup then.)
+        if let Some(holes) = (!self.holes.is_empty())
+            .then(|| self.holes.get_mut(&id.origin))
+            .flatten()
+        {
             // A reordered seq usually closes the newest hole; holes the floor passed
             // were filled.
             if holes.back().is_some_and(|h| {
@@ -559,33 +563,32 @@ fn word_at(w: &Window, k: u64, fill: u64) -> u64 {
     }
 }
 
+/// The words above `floor` that `first..=last` touches, each with the mask of its
+/// bits in the range (seqs below the floor are left out).
+fn word_masks(floor: u64, first: u64, last: u64) -> impl Iterator<Item = (u64, u64)> {
+    let start = first.max(floor);
+    let (k0, k1) = if start > last {
+        (1, 0) // empty
+    } else {
+        ((start - floor) / 64, (last - floor) / 64)
+    };
+    (k0..=k1).map(move |k| {
+        let lo = if k == k0 { (start - floor) % 64 } else { 0 };
+        let hi = if k == k1 { (last - floor) % 64 } else { 63 };
+        (k, range_mask(lo, hi))
+    })
+}
+
 /// Owned seqs in `first..=last` not seen (those below the floor count as seen).
 fn unseen(w: &Window, fill: u64, first: u64, last: u64) -> u64 {
-    let start = first.max(w.floor);
-    if start > last {
-        return 0;
-    }
-    let (k0, k1) = ((start - w.floor) / 64, (last - w.floor) / 64);
-    (k0..=k1)
-        .map(|k| {
-            let lo = if k == k0 { (start - w.floor) % 64 } else { 0 };
-            let hi = if k == k1 { (last - w.floor) % 64 } else { 63 };
-            u64::from((!word_at(w, k, fill) & range_mask(lo, hi)).count_ones())
-        })
+    word_masks(w.floor, first, last)
+        .map(|(k, mask)| u64::from((!word_at(w, k, fill) & mask).count_ones()))
         .sum()
 }
 
 /// Marks `first..=last` seen, within the words the window holds.
 fn mark_seen(w: &mut Window, first: u64, last: u64) {
-    let start = first.max(w.floor);
-    if start > last {
-        return;
-    }
-    let (k0, k1) = ((start - w.floor) / 64, (last - w.floor) / 64);
-    for k in k0..=k1 {
-        let lo = if k == k0 { (start - w.floor) % 64 } else { 0 };
-        let hi = if k == k1 { (last - w.floor) % 64 } else { 63 };
-        let mask = range_mask(lo, hi);
+    for (k, mask) in word_masks(w.floor, first, last) {
         if k == 0 {
             w.bits |= mask;
         } else if let Some(word) = w.spill.as_mut().and_then(|s| s.get_mut(k as usize - 1)) {
