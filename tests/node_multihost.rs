@@ -791,6 +791,34 @@ fn default_timer_hosts<'lab>(lab: &'lab NetnsLab, dir: &Path) -> Vec<Host<'lab>>
     hosts
 }
 
+/// Splits hosts 0-3 from 4-7 for `secs` while each side publishes one message a second
+/// (round robin over its hosts, ids appended to `ids`), then heals; returns the
+/// messages published per side.
+fn publish_split(
+    lab: &NetnsLab,
+    left: &[&Host<'_>],
+    right: &[&Host<'_>],
+    secs: u64,
+    ids: &mut Vec<String>,
+) -> usize {
+    let cut = lab.partition(&[0, 1, 2, 3], &[4, 5, 6, 7]);
+    let t = Instant::now();
+    let mut k = 0;
+    while t.elapsed() < Duration::from_secs(secs) {
+        for side in [left, right] {
+            let h = side[k % side.len()];
+            ids.push(broadcast(
+                h.admin,
+                format!("split {secs} s, {k} from host{}", h.host).as_bytes(),
+            ));
+        }
+        k += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    lab.heal(cut);
+    k
+}
+
 /// Issue 17's set-up, with default timers: 8 hosts split 4 | 4 by iptables DROP rules
 /// while both sides keep publishing (one message a second each), for 30 s and then
 /// for 50 s. After each heal every message must be delivered everywhere exactly once.
@@ -806,21 +834,7 @@ fn splits_of_30_and_50_seconds_with_default_timers_lose_nothing() {
     exactly_once(&all, &expected, "the first broadcasts");
     let (left, right) = all.split_at(4);
     for split in [30u64, 50] {
-        let cut = lab.partition(&[0, 1, 2, 3], &[4, 5, 6, 7]);
-        let t = Instant::now();
-        let mut k = 0;
-        while t.elapsed() < Duration::from_secs(split) {
-            for side in [left, right] {
-                let h = side[k % side.len()];
-                expected.push(broadcast(
-                    h.admin,
-                    format!("split {split} s, {k} from host{}", h.host).as_bytes(),
-                ));
-            }
-            k += 1;
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        lab.heal(cut);
+        let k = publish_split(&lab, left, right, split, &mut expected);
         let took = exactly_once(
             &all,
             &expected,
@@ -853,21 +867,7 @@ fn after_a_90_second_split_every_message_is_delivered_or_reported_missing() {
     let mut published = broadcasts(&all, 32, "before");
     exactly_once(&all, &published, "the first broadcasts");
     let (left, right) = all.split_at(4);
-    let cut = lab.partition(&[0, 1, 2, 3], &[4, 5, 6, 7]);
-    let t = Instant::now();
-    let mut k = 0;
-    while t.elapsed() < Duration::from_secs(90) {
-        for side in [left, right] {
-            let h = side[k % side.len()];
-            published.push(broadcast(
-                h.admin,
-                format!("split 90 s, {k} from host{}", h.host).as_bytes(),
-            ));
-        }
-        k += 1;
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    lab.heal(cut);
+    let k = publish_split(&lab, left, right, 90, &mut published);
     let healed = Instant::now();
     for round in 0..4 {
         published.extend(broadcasts(
