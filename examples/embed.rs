@@ -51,16 +51,17 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let id = b.publish(b"hello from b")?;
+    let id = b.publish("greetings.b", b"hello from b")?;
     for (name, sub) in [("a", &on_a), ("b", &on_b)] {
         match next_message(sub, Duration::from_secs(10)) {
             Some(Event::Message {
                 id: got,
                 origin,
                 hops,
+                topic,
                 payload,
             }) if got == id => println!(
-                "{name} delivered {:?} from {origin:?} after {hops} hop(s)",
+                "{name} delivered {:?} on {topic} from {origin:?} after {hops} hop(s)",
                 String::from_utf8_lossy(&payload)
             ),
             other => return Err(format!("{name}: expected message {id:?}, got {other:?}").into()),

@@ -4,8 +4,8 @@
 //! glommio executors (and is what a program embeds: [`node::embed::Node`]); `sim`
 //! drives many `protocol` shards and `membership` services over a virtual network;
 //! `protocol` is the sans-IO Plumtree state machine and `membership` the sans-IO
-//! HyParView one; `wire` is the codec the frames travel in; `ids` are the identifiers
-//! all of them share; `tasks` is the supervision layer every background task runs
+//! HyParView one; `wire` is the codec the frames travel in; `ids` and `topic` are the
+//! identifiers all of them share; `tasks` is the supervision layer every background task runs
 //! under.
 
 pub mod ids;
@@ -15,4 +15,5 @@ pub mod ports;
 pub mod protocol;
 pub mod sim;
 pub mod tasks;
+pub mod topic;
 pub mod wire;

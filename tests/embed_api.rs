@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use plumcore::node::config::NodeConfig;
-use plumcore::node::embed::Node;
-use plumcore::node::snapshot::BroadcastRefused;
+use plumcore::node::embed::{Node, PublishError};
 use plumcore::node::subscribe::Event;
 
 #[test]
@@ -47,12 +46,12 @@ fn a_stalled_subscriber_is_told_how_much_it_missed_and_others_get_everything() {
     for i in 0..published {
         // A full shard queue is a typed, retryable refusal.
         loop {
-            match node.publish(format!("m{i}").as_bytes()) {
+            match node.publish("test.m", format!("m{i}").as_bytes()) {
                 Ok(id) => {
                     ids.push(id);
                     break;
                 }
-                Err(BroadcastRefused::Backpressure) => std::thread::sleep(Duration::from_millis(1)),
+                Err(PublishError::Backpressure) => std::thread::sleep(Duration::from_millis(1)),
                 Err(e) => panic!("publish: {e}"),
             }
         }
@@ -67,7 +66,7 @@ fn a_stalled_subscriber_is_told_how_much_it_missed_and_others_get_everything() {
     }
     assert_eq!(seen, ids);
     // One more message flushes the stalled subscriber's Lagged ahead of it.
-    let last = node.publish(b"last").unwrap();
+    let last = node.publish("test.last", b"last").unwrap();
     let (mut got, mut missed) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -98,8 +97,12 @@ fn a_stalled_subscriber_is_told_how_much_it_missed_and_others_get_everything() {
     // Typed errors.
     let big = vec![0u8; 1 << 20];
     assert!(matches!(
-        node.publish(&big),
-        Err(BroadcastRefused::TooLarge { .. })
+        node.publish("test.big", &big),
+        Err(PublishError::TooLarge(_))
+    ));
+    assert!(matches!(
+        node.publish("bad..topic", b"x"),
+        Err(PublishError::InvalidTopic(_))
     ));
     drop(stalled);
     node.shutdown();

@@ -87,6 +87,7 @@ fn gossip(sender: u64, seq: u64, payload: &[u8]) -> Vec<u8> {
             sender: NodeId(sender),
             incarnation: 1,
             flags: 0,
+            version: plumcore::wire::VERSION,
         },
         &mut d,
     );
@@ -97,6 +98,7 @@ fn gossip(sender: u64, seq: u64, payload: &[u8]) -> Vec<u8> {
                 seq,
             },
             round: 0,
+            topic: plumcore::topic::Topic::default(),
             payload: Bytes::copy_from_slice(payload),
         },
         &mut d,

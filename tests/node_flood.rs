@@ -137,6 +137,7 @@ fn ihave_datagram(k: u64) -> Vec<u8> {
             sender: NodeId(0xF100D),
             incarnation: 1,
             flags: 0,
+            version: plumcore::wire::VERSION,
         },
         &mut d,
     );

@@ -81,6 +81,7 @@ fn a_batch_of_bad_datagrams_is_dropped_and_counted_one_by_one() {
             sender: NodeId(0x5eed),
             incarnation: 1,
             flags: 0,
+            version: plumcore::wire::VERSION,
         },
         &mut good,
     );
@@ -91,6 +92,7 @@ fn a_batch_of_bad_datagrams_is_dropped_and_counted_one_by_one() {
                 seq: 1,
             },
             round: 0,
+            topic: plumcore::topic::Topic::default(),
             payload: bytes::Bytes::from_static(b"hello"),
         },
         &mut good,

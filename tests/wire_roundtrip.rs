@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
+use plumcore::topic::Topic;
 use plumcore::wire::{
     decode, encode_frame, encoded_len, tag, Coalescer, DatagramBuilder, DigestBlock, Frame, Header,
     IHaveEntry, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN,
@@ -37,11 +38,14 @@ fn arb_payload() -> impl Strategy<Value = Bytes> {
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (arb_id(), any::<u16>(), arb_payload()).prop_map(|(id, round, payload)| Frame::Gossip {
-            id,
-            round,
-            payload
-        }),
+        (arb_id(), any::<u16>(), arb_topic(), arb_payload()).prop_map(
+            |(id, round, topic, payload)| Frame::Gossip {
+                id,
+                round,
+                topic,
+                payload
+            }
+        ),
         prop_oneof![vec(arb_entry(), 0..8), vec(arb_entry(), 0..400)]
             .prop_map(|entries| Frame::IHave { entries }),
         (arb_id(), any::<u16>(), any::<bool>()).prop_map(|(id, round, request)| Frame::Graft {
@@ -69,6 +73,14 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+fn arb_topic() -> impl Strategy<Value = Topic> {
+    prop_oneof![
+        2 => Just(Topic::default()),
+        3 => "[a-zA-Z0-9_$*>-]{1,12}(\\.[a-z0-9_-]{1,40}){0,5}"
+            .prop_filter_map("a topic", |s| Topic::new(&s).ok()),
+    ]
+}
+
 fn arb_block() -> impl Strategy<Value = DigestBlock> {
     (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(o, first, bits)| DigestBlock {
         origin: NodeId(o),
@@ -82,6 +94,7 @@ fn arb_header() -> impl Strategy<Value = Header> {
         sender: NodeId(s),
         incarnation,
         flags,
+        version: plumcore::wire::VERSION,
     })
 }
 
@@ -127,6 +140,7 @@ fn arb_small_frames() -> impl Strategy<Value = Vec<Frame>> {
             Frame::Gossip {
                 id,
                 round,
+                topic: plumcore::topic::Topic::default(),
                 payload: Bytes::from(p),
             }
         }),

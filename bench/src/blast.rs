@@ -205,6 +205,7 @@ fn datagram(
                     seq: first + i * stride,
                 },
                 round: 0,
+                topic: plumcore::topic::Topic::default(),
                 payload: payload.clone(),
             },
             &mut out,
@@ -409,6 +410,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
                 sender: p.id,
                 incarnation: 1,
                 flags: 0,
+                version: plumcore::wire::VERSION,
             },
             &mut ping,
         );

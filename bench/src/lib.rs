@@ -48,6 +48,7 @@ pub fn gossip_frames(n: usize, origins: u64, payload: usize) -> Vec<Frame> {
                 seq: k / origins,
             },
             round: 1,
+            topic: plumcore::topic::Topic::default(),
             payload: body.clone(),
         })
         .collect()

@@ -125,6 +125,7 @@ fn run_ops(ops: Vec<Op>) {
                     Frame::Gossip {
                         id: id(origin, seq),
                         round: u16::from(round),
+                        topic: plumcore::topic::Topic::default(),
                         payload: Bytes::from(vec![0; usize::from(len)]),
                     },
                 )
@@ -215,6 +216,7 @@ fn run_ops(ops: Vec<Op>) {
                         origin: NodeId(1),
                         seq: next_seq,
                     },
+                    plumcore::topic::Topic::default(),
                     Bytes::from(vec![1; usize::from(len) % 300]),
                 );
             }

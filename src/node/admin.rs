@@ -39,6 +39,7 @@ use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
 use super::snapshot::{
     id_hex, AdminBackend, BroadcastRefused, ChaosRefused, LoopControlRefused, NodeSnapshot,
 };
+use crate::topic::Topic;
 
 /// Most body bytes the JSON control routes (`/chaos/*`) read, and the default
 /// `POST /broadcast` bound of a backend that does not name its `max_payload`.
@@ -588,6 +589,7 @@ async fn handle(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Reply {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let body = if method == Method::POST {
         let max = match path.as_str() {
             "/broadcast" => ctx.backend.max_payload(),
@@ -622,7 +624,7 @@ async fn handle(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Reply {
     let call = tokio::task::spawn_blocking(move || {
         // A panicking backend must not take the admin plane down.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            route(&method, &path, &body, &ctx2)
+            route(&method, &path, &query, &body, &ctx2)
         }))
     });
     match call.await {
@@ -641,7 +643,7 @@ fn snapshot(ctx: &Ctx) -> NodeSnapshot {
     s
 }
 
-fn route(method: &Method, path: &str, body: &[u8], ctx: &Ctx) -> Reply {
+fn route(method: &Method, path: &str, query: &str, body: &[u8], ctx: &Ctx) -> Reply {
     let backend = ctx.backend.as_ref();
     if path == "/chaos/faults" || path == "/chaos/partition" {
         return chaos(method, path, body, backend);
@@ -686,16 +688,69 @@ fn route(method: &Method, path: &str, body: &[u8], ctx: &Ctx) -> Reply {
         ),
         "/members" => Reply::json(200, &members_json(&backend.snapshot())),
         "/loops" => Reply::json(200, &loops_json(&backend.snapshot())),
-        "/broadcast/batch" => broadcast_batch(body, ctx),
-        _ if body.is_empty() && !ctx.limits.allow_empty => {
-            bump(&ctx.counters.empty_payload);
-            Reply::error(
-                400,
-                "empty payload refused (start the node with allow_empty = true / --allow-empty to accept empty broadcasts)",
-            )
+        _ if !matches!(path, "/broadcast" | "/broadcast/batch") => Reply::error(404, "not found"),
+        _ => {
+            let topic = match topic_param(query) {
+                Ok(t) => t,
+                Err(e) => {
+                    bump(&ctx.counters.bad_request);
+                    return Reply::error(400, &e);
+                }
+            };
+            if path == "/broadcast/batch" {
+                return broadcast_batch(body, topic, ctx);
+            }
+            if body.is_empty() && !ctx.limits.allow_empty {
+                bump(&ctx.counters.empty_payload);
+                return Reply::error(
+                    400,
+                    "empty payload refused (start the node with allow_empty = true / --allow-empty to accept empty broadcasts)",
+                );
+            }
+            broadcast(body, topic, backend)
         }
-        _ => broadcast(body, backend),
     }
+}
+
+/// The `topic` query parameter of `/broadcast` and `/broadcast/batch` (`default`
+/// without one), percent-decoded and checked.
+fn topic_param(query: &str) -> Result<Topic, String> {
+    let mut topic = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "topic" {
+            let v = percent_decode(v)
+                .ok_or("query parameter `topic` is not valid percent-encoded UTF-8")?;
+            topic =
+                Some(Topic::new(&v).map_err(|e| format!("query parameter `topic` ({v:?}): {e}"))?);
+        }
+    }
+    Ok(topic.unwrap_or_default())
+}
+
+/// Decodes `%XX` escapes and `+` (a space, which a topic then refuses).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `POST /loops/{name}/pause` and `POST /loops/{name}/resume` (`rest` is what
@@ -829,7 +884,7 @@ fn chaos(method: &Method, path: &str, body: &[u8], backend: &dyn AdminBackend) -
 /// part-way stops there: the ids accepted so far come back with the index and reason
 /// of the refusal, so the client resends from that index (with none accepted, the
 /// answer is the single broadcast's error).
-fn broadcast_batch(body: &[u8], ctx: &Ctx) -> Reply {
+fn broadcast_batch(body: &[u8], topic: Topic, ctx: &Ctx) -> Reply {
     let backend = ctx.backend.as_ref();
     let payloads = match parse_batch(body, backend.max_payload(), ctx.limits.allow_empty) {
         Ok(p) => p,
@@ -840,7 +895,7 @@ fn broadcast_batch(body: &[u8], ctx: &Ctx) -> Reply {
     };
     let mut ids = Vec::with_capacity(payloads.len());
     for (index, p) in payloads.iter().enumerate() {
-        match backend.broadcast(p.to_vec()) {
+        match backend.broadcast(topic.clone(), p.to_vec()) {
             Ok(id) => ids.push(id_hex(id)),
             Err(e) if index == 0 => return refused(e),
             Err(e) => {
@@ -861,7 +916,9 @@ fn broadcast_batch(body: &[u8], ctx: &Ctx) -> Reply {
 /// The answer to a refused broadcast.
 fn refused(e: BroadcastRefused) -> Reply {
     match e {
-        e @ BroadcastRefused::TooLarge { .. } => Reply::error(413, &e.to_string()),
+        e @ (BroadcastRefused::TooLarge { .. } | BroadcastRefused::DoesNotFit { .. }) => {
+            Reply::error(413, &e.to_string())
+        }
         e @ BroadcastRefused::ShuttingDown => Reply::error(503, &e.to_string()),
         e @ BroadcastRefused::Backpressure => {
             Reply::error(503, &e.to_string()).with_header("Retry-After", "1")
@@ -869,8 +926,8 @@ fn refused(e: BroadcastRefused) -> Reply {
     }
 }
 
-fn broadcast(body: &[u8], backend: &dyn AdminBackend) -> Reply {
-    match backend.broadcast(body.to_vec()) {
+fn broadcast(body: &[u8], topic: Topic, backend: &dyn AdminBackend) -> Reply {
+    match backend.broadcast(topic, body.to_vec()) {
         Ok(id) => Reply::json(200, &json!({ "id": id_hex(id) })),
         Err(e) => refused(e),
     }
@@ -992,7 +1049,11 @@ mod tests {
             }
         }
 
-        fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+        fn broadcast(
+            &self,
+            _topic: Topic,
+            payload: Vec<u8>,
+        ) -> Result<MessageId, BroadcastRefused> {
             if payload.len() > 1200 {
                 return Err(BroadcastRefused::TooLarge {
                     len: payload.len(),
@@ -1209,7 +1270,7 @@ mod tests {
         fn snapshot(&self) -> NodeSnapshot {
             unreachable!()
         }
-        fn broadcast(&self, _: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+        fn broadcast(&self, _: Topic, _: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
             Err(BroadcastRefused::ShuttingDown)
         }
         fn faults(&self) -> Result<Arc<FaultSwitch>, ChaosRefused> {

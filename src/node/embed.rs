@@ -14,7 +14,7 @@
 //! };
 //! let node = Node::start(cfg).expect("start the node");
 //! let events = node.subscribe();
-//! let id = node.publish(b"hello").expect("published");
+//! let id = node.publish("greetings", b"hello").expect("published");
 //! for e in events {
 //!     if let Event::Message { id: got, payload, .. } = e {
 //!         assert_eq!((got, &payload[..]), (id, &b"hello"[..]));
@@ -38,6 +38,36 @@ use super::snapshot::{self, AdminBackend, BroadcastRefused, NodeSnapshot};
 use super::subscribe::{Subscribers, Subscription};
 use super::NodeError;
 use crate::ids::{MessageId, NodeId};
+use crate::topic::{Topic, TopicError};
+
+/// Why [`Node::publish`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The topic is not a valid subject.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(#[from] TopicError),
+    /// The payload (with its topic) is larger than one datagram carries.
+    #[error("{0}")]
+    TooLarge(BroadcastRefused),
+    /// The shard's command queue is full: retry later.
+    #[error("shard queue is full")]
+    Backpressure,
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<BroadcastRefused> for PublishError {
+    fn from(e: BroadcastRefused) -> Self {
+        match e {
+            BroadcastRefused::Backpressure => PublishError::Backpressure,
+            BroadcastRefused::ShuttingDown => PublishError::ShuttingDown,
+            e @ (BroadcastRefused::TooLarge { .. } | BroadcastRefused::DoesNotFit { .. }) => {
+                PublishError::TooLarge(e)
+            }
+        }
+    }
+}
 
 /// How long [`Node::shutdown`] gives the executors to finish their tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -129,10 +159,33 @@ impl Node {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
-    /// Broadcasts `payload` to the cluster without waiting: the id it was given, or
-    /// why it was refused (too large, the shard's queue full, shutting down).
-    pub fn publish(&self, payload: &[u8]) -> Result<MessageId, BroadcastRefused> {
-        self.backend.broadcast(payload.to_vec())
+    /// Broadcasts `payload` on `topic` to the cluster without waiting: the id it was
+    /// given, or why it was refused (an invalid topic, too large, the shard's queue
+    /// full, shutting down).
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<MessageId, PublishError> {
+        let topic = Topic::new(topic)?;
+        Ok(self.backend.broadcast(topic, payload.to_vec())?)
+    }
+
+    /// [`Node::publish`] of several payloads on one topic, in order; stops at the
+    /// first refusal and returns the ids accepted before it with the error.
+    pub fn publish_batch<'a, I>(
+        &self,
+        topic: &str,
+        payloads: I,
+    ) -> Result<Vec<MessageId>, (Vec<MessageId>, PublishError)>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let topic = Topic::new(topic).map_err(|e| (Vec::new(), e.into()))?;
+        let mut ids = Vec::new();
+        for p in payloads {
+            match self.backend.broadcast(topic.clone(), p.to_vec()) {
+                Ok(id) => ids.push(id),
+                Err(e) => return Err((ids, e.into())),
+            }
+        }
+        Ok(ids)
     }
 
     /// A new stream of everything this node delivers from now on, its own

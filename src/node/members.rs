@@ -800,6 +800,7 @@ mod tests {
                     sender: id,
                     incarnation: 1,
                     flags: 0,
+                    version: crate::wire::VERSION,
                 };
                 let raw = Bytes::from(encode_member_datagram(&h, &[frame]));
                 let dg = decode_members(&raw).unwrap();

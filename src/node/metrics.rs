@@ -299,6 +299,21 @@ const IO_COUNTERS: &[(&str, &str, IoFn)] = &[
         |s| s.deliveries_lagged,
     ),
     (
+        "plumtree_wire_v1_datagrams",
+        "Datagrams received in wire version 1, from peers that predate topics; replies to them are written in version 1.",
+        |s| s.wire_v1_datagrams,
+    ),
+    (
+        "plumtree_topics_downgraded",
+        "Gossip frames of a topic other than `default` sent to a version-1 peer, which delivers (and relays) them as `default`.",
+        |s| s.topics_downgraded,
+    ),
+    (
+        "plumtree_wire_v1_peers_untracked",
+        "Version-1 peer addresses not remembered because the bounded map was full (they are written to in version 2).",
+        |s| s.wire_v1_untracked,
+    ),
+    (
         "plumtree_ihave_unknown_sender",
         "IHave and Digest frames from non-neighbours, dropped before they take pending-graft slots.",
         |s| s.ihave_unknown_sender,
@@ -385,6 +400,7 @@ const DECODE_REASONS: &[(&str, IoFn)] = &[
     ("bad_length", |s| s.decode_errors_bad_length),
     ("no_frames", |s| s.decode_errors_no_frames),
     ("digest_too_large", |s| s.decode_errors_digest_too_large),
+    ("bad_topic", |s| s.decode_errors_bad_topic),
 ];
 
 const AUTH_REASONS: &[(&str, IoFn)] = &[

@@ -32,6 +32,7 @@ use super::wake::{self, Doorbell, Queue};
 use crate::ids::{MessageId, NodeId};
 use crate::membership::MembershipConfig;
 use crate::protocol::ProtocolConfig;
+use crate::topic::Topic;
 use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
 use crate::wire::Header;
 
@@ -127,6 +128,7 @@ pub enum ShardCmd {
     },
     Broadcast {
         id: MessageId,
+        topic: Topic,
         payload: Bytes,
     },
     Maintenance,
@@ -188,6 +190,8 @@ pub(super) struct Shared {
     pub addr: SocketAddr,
     pub partitions: u32,
     pub max_payload: usize,
+    /// Bytes one datagram has for a message's topic and payload together.
+    pub max_message: usize,
     pub started: Instant,
     pub shutting_down: AtomicBool,
     /// Set by shutdown, which then rings `control_bell`.
@@ -321,7 +325,7 @@ impl AdminBackend for NodeBackend {
             .map_err(|_| LoopControlRefused::Timeout(LOOP_CMD_TIMEOUT))?
     }
 
-    fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
+    fn broadcast(&self, topic: Topic, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused> {
         let sh = &self.0;
         let refuse = |e| {
             sh.refused.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +340,13 @@ impl AdminBackend for NodeBackend {
                 max: sh.max_payload,
             });
         }
+        if payload.len() + topic.len() > sh.max_message {
+            return refuse(BroadcastRefused::DoesNotFit {
+                payload: payload.len(),
+                topic: topic.len(),
+                max: sh.max_message,
+            });
+        }
         let id = MessageId {
             origin: sh.node_id,
             seq: sh.next_seq.fetch_add(1, Ordering::Relaxed),
@@ -343,6 +354,7 @@ impl AdminBackend for NodeBackend {
         let shard = id.partition(sh.partitions) as usize % sh.shard_tx.len();
         let cmd = ShardCmd::Broadcast {
             id,
+            topic,
             payload: Bytes::from(payload),
         };
         match sh.shard_tx[shard].try_send(cmd) {
@@ -564,6 +576,7 @@ pub fn start_with(
         sender: cfg.node_id,
         incarnation: incarnation.as_secs() as u32,
         flags: 0,
+        version: crate::wire::VERSION,
     };
     let port = |k: usize| -> Result<SocketAddr, RuntimeError> {
         let p = cfg.bind.port() as usize + 1 + k;
@@ -651,6 +664,12 @@ pub fn start_with(
         addr: bind,
         partitions: cfg.protocol.partitions,
         max_payload: cfg.protocol.max_payload,
+        max_message: build_mtu(cfg.mtu, cfg.cluster_keys.is_some()).saturating_sub(
+            crate::wire::HEADER_LEN
+                + crate::wire::FRAME_PREFIX_LEN
+                + crate::wire::GOSSIP_FIXED_LEN
+                + 1,
+        ),
         started,
         shutting_down: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -721,7 +740,12 @@ pub fn start_with(
         },
         membership,
         seeds,
-        header,
+        // Membership frames are the same in every wire version: sent as the oldest,
+        // so a node that predates topics joins through this one and back.
+        header: Header {
+            version: crate::wire::MIN_VERSION,
+            ..header
+        },
         shared: shared.clone(),
         reports: report_rx,
         chaos: chaos_rx,

@@ -47,6 +47,9 @@ use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
 /// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
 pub(super) const SHARD_RX_BUFFERS: usize = 1024;
 /// How often shards publish their counters to the control core.
+/// Most version-1 addresses a shard remembers (a rolling upgrade of a cluster of
+/// up to this many shard sockets, per shard).
+const MAX_V1_ADDRS: usize = 4096;
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
 /// Cleanup slice size (cached payloads expired per slice).
 const CLEANUP_BUDGET: usize = 4096;
@@ -124,6 +127,9 @@ struct ShardState {
     ctx: ShardCtx,
     shard: Shard,
     peers: FxHashMap<NodeId, PeerLayout>,
+    /// Shard addresses that sent wire version 1 (nodes that predate topics): what
+    /// is sent to them is written in version 1. At most [`MAX_V1_ADDRS`].
+    v1_addrs: rustc_hash::FxHashSet<SocketAddr>,
     timers: BinaryHeap<Due>,
     timer_seq: u64,
     io: IoStats,
@@ -211,11 +217,17 @@ impl ShardState {
                         Frame::Ping { .. } | Frame::Leave => {}
                     }
                 }
-                Event::Deliver { id, round, payload } => {
+                Event::Deliver {
+                    id,
+                    round,
+                    topic,
+                    payload,
+                } => {
                     self.hops[(round as usize).min(HOP_BUCKETS - 1)] += 1;
                     if !self.ctx.sink.try_send(Delivery {
                         id,
                         hops: round,
+                        topic,
                         payload,
                     }) {
                         self.io.deliveries_lagged += 1;
@@ -276,7 +288,19 @@ impl ShardState {
             clock.unix_ms()
         };
         for (addr, frames) in per_dest {
-            let mut c = Coalescer::new(self.ctx.header, mtu);
+            let header = if self.v1_addrs.contains(&addr) {
+                let downgraded = frames
+                    .iter()
+                    .filter(|f| matches!(f, Frame::Gossip { topic, .. } if !topic.is_default()));
+                self.io.topics_downgraded += downgraded.count() as u64;
+                Header {
+                    version: wire::MIN_VERSION,
+                    ..self.ctx.header
+                }
+            } else {
+                self.ctx.header
+            };
+            let mut c = Coalescer::new(header, mtu);
             let mut dgrams = Vec::new();
             for f in frames {
                 if c.push(f, &mut dgrams).is_err() {
@@ -337,6 +361,7 @@ impl ShardState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
+        self.note_version(src, dg.header.version);
         let from = dg.header.sender;
         let stranger = !self.peers.contains_key(&from);
         if stranger {
@@ -371,6 +396,24 @@ impl ShardState {
         }
     }
 
+    /// Remembers which addresses speak wire version 1, to answer them in it.
+    fn note_version(&mut self, src: SocketAddr, version: u8) {
+        if version >= wire::VERSION {
+            if !self.v1_addrs.is_empty() {
+                self.v1_addrs.remove(&src);
+            }
+            return;
+        }
+        self.io.wire_v1_datagrams += 1;
+        if !self.v1_addrs.contains(&src) {
+            if self.v1_addrs.len() < MAX_V1_ADDRS {
+                self.v1_addrs.insert(src);
+            } else {
+                self.io.wire_v1_untracked += 1;
+            }
+        }
+    }
+
     fn on_command(&mut self, cmd: ShardCmd, now: Time) {
         match cmd {
             ShardCmd::NeighborUp {
@@ -385,14 +428,18 @@ impl ShardState {
                 self.peers.remove(&peer);
                 self.shard.neighbor_down(now, peer);
             }
-            ShardCmd::Broadcast { id, payload } => {
-                match self.shard.broadcast(now, id, payload.clone()) {
+            ShardCmd::Broadcast { id, topic, payload } => {
+                match self
+                    .shard
+                    .broadcast(now, id, topic.clone(), payload.clone())
+                {
                     // The origin's own application sees its broadcast too (hops 0).
                     Ok(()) => {
                         self.hops[0] += 1;
                         if !self.ctx.sink.try_send(Delivery {
                             id,
                             hops: 0,
+                            topic,
                             payload,
                         }) {
                             self.io.deliveries_lagged += 1;
@@ -696,6 +743,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         ctx,
         shard,
         peers: FxHashMap::default(),
+        v1_addrs: Default::default(),
         timers: BinaryHeap::new(),
         timer_seq: 0,
         io: IoStats::default(),

@@ -3,7 +3,7 @@
 //! Shards hand deliveries over a bounded channel with `try_send`; when it is full the
 //! delivery is not written and the shard counts backpressure instead of waiting.
 //!
-//! Line format: `{"id":"<32 hex>","origin":"<16 hex>","hops":<n>,"payload_b64":"<base64>","t_ns":<n>}`,
+//! Line format: `{"id":"<32 hex>","origin":"<16 hex>","topic":"<subject>","hops":<n>,"payload_b64":"<base64>","t_ns":<n>}`,
 //! where `t_ns` is the Unix time in nanoseconds at which the writer took the delivery
 //! off the queue (what `plumcore-bench cluster` measures publish-to-delivery latency to),
 //! plus `"origin_name":"<name>"` after `origin` when the origin's name is known.
@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::ids::MessageId;
 use crate::protocol::gap::Gap;
+use crate::topic::Topic;
 
 use super::snapshot::{id_hex, node_hex, NameBook};
 use super::subscribe::{Event, Subscribers};
@@ -38,6 +39,7 @@ pub struct Delivery {
     pub id: MessageId,
     /// Hops the message travelled to reach this node (0 for its own broadcasts).
     pub hops: u16,
+    pub topic: Topic,
     pub payload: Bytes,
 }
 
@@ -249,8 +251,8 @@ impl Drop for DeliverySink {
 }
 
 /// Formats one NDJSON line (without the newline) for a delivery taken off the queue
-/// at Unix time `t_ns`. Every field is hex, base64 or a number, so no JSON escaping is
-/// needed.
+/// at Unix time `t_ns`. Every field but the topic (JSON-escaped: a subject may hold
+/// `"` or `\`) is hex, base64 or a number.
 pub fn format_line(d: &Delivery, t_ns: u64) -> String {
     format_named_line(d, t_ns, None)
 }
@@ -265,8 +267,9 @@ pub fn format_named_line(d: &Delivery, t_ns: u64, origin_name: Option<&str>) -> 
             )
         })
         .unwrap_or_default();
+    let topic = serde_json::to_string(d.topic.as_str()).unwrap_or_else(|_| "\"default\"".into());
     format!(
-        "{{\"id\":\"{}\",\"origin\":\"{}\"{name},\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
+        "{{\"id\":\"{}\",\"origin\":\"{}\"{name},\"topic\":{topic},\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
         id_hex(d.id),
         node_hex(d.id.origin),
         d.hops,
@@ -354,6 +357,7 @@ impl Writer {
                         id: d.id,
                         origin: d.id.origin,
                         hops: d.hops,
+                        topic: d.topic,
                         payload: d.payload,
                     });
                 }
@@ -433,6 +437,7 @@ mod tests {
                 seq,
             },
             hops: seq as u16,
+            topic: Topic::default(),
             payload: Bytes::from_static(payload),
         }
     }
@@ -447,7 +452,7 @@ mod tests {
         assert_eq!(
             line,
             "{\"id\":\"00000000000000ab0000000000000003\",\"origin\":\"00000000000000ab\",\
-             \"hops\":3,\"payload_b64\":\"aGVsbG8=\",\"t_ns\":42}"
+             \"topic\":\"default\",\"hops\":3,\"payload_b64\":\"aGVsbG8=\",\"t_ns\":42}"
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["hops"], 3);

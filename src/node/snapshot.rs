@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::ids::{MessageId, NodeId};
 use crate::protocol::ShardStats;
 pub use crate::tasks::{TaskCounters, TaskNameCounters};
+use crate::topic::Topic;
 
 /// Socket-level counters a shard keeps next to its protocol counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -26,6 +27,7 @@ pub struct IoStats {
     pub decode_errors_bad_length: u64,
     pub decode_errors_no_frames: u64,
     pub decode_errors_digest_too_large: u64,
+    pub decode_errors_bad_topic: u64,
     /// Datagrams dropped by cluster authentication (before decoding), by
     /// `AuthError::reason()`; always 0 without a cluster key.
     pub auth_failures_missing: u64,
@@ -46,6 +48,12 @@ pub struct IoStats {
     /// Deliveries the delivery queue refused (the writer was behind); readers are
     /// told with a `{"lagged":N}` line and `Event::Lagged`.
     pub deliveries_lagged: u64,
+    /// Rolling upgrades: datagrams received in wire version 1, Gossip frames whose
+    /// topic a version-1 peer cannot carry, and version-1 addresses not remembered
+    /// (the bounded map was full).
+    pub wire_v1_datagrams: u64,
+    pub topics_downgraded: u64,
+    pub wire_v1_untracked: u64,
     /// Test-only fault layer (`--chaos`): datagrams dropped at random, duplicated,
     /// delayed, dropped by a cut link, and delays or duplicates not applied because
     /// the layer's bound was reached.
@@ -88,6 +96,7 @@ impl IoStats {
             + self.decode_errors_bad_length
             + self.decode_errors_no_frames
             + self.decode_errors_digest_too_large
+            + self.decode_errors_bad_topic
     }
 
     /// All authentication failures together.
@@ -129,6 +138,7 @@ impl IoStats {
             "truncated" => self.decode_errors_truncated += 1,
             "bad_length" => self.decode_errors_bad_length += 1,
             "digest_too_large" => self.decode_errors_digest_too_large += 1,
+            "bad_topic" => self.decode_errors_bad_topic += 1,
             _ => self.decode_errors_no_frames += 1,
         }
     }
@@ -356,6 +366,14 @@ pub struct NodeSnapshot {
 pub enum BroadcastRefused {
     #[error("payload of {len} bytes exceeds max_payload {max}")]
     TooLarge { len: usize, max: usize },
+    /// The payload is within `max_payload`, but with its topic the message does not
+    /// fit one datagram of the node's MTU (long topics take bytes off the payload).
+    #[error("payload of {payload} bytes with topic of {topic} bytes exceeds the {max} bytes a datagram carries for both")]
+    DoesNotFit {
+        payload: usize,
+        topic: usize,
+        max: usize,
+    },
     #[error("node is shutting down")]
     ShuttingDown,
     #[error("shard queue is full")]
@@ -395,8 +413,8 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn max_payload(&self) -> usize {
         super::admin::MAX_BROADCAST_BODY
     }
-    /// Submits a broadcast; returns the id it was given.
-    fn broadcast(&self, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
+    /// Submits a broadcast on `topic`; returns the id it was given.
+    fn broadcast(&self, topic: Topic, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
     /// Test-only fault injection: make a background loop panic once.
     fn inject_panic(&self, _loop_name: &str) -> Result<(), ChaosRefused> {
         Err(ChaosRefused::Disabled)

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 
 /// Events one subscription can hold before further ones are counted as missed.
 pub const SUBSCRIPTION_CAPACITY: usize = 65536;
@@ -26,6 +27,8 @@ pub enum Event {
         origin: NodeId,
         /// Hops it travelled to reach this node.
         hops: u16,
+        /// Its subject (`default` when published without one).
+        topic: Topic,
         payload: Bytes,
     },
     /// `missed` events in a row did not reach this subscription: its channel was
@@ -212,6 +215,7 @@ mod tests {
             },
             origin: NodeId(7),
             hops: 1,
+            topic: Topic::default(),
             payload: Bytes::from_static(b"x"),
         }
     }

@@ -8,10 +8,12 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 
 /// A cached message.
 #[derive(Debug, Clone)]
 pub struct CachedMessage {
+    pub topic: Topic,
     pub payload: Bytes,
     /// Round this shard forwards the message with (0 for its own broadcasts).
     pub round: u16,
@@ -174,6 +176,7 @@ mod tests {
 
     fn msg(len: usize) -> CachedMessage {
         CachedMessage {
+            topic: Topic::default(),
             payload: Bytes::from(vec![0u8; len]),
             round: 1,
             from: NodeId(2),

@@ -26,6 +26,7 @@ pub use shard::{BroadcastError, CleanupProgress, Shard};
 pub use stats::ShardStats;
 
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 use crate::wire::Frame;
 
 /// Protocol time: elapsed time since an epoch chosen by the driver (the runtime's start,
@@ -52,6 +53,7 @@ pub enum Event {
     Deliver {
         id: MessageId,
         round: u16,
+        topic: Topic,
         payload: Bytes,
     },
     /// Call [`Shard::handle_timer`] with `timer` at `at`.

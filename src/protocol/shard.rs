@@ -21,6 +21,7 @@ use super::seen::{Seen, SeenMap};
 use super::stats::ShardStats;
 use super::{Event, Time, Timer};
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 use crate::wire::{DigestBlock, Frame, IHaveEntry};
 
 /// How long after a prune a push from the pruned peer counts as already in flight.
@@ -383,6 +384,7 @@ impl Shard {
         &mut self,
         now: Time,
         id: MessageId,
+        topic: Topic,
         payload: Bytes,
     ) -> Result<(), BroadcastError> {
         if payload.len() > self.cfg.max_payload {
@@ -404,6 +406,7 @@ impl Shard {
             now,
             id,
             CachedMessage {
+                topic: topic.clone(),
                 payload: payload.clone(),
                 round: 0,
                 from: self.me,
@@ -412,7 +415,7 @@ impl Shard {
             },
         );
         let tree = self.tree(now, p, id.origin);
-        self.forward(now, tree, id, 0, payload, None);
+        self.forward(now, tree, id, 0, topic, payload, None);
         Ok(())
     }
 
@@ -422,7 +425,12 @@ impl Shard {
     pub fn handle_frame(&mut self, now: Time, from: NodeId, frame: Frame) {
         self.last_now = now;
         match frame {
-            Frame::Gossip { id, round, payload } => self.on_gossip(now, from, id, round, payload),
+            Frame::Gossip {
+                id,
+                round,
+                topic,
+                payload,
+            } => self.on_gossip(now, from, id, round, topic, payload),
             Frame::IHave { entries } => {
                 for e in entries {
                     self.on_ihave(now, from, e);
@@ -441,7 +449,15 @@ impl Shard {
         }
     }
 
-    fn on_gossip(&mut self, now: Time, from: NodeId, id: MessageId, round: u16, payload: Bytes) {
+    fn on_gossip(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        id: MessageId,
+        round: u16,
+        topic: Topic,
+        payload: Bytes,
+    ) {
         self.stats.gossip_received += 1;
         let p = self.partition_of(id);
         if !self.owns(p) {
@@ -478,6 +494,7 @@ impl Shard {
                     now,
                     id,
                     CachedMessage {
+                        topic: topic.clone(),
                         payload: payload.clone(),
                         round: fwd_round,
                         from,
@@ -488,9 +505,10 @@ impl Shard {
                 self.events.push_back(Event::Deliver {
                     id,
                     round: fwd_round,
+                    topic: topic.clone(),
                     payload: payload.clone(),
                 });
-                self.forward(now, tree, id, fwd_round, payload, from_idx);
+                self.forward(now, tree, id, fwd_round, topic, payload, from_idx);
             }
             Seen::Duplicate => {
                 self.stats.duplicates += 1;
@@ -619,6 +637,7 @@ impl Shard {
         tree: u64,
         id: MessageId,
         round: u16,
+        topic: Topic,
         payload: Bytes,
         exclude: Option<usize>,
     ) {
@@ -639,6 +658,7 @@ impl Shard {
                 Frame::Gossip {
                     id,
                     round,
+                    topic: topic.clone(),
                     payload: payload.clone(),
                 },
             );
@@ -807,6 +827,7 @@ impl Shard {
                 let frame = Frame::Gossip {
                     id,
                     round: m.round,
+                    topic: m.topic.clone(),
                     payload: m.payload.clone(),
                 };
                 self.stats.gossip_sent += 1;

@@ -54,6 +54,7 @@ fn gossip(id: MessageId, round: u16) -> Frame {
     Frame::Gossip {
         id,
         round,
+        topic: crate::topic::Topic::default(),
         payload: Bytes::from_static(b"hello"),
     }
 }
@@ -106,8 +107,13 @@ fn broadcast_gossips_to_eager_and_queues_ihave_for_lazy() {
     let mut s = shard(&[A, B, C, D]);
     let eager = sorted(s.eager_peers(0));
     let lazy = s.lazy_peers(0);
-    s.broadcast(ms(10), mid(1, 0), Bytes::from_static(b"x"))
-        .unwrap();
+    s.broadcast(
+        ms(10),
+        mid(1, 0),
+        crate::topic::Topic::default(),
+        Bytes::from_static(b"x"),
+    )
+    .unwrap();
     let ev = drain(&mut s);
     assert_eq!(gossip_targets(&ev), eager);
     assert!(
@@ -224,8 +230,13 @@ fn prune_moves_sender_to_lazy() {
     s.handle_frame(ms(1), A, Frame::Prune { partition: 0 });
     assert_eq!(s.eager_peers(0), vec![B]);
     assert_eq!(s.lazy_peers(0), vec![A]);
-    s.broadcast(ms(2), mid(1, 0), Bytes::from_static(b"x"))
-        .unwrap();
+    s.broadcast(
+        ms(2),
+        mid(1, 0),
+        crate::topic::Topic::default(),
+        Bytes::from_static(b"x"),
+    )
+    .unwrap();
     let ev = drain(&mut s);
     assert_eq!(gossip_targets(&ev), vec![B]);
 }
@@ -405,8 +416,13 @@ fn graft_wait_is_capped() {
 fn graft_is_answered_from_cache_and_makes_the_grafter_eager() {
     let mut s = shard(&[A, B, C, D]);
     let lazy = s.lazy_peers(0)[0];
-    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"p"))
-        .unwrap();
+    s.broadcast(
+        ms(0),
+        mid(1, 0),
+        crate::topic::Topic::default(),
+        Bytes::from_static(b"p"),
+    )
+    .unwrap();
     drain(&mut s);
     s.handle_frame(
         ms(5),
@@ -425,6 +441,7 @@ fn graft_is_answered_from_cache_and_makes_the_grafter_eager() {
             Frame::Gossip {
                 id: mid(1, 0),
                 round: 0,
+                topic: crate::topic::Topic::default(),
                 payload: Bytes::from_static(b"p")
             }
         )]
@@ -508,8 +525,13 @@ fn ihave_batch_size_flushes_immediately() {
     );
     let lazy = s.lazy_peers(0)[0];
     for seq in 0..3 {
-        s.broadcast(ms(seq), mid(1, seq), Bytes::from_static(b"x"))
-            .unwrap();
+        s.broadcast(
+            ms(seq),
+            mid(1, seq),
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"x"),
+        )
+        .unwrap();
     }
     let ev = drain(&mut s);
     let ihaves: Vec<_> = sends(&ev)
@@ -535,8 +557,13 @@ fn lazy_fanout_limits_ihave_targets() {
         },
         &peers,
     );
-    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"x"))
-        .unwrap();
+    s.broadcast(
+        ms(0),
+        mid(1, 0),
+        crate::topic::Topic::default(),
+        Bytes::from_static(b"x"),
+    )
+    .unwrap();
     let t = timers(&drain(&mut s));
     s.handle_timer(ms(100), t[0].1);
     let ev = drain(&mut s);
@@ -615,8 +642,13 @@ fn graft_without_request_only_relinks() {
         &[A, B],
     );
     let lazy = s.lazy_peers(0)[0];
-    s.broadcast(ms(0), mid(1, 0), Bytes::from_static(b"x"))
-        .unwrap();
+    s.broadcast(
+        ms(0),
+        mid(1, 0),
+        crate::topic::Topic::default(),
+        Bytes::from_static(b"x"),
+    )
+    .unwrap();
     drain(&mut s);
     s.handle_frame(
         ms(1),
@@ -684,16 +716,39 @@ fn broadcast_rejects_oversized_unowned_and_reused_ids() {
         .find(|id| id.partition(2) == 1)
         .unwrap();
     assert_eq!(
-        s.broadcast(ms(0), owned, Bytes::from_static(b"12345")),
+        s.broadcast(
+            ms(0),
+            owned,
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"12345")
+        ),
         Err(BroadcastError::TooLarge { len: 5, max: 4 })
     );
     assert_eq!(
-        s.broadcast(ms(0), other, Bytes::from_static(b"1")),
+        s.broadcast(
+            ms(0),
+            other,
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"1")
+        ),
         Err(BroadcastError::NotOwned { partition: 1 })
     );
-    assert_eq!(s.broadcast(ms(0), owned, Bytes::from_static(b"1")), Ok(()));
     assert_eq!(
-        s.broadcast(ms(0), owned, Bytes::from_static(b"1")),
+        s.broadcast(
+            ms(0),
+            owned,
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"1")
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        s.broadcast(
+            ms(0),
+            owned,
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"1")
+        ),
         Err(BroadcastError::DuplicateId)
     );
 }
@@ -757,8 +812,13 @@ fn ihave_queue_is_bounded() {
         &[A, B],
     );
     for seq in 0..5 {
-        s.broadcast(ms(0), mid(1, seq), Bytes::from_static(b"x"))
-            .unwrap();
+        s.broadcast(
+            ms(0),
+            mid(1, seq),
+            crate::topic::Topic::default(),
+            Bytes::from_static(b"x"),
+        )
+        .unwrap();
     }
     let st = s.stats();
     assert_eq!(st.ihave_queue, 2);

@@ -702,7 +702,12 @@ impl Sim {
             payload[j] = *b;
         }
         self.shards[origin as usize]
-            .broadcast(self.now, id, Bytes::from(payload))
+            .broadcast(
+                self.now,
+                id,
+                crate::topic::Topic::default(),
+                Bytes::from(payload),
+            )
             .expect("simulated broadcast is valid");
         self.pump(origin);
     }
@@ -834,6 +839,7 @@ impl Sim {
             sender: node_id(node),
             incarnation: 1,
             flags: 0,
+            version: crate::wire::VERSION,
         };
         for (to, frames) in sends {
             let mut c = Coalescer::new(header, self.cfg.mtu);

@@ -632,6 +632,7 @@ mod tests {
                 sender: NodeId(sender),
                 incarnation: 9,
                 flags: 0,
+                version: crate::wire::VERSION,
             },
             &mut out,
         );
@@ -642,6 +643,7 @@ mod tests {
                     seq: 1,
                 },
                 round: 0,
+                topic: crate::topic::Topic::default(),
                 payload: Bytes::copy_from_slice(payload),
             },
             &mut out,

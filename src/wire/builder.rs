@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::codec::{encode_frame, encode_header, encoded_len, write_id_round, write_prefix};
+use super::codec::{encode_frame_in, encode_header, encoded_len_in, write_id_round, write_prefix};
 use super::frame::{tag, Frame, Header, IHaveEntry};
 use super::{FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MIN_MTU};
 
@@ -106,10 +106,10 @@ impl DatagramBuilder {
         if matches!(frame, Frame::IHave { entries } if entries.is_empty()) {
             return true;
         }
-        if encoded_len(frame) > self.remaining() {
+        if encoded_len_in(frame, self.header.version) > self.remaining() {
             return false;
         }
-        encode_frame(frame, &mut self.buf);
+        encode_frame_in(frame, self.header.version, &mut self.buf);
         self.frames += 1;
         true
     }
@@ -190,7 +190,7 @@ impl Coalescer {
             self.push_ihave(entries, out);
             return Ok(());
         }
-        let len = encoded_len(&frame);
+        let len = encoded_len_in(&frame, self.builder.header().version);
         if len > self.builder.frame_capacity() {
             return Err(FrameTooLarge {
                 len,
@@ -234,6 +234,7 @@ mod tests {
             sender: NodeId(42),
             incarnation: 7,
             flags: 0,
+            version: crate::wire::VERSION,
         }
     }
 
@@ -254,6 +255,7 @@ mod tests {
                 seq,
             },
             round: 1,
+            topic: crate::topic::Topic::default(),
             payload: Bytes::from(vec![seq as u8; payload_len]),
         }
     }
@@ -378,14 +380,14 @@ mod tests {
         }
         assert_eq!(got, entries);
         // The first datagram was topped up with entries rather than closed early.
-        let room = DEFAULT_MTU - HEADER_LEN - encoded_len(&first) - FRAME_PREFIX_LEN;
+        let room = DEFAULT_MTU - HEADER_LEN - crate::wire::encoded_len(&first) - FRAME_PREFIX_LEN;
         let Frame::IHave { entries: head } = &frames[1] else {
             panic!("expected ihave");
         };
         assert_eq!(head.len(), room / IHAVE_ENTRY_LEN);
-        // 20 entries top up the first datagram; the other 180 need three more at
-        // 76 entries each.
-        assert_eq!(head.len(), 20);
+        // 19 entries top up the first datagram (its Gossip carries the 8 bytes of
+        // the `default` topic); the other 181 need three more at 76 entries each.
+        assert_eq!(head.len(), 19);
         assert_eq!(out.len(), 4);
     }
 

@@ -10,9 +10,11 @@ use super::error::DecodeError;
 use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 use super::{
     DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN,
-    GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, PING_LEN, PRUNE_LEN, PRUNE_ROOT_LEN, VERSION,
+    GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, MIN_VERSION, PING_LEN, PRUNE_LEN,
+    PRUNE_ROOT_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 
 // A Graft body is the shared id block plus one flags byte; the decoder relies on it.
 const _: () = assert!(GRAFT_LEN == GOSSIP_FIXED_LEN + 1 && IHAVE_ENTRY_LEN == GOSSIP_FIXED_LEN);
@@ -39,13 +41,14 @@ pub fn decode_header(buf: &[u8]) -> Result<(Header, usize), DecodeError> {
     if [m0, m1] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let header = Header {
         sender: NodeId(u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7])),
         incarnation: u32::from_le_bytes([i0, i1, i2, i3]),
         flags,
+        version,
     };
     Ok((header, HEADER_LEN))
 }
@@ -58,7 +61,7 @@ pub fn decode_header(buf: &[u8]) -> Result<(Header, usize), DecodeError> {
 /// with no frames and a non-zero [`Datagram::skipped_unknown`].
 pub fn decode(buf: &Bytes) -> Result<Datagram, DecodeError> {
     let (header, offset) = decode_header(buf)?;
-    let mut iter = FrameIter::new(buf, offset);
+    let mut iter = FrameIter::with_version(buf, offset, header.version);
     let mut frames = Vec::new();
     for frame in iter.by_ref() {
         frames.push(frame?);
@@ -85,17 +88,26 @@ pub struct FrameIter<'a> {
     pos: usize,
     skipped: u32,
     done: bool,
+    /// The datagram's wire version: version 1 Gossip frames carry no topic.
+    version: u8,
 }
 
 impl<'a> FrameIter<'a> {
     /// Iterates the frames of `buf` starting at `offset` (normally the value returned
-    /// by [`decode_header`]). An offset at or past the end yields no frames.
+    /// by [`decode_header`]) as frames of this build's [`VERSION`]. An offset at or
+    /// past the end yields no frames.
     pub fn new(buf: &'a Bytes, offset: usize) -> Self {
+        Self::with_version(buf, offset, VERSION)
+    }
+
+    /// Like [`FrameIter::new`], for a datagram whose header says `version`.
+    pub fn with_version(buf: &'a Bytes, offset: usize, version: u8) -> Self {
         FrameIter {
             buf,
             pos: offset,
             skipped: 0,
             done: false,
+            version,
         }
     }
 
@@ -135,8 +147,31 @@ impl<'a> FrameIter<'a> {
                         return Some(Err(bad_length));
                     };
                     let (id, round) = read_id_round(fixed);
-                    let payload = self.buf.slice(body_start + GOSSIP_FIXED_LEN..self.pos);
-                    Frame::Gossip { id, round, payload }
+                    let mut start = body_start + GOSSIP_FIXED_LEN;
+                    let topic = if self.version >= 2 {
+                        let Some(&tlen) = body.get(GOSSIP_FIXED_LEN) else {
+                            return Some(Err(bad_length));
+                        };
+                        let tlen = usize::from(tlen);
+                        if GOSSIP_FIXED_LEN + 1 + tlen > len {
+                            return Some(Err(bad_length));
+                        }
+                        let t = self.buf.slice(start + 1..start + 1 + tlen);
+                        start += 1 + tlen;
+                        match Topic::from_bytes(t) {
+                            Ok(t) => t,
+                            Err(e) => return Some(Err(DecodeError::BadTopic(e.reason()))),
+                        }
+                    } else {
+                        Topic::default_topic()
+                    };
+                    let payload = self.buf.slice(start..self.pos);
+                    Frame::Gossip {
+                        id,
+                        round,
+                        topic,
+                        payload,
+                    }
                 }
                 tag::IHAVE => {
                     if len == 0 || len % IHAVE_ENTRY_LEN != 0 {
@@ -291,17 +326,18 @@ pub(super) fn write_id_round(id: &MessageId, round: u16, out: &mut Vec<u8>) {
 /// Writes the 16-byte datagram header.
 pub fn encode_header(h: &Header, out: &mut Vec<u8>) {
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(h.version);
     out.push(h.flags);
     out.extend_from_slice(&h.sender.0.to_le_bytes());
     out.extend_from_slice(&h.incarnation.to_le_bytes());
 }
 
-/// Length of a frame's body (without the prefix).
+/// Length of a frame's body (without the prefix) in wire `version`.
 #[inline]
-fn body_len(frame: &Frame) -> usize {
+fn body_len(frame: &Frame, version: u8) -> usize {
     match frame {
-        Frame::Gossip { payload, .. } => GOSSIP_FIXED_LEN + payload.len(),
+        Frame::Gossip { payload, .. } if version < 2 => GOSSIP_FIXED_LEN + payload.len(),
+        Frame::Gossip { topic, payload, .. } => GOSSIP_FIXED_LEN + 1 + topic.len() + payload.len(),
         Frame::IHave { entries } => IHAVE_ENTRY_LEN * entries.len(),
         Frame::Graft { .. } => GRAFT_LEN,
         Frame::Prune { .. } => PRUNE_LEN,
@@ -316,7 +352,13 @@ fn body_len(frame: &Frame) -> usize {
 /// whether it fits before writing anything.
 #[inline]
 pub fn encoded_len(frame: &Frame) -> usize {
-    FRAME_PREFIX_LEN + body_len(frame)
+    encoded_len_in(frame, VERSION)
+}
+
+/// [`encoded_len`] in wire `version`.
+#[inline]
+pub fn encoded_len_in(frame: &Frame, version: u8) -> usize {
+    FRAME_PREFIX_LEN + body_len(frame, version)
 }
 
 /// Appends `frame` (prefix and body) to `out`.
@@ -333,15 +375,35 @@ pub fn encoded_len(frame: &Frame) -> usize {
 /// If the body is longer than `u16::MAX` bytes: writing a wrapped length would
 /// silently corrupt the datagram, which is worse than a loud caller bug.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    let len = body_len(frame);
+    encode_frame_in(frame, VERSION, out)
+}
+
+/// [`encode_frame`] in wire `version`: a version 1 Gossip frame leaves its topic out
+/// (what a peer that predates topics can read; it delivers the message as `default`).
+///
+/// # Panics
+///
+/// As [`encode_frame`].
+pub fn encode_frame_in(frame: &Frame, version: u8, out: &mut Vec<u8>) {
+    let len = body_len(frame, version);
     let Ok(len16) = u16::try_from(len) else {
         panic!("frame body of {len} bytes exceeds the u16 length prefix");
     };
     out.reserve(FRAME_PREFIX_LEN + len);
     match frame {
-        Frame::Gossip { id, round, payload } => {
+        Frame::Gossip {
+            id,
+            round,
+            topic,
+            payload,
+        } => {
             write_prefix(tag::GOSSIP, len16, out);
             write_id_round(id, *round, out);
+            if version >= 2 {
+                // A topic is at most MAX_TOPIC_LEN (255) bytes by construction.
+                out.push(u8::try_from(topic.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(topic.as_bytes());
+            }
             out.extend_from_slice(payload);
         }
         Frame::IHave { entries } => {
@@ -409,6 +471,7 @@ mod tests {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 0xdead_beef,
             flags: 0x80,
+            version: crate::wire::VERSION,
         }
     }
 
@@ -426,6 +489,7 @@ mod tests {
             Frame::Gossip {
                 id: id(7, 9),
                 round: 3,
+                topic: crate::topic::Topic::default(),
                 payload: Bytes::from_static(b"hello"),
             },
             Frame::IHave {
@@ -476,6 +540,7 @@ mod tests {
             Frame::Gossip {
                 id: id(0, 0),
                 round: 0,
+                topic: crate::topic::Topic::default(),
                 payload: Bytes::new(),
             },
         ]
@@ -523,6 +588,95 @@ mod tests {
         assert_eq!(dg.header, header());
         assert_eq!(dg.frames, frames);
         assert_eq!(dg.skipped_unknown, 0);
+    }
+
+    fn topic_gossip(topic: &str) -> Frame {
+        Frame::Gossip {
+            id: id(5, 6),
+            round: 2,
+            topic: Topic::new(topic).unwrap(),
+            payload: Bytes::from_static(b"body"),
+        }
+    }
+
+    #[test]
+    fn version_2_gossip_carries_its_topic() {
+        let f = topic_gossip("orders.eu.created");
+        let bytes = Bytes::from(datagram(std::slice::from_ref(&f)));
+        // tag, len, origin, seq, round, then the topic behind its length byte.
+        let body = &bytes[HEADER_LEN + FRAME_PREFIX_LEN..];
+        assert_eq!(body[GOSSIP_FIXED_LEN], 17);
+        assert_eq!(
+            &body[GOSSIP_FIXED_LEN + 1..GOSSIP_FIXED_LEN + 18],
+            b"orders.eu.created"
+        );
+        assert_eq!(&body[GOSSIP_FIXED_LEN + 18..], b"body");
+        assert_eq!(decode(&bytes).unwrap().frames, vec![f]);
+    }
+
+    #[test]
+    fn version_1_datagrams_are_read_and_written_without_topics() {
+        // What a node that predates topics sends: header version 1, no topic bytes.
+        let mut v1 = Vec::new();
+        encode_header(
+            &Header {
+                version: 1,
+                ..header()
+            },
+            &mut v1,
+        );
+        let plain = [5u64.to_le_bytes(), 6u64.to_le_bytes()].concat();
+        v1.extend_from_slice(&[tag::GOSSIP, 22, 0]);
+        v1.extend_from_slice(&plain);
+        v1.extend_from_slice(&2u16.to_le_bytes());
+        v1.extend_from_slice(b"body");
+        let dg = decode(&Bytes::from(v1.clone())).expect("version 1 is read");
+        assert_eq!(dg.header.version, 1);
+        assert_eq!(dg.frames, vec![topic_gossip("default")]);
+        // Written in version 1, a topic is left out: the very bytes an old node sends.
+        let mut out = Vec::new();
+        encode_header(
+            &Header {
+                version: 1,
+                ..header()
+            },
+            &mut out,
+        );
+        encode_frame_in(&topic_gossip("orders.eu"), 1, &mut out);
+        assert_eq!(out, v1);
+        assert_eq!(encoded_len_in(&topic_gossip("orders.eu"), 1), 3 + 22);
+    }
+
+    #[test]
+    fn a_bad_topic_rejects_the_datagram() {
+        let mut bytes = datagram(&[topic_gossip("ab.cd")]);
+        // "ab.cd" -> "ab..d": an empty token.
+        let at = HEADER_LEN + FRAME_PREFIX_LEN + GOSSIP_FIXED_LEN + 1 + 3;
+        bytes[at] = b'.';
+        assert_eq!(
+            decode(&Bytes::from(bytes.clone())),
+            Err(DecodeError::BadTopic("empty_token"))
+        );
+        // A topic length running past the frame.
+        bytes[HEADER_LEN + FRAME_PREFIX_LEN + GOSSIP_FIXED_LEN] = 200;
+        assert!(matches!(
+            decode(&Bytes::from(bytes)),
+            Err(DecodeError::BadLength {
+                tag: tag::GOSSIP,
+                ..
+            })
+        ));
+        // A version 2 Gossip with no topic byte at all.
+        let mut short = datagram(&[]);
+        short.extend_from_slice(&[tag::GOSSIP, 18, 0]);
+        short.extend_from_slice(&[0; 18]);
+        assert!(matches!(
+            decode(&Bytes::from(short)),
+            Err(DecodeError::BadLength {
+                tag: tag::GOSSIP,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -776,6 +930,7 @@ mod tests {
         let frame = Frame::Gossip {
             id: id(1, 1),
             round: 0,
+            topic: crate::topic::Topic::default(),
             payload: Bytes::from(vec![0; usize::from(u16::MAX)]),
         };
         encode_frame(&frame, &mut Vec::new());

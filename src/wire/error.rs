@@ -31,6 +31,9 @@ pub enum DecodeError {
     /// refused before any of it costs a pull.
     #[error("digest of {blocks} blocks exceeds the bound of {max}")]
     DigestTooLarge { blocks: usize, max: usize },
+    /// A Gossip frame whose topic is not a valid subject (the reason's label).
+    #[error("gossip topic is invalid: {0}")]
+    BadTopic(&'static str),
     /// A header with no frames at all, not even unknown ones.
     #[error("datagram carries no frames")]
     NoFrames,
@@ -47,6 +50,7 @@ impl DecodeError {
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::BadLength { .. } => "bad_length",
             DecodeError::DigestTooLarge { .. } => "digest_too_large",
+            DecodeError::BadTopic(_) => "bad_topic",
             DecodeError::NoFrames => "no_frames",
         }
     }
@@ -72,6 +76,7 @@ mod tests {
                 blocks: 41,
                 max: 40,
             },
+            DecodeError::BadTopic("empty"),
             DecodeError::NoFrames,
         ];
         let mut labels: Vec<_> = all.iter().map(DecodeError::reason).collect();

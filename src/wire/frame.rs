@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 
 /// Frame tags on the wire. 0x01..=0x0f are Plumtree frames; 0x10..=0x1f are reserved
 /// for membership frames and 0x20..=0x2f for anti-entropy, so later protocol layers
@@ -85,6 +86,8 @@ pub enum Frame {
         id: MessageId,
         /// Hop count: 0 when sent by the origin, +1 per forward.
         round: u16,
+        /// The message's subject (wire version 2; `default` from version 1 peers).
+        topic: Topic,
         payload: Bytes,
     },
     /// Lazy push: ids of messages the sender has, batched.
@@ -131,4 +134,8 @@ pub struct Header {
     /// Flag bits: 0x01 = authenticated ([`auth::FLAG_AUTH`](super::auth::FLAG_AUTH));
     /// the others are reserved (compressed, ...) and 0. The decoder ignores them.
     pub flags: u8,
+    /// Wire version of the datagram ([`MIN_VERSION`](super::MIN_VERSION)..=
+    /// [`VERSION`](super::VERSION)): what the sender speaks, and so what a reply to it
+    /// must be written in.
+    pub version: u8,
 }

@@ -552,6 +552,7 @@ mod tests {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 9,
             flags: 0,
+            version: crate::wire::VERSION,
         }
     }
 

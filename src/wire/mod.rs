@@ -6,7 +6,8 @@
 //! datagram := header frame+
 //! header   := magic "PC" (2) | version u8 | flags u8 | sender u64 | incarnation u32   (16 bytes)
 //! frame    := tag u8 | len u16 | body[len]
-//! Gossip   (0x01) body := origin u64 | seq u64 | round u16 | payload[len-18]
+//! Gossip   (0x01) body := origin u64 | seq u64 | round u16 | topic_len u8 | topic | payload   (version 2)
+//!                   v1 := origin u64 | seq u64 | round u16 | payload[len-18]   (topic `default`)
 //! IHave    (0x02) body := (origin u64 | seq u64 | round u16){n}, len = 18*n, n >= 1
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
@@ -36,7 +37,8 @@ pub mod members;
 
 pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
 pub use codec::{
-    decode, decode_header, encode_frame, encode_header, encoded_len, Datagram, FrameIter,
+    decode, decode_header, encode_frame, encode_frame_in, encode_header, encoded_len,
+    encoded_len_in, Datagram, FrameIter,
 };
 pub use error::DecodeError;
 pub use frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
@@ -47,13 +49,18 @@ pub use members::{
 
 /// Datagram magic, "PC".
 pub const MAGIC: [u8; 2] = *b"PC";
-/// Wire format version this build speaks.
-pub const VERSION: u8 = 1;
+/// Wire format version this build speaks. Version 2 put the topic in the Gossip
+/// frame; nothing else changed.
+pub const VERSION: u8 = 2;
+/// Oldest wire version this build reads, and speaks to a peer that sends it (see
+/// [`Header::version`]). Membership datagrams are identical in both versions and are
+/// always sent as this version, so nodes of either version join through each other.
+pub const MIN_VERSION: u8 = 1;
 /// Bytes of the datagram header.
 pub const HEADER_LEN: usize = 16;
 /// Bytes of a frame's tag and length prefix.
 pub const FRAME_PREFIX_LEN: usize = 3;
-/// Bytes of a Gossip body before the payload.
+/// Bytes of a Gossip body before the topic (version 2) or the payload (version 1).
 pub const GOSSIP_FIXED_LEN: usize = 18;
 /// Bytes of one IHave entry.
 pub const IHAVE_ENTRY_LEN: usize = 18;
@@ -76,6 +83,12 @@ pub const DIGEST_MAX_BLOCKS: usize = 40;
 pub const DEFAULT_MTU: usize = 1400;
 /// Smallest MTU a builder accepts: a header plus one Graft.
 pub const MIN_MTU: usize = HEADER_LEN + FRAME_PREFIX_LEN + GRAFT_LEN + 32;
-/// Largest payload a Gossip frame can carry in a datagram of [`DEFAULT_MTU`].
-pub const MAX_GOSSIP_PAYLOAD: usize =
-    DEFAULT_MTU - HEADER_LEN - FRAME_PREFIX_LEN - GOSSIP_FIXED_LEN;
+/// Largest payload a Gossip frame with a topic of [`crate::topic::DEFAULT_TOPIC`]'s
+/// length (or shorter) can carry in a datagram of [`DEFAULT_MTU`]; every byte of a
+/// longer topic comes off it.
+pub const MAX_GOSSIP_PAYLOAD: usize = DEFAULT_MTU
+    - HEADER_LEN
+    - FRAME_PREFIX_LEN
+    - GOSSIP_FIXED_LEN
+    - 1
+    - crate::topic::DEFAULT_TOPIC.len();
