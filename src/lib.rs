@@ -6,8 +6,10 @@
 //! `protocol` is the sans-IO Plumtree state machine and `membership` the sans-IO
 //! HyParView one; `wire` is the codec the frames travel in; `ids` are the identifiers
 //! all of them share; `tasks` is the supervision layer every background task runs
-//! under.
+//! under; `client` is the sans-IO NATS client protocol (parser, subjects,
+//! subscription table) the node's client port will speak.
 
+pub mod client;
 pub mod ids;
 pub mod membership;
 pub mod node;
