@@ -5,9 +5,11 @@
 //! drives many `protocol` shards and `membership` services over a virtual network;
 //! `protocol` is the sans-IO Plumtree state machine and `membership` the sans-IO
 //! HyParView one; `wire` is the codec the frames travel in; `ids` and `topic` are the
-//! identifiers all of them share; `tasks` is the supervision layer every background task runs
-//! under.
+//! identifiers all of them share; `tasks` is the supervision layer every background
+//! task runs under; `client` is the sans-IO NATS client protocol (parser, subjects,
+//! subscription table) the node's client port speaks.
 
+pub mod client;
 pub mod ids;
 pub mod membership;
 pub mod node;

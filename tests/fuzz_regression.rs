@@ -14,6 +14,9 @@ mod config_parsers;
 #[path = "../fuzz/checks/shard_frames.rs"]
 mod shard_frames;
 
+#[path = "../fuzz/checks/client_proto.rs"]
+mod client_proto;
+
 fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/regression")
@@ -54,4 +57,9 @@ fn config_parsers_corpus() {
 #[test]
 fn shard_frames_corpus() {
     replay("shard_frames", shard_frames::run);
+}
+
+#[test]
+fn client_proto_corpus() {
+    replay("client_proto", client_proto::run);
 }
