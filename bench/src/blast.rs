@@ -194,6 +194,7 @@ fn datagram(
             sender,
             incarnation: 1,
             flags: 0,
+            version: plumcore::wire::VERSION,
         },
         &mut out,
     );

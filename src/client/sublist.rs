@@ -184,6 +184,23 @@ impl SubTable {
         }
     }
 
+    /// The sids of `client`'s subscriptions whose filter matches `subject`, queue
+    /// groups ignored and nothing counted toward auto-unsubscribe: for the node's own
+    /// notices to one connection (`$PLUMCORE.lagged`).
+    pub fn client_matches(&self, client: ClientId, subject: &str) -> Vec<SidRef> {
+        let Some(sids) = self.clients.get(&client) else {
+            return Vec::new();
+        };
+        sids.iter()
+            .filter(|(_, &slot)| {
+                self.slots[slot]
+                    .as_ref()
+                    .is_some_and(|s| s.filter.matches(subject))
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect()
+    }
+
     /// Removes every subscription of `client` (its connection closed); how many.
     pub fn remove_client(&mut self, client: ClientId) -> usize {
         let Some(sids) = self.clients.remove(&client) else {

@@ -1046,6 +1046,7 @@ mod tests {
                     ..MembershipSnapshot::default()
                 },
                 admin: Default::default(),
+                client: Default::default(),
             }
         }
 

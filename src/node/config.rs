@@ -109,7 +109,22 @@ pub struct NodeConfig {
     /// Log line format: `text` (colours only on a terminal) or `json` (one object a
     /// line, for log shippers).
     pub log_format: LogFormat,
+    /// NATS-compatible client port: `IP:PORT`, or `off`. Default `127.0.0.1:4222`
+    /// (NATS's port); when that default is taken the node runs without the port and
+    /// says so, while an address given explicitly that cannot be bound is an error.
+    pub client_listen: String,
+    /// Client port: most connections at once; one more is answered `-ERR` and closed.
+    pub max_clients: usize,
+    /// Client port: most subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Client port: bytes of messages one connection may have waiting to be written
+    /// before further messages for it are counted as missed (it is then told with
+    /// `-ERR 'Slow Consumer'` and a `$PLUMCORE.lagged` message carrying the count).
+    pub max_pending_bytes: usize,
 }
+
+/// The default of `client_listen`.
+pub const DEFAULT_CLIENT_LISTEN: &str = "127.0.0.1:4222";
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -163,6 +178,10 @@ impl Default for NodeConfig {
             admin_header_timeout_ms: 5000,
             admin_body_timeout_ms: 10_000,
             allow_empty: false,
+            client_listen: DEFAULT_CLIENT_LISTEN.to_string(),
+            max_clients: 1024,
+            max_subscriptions: 1024,
+            max_pending_bytes: 16 << 20,
             log_format: LogFormat::Text,
         }
     }
@@ -214,6 +233,9 @@ pub struct NodeArgs {
     /// Accept empty payloads on POST /broadcast (refused with 400 otherwise).
     #[arg(long)]
     pub allow_empty: bool,
+    /// NATS-compatible client port address, or `off` (default 127.0.0.1:4222).
+    #[arg(long, value_name = "IP:PORT|off")]
+    pub client_listen: Option<String>,
     /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
     /// admin plane's /chaos routes.
     #[arg(long)]
@@ -556,6 +578,9 @@ impl NodeArgs {
         if let Some(a) = self.advertise {
             cfg.advertise = Some(a);
         }
+        if let Some(c) = &self.client_listen {
+            cfg.client_listen = c.clone();
+        }
         if let Some(admin) = self.admin {
             cfg.admin = admin;
         }
@@ -667,6 +692,20 @@ impl NodeConfig {
         }
     }
 
+    /// Where the client port listens; `None` for `off`.
+    pub fn client_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let v = self.client_listen.trim();
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| {
+            ConfigError::invalid(
+                "client_listen",
+                format!("`{v}` is neither IP:PORT nor `off`"),
+            )
+        })
+    }
+
     /// The admin plane's limits.
     pub fn admin_limits(&self) -> super::admin::AdminLimits {
         super::admin::AdminLimits {
@@ -749,6 +788,16 @@ impl NodeConfig {
                     "advertise",
                     format!("`{a}` cannot be reached: give the address and port peers use"),
                 ));
+            }
+        }
+        self.client_listen_addr()?;
+        for (key, v) in [
+            ("max_clients", self.max_clients),
+            ("max_subscriptions", self.max_subscriptions),
+            ("max_pending_bytes", self.max_pending_bytes),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
         if self.cluster_encrypt && self.cluster_key_file.is_none() {

@@ -28,10 +28,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::admin::AdminServer;
-use super::config::NodeConfig;
+use super::client_port::{ClientPort, ClientPortConfig};
+use super::config::{NodeConfig, DEFAULT_CLIENT_LISTEN};
 use super::runtime::{self, NodeBackend, RunningNode, ShutdownReport};
 use super::sink::{self, DeliverySink};
 use super::snapshot::{self, AdminBackend, BroadcastRefused, NodeSnapshot};
@@ -78,6 +79,7 @@ pub struct Node {
     running: Option<RunningNode>,
     backend: NodeBackend,
     admin: Option<AdminServer>,
+    client_port: Option<ClientPort>,
     sink: Option<DeliverySink>,
     subscribers: Subscribers,
 }
@@ -124,10 +126,18 @@ impl Node {
                 other => NodeError::Environment(other.to_string()),
             })?;
         let backend = running.backend();
+        // Before the admin plane: once `/status` answers, the client port listens.
+        let client_port = start_client_port(
+            &cfg,
+            &backend,
+            p.token.clone(),
+            p.node_name.clone(),
+            &subscribers,
+        )?;
         let admin = AdminServer::start_with(
             cfg.admin,
             Arc::new(running.backend()),
-            p.token,
+            p.token.clone(),
             cfg.admin_limits(),
         )
         .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
@@ -144,6 +154,7 @@ impl Node {
             running: Some(running),
             backend,
             admin: Some(admin),
+            client_port,
             sink: Some(sink),
             subscribers,
         })
@@ -152,6 +163,12 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Where the NATS-compatible client port listens (the port actually bound);
+    /// `None` when it is off.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.client_port.as_ref().map(ClientPort::local_addr)
     }
 
     /// Where the admin plane listens (the port actually bound).
@@ -223,6 +240,9 @@ impl Node {
             Some(r) => r.shutdown(SHUTDOWN_GRACE),
             None => ShutdownReport::default(),
         };
+        if let Some(c) = self.client_port.take() {
+            c.stop();
+        }
         if let Some(a) = self.admin.take() {
             a.stop();
         }
@@ -231,6 +251,56 @@ impl Node {
         }
         self.subscribers.close();
         report
+    }
+}
+
+/// Starts the client port unless `client_listen` is `off`. The default address may
+/// be taken (another node, a nats-server on this host): the node then runs without
+/// the port and says so; an address given explicitly must bind.
+fn start_client_port(
+    cfg: &NodeConfig,
+    backend: &NodeBackend,
+    token: Option<String>,
+    node_name: Option<String>,
+    subscribers: &Subscribers,
+) -> Result<Option<ClientPort>, NodeError> {
+    let Some(listen) = cfg
+        .client_listen_addr()
+        .map_err(|e| NodeError::Config(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let port_cfg = ClientPortConfig {
+        listen,
+        max_clients: cfg.max_clients,
+        max_subscriptions: cfg.max_subscriptions,
+        max_pending_bytes: cfg.max_pending_bytes,
+        token,
+        max_payload: cfg.protocol.max_payload,
+        node_id: backend.node_id(),
+        node_name,
+    };
+    let events = subscribers.subscribe();
+    match ClientPort::start(
+        port_cfg,
+        Arc::new(backend.clone()),
+        events,
+        backend.client_port_stats(),
+    ) {
+        Ok(port) => Ok(Some(port)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrInUse
+                && cfg.client_listen.trim() == DEFAULT_CLIENT_LISTEN =>
+        {
+            warn!(
+                addr = %listen,
+                "client port off: its default address is in use (set client_listen / --client-listen to another address, or `off`)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(NodeError::Environment(format!(
+            "config key `client_listen`: cannot listen on {listen}: {e}"
+        ))),
     }
 }
 

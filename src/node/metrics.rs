@@ -866,8 +866,53 @@ impl Collector for SnapshotCollector {
         write_counters(
             &mut enc,
             "plumtree_subscriber_lagged",
-            "Events a library subscription missed (it was told with a Lagged event).",
-            &[(none.clone(), s.subscriber_lagged)],
+            "Events a library subscription or a client-port connection missed (it was told: a Lagged event, or -ERR 'Slow Consumer' and a $PLUMCORE.lagged message).",
+            &[(none.clone(), s.subscriber_lagged + s.client.lagged)],
+        )?;
+        let c = &s.client;
+        write_gauges(
+            &mut enc,
+            "plumtree_client_connections",
+            "Client-port (NATS protocol) connections open now (bounded by max_clients).",
+            &[(none.clone(), c.connections)],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_client_subscriptions",
+            "Client-port subscriptions held (bounded by max_subscriptions per connection).",
+            &[(none.clone(), c.subscriptions)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_client_messages",
+            "Client-port messages: published by clients (direction=in), written to subscribers (direction=out).",
+            &[
+                (vec![("direction", "in".to_string())], c.messages_in),
+                (vec![("direction", "out".to_string())], c.messages_out),
+            ],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_client_pub_retries",
+            "Client-port PUBs that met a full shard queue and were retried (the connection is not read meanwhile).",
+            &[(none.clone(), c.pub_retries)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_client_slow_consumers",
+            "Times a client-port connection was told it missed messages (-ERR 'Slow Consumer').",
+            &[(none.clone(), c.slow_consumers)],
+        )?;
+        let client_errors: Vec<(Labels, u64)> = c
+            .errors
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.clone())], *n))
+            .collect();
+        write_counters(
+            &mut enc,
+            "plumtree_client_errors",
+            "Client-port connections closed with -ERR, by reason.",
+            &client_errors,
         )?;
         write_gauges(
             &mut enc,
@@ -1066,6 +1111,12 @@ mod tests {
                 header_too_large: 3,
                 ..Default::default()
             },
+            client: crate::node::client_port::ClientPortSnapshot {
+                connections: 2,
+                messages_in: 9,
+                errors: vec![("unknown_op".into(), 4)],
+                ..Default::default()
+            },
         }
     }
 
@@ -1174,6 +1225,12 @@ mod tests {
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
         assert_eq!(get("plumtree_subscribers"), 2.0);
         assert_eq!(get("plumtree_subscriber_lagged_total"), 9.0);
+        assert_eq!(get("plumtree_client_connections"), 2.0);
+        assert_eq!(get("plumtree_client_messages_total{direction=\"in\"}"), 9.0);
+        assert_eq!(
+            get("plumtree_client_errors_total{reason=\"unknown_op\"}"),
+            4.0
+        );
         assert_eq!(
             get("plumtree_unrecoverable_total{reason=\"expired\"}"),
             14.0

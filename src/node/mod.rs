@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod client_port;
 pub mod config;
 mod control;
 pub mod embed;

@@ -192,6 +192,8 @@ pub(super) struct Shared {
     pub max_payload: usize,
     /// Bytes one datagram has for a message's topic and payload together.
     pub max_message: usize,
+    /// The client port's counters (zero while it is off).
+    pub client_port: Arc<super::client_port::ClientPortStats>,
     pub started: Instant,
     pub shutting_down: AtomicBool,
     /// Set by shutdown, which then rings `control_bell`.
@@ -259,6 +261,18 @@ impl Shared {
 #[derive(Clone)]
 pub struct NodeBackend(Arc<Shared>);
 
+impl NodeBackend {
+    /// The counters the client port keeps (shown in `/status` and `/metrics`).
+    pub fn client_port_stats(&self) -> Arc<super::client_port::ClientPortStats> {
+        self.0.client_port.clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.0.node_id
+    }
+}
+
 impl AdminBackend for NodeBackend {
     fn snapshot(&self) -> NodeSnapshot {
         let mut s = self
@@ -271,6 +285,7 @@ impl AdminBackend for NodeBackend {
         s.shutting_down = self.0.shutting_down.load(Ordering::Relaxed);
         s.broadcasts_accepted = self.0.accepted.load(Ordering::Relaxed);
         s.broadcasts_refused = self.0.refused.load(Ordering::Relaxed);
+        s.client = self.0.client_port.load();
         s.degraded = self
             .0
             .degraded
@@ -651,6 +666,7 @@ pub fn start_with(
         task_names: Vec::new(),
         membership: Default::default(),
         admin: Default::default(),
+        client: Default::default(),
     };
     let (loop_tx, loop_rx) = bounded(16);
     let (chaos_tx, chaos_rx) = if cfg.chaos {
@@ -670,6 +686,7 @@ pub fn start_with(
                 + crate::wire::GOSSIP_FIXED_LEN
                 + 1,
         ),
+        client_port: Default::default(),
         started,
         shutting_down: AtomicBool::new(false),
         stop: AtomicBool::new(false),

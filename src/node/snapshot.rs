@@ -359,6 +359,8 @@ pub struct NodeSnapshot {
     pub membership: MembershipSnapshot,
     /// What the admin plane refused, by reason (filled in by the admin plane).
     pub admin: super::admin::AdminRejected,
+    /// The NATS-compatible client port's counters.
+    pub client: super::client_port::ClientPortSnapshot,
 }
 
 /// Why `POST /broadcast` was refused.
