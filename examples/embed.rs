@@ -42,7 +42,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         b_port,
         Some(SocketAddr::from(([127, 0, 0, 1], a_port))),
     ))?;
-    let (on_a, on_b) = (a.subscribe(), b.subscribe());
+    let (on_a, on_b) = (a.subscribe("greetings.>")?, b.subscribe("greetings.>")?);
     // Wait until b has a neighbour, then publish on it.
     let t = Instant::now();
     while b.snapshot().peers.is_empty() {

@@ -7,6 +7,7 @@
 mod embed_example;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use plumcore::node::config::NodeConfig;
@@ -21,6 +22,17 @@ fn the_embed_example_runs() {
         eprintln!("START-UP STALL? examples/embed.rs failed once ({e}); running it again");
         embed_example::main().expect("examples/embed.rs");
     }
+}
+
+/// Whether `fd` is readable within `ms` milliseconds.
+fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, on the stack, for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
 }
 
 fn single_node() -> Node {
@@ -39,8 +51,11 @@ fn single_node() -> Node {
 #[test]
 fn a_stalled_subscriber_is_told_how_much_it_missed_and_others_get_everything() {
     let node = single_node();
-    let stalled = node.subscribe_with_capacity(8);
-    let reader = node.subscribe();
+    let stalled = node.subscribe_with_capacity("test.>", 8).unwrap();
+    let reader = node.subscribe("test.>").unwrap();
+    // Filters: only `other.*` messages reach this one; a bad filter is an error.
+    let other = node.subscribe("other.*").unwrap();
+    assert!(node.subscribe("a.>.b").is_err());
     let published = 200u64;
     let mut ids = Vec::new();
     for i in 0..published {
@@ -92,8 +107,29 @@ fn a_stalled_subscriber_is_told_how_much_it_missed_and_others_get_everything() {
         "it could hold only 8: missed {missed}"
     );
     let s = node.snapshot();
-    assert_eq!(s.subscribers, 2);
+    // stalled, reader, other, and the client port's own when it listens.
+    assert_eq!(s.subscribers, 3 + u64::from(node.client_addr().is_some()));
     assert_eq!(s.subscriber_lagged, missed);
+    // The filtered subscription saw none of the test.> messages; driven by its
+    // readiness descriptor, it sees other.x and not other.x.y.
+    let fd = other.readiness().unwrap().as_raw_fd();
+    assert!(!readable(fd, 0), "nothing for other.* yet");
+    assert_eq!(other.try_next(), None);
+    node.publish("other.x.y", b"deeper").unwrap();
+    let want = node.publish("other.x", b"match").unwrap();
+    assert!(readable(fd, 10_000), "the descriptor turns readable");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.is_empty() && Instant::now() < deadline {
+        while let Some(e) = other.try_next() {
+            if let Event::Message { id, topic, .. } = e {
+                got.push((id, topic.to_string()));
+            }
+        }
+        readable(fd, 100);
+    }
+    assert_eq!(got, vec![(want, "other.x".to_string())]);
+    assert!(!readable(fd, 200), "drained: the descriptor is clear");
     // Typed errors.
     let big = vec![0u8; 1 << 20];
     assert!(matches!(

@@ -13,7 +13,7 @@
 //!     ..NodeConfig::default()
 //! };
 //! let node = Node::start(cfg).expect("start the node");
-//! let events = node.subscribe();
+//! let events = node.subscribe("greetings").expect("a valid filter");
 //! let id = node.publish("greetings", b"hello").expect("published");
 //! for e in events {
 //!     if let Event::Message { id: got, payload, .. } = e {
@@ -38,6 +38,7 @@ use super::sink::{self, DeliverySink};
 use super::snapshot::{self, AdminBackend, BroadcastRefused, NodeSnapshot};
 use super::subscribe::{Subscribers, Subscription};
 use super::NodeError;
+use crate::client::subject::{Filter, SubjectError};
 use crate::ids::{MessageId, NodeId};
 use crate::topic::{Topic, TopicError};
 
@@ -205,18 +206,32 @@ impl Node {
         Ok(ids)
     }
 
-    /// A new stream of everything this node delivers from now on, its own
-    /// broadcasts included, plus graft give-ups; a subscriber that falls behind by
-    /// more than [`super::subscribe::SUBSCRIPTION_CAPACITY`] events is told how many
-    /// it missed.
-    pub fn subscribe(&self) -> Subscription {
-        self.subscribers.subscribe()
+    /// A new stream of the messages this node delivers from now on whose topic
+    /// matches `filter` (a topic, or a NATS wildcard: `orders.*`, `orders.>`, `>` for
+    /// all), its own broadcasts included, plus graft give-ups and known gaps; a
+    /// subscriber that falls behind by more than
+    /// [`super::subscribe::SUBSCRIPTION_CAPACITY`] events is told how many it missed.
+    ///
+    /// ```no_run
+    /// # let node: plumcore::node::embed::Node = todo!();
+    /// let orders = node.subscribe("orders.>").expect("a valid filter");
+    /// while let Some(event) = orders.recv() {
+    ///     println!("{event:?}");
+    /// }
+    /// ```
+    pub fn subscribe(&self, filter: &str) -> Result<Subscription, SubjectError> {
+        self.subscribe_with_capacity(filter, super::subscribe::SUBSCRIPTION_CAPACITY)
     }
 
     /// Like [`Node::subscribe`], holding at most `capacity` unread events before it
     /// counts the rest as missed.
-    pub fn subscribe_with_capacity(&self, capacity: usize) -> Subscription {
-        self.subscribers.subscribe_with_capacity(capacity)
+    pub fn subscribe_with_capacity(
+        &self,
+        filter: &str,
+        capacity: usize,
+    ) -> Result<Subscription, SubjectError> {
+        let f = Filter::parse(filter)?;
+        Ok(self.subscribers.subscribe_filtered(Some(f), capacity))
     }
 
     /// The node's latest state, as `/status` shows it.

@@ -5,13 +5,15 @@
 //! channel cannot take is counted and arrives as one [`Event::Lagged`] in its place,
 //! before the next event that fits: a subscriber always learns how much it missed.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::client::subject::Filter;
 use crate::ids::{MessageId, NodeId};
 use crate::topic::Topic;
 
@@ -45,12 +47,91 @@ pub enum Event {
 
 /// A stream of [`Event`]s. Dropping it unsubscribes. Iterating blocks until the next
 /// event and ends when the node shuts down.
+///
+/// To drive it from an event loop (tokio, glommio, epoll) instead of a thread, poll
+/// the file descriptor of [`Subscription::readiness`] for readability and call
+/// [`Subscription::try_next`] until it returns `None`.
 #[derive(Debug)]
 pub struct Subscription {
     rx: Receiver<Event>,
+    ready: Arc<OnceLock<Readiness>>,
+}
+
+/// An eventfd that is readable while its subscription may have events waiting.
+#[derive(Debug)]
+pub struct Readiness {
+    fd: OwnedFd,
+}
+
+impl Readiness {
+    fn new() -> std::io::Result<Readiness> {
+        // SAFETY: eventfd takes no pointers; a negative return is an error, else a
+        // fresh descriptor this value now owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(Readiness {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes the descriptor readable (the writer side, after a send).
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local buffer to a descriptor we own; a
+        // full counter (EAGAIN) already means readable, so the result is ignored.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    /// Makes it unreadable again (the reader side, before re-checking the queue).
+    fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from a descriptor
+        // we own; EAGAIN (already clear) is fine.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+impl AsRawFd for Readiness {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl Subscription {
+    /// The next event if one waits now, without blocking; for readiness-driven
+    /// readers (see [`Subscription::readiness`]): once it returns `None` the
+    /// descriptor is clear, and becomes readable again with the next event.
+    pub fn try_next(&self) -> Option<Event> {
+        if let Ok(e) = self.rx.try_recv() {
+            return Some(e);
+        }
+        // Clear, then look again: an event sent before the clear is seen here, one
+        // sent after it signals again.
+        if let Some(r) = self.ready.get() {
+            r.clear();
+        }
+        self.rx.try_recv().ok()
+    }
+
+    /// A file descriptor (an eventfd) readable while events may be waiting, for
+    /// `AsyncFd` (tokio), glommio or epoll. Created on first use; events already
+    /// queued make it readable at once.
+    pub fn readiness(&self) -> std::io::Result<&Readiness> {
+        if self.ready.get().is_none() {
+            let r = Readiness::new()?;
+            if !self.rx.is_empty() {
+                r.signal();
+            }
+            let _ = self.ready.set(r);
+        }
+        self.ready
+            .get()
+            .ok_or_else(|| std::io::Error::other("readiness handle unavailable"))
+    }
+
     /// The next event, waiting for it; `None` once the node has shut down and every
     /// event was read.
     pub fn recv(&self) -> Option<Event> {
@@ -87,12 +168,29 @@ struct Subscriber {
     tx: Sender<Event>,
     /// Events not taken since the last one that was, to report as `Lagged`.
     missed: u64,
+    /// Only messages whose topic matches (everything else still reaches it).
+    filter: Option<Filter>,
+    /// The reader's readiness descriptor, once it asked for one.
+    ready: Arc<OnceLock<Readiness>>,
 }
 
 impl Subscriber {
     /// Hands `e` over, first the `Lagged` it owes; false once the subscription is
     /// gone. Counts what does not fit into `missed` and `lagged`.
     fn offer(&mut self, e: &Event, lagged: &AtomicU64) -> bool {
+        if let (Some(f), Event::Message { topic, .. }) = (&self.filter, e) {
+            if !f.matches(topic.as_str()) {
+                return true;
+            }
+        }
+        let sent = self.send(e, lagged);
+        if let Some(r) = self.ready.get() {
+            r.signal();
+        }
+        sent
+    }
+
+    fn send(&mut self, e: &Event, lagged: &AtomicU64) -> bool {
         if self.missed > 0 {
             match self.tx.try_send(Event::Lagged {
                 missed: self.missed,
@@ -149,11 +247,23 @@ impl Subscribers {
 
     /// A new subscription holding at most `capacity` unread events (at least 1).
     pub fn subscribe_with_capacity(&self, capacity: usize) -> Subscription {
+        self.subscribe_filtered(None, capacity)
+    }
+
+    /// A subscription to the messages whose topic matches `filter` (all of them for
+    /// `None`), plus every non-message event, holding at most `capacity` unread.
+    pub fn subscribe_filtered(&self, filter: Option<Filter>, capacity: usize) -> Subscription {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let ready = Arc::new(OnceLock::new());
         let mut l = self.lock();
-        l.push(Subscriber { tx, missed: 0 });
+        l.push(Subscriber {
+            tx,
+            missed: 0,
+            filter,
+            ready: ready.clone(),
+        });
         self.count.store(l.len() as u64, Ordering::Relaxed);
-        Subscription { rx }
+        Subscription { rx, ready }
     }
 
     /// Hands `e` to every subscription (never waits).
