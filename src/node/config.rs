@@ -692,6 +692,14 @@ impl NodeConfig {
         }
     }
 
+    /// Sets the application's validator (see [`crate::protocol::validate`]): run on
+    /// the shards for every message received from a peer, before it is delivered or
+    /// relayed.
+    pub fn validator(mut self, v: impl crate::protocol::Validator) -> Self {
+        self.protocol = self.protocol.validator(v);
+        self
+    }
+
     /// Where the client port listens; `None` for `off`.
     pub fn client_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let v = self.client_listen.trim();

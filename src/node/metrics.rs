@@ -587,6 +587,31 @@ impl Collector for SnapshotCollector {
                 &series,
             )?;
         }
+        {
+            let sum = |f: fn(&crate::protocol::validate::ValidationCounts) -> u64| {
+                s.shards
+                    .iter()
+                    .map(|sh| f(&sh.stats.validation))
+                    .fold(0, u64::saturating_add)
+            };
+            let verdict = |v: &str, n: u64| (vec![("verdict", v.to_string())], n);
+            write_counters(
+                &mut enc,
+                "plumtree_validation",
+                "Messages received from peers by the validator's verdict (none without a validator); rejected and ignored ones are neither delivered nor relayed.",
+                &[
+                    verdict("accept", sum(|v| v.accepted)),
+                    verdict("reject", sum(|v| v.rejected)),
+                    verdict("ignore", sum(|v| v.ignored)),
+                ],
+            )?;
+            write_counters(
+                &mut enc,
+                "plumtree_validation_panics",
+                "Validator calls that panicked (their messages counted as ignored).",
+                &[(Vec::new(), sum(|v| v.panics))],
+            )?;
+        }
         write_counters(
             &mut enc,
             "plumtree_decode_errors",
@@ -1024,6 +1049,12 @@ mod tests {
                     window: 2,
                     evicted: 0,
                 },
+                validation: crate::protocol::validate::ValidationCounts {
+                    accepted: 10,
+                    rejected: 3,
+                    ignored: 2,
+                    panics: 1,
+                },
                 // One batch of 1 id, one of 3, one of 100.
                 ihave_batch_sizes: [1, 0, 1, 0, 0, 0, 0, 1],
                 ..ShardStats::default()
@@ -1226,6 +1257,10 @@ mod tests {
         assert_eq!(get("plumtree_subscribers"), 2.0);
         assert_eq!(get("plumtree_subscriber_lagged_total"), 9.0);
         assert_eq!(get("plumtree_client_connections"), 2.0);
+        // Both shards of the snapshot carry these counts: summed.
+        assert_eq!(get("plumtree_validation_total{verdict=\"reject\"}"), 6.0);
+        assert_eq!(get("plumtree_validation_total{verdict=\"ignore\"}"), 4.0);
+        assert_eq!(get("plumtree_validation_panics_total"), 2.0);
         assert_eq!(get("plumtree_client_messages_total{direction=\"in\"}"), 9.0);
         assert_eq!(
             get("plumtree_client_errors_total{reason=\"unknown_op\"}"),

@@ -119,6 +119,19 @@ pub struct ProtocolConfig {
     pub anti_entropy_max_pulls: usize,
     /// Most digest replies per round interval.
     pub anti_entropy_max_replies: usize,
+    /// The application's validator, run on every message received from a peer
+    /// before it is delivered or relayed (see [`super::validate`]); set in code
+    /// ([`ProtocolConfig::validator`]), never in a file.
+    #[serde(skip)]
+    pub validator: Option<super::validate::ValidatorHandle>,
+}
+
+impl ProtocolConfig {
+    /// Sets the validator: `cfg.validator(|m: &MessageView| Verdict::Accept)`.
+    pub fn validator(mut self, v: impl super::validate::Validator) -> Self {
+        self.validator = Some(super::validate::ValidatorHandle::new(v));
+        self
+    }
 }
 
 impl Default for ProtocolConfig {
@@ -155,6 +168,7 @@ impl Default for ProtocolConfig {
             anti_entropy_max_blocks: 64,
             anti_entropy_max_pulls: 256,
             anti_entropy_max_replies: 8,
+            validator: None,
         }
     }
 }

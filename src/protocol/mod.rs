@@ -16,6 +16,7 @@ pub mod roots;
 pub mod seen;
 pub mod shard;
 pub mod stats;
+pub mod validate;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use bytes::Bytes;
 pub use config::{ConfigError, Mode, ProtocolConfig};
 pub use shard::{BroadcastError, CleanupProgress, Shard};
 pub use stats::ShardStats;
+pub use validate::{MessageView, Validator, ValidatorHandle, Verdict};
 
 use crate::ids::{MessageId, NodeId};
 use crate::topic::Topic;

@@ -19,6 +19,7 @@ use super::peers::{bit, bits, remap_mask, Neighbors};
 use super::roots::RootTrees;
 use super::seen::{Seen, SeenMap};
 use super::stats::ShardStats;
+use super::validate::{MessageView, Verdict};
 use super::{Event, Time, Timer};
 use crate::ids::{MessageId, NodeId};
 use crate::topic::Topic;
@@ -469,6 +470,22 @@ impl Shard {
         self.emit_gaps();
         match seen {
             Seen::New => {
+                if let Some(v) = &self.cfg.validator {
+                    let view = MessageView {
+                        id,
+                        topic: &topic,
+                        payload: &payload,
+                        hops: round.saturating_add(1),
+                    };
+                    let (verdict, panicked) = v.check(&view);
+                    self.stats.validation.count(verdict, panicked);
+                    if verdict != Verdict::Accept {
+                        // Seen (nobody is asked for it again), not delivered, cached
+                        // or relayed; its graft, if one waited, is done.
+                        self.pending.remove(&id);
+                        return;
+                    }
+                }
                 self.stats.delivered += 1;
                 if let Some(pg) = self.pending.remove(&id) {
                     if pg.attempts > 0 {

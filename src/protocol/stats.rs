@@ -86,6 +86,8 @@ pub struct ShardStats {
     pub seen_holes_merged: u64,
     /// Messages declared unrecoverable (known gaps), by reason.
     pub unrecoverable: crate::protocol::gap::GapCounts,
+    /// Received messages by the validator's verdict (all zero without one).
+    pub validation: crate::protocol::validate::ValidationCounts,
     pub cache_evictions: u64,
     pub cache_expirations: u64,
     // Gauges.
