@@ -1047,6 +1047,7 @@ mod tests {
                 },
                 admin: Default::default(),
                 client: Default::default(),
+                delivery_log: Default::default(),
             }
         }
 

@@ -121,6 +121,13 @@ pub struct NodeConfig {
     /// before further messages for it are counted as missed (it is then told with
     /// `-ERR 'Slow Consumer'` and a `$PLUMCORE.lagged` message carrying the count).
     pub max_pending_bytes: usize,
+    /// How long the deliveries file's log keeps a delivery its reader has not taken
+    /// (a stalled FIFO), in ms; `None`: `protocol.message_cache_ttl`, the time the
+    /// payload cache holds the same payloads anyway.
+    pub delivery_retention_ms: Option<u64>,
+    /// Bytes the log may hold (payload, topic and about 96 bytes per delivery);
+    /// default 256 MiB, `max_cached_bytes`' default, for the same reason.
+    pub delivery_retention_bytes: usize,
 }
 
 /// The default of `client_listen`.
@@ -182,6 +189,8 @@ impl Default for NodeConfig {
             max_clients: 1024,
             max_subscriptions: 1024,
             max_pending_bytes: 16 << 20,
+            delivery_retention_ms: None,
+            delivery_retention_bytes: 256 << 20,
             log_format: LogFormat::Text,
         }
     }
@@ -700,6 +709,14 @@ impl NodeConfig {
         self
     }
 
+    /// The deliveries file's retention (its default is the payload cache's TTL).
+    pub fn delivery_retention(&self) -> std::time::Duration {
+        self.delivery_retention_ms.map_or(
+            self.protocol.message_cache_ttl,
+            std::time::Duration::from_millis,
+        )
+    }
+
     /// Where the client port listens; `None` for `off`.
     pub fn client_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let v = self.client_listen.trim();
@@ -799,7 +816,14 @@ impl NodeConfig {
             }
         }
         self.client_listen_addr()?;
+        if self.delivery_retention_ms == Some(0) {
+            return Err(ConfigError::invalid(
+                "delivery_retention_ms",
+                "must be at least 1",
+            ));
+        }
         for (key, v) in [
+            ("delivery_retention_bytes", self.delivery_retention_bytes),
             ("max_clients", self.max_clients),
             ("max_subscriptions", self.max_subscriptions),
             ("max_pending_bytes", self.max_pending_bytes),

@@ -102,11 +102,17 @@ impl Node {
     pub fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let p = super::prepare(&cfg)?;
         let subscribers = Subscribers::default();
-        let (sink, sink_tx) = DeliverySink::start_with_subscribers(
+        let log_gauges = Arc::new(super::retention::LogGauges::default());
+        let (sink, sink_tx) = DeliverySink::start_with_retention(
             cfg.deliveries.as_deref(),
             sink::SINK_CAPACITY,
             Some(p.names),
             Some(subscribers.clone()),
+            sink::Retention {
+                time: cfg.delivery_retention(),
+                bytes: cfg.delivery_retention_bytes,
+                gauges: log_gauges.clone(),
+            },
         )
         .map_err(|e| {
             // A path the operator gave that cannot be opened is an input error.
@@ -127,6 +133,7 @@ impl Node {
                 other => NodeError::Environment(other.to_string()),
             })?;
         let backend = running.backend();
+        backend.set_delivery_log(log_gauges);
         // Before the admin plane: once `/status` answers, the client port listens.
         let client_port = start_client_port(
             &cfg,

@@ -892,7 +892,29 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "plumtree_subscriber_lagged",
             "Events a library subscription or a client-port connection missed (it was told: a Lagged event, or -ERR 'Slow Consumer' and a $PLUMCORE.lagged message).",
-            &[(none.clone(), s.subscriber_lagged + s.client.lagged)],
+            &[(
+                none.clone(),
+                s.subscriber_lagged + s.client.lagged + s.delivery_log.lagged,
+            )],
+        )?;
+        let l = &s.delivery_log;
+        write_gauges(
+            &mut enc,
+            "plumtree_delivery_log_entries",
+            "Deliveries the deliveries file's retention log holds (bounded by delivery_retention_ms and delivery_retention_bytes).",
+            &[(none.clone(), l.entries)],
+        )?;
+        write_gauges(
+            &mut enc,
+            "plumtree_delivery_log_bytes",
+            "Bytes the deliveries file's retention log holds.",
+            &[(none.clone(), l.bytes)],
+        )?;
+        write_counters(
+            &mut enc,
+            "plumtree_delivery_log_dropped",
+            "Deliveries the retention log dropped by age or size (read or not).",
+            &[(none.clone(), l.dropped)],
         )?;
         let c = &s.client;
         write_gauges(
@@ -1142,6 +1164,12 @@ mod tests {
                 header_too_large: 3,
                 ..Default::default()
             },
+            delivery_log: crate::node::snapshot::DeliveryLogSnapshot {
+                entries: 5,
+                bytes: 500,
+                dropped: 3,
+                lagged: 2,
+            },
             client: crate::node::client_port::ClientPortSnapshot {
                 connections: 2,
                 messages_in: 9,
@@ -1255,7 +1283,10 @@ mod tests {
         assert_eq!(get("plumtree_loop_errors_total{loop=\"heartbeat\"}"), 1.0);
         assert_eq!(get("plumtree_broadcasts_refused_total"), 6.0);
         assert_eq!(get("plumtree_subscribers"), 2.0);
-        assert_eq!(get("plumtree_subscriber_lagged_total"), 9.0);
+        // Library subscriptions (9) and the deliveries file's reader (2).
+        assert_eq!(get("plumtree_subscriber_lagged_total"), 11.0);
+        assert_eq!(get("plumtree_delivery_log_entries"), 5.0);
+        assert_eq!(get("plumtree_delivery_log_dropped_total"), 3.0);
         assert_eq!(get("plumtree_client_connections"), 2.0);
         // Both shards of the snapshot carry these counts: summed.
         assert_eq!(get("plumtree_validation_total{verdict=\"reject\"}"), 6.0);

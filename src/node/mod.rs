@@ -12,6 +12,7 @@ mod members;
 pub mod metrics;
 pub mod overload;
 pub mod ratelimit;
+pub mod retention;
 pub mod runtime;
 pub mod seeds;
 

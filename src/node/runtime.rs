@@ -194,6 +194,8 @@ pub(super) struct Shared {
     pub max_message: usize,
     /// The client port's counters (zero while it is off).
     pub client_port: Arc<super::client_port::ClientPortStats>,
+    /// The deliveries file's log, once the embedding node says where it is.
+    pub delivery_log: std::sync::OnceLock<Arc<super::retention::LogGauges>>,
     pub started: Instant,
     pub shutting_down: AtomicBool,
     /// Set by shutdown, which then rings `control_bell`.
@@ -271,6 +273,11 @@ impl NodeBackend {
     pub fn node_id(&self) -> NodeId {
         self.0.node_id
     }
+
+    /// Where the deliveries file's log reports (shown in `/status` and `/metrics`).
+    pub fn set_delivery_log(&self, gauges: Arc<super::retention::LogGauges>) {
+        let _ = self.0.delivery_log.set(gauges);
+    }
 }
 
 impl AdminBackend for NodeBackend {
@@ -286,6 +293,15 @@ impl AdminBackend for NodeBackend {
         s.broadcasts_accepted = self.0.accepted.load(Ordering::Relaxed);
         s.broadcasts_refused = self.0.refused.load(Ordering::Relaxed);
         s.client = self.0.client_port.load();
+        if let Some(g) = self.0.delivery_log.get() {
+            let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.delivery_log = super::snapshot::DeliveryLogSnapshot {
+                entries: r(&g.entries),
+                bytes: r(&g.bytes),
+                dropped: r(&g.dropped),
+                lagged: r(&g.lagged),
+            };
+        }
         s.degraded = self
             .0
             .degraded
@@ -667,6 +683,7 @@ pub fn start_with(
         membership: Default::default(),
         admin: Default::default(),
         client: Default::default(),
+        delivery_log: Default::default(),
     };
     let (loop_tx, loop_rx) = bounded(16);
     let (chaos_tx, chaos_rx) = if cfg.chaos {
@@ -687,6 +704,7 @@ pub fn start_with(
                 + 1,
         ),
         client_port: Default::default(),
+        delivery_log: Default::default(),
         started,
         shutting_down: AtomicBool::new(false),
         stop: AtomicBool::new(false),

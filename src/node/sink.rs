@@ -27,6 +27,7 @@ use crate::ids::MessageId;
 use crate::protocol::gap::Gap;
 use crate::topic::Topic;
 
+use super::retention::{LogGauges, Read, RetentionLog};
 use super::snapshot::{id_hex, node_hex, NameBook};
 use super::subscribe::{Event, Subscribers};
 
@@ -127,7 +128,49 @@ impl SinkSender {
 pub struct DeliverySink {
     stop_tx: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,
+    /// Writes the file from `log`.
+    file_thread: Option<JoinHandle<()>>,
+    log: Option<Arc<RetentionLog<FileLine>>>,
     written: Arc<AtomicU64>,
+}
+
+/// How long, and within how many bytes, the deliveries file's log keeps what the
+/// file's reader has not taken yet.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub time: std::time::Duration,
+    pub bytes: usize,
+    /// Where the log reports its size and drops.
+    pub gauges: Arc<LogGauges>,
+}
+
+impl Default for Retention {
+    /// The payload cache's defaults: 60 s (`message_cache_ttl`) and 256 MiB
+    /// (`max_cached_bytes`), so the log never pins more payload than the cache may.
+    fn default() -> Self {
+        Retention {
+            time: std::time::Duration::from_secs(60),
+            bytes: 256 << 20,
+            gauges: Arc::default(),
+        }
+    }
+}
+
+/// What the file thread writes: one line each.
+#[derive(Debug, Clone)]
+enum FileLine {
+    Delivery(Delivery),
+    Gap(Gap),
+    /// Deliveries the shards could not hand over (the queue was full).
+    Lagged(u64),
+}
+
+/// Bytes an entry is counted for in the log (payload plus bookkeeping).
+fn line_bytes(l: &FileLine) -> usize {
+    match l {
+        FileLine::Delivery(d) => d.payload.len() + d.topic.len() + 96,
+        FileLine::Gap(_) | FileLine::Lagged(_) => 96,
+    }
 }
 
 impl DeliverySink {
@@ -164,12 +207,26 @@ impl DeliverySink {
         names: Option<NameBook>,
         subscribers: Option<Subscribers>,
     ) -> io::Result<(DeliverySink, SinkSender)> {
+        Self::start_with_retention(target, capacity, names, subscribers, Retention::default())
+    }
+
+    /// Like [`DeliverySink::start_with_subscribers`], with the file's delivery log
+    /// keeping deliveries for `retention`.
+    pub fn start_with_retention(
+        target: Option<&str>,
+        capacity: usize,
+        names: Option<NameBook>,
+        subscribers: Option<Subscribers>,
+        retention: Retention,
+    ) -> io::Result<(DeliverySink, SinkSender)> {
         let written = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         if target.is_none() && subscribers.is_none() {
             let sink = DeliverySink {
                 stop_tx: None,
                 handle: None,
+                file_thread: None,
+                log: None,
                 written,
             };
             return Ok((
@@ -193,14 +250,36 @@ impl DeliverySink {
         let lost = Arc::clone(&dropped);
         let fed = subscribers.clone();
         let file = out.is_some();
+        // The file is written by a thread of its own from the delivery log, so a
+        // stalled reader (a FIFO) holds up neither the shards nor the subscribers.
+        let (log, file_thread) = match out {
+            None => (None, None),
+            Some(o) => {
+                let log = Arc::new(RetentionLog::with_gauges(
+                    retention.time,
+                    retention.bytes,
+                    retention.gauges,
+                ));
+                let mut fw = FileWriter {
+                    out: BufWriter::with_capacity(1 << 16, o),
+                    failed: false,
+                    written: counter,
+                    names,
+                    log: log.clone(),
+                    cursor: log.end(),
+                };
+                let t = std::thread::Builder::new()
+                    .name("deliveries-file".into())
+                    .spawn(move || fw.run())?;
+                (Some(log), Some(t))
+            }
+        };
+        let writer_log = log.clone();
         let handle = std::thread::Builder::new()
             .name("deliveries".into())
             .spawn(move || {
                 let mut w = Writer {
-                    out: out.map(|o| BufWriter::with_capacity(1 << 16, o)),
-                    failed: false,
-                    written: counter,
-                    names,
+                    log: writer_log,
                     subscribers,
                     dropped: lost,
                     reported: 0,
@@ -210,6 +289,8 @@ impl DeliverySink {
         let sink = DeliverySink {
             stop_tx: Some(stop_tx),
             handle: Some(handle),
+            file_thread,
+            log,
             written,
         };
         Ok((
@@ -241,6 +322,30 @@ impl DeliverySink {
                 tracing::error!("deliveries writer thread panicked");
             }
         }
+        // The writer closed the log; the file thread writes what is left. A reader
+        // that never takes it (a stalled FIFO) must not hold up the shutdown.
+        if let Some(t) = self.file_thread.take() {
+            let deadline = std::time::Instant::now() + FILE_DRAIN_GRACE;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else if let Some(log) = &self.log {
+                let (left, _, _) = log.usage();
+                tracing::warn!(
+                    grace = ?FILE_DRAIN_GRACE,
+                    held = left,
+                    "deliveries file: its reader did not take the last deliveries before shutdown"
+                );
+            }
+        }
+    }
+
+    /// Entries the deliveries file's log holds now, their bytes, and entries it
+    /// dropped (a reader that fell past the retention is told with a lagged line).
+    pub fn log_usage(&self) -> Option<(usize, usize, u64)> {
+        self.log.as_ref().map(|l| l.usage())
     }
 }
 
@@ -304,10 +409,8 @@ fn unix_nanos() -> u64 {
 /// The deliveries thread's state: the file (if any), the subscriptions (if any) and
 /// the count of refused events already reported.
 struct Writer {
-    out: Option<BufWriter<Box<dyn Write + Send>>>,
-    failed: bool,
-    written: Arc<AtomicU64>,
-    names: Option<NameBook>,
+    /// The deliveries file's log, when there is a file.
+    log: Option<Arc<RetentionLog<FileLine>>>,
     subscribers: Option<Subscribers>,
     /// Events the shards could not queue ([`SinkSender::dropped`]) ...
     dropped: Arc<AtomicU64>,
@@ -320,12 +423,7 @@ impl Writer {
         loop {
             crossbeam_channel::select! {
                 recv(rx) -> msg => match msg {
-                    Ok(e) => {
-                        self.handle(e);
-                        if rx.is_empty() {
-                            self.flush();
-                        }
-                    }
+                    Ok(e) => self.handle(e),
                     Err(_) => break,
                 },
                 recv(stop_rx) -> _ => break,
@@ -335,9 +433,18 @@ impl Writer {
             self.handle(e);
         }
         self.report_lagged();
-        self.flush();
+        if let Some(log) = &self.log {
+            log.close();
+        }
         if let Some(s) = &self.subscribers {
             s.close();
+        }
+    }
+
+    fn to_file(&self, line: FileLine) {
+        if let Some(log) = &self.log {
+            let bytes = line_bytes(&line);
+            log.push(line, bytes);
         }
     }
 
@@ -345,12 +452,8 @@ impl Writer {
         self.report_lagged();
         match e {
             SinkEvent::Delivery(d) => {
-                let wrote = self.write_line(|names| {
-                    let name = names.as_ref().and_then(|n| n.get(d.id.origin));
-                    format_named_line(&d, unix_nanos(), name.as_deref())
-                });
-                if wrote {
-                    self.written.fetch_add(1, Ordering::Relaxed);
+                if self.log.is_some() {
+                    self.to_file(FileLine::Delivery(d.clone()));
                 }
                 if let Some(s) = self.subscribers.as_ref().filter(|s| s.any()) {
                     s.publish(&Event::Message {
@@ -368,7 +471,7 @@ impl Writer {
                 }
             }
             SinkEvent::Gap(gap) => {
-                self.write_line(|_| format_gap_line(&gap));
+                self.to_file(FileLine::Gap(gap));
                 if let Some(s) = &self.subscribers {
                     s.publish(&Event::Gap {
                         origin: gap.origin,
@@ -388,21 +491,86 @@ impl Writer {
             return;
         }
         self.reported = dropped;
-        self.write_line(|_| format!("{{\"lagged\":{n}}}"));
+        self.to_file(FileLine::Lagged(n));
         if let Some(s) = &self.subscribers {
             s.missed_by_all(n);
+        }
+    }
+}
+
+/// How long a stopping sink waits for the file's reader to take the last lines.
+const FILE_DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The deliveries file's thread: reads the delivery log from its cursor and writes
+/// lines, flushing whenever it has caught up. A write that blocks (a FIFO nobody
+/// reads) blocks only this thread; the log keeps what arrives meanwhile, and what
+/// falls past the retention comes back as one `{"lagged":N}` line. After a write
+/// error it stops writing (logged once).
+struct FileWriter {
+    out: BufWriter<Box<dyn Write + Send>>,
+    failed: bool,
+    written: Arc<AtomicU64>,
+    names: Option<NameBook>,
+    log: Arc<RetentionLog<FileLine>>,
+    cursor: u64,
+}
+
+impl FileWriter {
+    fn run(&mut self) {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            match self.log.read(
+                &mut self.cursor,
+                1024,
+                std::time::Duration::from_millis(200),
+                &mut batch,
+            ) {
+                Read::Entries => {
+                    for line in std::mem::take(&mut batch) {
+                        self.write(&line);
+                    }
+                }
+                Read::Lagged(n) => {
+                    tracing::warn!(
+                        missed = n,
+                        "deliveries file: its reader fell past the retention"
+                    );
+                    self.write_line(|_| format!("{{\"lagged\":{n}}}"));
+                }
+                Read::Idle => self.flush(),
+                Read::Closed => break,
+            }
+        }
+        self.flush();
+    }
+
+    fn write(&mut self, line: &FileLine) {
+        match line {
+            FileLine::Delivery(d) => {
+                let wrote = self.write_line(|names| {
+                    let name = names.as_ref().and_then(|n| n.get(d.id.origin));
+                    format_named_line(d, unix_nanos(), name.as_deref())
+                });
+                if wrote {
+                    self.written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            FileLine::Gap(g) => {
+                self.write_line(|_| format_gap_line(g));
+            }
+            FileLine::Lagged(n) => {
+                self.write_line(|_| format!("{{\"lagged\":{n}}}"));
+            }
         }
     }
 
     /// Writes one line to the file, if there is one that still works.
     fn write_line(&mut self, line: impl FnOnce(&Option<NameBook>) -> String) -> bool {
-        let Some(out) = &mut self.out else {
-            return false;
-        };
         if self.failed {
             return false;
         }
-        match writeln!(out, "{}", line(&self.names)) {
+        match writeln!(self.out, "{}", line(&self.names)) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "deliveries: write failed; further deliveries are discarded");
@@ -413,9 +581,8 @@ impl Writer {
     }
 
     fn flush(&mut self) {
-        let Some(out) = &mut self.out else { return };
         if !self.failed {
-            if let Err(e) = out.flush() {
+            if let Err(e) = self.out.flush() {
                 tracing::warn!(error = %e, "deliveries: flush failed; further deliveries are discarded");
                 self.failed = true;
             }

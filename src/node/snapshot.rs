@@ -361,6 +361,18 @@ pub struct NodeSnapshot {
     pub admin: super::admin::AdminRejected,
     /// The NATS-compatible client port's counters.
     pub client: super::client_port::ClientPortSnapshot,
+    /// The deliveries file's retention log.
+    pub delivery_log: DeliveryLogSnapshot,
+}
+
+/// The deliveries file's retention log: what it holds, what it dropped, and what its
+/// reader missed (told with `{"lagged":N}` lines).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DeliveryLogSnapshot {
+    pub entries: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub lagged: u64,
 }
 
 /// Why `POST /broadcast` was refused.
