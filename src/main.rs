@@ -2,6 +2,7 @@
 
 mod launcher;
 mod members_cmd;
+mod pubsub_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ enum Command {
     Cluster(launcher::ClusterArgs),
     /// Show a running node's HyParView views (active and passive) from its admin plane.
     Members(members_cmd::MembersArgs),
+    /// Publish to a node's client port: each stdin line, or --count generated messages.
+    Pub(pubsub_cmd::PubArgs),
+    /// Subscribe on a node's client port and print each message (ndjson or raw).
+    Sub(pubsub_cmd::SubArgs),
     /// Run the deterministic simulator: many protocol nodes over a virtual network.
     Sim(SimArgs),
     /// The bundled load generator: runs the `plumcore-bench` binary next to this one
@@ -364,6 +369,18 @@ fn run_bench(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
+/// Exit code of `plumcore pub`/`sub`: 2 for an argument refused before connecting,
+/// 1 for anything the server or the network did; the error printed in one line.
+fn client_exit(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            ExitCode::from(if e.is::<pubsub_cmd::BadArg>() { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -381,6 +398,8 @@ fn main() -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Pub(a) => Ok(client_exit(pubsub_cmd::run_pub(&a))),
+        Command::Sub(a) => Ok(client_exit(pubsub_cmd::run_sub(&a))),
         Command::Sim(a) => run_sim(a),
         Command::Bench { args } => run_bench(args),
         Command::CheckCoreMap { file } => Ok(check_core_map(file)),

@@ -1,9 +1,10 @@
 //! The NATS core client protocol as text on the wire: [`parse`] takes one client op
 //! off the front of a receive buffer, the `encode_*` functions append server ops to a
-//! send buffer. Framing, limits and error texts follow nats-server so stock clients
-//! (async-nats, `nats` CLI) behave as they would against it. Headers (HPUB) are not
-//! spoken yet; INFO says so (`headers: false`), so well-behaved clients never send
-//! them.
+//! send buffer. For tools that speak to a node (`plumcore pub`, `plumcore sub`),
+//! [`parse_server`] reads server ops and `encode_pub`/`encode_sub` write client ones.
+//! Framing, limits and error texts follow nats-server so stock clients (async-nats,
+//! `nats` CLI) behave as they would against it. Headers (HPUB) are not spoken yet;
+//! INFO says so (`headers: false`), so well-behaved clients never send them.
 
 use bytes::{BufMut, Bytes};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -178,7 +179,8 @@ pub enum ProtoError {
     /// No line end within the control line limit.
     #[error("control line longer than {max} bytes")]
     ControlLineTooLong { max: usize },
-    /// A verb this protocol does not have (or a server-side one like MSG).
+    /// A verb this protocol does not have, or one of the other direction (MSG from a
+    /// client, PUB from a server).
     #[error("unknown protocol operation {0:?}")]
     UnknownOp(String),
     /// A verb of the protocol this node does not speak yet (HPUB, HMSG).
@@ -295,12 +297,13 @@ fn subject_text(s: &[u8]) -> Result<&str, SubjectError> {
     std::str::from_utf8(s).map_err(|_| SubjectError::NotUtf8)
 }
 
-/// Parses one op from the front of `buf`: `Ok(None)` when more bytes are needed,
-/// otherwise the op and how many bytes it took. Verbs are case-insensitive,
-/// arguments are separated by spaces or tabs, lines end in CRLF or a bare LF; a PUB
-/// payload must be followed by CRLF. Never waits for more than the limits allow, so a
-/// receive buffer of `max_control_line + max_payload + 4` bytes always suffices.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(ClientOp, usize)>, ProtoError> {
+/// A control line: its verb, the arguments after it, and the offset just past its
+/// line end.
+type ControlLine<'a> = (&'a [u8], &'a [u8], usize);
+
+/// The control line at the front of `buf`; `Ok(None)` while its line end has not
+/// arrived (and the limit is not yet exceeded). Shared by both directions.
+fn control_line<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<ControlLine<'a>>, ProtoError> {
     let too_long = ProtoError::ControlLineTooLong {
         max: limits.max_control_line,
     };
@@ -320,7 +323,44 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(ClientOp, usize)>, P
     }
     let verb_len = line.iter().position(|&b| is_blank(b)).unwrap_or(line.len());
     let (verb, rest) = line.split_at(verb_len);
-    let rest = rest.trim_ascii_start();
+    Ok(Some((verb, rest.trim_ascii_start(), end)))
+}
+
+/// The `size` payload bytes starting at `end` and the offset past their CRLF;
+/// `Ok(None)` until all have arrived. A wrong byte where the CRLF belongs is
+/// reported as soon as it arrives.
+fn framed_payload(
+    buf: &[u8],
+    end: usize,
+    size: usize,
+) -> Result<Option<(&[u8], usize)>, ProtoError> {
+    let payload_end = end.saturating_add(size);
+    let total = payload_end.saturating_add(2);
+    if buf.get(payload_end).is_some_and(|&b| b != b'\r')
+        || buf
+            .get(payload_end.saturating_add(1))
+            .is_some_and(|&b| b != b'\n')
+    {
+        return Err(ProtoError::BadPayloadTerminator);
+    }
+    let Some(payload) = buf.get(end..payload_end) else {
+        return Ok(None);
+    };
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((payload, total)))
+}
+
+/// Parses one op from the front of `buf`: `Ok(None)` when more bytes are needed,
+/// otherwise the op and how many bytes it took. Verbs are case-insensitive,
+/// arguments are separated by spaces or tabs, lines end in CRLF or a bare LF; a PUB
+/// payload must be followed by CRLF. Never waits for more than the limits allow, so a
+/// receive buffer of `max_control_line + max_payload + 4` bytes always suffices.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(ClientOp, usize)>, ProtoError> {
+    let Some((verb, rest, end)) = control_line(buf, limits)? else {
+        return Ok(None);
+    };
     let is = |v: &str| verb.eq_ignore_ascii_case(v.as_bytes());
 
     let op = if is("PUB") {
@@ -416,21 +456,9 @@ fn parse_pub(
     if size > limits.max_payload {
         return Err(too_large(size));
     }
-    let payload_end = end.saturating_add(size);
-    let total = payload_end.saturating_add(2);
-    if buf.get(payload_end).is_some_and(|&b| b != b'\r')
-        || buf
-            .get(payload_end.saturating_add(1))
-            .is_some_and(|&b| b != b'\n')
-    {
-        return Err(ProtoError::BadPayloadTerminator);
-    }
-    let Some(payload) = buf.get(end..payload_end) else {
+    let Some((payload, total)) = framed_payload(buf, end, size)? else {
         return Ok(None);
     };
-    if buf.len() < total {
-        return Ok(None);
-    }
     let invalid = |source| ProtoError::InvalidSubject {
         op: "PUB",
         consumed: total,
@@ -543,6 +571,109 @@ pub fn encode_ping<B: BufMut>(out: &mut B) {
 /// `PONG\r\n`.
 pub fn encode_pong<B: BufMut>(out: &mut B) {
     out.put_slice(b"PONG\r\n");
+}
+
+/// `SUB <filter> [queue] <sid>\r\n`: what a client sends to subscribe.
+pub fn encode_sub<B: BufMut>(filter: &str, queue: Option<&str>, sid: &str, out: &mut B) {
+    out.put_slice(b"SUB ");
+    out.put_slice(filter.as_bytes());
+    out.put_u8(b' ');
+    if let Some(q) = queue {
+        out.put_slice(q.as_bytes());
+        out.put_u8(b' ');
+    }
+    out.put_slice(sid.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// One op a server sent: what a client (`plumcore pub`, `plumcore sub`) reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOp {
+    /// INFO's JSON as text: a client reads only the fields it needs from it.
+    Info(String),
+    Msg {
+        subject: String,
+        sid: String,
+        reply: Option<String>,
+        payload: Bytes,
+    },
+    Ping,
+    Pong,
+    Ok,
+    /// `-ERR`'s text, without the quotes around it.
+    Err(String),
+}
+
+/// Parses one server op from the front of `buf`, as [`parse`] does client ops:
+/// `Ok(None)` when more bytes are needed, otherwise the op and how many bytes it
+/// took. Subjects are not checked (the server is trusted to route only what it
+/// accepted); `limits.max_payload` bounds a MSG as it bounds a PUB.
+pub fn parse_server(buf: &[u8], limits: &Limits) -> Result<Option<(ServerOp, usize)>, ProtoError> {
+    let Some((verb, rest, end)) = control_line(buf, limits)? else {
+        return Ok(None);
+    };
+    let is = |v: &str| verb.eq_ignore_ascii_case(v.as_bytes());
+    let no_args = |op: &'static str, v: ServerOp| {
+        if rest.trim_ascii_end().is_empty() {
+            Ok(Some((v, end)))
+        } else {
+            Err(ProtoError::BadArgs { op })
+        }
+    };
+    if is("MSG") {
+        let bad = ProtoError::BadArgs { op: "MSG" };
+        let mut args: Vec<&[u8]> = rest
+            .split(|&b| is_blank(b))
+            .filter(|a| !a.is_empty())
+            .take(5)
+            .collect();
+        let size = match args.len() {
+            3 | 4 => args.pop().unwrap_or_default(),
+            _ => return Err(bad),
+        };
+        let size = match parse_number(size) {
+            Ok(s) => usize::try_from(s).unwrap_or(usize::MAX),
+            Err(true) => usize::MAX,
+            Err(false) => return Err(bad),
+        };
+        if size > limits.max_payload {
+            return Err(ProtoError::PayloadTooLarge {
+                size,
+                max: limits.max_payload,
+            });
+        }
+        let Some((payload, total)) = framed_payload(buf, end, size)? else {
+            return Ok(None);
+        };
+        let op = ServerOp::Msg {
+            subject: utf8(args[0], "MSG")?,
+            sid: utf8(args[1], "MSG")?,
+            reply: args.get(2).map(|r| utf8(r, "MSG")).transpose()?,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        Ok(Some((op, total)))
+    } else if is("PING") {
+        no_args("PING", ServerOp::Ping)
+    } else if is("PONG") {
+        no_args("PONG", ServerOp::Pong)
+    } else if is("+OK") {
+        no_args("+OK", ServerOp::Ok)
+    } else if is("-ERR") {
+        let text = String::from_utf8_lossy(rest.trim_ascii_end());
+        let text = text
+            .strip_prefix('\'')
+            .and_then(|t| t.strip_suffix('\''))
+            .unwrap_or(&text);
+        Ok(Some((ServerOp::Err(text.trim().to_owned()), end)))
+    } else if is("INFO") {
+        let json = utf8(rest.trim_ascii_end(), "INFO")?;
+        Ok(Some((ServerOp::Info(json), end)))
+    } else if is("HMSG") {
+        Err(ProtoError::Unsupported("HMSG"))
+    } else {
+        let shown: String = String::from_utf8_lossy(verb).chars().take(32).collect();
+        Err(ProtoError::UnknownOp(shown))
+    }
 }
 
 #[cfg(test)]
@@ -893,6 +1024,142 @@ mod tests {
         assert_eq!(json["client_id"], 42);
         assert_eq!(json["go"], "plumcore");
         assert!(json.get("client_ip").is_none());
+    }
+
+    fn server_op(input: &[u8]) -> ServerOp {
+        match parse_server(input, &Limits::default()) {
+            Ok(Some((op, n))) => {
+                assert_eq!(n, input.len(), "whole input consumed");
+                op
+            }
+            other => panic!("{input:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_ops() {
+        assert_eq!(server_op(b"PING\r\n"), ServerOp::Ping);
+        assert_eq!(server_op(b"pong\n"), ServerOp::Pong);
+        assert_eq!(server_op(b"+OK\r\n"), ServerOp::Ok);
+        assert_eq!(
+            server_op(b"-ERR 'Slow Consumer'\r\n"),
+            ServerOp::Err("Slow Consumer".into())
+        );
+        assert_eq!(
+            server_op(b"-ERR Unquoted text \r\n"),
+            ServerOp::Err("Unquoted text".into())
+        );
+        assert_eq!(
+            server_op(b"INFO {\"max_payload\":1024}\r\n"),
+            ServerOp::Info("{\"max_payload\":1024}".into())
+        );
+        assert_eq!(
+            server_op(b"MSG a.b 7 2\r\nhi\r\n"),
+            ServerOp::Msg {
+                subject: "a.b".into(),
+                sid: "7".into(),
+                reply: None,
+                payload: Bytes::from_static(b"hi"),
+            }
+        );
+        assert_eq!(
+            server_op(b"MSG a.b 7 r.1 4\r\n\r\n\r\n\r\n"),
+            ServerOp::Msg {
+                subject: "a.b".into(),
+                sid: "7".into(),
+                reply: Some("r.1".into()),
+                payload: Bytes::from_static(b"\r\n\r\n"),
+            }
+        );
+        let srv = |b: &[u8]| parse_server(b, &Limits::default());
+        assert_eq!(srv(b"MSG a.b 7 2\r\nh"), Ok(None), "payload still coming");
+        assert_eq!(srv(b"MSG a.b 7"), Ok(None), "line still coming");
+        assert_eq!(
+            srv(b"MSG a.b 2\r\n"),
+            Err(ProtoError::BadArgs { op: "MSG" })
+        );
+        assert_eq!(
+            srv(b"MSG a 1 x 2 3\r\n"),
+            Err(ProtoError::BadArgs { op: "MSG" })
+        );
+        assert_eq!(
+            srv(b"MSG a 1 x\r\n"),
+            Err(ProtoError::BadArgs { op: "MSG" })
+        );
+        assert_eq!(
+            srv(b"MSG a 1 2\r\nhix"),
+            Err(ProtoError::BadPayloadTerminator)
+        );
+        assert_eq!(srv(b"PING x\r\n"), Err(ProtoError::BadArgs { op: "PING" }));
+        assert_eq!(
+            srv(b"PUB a 0\r\n\r\n"),
+            Err(ProtoError::UnknownOp("PUB".into()))
+        );
+        assert_eq!(
+            srv(b"HMSG a 1 2 2\r\n"),
+            Err(ProtoError::Unsupported("HMSG"))
+        );
+        assert!(matches!(
+            srv(b"MSG a 1 99999999999999999999999\r\n"),
+            Err(ProtoError::PayloadTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn what_the_port_encodes_a_client_parses() {
+        let mut out = Vec::new();
+        encode_info(&ServerInfo::default(), &mut out);
+        encode_msg("a.b", "1", None, b"x", &mut out);
+        encode_msg("a.b", "1", Some("r"), b"", &mut out);
+        encode_ping(&mut out);
+        encode_pong(&mut out);
+        encode_ok(&mut out);
+        encode_err("Slow Consumer", &mut out);
+        let mut rest = &out[..];
+        let mut ops = Vec::new();
+        while !rest.is_empty() {
+            let (op, n) = parse_server(rest, &Limits::default())
+                .expect("valid")
+                .expect("complete");
+            ops.push(op);
+            rest = &rest[n..];
+        }
+        assert!(matches!(&ops[0], ServerOp::Info(j) if j.starts_with('{')));
+        assert_eq!(
+            ops[1..],
+            [
+                ServerOp::Msg {
+                    subject: "a.b".into(),
+                    sid: "1".into(),
+                    reply: None,
+                    payload: Bytes::from_static(b"x"),
+                },
+                ServerOp::Msg {
+                    subject: "a.b".into(),
+                    sid: "1".into(),
+                    reply: Some("r".into()),
+                    payload: Bytes::new(),
+                },
+                ServerOp::Ping,
+                ServerOp::Pong,
+                ServerOp::Ok,
+                ServerOp::Err("Slow Consumer".into()),
+            ]
+        );
+        let mut out = Vec::new();
+        encode_sub("a.>", Some("q"), "3", &mut out);
+        encode_sub("a.*", None, "4", &mut out);
+        assert_eq!(out, b"SUB a.> q 3\r\nSUB a.* 4\r\n");
+        let (op, n) = one(&out).expect("valid").expect("complete");
+        assert_eq!(n, 13);
+        assert_eq!(
+            op,
+            ClientOp::Sub {
+                subject: "a.>".into(),
+                queue: Some("q".into()),
+                sid: "3".into(),
+            }
+        );
     }
 
     #[test]
