@@ -207,6 +207,13 @@ impl Hub {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes the subscription count (`plumtree_client_subscriptions`).
+    fn count_subs(&self, subs: &SubTable) {
+        self.stats
+            .subscriptions
+            .store(subs.len() as u64, Ordering::Relaxed);
+    }
+
     /// Routes one delivered message to every matching subscription (one member per
     /// queue group).
     fn dispatch(&self, subject: &str, payload: &[u8], routed: &mut Vec<(ClientId, Arc<str>)>) {
@@ -556,7 +563,11 @@ async fn connection(
             }
         }
     }
-    hub.subs().remove_client(id);
+    {
+        let mut subs = hub.subs();
+        subs.remove_client(id);
+        hub.count_subs(&subs);
+    }
     hub.clients().remove(&id);
     ob.close();
     let _ = writer.await;
@@ -623,10 +634,12 @@ impl Conn<'_> {
             } => {
                 let filter = Filter::parse(&subject)
                     .map_err(|_| Refusal("invalid_subject", "Invalid Subject".into()))?;
-                let r = self
-                    .hub
-                    .subs()
-                    .insert(self.id, &sid, filter, queue.as_deref());
+                let r = {
+                    let mut subs = self.hub.subs();
+                    let r = subs.insert(self.id, &sid, filter, queue.as_deref());
+                    self.hub.count_subs(&subs);
+                    r
+                };
                 match r {
                     Ok(()) => self.ok(),
                     Err(SubError::TooMany { .. }) => {
@@ -650,6 +663,7 @@ impl Conn<'_> {
                         subs.remove(self.id, &sid);
                     }
                 }
+                self.hub.count_subs(&subs);
                 drop(subs);
                 self.ok();
             }

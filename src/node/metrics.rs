@@ -891,7 +891,7 @@ impl Collector for SnapshotCollector {
         write_counters(
             &mut enc,
             "plumtree_subscriber_lagged",
-            "Events a library subscription or a client-port connection missed (it was told: a Lagged event, or -ERR 'Slow Consumer' and a $PLUMCORE.lagged message).",
+            "Events a library subscription, a client-port connection or the deliveries file's reader missed (each was told: a Lagged event; -ERR 'Slow Consumer' and a $PLUMCORE.lagged message; a lagged line).",
             &[(
                 none.clone(),
                 s.subscriber_lagged + s.client.lagged + s.delivery_log.lagged,
