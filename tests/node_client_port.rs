@@ -349,6 +349,11 @@ fn bad_client_input_gets_err_and_a_closed_connection() {
             "plumtree_client_errors_total{{reason={reason}}}"
         );
     }
+    // Only the good client's subscription is left (the others closed with theirs).
+    assert_eq!(
+        metric_sum(node.admin, "plumtree_client_subscriptions", None),
+        1.0
+    );
 }
 
 /// Parses a raw stream of server ops: returns (MSG payloads by sid, `-ERR` lines).
