@@ -620,6 +620,19 @@ impl Collector for SnapshotCollector {
         )?;
 
         {
+            let merged = super::topic_counts::merge(s.shards.iter().map(|sh| sh.topics.as_slice()));
+            let series: Vec<(Labels, u64)> = merged
+                .into_iter()
+                .map(|(t, n)| (vec![("topic", t)], n))
+                .collect();
+            write_counters(
+                &mut enc,
+                "plumtree_topic_deliveries",
+                "Deliveries by topic; the first 64 topics per shard (64 in all, the busiest) by name, the rest as topic=\"_other\".",
+                &series,
+            )?;
+        }
+        {
             let mut m = enc.encode_descriptor(
                 "plumtree_delivery_hops",
                 "Hops travelled by delivered messages.",
@@ -1055,6 +1068,7 @@ mod tests {
             addr: format!("127.0.0.1:{}", 7001 + i).parse().unwrap(),
             partitions: vec![i as u16],
             command_queue: 2,
+            topics: vec![("orders".into(), 5), ("_other".into(), 1)],
             peer_links: Vec::new(),
             loops: Vec::new(),
             tasks: Default::default(),
@@ -1288,6 +1302,14 @@ mod tests {
         assert_eq!(get("plumtree_delivery_log_entries"), 5.0);
         assert_eq!(get("plumtree_delivery_log_dropped_total"), 3.0);
         assert_eq!(get("plumtree_client_connections"), 2.0);
+        assert_eq!(
+            get("plumtree_topic_deliveries_total{topic=\"orders\"}"),
+            10.0
+        );
+        assert_eq!(
+            get("plumtree_topic_deliveries_total{topic=\"_other\"}"),
+            2.0
+        );
         // Both shards of the snapshot carry these counts: summed.
         assert_eq!(get("plumtree_validation_total{verdict=\"reject\"}"), 6.0);
         assert_eq!(get("plumtree_validation_total{verdict=\"ignore\"}"), 4.0);

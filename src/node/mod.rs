@@ -21,6 +21,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod subscribe;
 pub mod ticker;
+pub mod topic_counts;
 pub mod udp;
 pub mod wake;
 

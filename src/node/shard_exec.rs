@@ -130,6 +130,8 @@ struct ShardState {
     /// Shard addresses that sent wire version 1 (nodes that predate topics): what
     /// is sent to them is written in version 1. At most [`MAX_V1_ADDRS`].
     v1_addrs: rustc_hash::FxHashSet<SocketAddr>,
+    /// Deliveries by topic (bounded).
+    topics: super::topic_counts::TopicCounts,
     timers: BinaryHeap<Due>,
     timer_seq: u64,
     io: IoStats,
@@ -224,6 +226,7 @@ impl ShardState {
                     payload,
                 } => {
                     self.hops[(round as usize).min(HOP_BUCKETS - 1)] += 1;
+                    self.topics.count(&topic);
                     if !self.ctx.sink.try_send(Delivery {
                         id,
                         hops: round,
@@ -436,6 +439,7 @@ impl ShardState {
                     // The origin's own application sees its broadcast too (hops 0).
                     Ok(()) => {
                         self.hops[0] += 1;
+                        self.topics.count(&topic);
                         if !self.ctx.sink.try_send(Delivery {
                             id,
                             hops: 0,
@@ -489,6 +493,7 @@ impl ShardState {
                 .map(|(id, e, l)| (node_hex(id), e, l))
                 .collect(),
             stats: self.shard.stats(),
+            topics: self.topics.series(),
             io: {
                 let mut io = self.io;
                 let l = self.limiter.stats();
@@ -744,6 +749,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         shard,
         peers: FxHashMap::default(),
         v1_addrs: Default::default(),
+        topics: Default::default(),
         timers: BinaryHeap::new(),
         timer_seq: 0,
         io: IoStats::default(),

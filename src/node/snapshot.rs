@@ -218,6 +218,8 @@ pub struct ShardSnapshot {
     /// Delivery hop-count histogram: `hops[i]` deliveries with `i` hops (last bucket
     /// collects the rest).
     pub hops: Vec<u64>,
+    /// Deliveries by topic (bounded; see [`super::topic_counts`]).
+    pub topics: Vec<(String, u64)>,
 }
 
 /// A neighbour, as the control core tracks it.
