@@ -45,7 +45,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (on_a, on_b) = (a.subscribe("greetings.>")?, b.subscribe("greetings.>")?);
     // Wait until b has a neighbour, then publish on it.
     let t = Instant::now();
-    while b.snapshot().peers.is_empty() {
+    while b.members().active.is_empty() {
         if t.elapsed() > Duration::from_secs(20) {
             return Err("node b did not join node a within 20 s".into());
         }

@@ -241,6 +241,25 @@ impl Node {
         Ok(self.subscribers.subscribe_filtered(Some(f), capacity))
     }
 
+    /// The node's membership: its HyParView active and passive views, as
+    /// `GET /members` shows them.
+    ///
+    /// ```no_run
+    /// # let node: plumcore::node::embed::Node = todo!();
+    /// for m in &node.members().active {
+    ///     println!("neighbour {m:?}");
+    /// }
+    /// ```
+    pub fn members(&self) -> snapshot::MembershipSnapshot {
+        self.backend.snapshot().membership
+    }
+
+    /// The node's latest state, as `/status` shows it (shards, peers, loops,
+    /// counters); the same as [`Node::snapshot`].
+    pub fn status(&self) -> NodeSnapshot {
+        self.backend.snapshot()
+    }
+
     /// The node's latest state, as `/status` shows it.
     pub fn snapshot(&self) -> NodeSnapshot {
         self.backend.snapshot()

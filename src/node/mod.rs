@@ -64,6 +64,35 @@ const MIN_MEMLOCK: u64 = 512 * 1024;
 
 /// Checks (and if possible raises) RLIMIT_MEMLOCK, with a clear message when the
 /// machine will not allow it.
+/// Raises the soft open-files limit toward the hard one (at most 65,536): the client
+/// port and the admin plane hold a descriptor per connection, and a soft limit of
+/// 1,024 would refuse connections below `max_clients`. Warns when it stays lower.
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; the resource id is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= want {
+        return;
+    }
+    let target = want.min(lim.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass; the resource id is valid.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    if !ok || target < want {
+        warn!(
+            soft = lim.rlim_cur,
+            hard = lim.rlim_max,
+            wanted = want,
+            "open-files limit below what max_clients and the admin plane may hold (LimitNOFILE= in the systemd unit)"
+        );
+    }
+}
+
 fn ensure_memlock() -> Result<(), NodeError> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -222,6 +251,7 @@ fn prepare(cfg: &NodeConfig) -> Result<Prepared, NodeError> {
     ensure_memlock()?;
     cfg.validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
+    raise_nofile((cfg.max_clients + cfg.admin_max_connections + 256).min(65_536) as u64);
     let node_id = cfg
         .node_id
         .map(NodeId)

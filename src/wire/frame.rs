@@ -51,7 +51,7 @@ pub mod tag {
     pub const MEMBERSHIP_LAST: u8 = 0x1f;
     /// Anti-entropy: a digest of recently delivered ids of one partition.
     pub const DIGEST: u8 = 0x20;
-    /// The sender's advertised control address (ip [16] | port u16), in every
+    /// The sender's advertised control address (`ip [16] | port u16`), in every
     /// control datagram beside its membership frame: the address its peers must use
     /// when it differs from the datagrams' source (a port mapping, a NAT, which may
     /// also rewrite the source port of any datagram). The membership range is full, hence a tag above the reserved ranges;
