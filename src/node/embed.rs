@@ -101,7 +101,13 @@ impl Node {
     /// io_uring, ports in use).
     pub fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let p = super::prepare(&cfg)?;
-        let subscribers = Subscribers::default();
+        // Library subscriptions (and the client port's) read a log of the same
+        // bounds as the deliveries file's.
+        let subscribers = Subscribers::with_retention(
+            super::subscribe::SUBSCRIPTION_CAPACITY,
+            cfg.delivery_retention(),
+            cfg.delivery_retention_bytes,
+        );
         let log_gauges = Arc::new(super::retention::LogGauges::default());
         let (sink, sink_tx) = DeliverySink::start_with_retention(
             cfg.deliveries.as_deref(),
