@@ -518,14 +518,7 @@ pub fn encode_msg<B: BufMut>(
     out.put_u8(b' ');
     out.put_slice(sid.as_bytes());
     out.put_u8(b' ');
-    if let Some(r) = reply {
-        out.put_slice(r.as_bytes());
-        out.put_u8(b' ');
-    }
-    put_decimal(payload.len(), out);
-    out.put_slice(b"\r\n");
-    out.put_slice(payload);
-    out.put_slice(b"\r\n");
+    put_reply_and_payload(reply, payload, out);
 }
 
 /// `PUB <subject> [reply] <#bytes>\r\n<payload>\r\n`: what a client sends (tests, and
@@ -534,6 +527,11 @@ pub fn encode_pub<B: BufMut>(subject: &str, reply: Option<&str>, payload: &[u8],
     out.put_slice(b"PUB ");
     out.put_slice(subject.as_bytes());
     out.put_u8(b' ');
+    put_reply_and_payload(reply, payload, out);
+}
+
+/// The common end of MSG and PUB: `[reply ]<#bytes>\r\n<payload>\r\n`.
+fn put_reply_and_payload<B: BufMut>(reply: Option<&str>, payload: &[u8], out: &mut B) {
     if let Some(r) = reply {
         out.put_slice(r.as_bytes());
         out.put_u8(b' ');

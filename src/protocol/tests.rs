@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::ids::{MessageId, NodeId};
+use crate::topic::Topic;
 use crate::wire::{Frame, IHaveEntry};
 
 const ME: NodeId = NodeId(1);
@@ -54,7 +55,7 @@ fn gossip(id: MessageId, round: u16) -> Frame {
     Frame::Gossip {
         id,
         round,
-        topic: crate::topic::Topic::default(),
+        topic: Topic::default(),
         payload: Bytes::from_static(b"hello"),
     }
 }
@@ -110,7 +111,7 @@ fn broadcast_gossips_to_eager_and_queues_ihave_for_lazy() {
     s.broadcast(
         ms(10),
         mid(1, 0),
-        crate::topic::Topic::default(),
+        Topic::default(),
         Bytes::from_static(b"x"),
     )
     .unwrap();
@@ -230,13 +231,8 @@ fn prune_moves_sender_to_lazy() {
     s.handle_frame(ms(1), A, Frame::Prune { partition: 0 });
     assert_eq!(s.eager_peers(0), vec![B]);
     assert_eq!(s.lazy_peers(0), vec![A]);
-    s.broadcast(
-        ms(2),
-        mid(1, 0),
-        crate::topic::Topic::default(),
-        Bytes::from_static(b"x"),
-    )
-    .unwrap();
+    s.broadcast(ms(2), mid(1, 0), Topic::default(), Bytes::from_static(b"x"))
+        .unwrap();
     let ev = drain(&mut s);
     assert_eq!(gossip_targets(&ev), vec![B]);
 }
@@ -416,13 +412,8 @@ fn graft_wait_is_capped() {
 fn graft_is_answered_from_cache_and_makes_the_grafter_eager() {
     let mut s = shard(&[A, B, C, D]);
     let lazy = s.lazy_peers(0)[0];
-    s.broadcast(
-        ms(0),
-        mid(1, 0),
-        crate::topic::Topic::default(),
-        Bytes::from_static(b"p"),
-    )
-    .unwrap();
+    s.broadcast(ms(0), mid(1, 0), Topic::default(), Bytes::from_static(b"p"))
+        .unwrap();
     drain(&mut s);
     s.handle_frame(
         ms(5),
@@ -441,7 +432,7 @@ fn graft_is_answered_from_cache_and_makes_the_grafter_eager() {
             Frame::Gossip {
                 id: mid(1, 0),
                 round: 0,
-                topic: crate::topic::Topic::default(),
+                topic: Topic::default(),
                 payload: Bytes::from_static(b"p")
             }
         )]
@@ -528,7 +519,7 @@ fn ihave_batch_size_flushes_immediately() {
         s.broadcast(
             ms(seq),
             mid(1, seq),
-            crate::topic::Topic::default(),
+            Topic::default(),
             Bytes::from_static(b"x"),
         )
         .unwrap();
@@ -557,13 +548,8 @@ fn lazy_fanout_limits_ihave_targets() {
         },
         &peers,
     );
-    s.broadcast(
-        ms(0),
-        mid(1, 0),
-        crate::topic::Topic::default(),
-        Bytes::from_static(b"x"),
-    )
-    .unwrap();
+    s.broadcast(ms(0), mid(1, 0), Topic::default(), Bytes::from_static(b"x"))
+        .unwrap();
     let t = timers(&drain(&mut s));
     s.handle_timer(ms(100), t[0].1);
     let ev = drain(&mut s);
@@ -642,13 +628,8 @@ fn graft_without_request_only_relinks() {
         &[A, B],
     );
     let lazy = s.lazy_peers(0)[0];
-    s.broadcast(
-        ms(0),
-        mid(1, 0),
-        crate::topic::Topic::default(),
-        Bytes::from_static(b"x"),
-    )
-    .unwrap();
+    s.broadcast(ms(0), mid(1, 0), Topic::default(), Bytes::from_static(b"x"))
+        .unwrap();
     drain(&mut s);
     s.handle_frame(
         ms(1),
@@ -716,39 +697,19 @@ fn broadcast_rejects_oversized_unowned_and_reused_ids() {
         .find(|id| id.partition(2) == 1)
         .unwrap();
     assert_eq!(
-        s.broadcast(
-            ms(0),
-            owned,
-            crate::topic::Topic::default(),
-            Bytes::from_static(b"12345")
-        ),
+        s.broadcast(ms(0), owned, Topic::default(), Bytes::from_static(b"12345")),
         Err(BroadcastError::TooLarge { len: 5, max: 4 })
     );
     assert_eq!(
-        s.broadcast(
-            ms(0),
-            other,
-            crate::topic::Topic::default(),
-            Bytes::from_static(b"1")
-        ),
+        s.broadcast(ms(0), other, Topic::default(), Bytes::from_static(b"1")),
         Err(BroadcastError::NotOwned { partition: 1 })
     );
     assert_eq!(
-        s.broadcast(
-            ms(0),
-            owned,
-            crate::topic::Topic::default(),
-            Bytes::from_static(b"1")
-        ),
+        s.broadcast(ms(0), owned, Topic::default(), Bytes::from_static(b"1")),
         Ok(())
     );
     assert_eq!(
-        s.broadcast(
-            ms(0),
-            owned,
-            crate::topic::Topic::default(),
-            Bytes::from_static(b"1")
-        ),
+        s.broadcast(ms(0), owned, Topic::default(), Bytes::from_static(b"1")),
         Err(BroadcastError::DuplicateId)
     );
 }
@@ -815,7 +776,7 @@ fn ihave_queue_is_bounded() {
         s.broadcast(
             ms(0),
             mid(1, seq),
-            crate::topic::Topic::default(),
+            Topic::default(),
             Bytes::from_static(b"x"),
         )
         .unwrap();
@@ -1586,7 +1547,7 @@ fn topic_gossip(id: MessageId, topic: &str, payload: &'static [u8]) -> Frame {
     Frame::Gossip {
         id,
         round: 0,
-        topic: crate::topic::Topic::new(topic).unwrap(),
+        topic: Topic::new(topic).unwrap(),
         payload: Bytes::from_static(payload),
     }
 }
@@ -1620,7 +1581,7 @@ fn the_validator_decides_what_is_delivered_and_relayed() {
         let f = Frame::Gossip {
             id: mid(9, seq),
             round: 0,
-            topic: crate::topic::Topic::new(topic).unwrap(),
+            topic: Topic::new(topic).unwrap(),
             payload: Bytes::copy_from_slice(payload),
         };
         s.handle_frame(ms(2), A, f.clone());
