@@ -93,3 +93,25 @@ fn a_malformed_seed_exits_2_naming_the_key() {
     assert!(err.contains("`seeds`"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn seeds_that_all_fail_to_resolve_exit_2_naming_the_key() {
+    // `.invalid` never resolves (RFC 6761).
+    let out = Command::new(env!("CARGO_BIN_EXE_plumcore"))
+        .args(["node", "--bind", "127.0.0.1:0", "--client-listen", "off"])
+        .args([
+            "--seed",
+            "no-such-seed.invalid:7000",
+            "--seed",
+            "other.invalid:7000",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = err.trim().lines().last().unwrap_or_default().to_string();
+    assert!(
+        line.contains("`seeds`") && line.contains("no-such-seed.invalid:7000"),
+        "{err}"
+    );
+}

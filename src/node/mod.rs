@@ -93,6 +93,35 @@ fn raise_nofile(want: u64) {
     }
 }
 
+/// With seeds given only by name, at least one must resolve at start: a node whose
+/// every seed is unknown can never join, which is a configuration error (exit 2).
+/// Once running, names that stop resolving are retried at every join attempt.
+fn check_seeds_resolve(seeds: &[seeds::Seed]) -> Result<(), NodeError> {
+    use std::net::ToSocketAddrs;
+    let mut names = Vec::new();
+    for s in seeds {
+        match s {
+            seeds::Seed::Addr(_) => return Ok(()),
+            seeds::Seed::Name { host, port } => {
+                if (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .is_ok_and(|mut a| a.next().is_some())
+                {
+                    return Ok(());
+                }
+                names.push(format!("{host}:{port}"));
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::Config(format!(
+        "config key `seeds`: none of them resolves ({}); give a name that does, or an IP:PORT",
+        names.join(", ")
+    )))
+}
+
 fn ensure_memlock() -> Result<(), NodeError> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -252,6 +281,7 @@ fn prepare(cfg: &NodeConfig) -> Result<Prepared, NodeError> {
     cfg.validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
     raise_nofile((cfg.max_clients + cfg.admin_max_connections + 256).min(65_536) as u64);
+    check_seeds_resolve(&cfg.seeds)?;
     let node_id = cfg
         .node_id
         .map(NodeId)
