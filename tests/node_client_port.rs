@@ -484,3 +484,42 @@ fn a_client_that_stops_reading_is_told_exactly_what_it_missed() {
         );
     }
 }
+
+#[test]
+fn with_an_admin_token_connect_must_carry_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let token_arg = token.to_str().unwrap().to_string();
+    let mut taken = Vec::new();
+    let (_node, port) = node_with_port(
+        1,
+        &[],
+        dir.path(),
+        &["--admin-token-file", &token_arg],
+        &mut taken,
+    );
+    // No CONNECT, a wrong token, and no token: refused and closed.
+    for bytes in [
+        &b"SUB a 1\r\n"[..],
+        b"CONNECT {\"auth_token\":\"wrong\"}\r\n",
+        b"CONNECT {\"verbose\":true}\r\n",
+    ] {
+        let got = answer_to(port, bytes);
+        assert!(got.contains("-ERR 'Authorization Violation'"), "{got:?}");
+    }
+    // The right token: accepted.
+    let mut s = TcpStream::connect(port).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"auth_required\":true"), "{line}");
+    s.write_all(b"CONNECT {\"verbose\":true,\"auth_token\":\"s3cret-token\"}\r\nPING\r\n")
+        .unwrap();
+    for want in ["+OK\r\n", "PONG\r\n"] {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, want);
+    }
+}

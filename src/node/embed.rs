@@ -193,6 +193,16 @@ impl Node {
     /// Broadcasts `payload` on `topic` to the cluster without waiting: the id it was
     /// given, or why it was refused (an invalid topic, too large, the shard's queue
     /// full, shutting down).
+    ///
+    /// ```no_run
+    /// # let node: plumcore::node::embed::Node = todo!();
+    /// use plumcore::node::embed::PublishError;
+    /// match node.publish("orders.eu.created", b"{\"id\":1}") {
+    ///     Ok(id) => println!("published {id:?}"),
+    ///     Err(PublishError::Backpressure) => { /* retry shortly */ }
+    ///     Err(e) => eprintln!("refused: {e}"),
+    /// }
+    /// ```
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<MessageId, PublishError> {
         let topic = Topic::new(topic)?;
         Ok(self.backend.broadcast(topic, payload.to_vec())?)
@@ -200,6 +210,15 @@ impl Node {
 
     /// [`Node::publish`] of several payloads on one topic, in order; stops at the
     /// first refusal and returns the ids accepted before it with the error.
+    ///
+    /// ```no_run
+    /// # let node: plumcore::node::embed::Node = todo!();
+    /// let ids = node
+    ///     .publish_batch("metrics.cpu", [&b"1"[..], b"2", b"3"])
+    ///     .map_err(|(sent, e)| format!("{} sent, then {e}", sent.len()))?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn publish_batch<'a, I>(
         &self,
         topic: &str,
