@@ -530,6 +530,11 @@ impl FileWriter {
                     for line in std::mem::take(&mut batch) {
                         self.write(&line);
                     }
+                    // Caught up: what was written reaches the reader now, not when
+                    // the buffer fills.
+                    if self.cursor >= self.log.end() {
+                        self.flush();
+                    }
                 }
                 Read::Lagged(n) => {
                     tracing::warn!(
@@ -623,6 +628,30 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["hops"], 3);
+    }
+
+    #[test]
+    fn a_steady_trickle_reaches_the_file_without_waiting_for_a_pause() {
+        let path = temp_path("trickle");
+        let (sink, tx) = DeliverySink::start(Some(path.to_str().unwrap())).unwrap();
+        // One delivery every 10 ms never leaves the writer idle for its 200 ms wait;
+        // each must still be flushed once written, not when 64 KiB have piled up.
+        let mut seen_while_busy = 0;
+        for seq in 1..=50 {
+            assert!(tx.try_send(delivery(seq, b"p")));
+            std::thread::sleep(Duration::from_millis(10));
+            if seq == 40 {
+                // Still trickling: no pause has let an idle flush happen.
+                seen_while_busy = std::fs::read_to_string(&path).unwrap().lines().count();
+            }
+        }
+        // 40 were sent 10 ms apart; allow 200 ms of scheduling slack.
+        assert!(
+            seen_while_busy >= 20,
+            "{seen_while_busy} of 40 lines visible"
+        );
+        sink.stop();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 50);
     }
 
     #[test]
