@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -51,7 +51,23 @@ pub struct ClusterConfig {
     pub progress: bool,
     /// Datagram protection of the local nodes: none, MAC or AEAD.
     pub auth: BlastAuth,
+    /// How publishers reach the nodes: the NATS client port (async-nats) or
+    /// `POST /broadcast`.
+    pub publish: PublishVia,
 }
+
+/// The publishing path of a cluster benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishVia {
+    /// `PUB bench.load` on each node's client port, through async-nats.
+    Nats,
+    /// One `POST /broadcast` per message.
+    Http,
+}
+
+/// Subject the NATS publishers use.
+const BENCH_SUBJECT: &str = "bench.load";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -67,6 +83,7 @@ impl Default for ClusterConfig {
             admins: Vec::new(),
             progress: true,
             auth: BlastAuth::None,
+            publish: PublishVia::Nats,
         }
     }
 }
@@ -261,6 +278,105 @@ pub fn analyse(per_node: &[NodeDeliveries], measured: &HashSet<Stamp>) -> Analys
     }
 }
 
+/// Where publishers send: admin planes or client ports.
+enum Targets {
+    Http(Vec<SocketAddr>),
+    Nats(Vec<SocketAddr>),
+}
+
+/// Publisher threads, each with an async-nats client per node on a current-thread
+/// tokio runtime, publishing round-robin over the nodes at `rate` in all until
+/// `stop`; each thread flushes its clients before it reports what it published.
+fn start_nats_publishers(
+    clients: &[SocketAddr],
+    rate: u32,
+    publishers: usize,
+    payload: usize,
+    stop: Arc<AtomicBool>,
+) -> Publishing {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let k = publishers.max(1);
+    let gap = Duration::from_secs_f64(k as f64 / f64::from(rate.max(1)));
+    let threads = (0..k)
+        .map(|j| {
+            let addrs = clients.to_vec();
+            let (accepted, refused, sent, stop) = (
+                accepted.clone(),
+                refused.clone(),
+                sent.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let mine = rt.block_on(async move {
+                    let mut conns = Vec::new();
+                    for a in &addrs {
+                        match async_nats::connect(a.to_string()).await {
+                            Ok(c) => conns.push(c),
+                            Err(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let mut mine = Vec::new();
+                    if conns.is_empty() {
+                        return mine;
+                    }
+                    let mut body = vec![b'.'; payload.max(STAMP_BYTES)];
+                    let start = Instant::now() + gap.mul_f64(j as f64 / k as f64);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Sleep only when ahead: tokio's timer has millisecond grain,
+                        // so at high rates each wake publishes what fell due.
+                        let due = start + gap.mul_f64(n as f64);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            tokio::time::sleep(wait).await;
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                        }
+                        let stamp = Stamp {
+                            publisher: j as u64,
+                            send_ns: unix_nanos(),
+                        };
+                        stamp.write(&mut body);
+                        let c = &conns[(n as usize + j) % conns.len()];
+                        n += 1;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match c
+                            .publish(BENCH_SUBJECT, bytes::Bytes::copy_from_slice(&body))
+                            .await
+                        {
+                            Ok(()) => mine.push(stamp),
+                            Err(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    for c in &conns {
+                        let _ = c.flush().await;
+                    }
+                    mine
+                });
+                accepted.lock().expect("publisher lock").extend(mine);
+            })
+        })
+        .collect();
+    Publishing {
+        accepted,
+        refused,
+        sent,
+        threads,
+    }
+}
+
 /// Publisher threads: `rate` broadcasts/s over `publishers` threads, round-robin over
 /// `admins`, until `stop`.
 struct Publishing {
@@ -271,12 +387,16 @@ struct Publishing {
 }
 
 fn start_publishers(
-    admins: &[SocketAddr],
+    targets: &Targets,
     rate: u32,
     publishers: usize,
     payload: usize,
     stop: Arc<AtomicBool>,
 ) -> Publishing {
+    let admins = match targets {
+        Targets::Http(a) => a.as_slice(),
+        Targets::Nats(c) => return start_nats_publishers(c, rate, publishers, payload, stop),
+    };
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let refused = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -399,14 +519,28 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         nodes::wait_joined(&mut n, Duration::from_secs(10))?;
         n
     };
-    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+    let targets = match cfg.publish {
+        PublishVia::Http => Targets::Http(nodes.iter().map(|n| n.admin).collect()),
+        PublishVia::Nats => {
+            let c: Option<Vec<SocketAddr>> = nodes.iter().map(|n| n.client).collect();
+            Targets::Nats(c.context(
+                "`--publish nats` needs the nodes' client ports: use --publish http with --admin",
+            )?)
+        }
+    };
     let bar = progress_bar(cfg);
     let started = Instant::now();
     // Warm-up: publish, stop, and let traffic and the shards' counters (published
     // every 250 ms) settle, so that the measured window's metric deltas hold exactly
     // the measured broadcasts.
     let stop = Arc::new(AtomicBool::new(false));
-    let warm = start_publishers(&admins, cfg.rate, cfg.publishers, cfg.payload, stop.clone());
+    let warm = start_publishers(
+        &targets,
+        cfg.rate,
+        cfg.publishers,
+        cfg.payload,
+        stop.clone(),
+    );
     tick_until(&bar, started, cfg.warmup, &warm);
     stop.store(true, Ordering::Relaxed);
     let mut refused = warm.refused.load(Ordering::Relaxed);
@@ -427,7 +561,13 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .collect();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let publishing = start_publishers(&admins, cfg.rate, cfg.publishers, cfg.payload, stop.clone());
+    let publishing = start_publishers(
+        &targets,
+        cfg.rate,
+        cfg.publishers,
+        cfg.payload,
+        stop.clone(),
+    );
     tick_until(
         &bar,
         t0 - cfg.warmup,

@@ -65,6 +65,7 @@ pub fn run(binary: &Path, shards: u16, settle: Duration, duration: Duration) -> 
         .with_context(|| format!("starting {}", binary.display()))?;
     let node = NodeHandle {
         admin,
+        client: None,
         child: Some(child),
         deliveries: None,
     };

@@ -67,6 +67,10 @@ struct Workload {
     /// Publishing time before the measured window, excluded from every figure.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     warmup: Duration,
+    /// How publishers reach plumcore: `nats` (each node's client port, async-nats)
+    /// or `http` (one POST /broadcast per message).
+    #[arg(long, value_enum, default_value = "nats")]
+    publish: plumcore_bench::cluster::PublishVia,
 }
 
 /// Flags of the blast load (`blast` and `scale`).
@@ -543,6 +547,7 @@ fn cluster_config(
         admins,
         progress: true,
         auth: BlastAuth::None,
+        publish: w.publish,
     }
 }
 

@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 /// One node the benchmark publishes to and reads from.
 pub struct NodeHandle {
     pub admin: SocketAddr,
+    /// Its NATS-compatible client port, when this benchmark started it.
+    pub client: Option<SocketAddr>,
     /// The process, when this benchmark started it (CPU and RSS are read from it).
     pub child: Option<Child>,
     /// Its deliveries file, when this benchmark started it.
@@ -95,12 +97,14 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
         let base = plumcore::ports::free_udp_run(spec.shards + 1, &mut taken)?;
         let bind = SocketAddr::from(([127, 0, 0, 1], base));
         let admin = free_tcp()?;
+        let client = free_tcp()?;
         let deliveries = dir.join(format!("node{i}.ndjson"));
         let mut cmd = Command::new(&spec.binary);
         cmd.arg("node")
             .args(["--node-id", &(i + 1).to_string()])
             .args(["--bind", &bind.to_string()])
             .args(["--admin", &admin.to_string()])
+            .args(["--client-listen", &client.to_string()])
             .args(["--shards", &spec.shards.to_string()])
             .args(["--deliveries", deliveries.to_str().context("temp path")?])
             .args(["--log-level", "warn"])
@@ -123,6 +127,7 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
         binds.push(bind);
         out.push(NodeHandle {
             admin,
+            client: Some(client),
             child: Some(child),
             deliveries: Some(deliveries),
         });
@@ -140,6 +145,7 @@ pub fn remote(admins: &[SocketAddr]) -> Vec<NodeHandle> {
         .iter()
         .map(|&admin| NodeHandle {
             admin,
+            client: None,
             child: None,
             deliveries: None,
         })
