@@ -112,6 +112,8 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             .args(["--node-id", &(i + 1).to_string()])
             .args(["--bind", &bind.to_string()])
             .args(["--admin", &admin.to_string()])
+            // The main job publishes over HTTP; five nodes cannot share port 4222.
+            .args(["--client-listen", "off"])
             .args(["--shards", &a.shards.to_string()])
             .args(["--deliveries", deliveries.to_str().context("temp path")?])
             .args(["--log-level", "warn"])
