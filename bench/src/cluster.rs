@@ -67,7 +67,7 @@ pub enum PublishVia {
 }
 
 /// Subject the NATS publishers use.
-const BENCH_SUBJECT: &str = "bench.load";
+pub const BENCH_SUBJECT: &str = "bench.load";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -287,7 +287,7 @@ enum Targets {
 /// Publisher threads, each with an async-nats client per node on a current-thread
 /// tokio runtime, publishing round-robin over the nodes at `rate` in all until
 /// `stop`; each thread flushes its clients before it reports what it published.
-fn start_nats_publishers(
+pub fn start_nats_publishers(
     clients: &[SocketAddr],
     rate: u32,
     publishers: usize,
@@ -379,11 +379,11 @@ fn start_nats_publishers(
 
 /// Publisher threads: `rate` broadcasts/s over `publishers` threads, round-robin over
 /// `admins`, until `stop`.
-struct Publishing {
-    accepted: Arc<Mutex<Vec<Stamp>>>,
-    refused: Arc<AtomicU64>,
-    sent: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+pub struct Publishing {
+    pub accepted: Arc<Mutex<Vec<Stamp>>>,
+    pub refused: Arc<AtomicU64>,
+    pub sent: Arc<AtomicU64>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn start_publishers(

@@ -17,6 +17,7 @@ pub enum System {
     Plumcore,
     PlumcoreFlood,
     MemberlistPlumtree,
+    NatsServer,
 }
 
 impl System {
@@ -26,6 +27,7 @@ impl System {
             System::Plumcore => "plumcore",
             System::PlumcoreFlood => "plumcore --flood",
             System::MemberlistPlumtree => "memberlist-plumtree",
+            System::NatsServer => "nats-server",
         }
     }
 }
@@ -42,6 +44,7 @@ pub fn run_one(system: System, cfg: &ClusterConfig) -> Result<ClusterRun> {
             ..cfg.clone()
         }),
         System::MemberlistPlumtree => memberlist::run(cfg),
+        System::NatsServer => crate::natsserver::run(cfg),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod idle;
 pub mod machine;
 pub mod memberlist;
+pub mod natsserver;
 pub mod nodes;
 pub mod plot;
 pub mod raw;

@@ -753,6 +753,16 @@ fn compare_cmd(
         eprintln!("{why}");
         missing = Some(why);
     }
+    if plumcore_bench::natsserver::binary().is_some() {
+        systems.push(System::NatsServer);
+    } else {
+        let why = format!(
+            "nats-server: not run, not installed ({})",
+            plumcore_bench::natsserver::INSTALL_HINT
+        );
+        eprintln!("{why}");
+        missing = Some(missing.map_or(why.clone(), |m| format!("{m}; {why}")));
+    }
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for s in &systems {
