@@ -513,7 +513,15 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             binary: nodes::plumcore_binary()?,
             config: auth_config(cfg.auth, dir.path())?,
         };
-        nodes::start_local(&spec, dir.path())?
+        // A node can fail its start (the known start-up stall makes it exit after
+        // 10 s; a port picked free can be taken by then): start the cluster again once.
+        match nodes::start_local(&spec, dir.path()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("cluster: {e:#}; starting the nodes again");
+                nodes::start_local(&spec, dir.path())?
+            }
+        }
     } else {
         let mut n = nodes::remote(&cfg.admins);
         nodes::wait_joined(&mut n, Duration::from_secs(10))?;
