@@ -124,9 +124,20 @@ fn compare_smoke_plumcore_and_flood() {
     let v = json(&j);
     assert_machine(&v);
     let reports = v["reports"].as_array().unwrap();
-    assert_eq!(reports.len(), 2, "{v}");
+    // plumcore and its flood mode always; memberlist-plumtree and nats-server when
+    // this machine has them (else `not_run` says why).
+    let optional = usize::from(plumcore_bench::memberlist::binary().is_some())
+        + usize::from(plumcore_bench::natsserver::binary().is_some());
+    assert_eq!(reports.len(), 2 + optional, "{v}");
     assert_eq!(reports[0]["system"], "plumcore");
     assert_eq!(reports[1]["system"], "plumcore --flood");
+    if plumcore_bench::natsserver::binary().is_some() {
+        let n = reports
+            .iter()
+            .find(|r| r["system"] == "nats-server")
+            .expect("nats-server ran");
+        assert_eq!(n["reliability"]["mean"].as_f64(), Some(1.0), "{n}");
+    }
     for r in reports {
         assert_eq!(r["reliability"]["mean"].as_f64(), Some(1.0), "{r}");
     }
