@@ -152,7 +152,8 @@ fn start_subscribers(
 /// Runs the workload on a nats-server cluster.
 pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     let (servers, clients) = start(cfg.nodes)?;
-    // Routes take a moment; a probe publish on server 0 tells when all see it.
+    // Routes take a moment to form; the warm-up publishes through them before the
+    // measured window starts.
     std::thread::sleep(Duration::from_millis(500));
     let stop_subs = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
@@ -213,7 +214,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .iter()
         .copied()
         .collect();
-    // Drain: up to 10 s for the last deliveries.
+    // Drain: 2 s for the last deliveries to reach the subscribers.
     std::thread::sleep(Duration::from_secs(2));
     stop_subs.store(true, Ordering::Relaxed);
     let _ = sub_thread.join();
