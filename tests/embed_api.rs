@@ -16,7 +16,7 @@ use plumcore::node::subscribe::Event;
 
 #[test]
 fn the_embed_example_runs() {
-    // Known node bug (README "Known bug: an executor that never runs"): rarely, a
+    // Known node bug (docs/operations.md, "Known bug: an executor that never runs"): rarely, a
     // shard executor never runs, and b then never lists a neighbour. One retry, loudly.
     if let Err(e) = embed_example::main() {
         eprintln!("START-UP STALL? examples/embed.rs failed once ({e}); running it again");

@@ -1,5 +1,5 @@
 //! Replays the saved fuzz corpora (`fuzz/regression/<target>/`, minimised after the
-//! long runs recorded in the README) through the very checks the cargo-fuzz targets
+//! long runs recorded in docs/testing.md) through the very checks the cargo-fuzz targets
 //! run, on the stable toolchain, so CI catches a regression on any input the fuzzer
 //! once found interesting without needing nightly or libFuzzer.
 

@@ -4,7 +4,7 @@
 //! by their restart on the same address with a new incarnation. In every case every
 //! live node must deliver every message broadcast by a live origin exactly once
 //! (checked in the NDJSON deliveries files). Each test prints its figures (`--nocapture`)
-//! for the README's Reliability section.
+//! for the Reliability section of bench/results/HISTORY.md.
 //!
 //! Membership is HyParView (active views of 5), so the tests wait for what it
 //! guarantees once settled, never for a full mesh: every node has at least one live

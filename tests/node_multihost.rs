@@ -59,8 +59,9 @@ struct Spec<'a> {
 }
 
 /// Starts a node and waits until it reports every shard. Known node bug, not fixed
-/// (README "Known bug: an executor that never runs"): about one start in 20 to 30 on
-/// this machine, one shard executor never runs (asleep in io_uring from the start);
+/// (docs/operations.md, "Known bug: an executor that never runs"): about one start
+/// in 20 to 30 on this machine, one shard executor never runs (asleep in io_uring from
+/// the start);
 /// the node then fails itself after 10 s (`SHARD_START_DEADLINE`). A node that does not
 /// report all `SHARDS` shards within 15 s is restarted once, loudly; a second stall
 /// fails the caller's `wait_answering`.

@@ -1,6 +1,6 @@
 //! Measures what the per-root trees cost, with a counting global allocator, and checks
 //! the bound the `max_roots` documentation states (10,000 roots over 64 partitions in
-//! a few MB). Run with `--nocapture` to see the figures the README quotes.
+//! a few MB). Run with `--nocapture` to see the figures bench/results/HISTORY.md quotes.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Measures what the seen map really costs per remembered message, with a counting
 //! global allocator, and checks the 32-byte budget. Run with `--nocapture` to see the
-//! figures the README quotes.
+//! figures bench/results/HISTORY.md quotes.
 
 use std::time::Duration;
 

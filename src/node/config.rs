@@ -249,7 +249,7 @@ pub struct NodeArgs {
     /// admin plane's /chaos routes.
     #[arg(long)]
     pub chaos: bool,
-    /// Cluster key file: authenticate every datagram (see README, Security).
+    /// Cluster key file: authenticate every datagram (see docs/operations.md, Security).
     #[arg(long, value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
     /// Encrypt every datagram under the cluster keys (needs --cluster-key-file).

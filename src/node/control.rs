@@ -92,8 +92,8 @@ struct ControlState {
 }
 
 /// A shard that has not reported once this long after the start never ran (the known
-/// glommio start-up stall, README "Known bug: an executor that never runs"): the node
-/// fails loudly instead of serving its partitions from nowhere.
+/// glommio start-up stall, docs/operations.md, "Known bug: an executor that never
+/// runs"): the node fails loudly instead of serving its partitions from nowhere.
 const SHARD_START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The shards that never reported, once `since_start` has passed the deadline.

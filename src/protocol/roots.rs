@@ -99,7 +99,8 @@ impl RootTrees {
         self.expirations
     }
 
-    /// Heap bytes of the tables (for the README's bytes-per-root figure and tests).
+    /// Heap bytes of the tables (for the bytes-per-root figure in
+    /// bench/results/HISTORY.md, and tests).
     pub fn heap_bytes(&self) -> usize {
         let lru = self.roots.cap().get()
             * (std::mem::size_of::<NodeId>() + std::mem::size_of::<Entry>() + 2 * 8 + 8);

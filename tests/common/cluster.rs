@@ -73,7 +73,7 @@ pub fn start_node(
     )
 }
 
-/// Known node bug (README "Known bug: an executor that never runs"): rarely, a shard
+/// Known node bug (docs/operations.md, "Known bug: an executor that never runs"): rarely, a shard
 /// executor never runs, and the node fails itself 10 s after the start. Waits until
 /// the node reports every shard in `/status`; one whose admin plane answered without
 /// all of them within 15 s is restarted once, loudly. A node that exits (a test of a
