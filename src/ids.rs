@@ -54,3 +54,42 @@ impl MessageId {
         (origin_offset(self.origin).wrapping_add(self.seq) & (partitions as u64 - 1)) as u16
     }
 }
+
+/// The shard that owns `partition` on a node of `shards` shards: shard `k` owns every
+/// partition `p` with `p % shards == k`. The node routes its own broadcasts by it and
+/// sends to a peer's shard by it (shard `k` listens on the control port + 1 + k), so
+/// both ends must use this one rule; `shards` of 0 counts as 1.
+#[inline]
+pub fn shard_of(partition: u16, shards: usize) -> usize {
+    partition as usize % shards.max(1)
+}
+
+/// The partitions shard `k` of `shards` owns by [`shard_of`], as a bit mask over the
+/// first `partitions` (at most [`MAX_PARTITIONS`]). The simulator's nodes are one
+/// shard each and own every partition: `owned_mask(0, 1, partitions)`.
+pub fn owned_mask(k: usize, shards: usize, partitions: u32) -> u64 {
+    (0..partitions.min(MAX_PARTITIONS) as u16)
+        .filter(|&p| shard_of(p, shards) == k)
+        .fold(0u64, |m, p| m | 1 << p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_has_exactly_one_owning_shard() {
+        for shards in 1..=8usize {
+            let masks: Vec<u64> = (0..shards).map(|k| owned_mask(k, shards, 64)).collect();
+            assert_eq!(masks.iter().fold(0, |a, m| a | m), u64::MAX);
+            for (k, m) in masks.iter().enumerate() {
+                assert_eq!(masks.iter().filter(|o| *o & m != 0).count(), 1);
+                for p in 0..64u16 {
+                    assert_eq!(m >> p & 1 == 1, shard_of(p, shards) == k);
+                }
+            }
+        }
+        assert_eq!(owned_mask(0, 1, 16), 0xFFFF);
+        assert_eq!(owned_mask(1, 2, 8), 0b1010_1010);
+    }
+}

@@ -20,12 +20,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use super::snapshot::ClientPortSnapshot;
 use super::snapshot::{node_hex, AdminBackend, BroadcastRefused};
 use super::subscribe::{Event, Subscription};
 use crate::client::proto::{self, ClientOp, Limits, ProtoError, ServerInfo};
@@ -88,28 +88,6 @@ pub struct ClientPortStats {
     subscriptions: AtomicU64,
     errors: [AtomicU64; ERROR_REASONS.len()],
     listening: Mutex<Option<SocketAddr>>,
-}
-
-/// A copy of [`ClientPortStats`] for the snapshot.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct ClientPortSnapshot {
-    /// Where the port listens; `None` when off (or its default port was taken).
-    pub listen: Option<SocketAddr>,
-    pub connections: u64,
-    pub accepted: u64,
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Messages not written to a connection because its outbox was full.
-    pub lagged: u64,
-    /// Times a connection was told it was a slow consumer.
-    pub slow_consumers: u64,
-    /// PUBs that met a full shard queue and were retried.
-    pub pub_retries: u64,
-    pub subscriptions: u64,
-    /// Connections closed with `-ERR`, by reason.
-    pub errors: Vec<(String, u64)>,
 }
 
 impl ClientPortStats {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use super::fault::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
+use super::net::socket::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
 use super::ratelimit::RateLimitConfig;
 use crate::membership::MembershipConfig;
 use crate::protocol::ProtocolConfig;

@@ -33,11 +33,11 @@ use tracing::{info, warn};
 use super::admin::AdminServer;
 use super::client_port::{ClientPort, ClientPortConfig};
 use super::config::{NodeConfig, DEFAULT_CLIENT_LISTEN};
+use super::prepare::{prepare, NodeError};
 use super::runtime::{self, NodeBackend, RunningNode, ShutdownReport};
 use super::sink::{self, DeliverySink};
 use super::snapshot::{self, AdminBackend, BroadcastRefused, NodeSnapshot};
 use super::subscribe::{Subscribers, Subscription};
-use super::NodeError;
 use crate::client::subject::{Filter, SubjectError};
 use crate::ids::{MessageId, NodeId};
 use crate::topic::{Topic, TopicError};
@@ -100,7 +100,7 @@ impl Node {
     /// binary exits 2 on it), [`NodeError::Environment`] for the machine (memlock,
     /// io_uring, ports in use).
     pub fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
-        let p = super::prepare(&cfg)?;
+        let p = prepare(&cfg)?;
         // Library subscriptions (and the client port's) read a log of the same
         // bounds as the deliveries file's.
         let subscribers = Subscribers::with_retention(

@@ -11,93 +11,29 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, Sender, TrySendError};
+use crossbeam_channel::{bounded, TrySendError};
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::control::{run_control, ControlCtx};
-use super::fault::{FaultConfig, FaultSwitch};
-use super::ratelimit::RateLimitConfig;
-use super::shard_exec::{run_shard, ShardCtx};
+use super::control::exec::{run_control, ControlCtx};
+use super::net::socket::FaultSwitch;
+use super::plan::{build_mtu, LoopCmd, ShardReport, Shared, SHARD_QUEUE};
+pub use super::plan::{Hardening, RuntimeConfig, ShardCmd};
+use super::shard::exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
     node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
-    NameBook, NodeSnapshot, ShardSnapshot,
+    NodeSnapshot,
 };
-use super::subscribe::Subscribers;
 use super::ticker::{TickTargets, WakeTicker};
-use super::wake::{self, Doorbell, Queue};
-use crate::ids::{MessageId, NodeId};
+use super::wake::{self, Doorbell};
+use crate::ids::{shard_of, MessageId, NodeId};
 use crate::membership::MembershipConfig;
-use crate::protocol::ProtocolConfig;
 use crate::topic::Topic;
-use crate::wire::auth::{ClusterKeys, Sealer, Verifier};
+use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::Header;
-
-/// Bound of each control-to-shard command queue.
-pub(super) const SHARD_QUEUE: usize = 1 << 16;
-
-/// What the runtime needs to know; built from the node config and the core map.
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    pub node_id: NodeId,
-    /// Control socket address; shard `k` binds port + 1 + k.
-    pub bind: SocketAddr,
-    /// Seeds as configured; names are resolved by the control core's
-    /// [`super::seeds::SeedResolver`].
-    pub seeds: Vec<super::seeds::Seed>,
-    /// Core of each shard (`None`: not pinned).
-    pub shard_cores: Vec<Option<usize>>,
-    pub control_core: Option<usize>,
-    /// HyParView heartbeat period, used by [`start`] (the rest of the membership
-    /// tunables at their defaults); [`start_with`] takes a whole
-    /// [`MembershipConfig`] instead and ignores this.
-    pub heartbeat_interval: Duration,
-    /// HyParView failure timeout, used by [`start`]; see `heartbeat_interval`.
-    pub failure_timeout: Duration,
-    pub recv_buffer: usize,
-    pub send_buffer: usize,
-    pub mtu: usize,
-    pub protocol: ProtocolConfig,
-    /// Test-only fault injection (`--chaos`): lets the admin plane make a loop panic.
-    pub chaos: bool,
-    /// Cluster keys: when set, every datagram sent is sealed and every datagram
-    /// received must verify before it is decoded. `None`: the cluster is open.
-    pub cluster_keys: Option<ClusterKeys>,
-    /// This node's name, sent in a NodeName frame beside its Join, Neighbor and
-    /// NeighborReply frames; `None` sends none.
-    pub node_name: Option<String>,
-    /// The control address this node puts in its membership frames (shard `k` at
-    /// its port + 1 + k). `None`: the bind address, or for a wildcard bind the
-    /// address of the interface that routes to the first seed.
-    pub advertise: Option<SocketAddr>,
-    /// Whether the operator chose `node_name` (else it is the hostname default, which
-    /// other nodes on the host share: duplicates of it are not refused).
-    pub node_name_chosen: bool,
-    /// Where learned names go (shared with the deliveries writer).
-    pub names: NameBook,
-}
-
-/// Current UNIX time in milliseconds, for auth timestamps. Read by the executors
-/// (once per batch of datagrams), never inside `wire::auth`, which stays sans-IO.
-pub(super) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
-/// Largest datagram the builders may emit: the MTU, less the auth trailer when
-/// datagrams are sealed, so sealed datagrams still fit the configured MTU.
-pub(super) fn build_mtu(mtu: usize, keyed: bool) -> usize {
-    if keyed {
-        mtu.saturating_sub(crate::wire::auth::TRAILER_LEN)
-    } else {
-        mtu
-    }
-}
 
 /// Why the runtime could not start.
 #[derive(Debug, Error)]
@@ -115,149 +51,9 @@ pub enum RuntimeError {
     Config(String),
 }
 
-/// Commands the control core (or the admin plane) sends a shard.
-#[derive(Debug)]
-pub enum ShardCmd {
-    NeighborUp {
-        peer: NodeId,
-        control: SocketAddr,
-        shards: u16,
-    },
-    NeighborDown {
-        peer: NodeId,
-    },
-    Broadcast {
-        id: MessageId,
-        topic: Topic,
-        payload: Bytes,
-    },
-    Maintenance,
-    Cleanup,
-    Shutdown,
-    /// Test-only (`--chaos`): panic the named loop once.
-    ChaosPanic(String),
-}
-
-/// A pause or resume of a control-core loop, asked by the admin plane; the control
-/// core answers on `reply` once the change is applied and published.
-#[derive(Debug)]
-pub(super) struct LoopCmd {
-    pub name: String,
-    pub pause: bool,
-    pub reply: Sender<Result<LoopInfo, LoopControlRefused>>,
-}
-
 /// How long the admin plane waits for the control core to apply a loop command (it
 /// looks at its queue every 20 ms).
 const LOOP_CMD_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Tasks one executor had when shutdown began and how many of them were still
-/// running at its deadline (then cancelled).
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct ExecutorStop {
-    pub initial: usize,
-    pub remaining: usize,
-}
-
-/// What shards report back.
-#[derive(Debug)]
-pub(super) enum ShardReport {
-    Snapshot(Box<ShardSnapshot>),
-}
-
-/// A peer's layout: where its shards listen.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct PeerLayout {
-    pub control: SocketAddr,
-    pub shards: u16,
-}
-
-impl PeerLayout {
-    /// The peer shard that owns `partition`: shard `k` listens on control port + 1 + k.
-    pub fn shard_addr(&self, partition: u16) -> SocketAddr {
-        let k = partition as usize % self.shards.max(1) as usize;
-        SocketAddr::new(
-            self.control.ip(),
-            self.control.port().wrapping_add(1 + k as u16),
-        )
-    }
-}
-
-/// State shared between the control core, the shards' supervisors, the admin plane
-/// and `RunningNode` (none of it on the per-message path).
-pub(super) struct Shared {
-    pub node_id: NodeId,
-    pub addr: SocketAddr,
-    pub partitions: u32,
-    pub max_payload: usize,
-    /// Bytes one datagram has for a message's topic and payload together.
-    pub max_message: usize,
-    /// The client port's counters (zero while it is off).
-    pub client_port: Arc<super::client_port::ClientPortStats>,
-    /// The deliveries file's log, once the embedding node says where it is.
-    pub delivery_log: std::sync::OnceLock<Arc<super::retention::LogGauges>>,
-    pub started: Instant,
-    pub shutting_down: AtomicBool,
-    /// Set by shutdown, which then rings `control_bell`.
-    pub stop: AtomicBool,
-    /// Wakes the control core's main task (it sleeps until `stop`).
-    pub control_bell: Arc<Doorbell>,
-    pub next_seq: AtomicU64,
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    /// Command queue of each shard; a send wakes the shard only if it sleeps.
-    pub shard_tx: Vec<Queue<ShardCmd>>,
-    pub snapshot: Mutex<NodeSnapshot>,
-    /// Tasks whose supervisor gave up; a critical one makes the node exit non-zero.
-    pub degraded: Mutex<Vec<String>>,
-    pub fatal: Mutex<Option<String>>,
-    /// Loop names to panic (only with `--chaos`).
-    pub chaos_tx: Option<Sender<String>>,
-    /// The fault layer's settings (only with `--chaos`).
-    pub faults: Option<Arc<FaultSwitch>>,
-    /// Loop pause/resume requests to the control core (bounded).
-    pub loop_tx: Sender<LoopCmd>,
-    /// Shutdown task counts per executor: index 0 is the control core, 1 + k shard k.
-    pub stops: Mutex<Vec<Option<ExecutorStop>>>,
-    /// The deliveries thread's library subscriptions, if it feeds any (for their
-    /// metrics).
-    pub subscribers: Option<Subscribers>,
-}
-
-impl Shared {
-    /// Executor `idx` (0 control, 1 + k shard k) finished its shutdown.
-    pub fn note_stop(&self, idx: usize, stop: ExecutorStop) {
-        let mut v = self.stops.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = v.get_mut(idx) {
-            *slot = Some(stop);
-        }
-    }
-
-    pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Something the node cannot run without failed: the node reports it through
-    /// `fatal` (the binary then exits non-zero, so systemd restarts it).
-    pub fn fail(&self, reason: String) {
-        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-        f.get_or_insert(reason);
-    }
-
-    /// A supervisor exceeded its restart intensity for `task`.
-    pub fn degrade(&self, task: &str, critical: bool) {
-        self.degraded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task.to_string());
-        if critical {
-            let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-            f.get_or_insert_with(|| {
-                format!("critical task `{task}` exceeded its restart intensity")
-            });
-        }
-    }
-}
 
 /// The admin plane's view of a running node.
 #[derive(Clone)]
@@ -318,7 +114,7 @@ impl AdminBackend for NodeBackend {
     fn inject_panic(&self, loop_name: &str) -> Result<(), ChaosRefused> {
         let tx = self.0.chaos_tx.as_ref().ok_or(ChaosRefused::Disabled)?;
         // Loops, and the control core's supervised receive path (a restarted child).
-        let known = loop_name == super::control::CONTROL_RECEIVER
+        let known = loop_name == super::control::exec::CONTROL_RECEIVER
             || self.snapshot().loops.iter().any(|l| l.name == loop_name);
         if !known {
             return Err(ChaosRefused::UnknownLoop(loop_name.to_string()));
@@ -382,7 +178,7 @@ impl AdminBackend for NodeBackend {
             origin: sh.node_id,
             seq: sh.next_seq.fetch_add(1, Ordering::Relaxed),
         };
-        let shard = id.partition(sh.partitions) as usize % sh.shard_tx.len();
+        let shard = shard_of(id.partition(sh.partitions), sh.shard_tx.len());
         let cmd = ShardCmd::Broadcast {
             id,
             topic,
@@ -534,36 +330,12 @@ fn bind_udp(addr: SocketAddr, role: &str, rcv: usize, snd: usize) -> Result<Sock
     // Best effort: the kernel caps these at net.core.{r,w}mem_max (tuning/sysctl.sh).
     let _ = sk.set_recv_buffer_size(rcv);
     let _ = sk.set_send_buffer_size(snd);
-    // No SO_REUSEPORT: a second node on the same port must fail, not split traffic.
+    // Bound here with socket2, not with glommio's `UdpSocket::bind`, which sets
+    // SO_REUSEPORT; the executors take this socket over as it is (`UdpSocket::from`).
+    // Without SO_REUSEPORT a second node on the same port fails to bind here instead
+    // of silently splitting the port's traffic.
     sk.bind(&addr.into()).map_err(err)?;
     Ok(sk)
-}
-
-/// Partitions shard `k` of `n` owns: every `n`-th one.
-pub fn owned_mask(k: usize, n: usize, partitions: u32) -> u64 {
-    (0..partitions as usize)
-        .filter(|p| p % n == k)
-        .fold(0u64, |m, p| m | 1 << p)
-}
-
-/// Settings of the node's defences and test-only faults, kept out of
-/// [`RuntimeConfig`] so that its users that need none of them (benchmarks) are
-/// unaffected; the default is the fault layer with no faults, no rate limit.
-#[derive(Clone, Debug)]
-pub struct Hardening {
-    /// The fault layer's settings at start (only used with `RuntimeConfig::chaos`).
-    pub faults: FaultConfig,
-    /// Per-source flood limit on the shard sockets.
-    pub rate_limit: RateLimitConfig,
-}
-
-impl Default for Hardening {
-    fn default() -> Self {
-        Hardening {
-            faults: FaultConfig::default(),
-            rate_limit: RateLimitConfig::OFF,
-        }
-    }
 }
 
 /// Starts the shards and the control core with the default membership tunables, except
@@ -657,7 +429,7 @@ pub fn start_with(
     } else {
         None
     };
-    let advertise = super::control::advertise_addr(cfg.advertise, bind, first_seed);
+    let advertise = super::control::exec::advertise_addr(cfg.advertise, bind, first_seed);
     let snapshot = NodeSnapshot {
         node_id: node_hex(cfg.node_id),
         node_name: cfg.node_name.clone(),

@@ -12,137 +12,7 @@ use crate::protocol::ShardStats;
 pub use crate::tasks::{TaskCounters, TaskNameCounters};
 use crate::topic::Topic;
 
-/// Socket-level counters a shard keeps next to its protocol counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct IoStats {
-    pub datagrams_received: u64,
-    pub datagrams_sent: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    /// Datagrams dropped because they failed to decode, by `DecodeError::reason()`.
-    pub decode_errors_too_short: u64,
-    pub decode_errors_bad_magic: u64,
-    pub decode_errors_unsupported_version: u64,
-    pub decode_errors_truncated: u64,
-    pub decode_errors_bad_length: u64,
-    pub decode_errors_no_frames: u64,
-    pub decode_errors_digest_too_large: u64,
-    pub decode_errors_bad_topic: u64,
-    /// Datagrams dropped by cluster authentication (before decoding), by
-    /// `AuthError::reason()`; always 0 without a cluster key.
-    pub auth_failures_missing: u64,
-    pub auth_failures_bad_mac: u64,
-    pub auth_failures_stale: u64,
-    pub auth_failures_replay: u64,
-    /// Frames with tags this build does not know, skipped.
-    pub unknown_frames: u64,
-    /// Datagrams from senders that are not neighbours.
-    pub unknown_senders: u64,
-    /// IHave and Digest frames from senders that are not neighbours, dropped (a
-    /// Graft to them could not be routed).
-    pub ihave_unknown_sender: u64,
-    pub send_errors: u64,
-    /// Commands from the control core a shard's queue could not take (dropped; the
-    /// next periodic command of the kind takes its place).
-    pub command_queue_full: u64,
-    /// Deliveries the delivery queue refused (the writer was behind); readers are
-    /// told with a `{"lagged":N}` line and `Event::Lagged`.
-    pub deliveries_lagged: u64,
-    /// Rolling upgrades: datagrams received in wire version 1, Gossip frames whose
-    /// topic a version-1 peer cannot carry, and version-1 addresses not remembered
-    /// (the bounded map was full).
-    pub wire_v1_datagrams: u64,
-    pub topics_downgraded: u64,
-    pub wire_v1_untracked: u64,
-    /// Test-only fault layer (`--chaos`): datagrams dropped at random, duplicated,
-    /// delayed, dropped by a cut link, and delays or duplicates not applied because
-    /// the layer's bound was reached.
-    pub chaos_dropped: u64,
-    pub chaos_duplicated: u64,
-    pub chaos_delayed: u64,
-    pub chaos_cut: u64,
-    pub chaos_overflow: u64,
-    /// Datagrams dropped by the per-source flood limit; sources evicted from the
-    /// limiter's bounded map; sources it tracks now (a gauge).
-    pub rate_limited: u64,
-    pub rate_limit_evictions: u64,
-    pub rate_limit_peers: u64,
-    /// Work shed while overloaded: IHave frames received, anti-entropy rounds; and
-    /// backlog probes that found the shard overloaded.
-    pub shed_ihave: u64,
-    pub shed_anti_entropy: u64,
-    pub overloaded: u64,
-    /// Times the executor's receive path or timer/command loop woke from a sleep.
-    pub wakeups: u64,
-    /// Receive batches that found the buffer pool exhausted (served from fresh
-    /// buffers).
-    pub rx_buffer_exhausted: u64,
-    /// Timed-out readiness waits that found datagrams waiting (lost wake-ups).
-    pub rx_readiness_missed: u64,
-    /// Datagrams larger than a receive buffer, truncated by the kernel and dropped.
-    pub rx_oversized: u64,
-    /// `sendmmsg` calls, and datagrams sent as segments of a GSO (`UDP_SEGMENT`) send.
-    pub send_calls: u64,
-    pub gso_segments: u64,
-}
-
-impl IoStats {
-    /// All decode errors together.
-    pub fn decode_errors(&self) -> u64 {
-        self.decode_errors_too_short
-            + self.decode_errors_bad_magic
-            + self.decode_errors_unsupported_version
-            + self.decode_errors_truncated
-            + self.decode_errors_bad_length
-            + self.decode_errors_no_frames
-            + self.decode_errors_digest_too_large
-            + self.decode_errors_bad_topic
-    }
-
-    /// All authentication failures together.
-    pub fn auth_failures(&self) -> u64 {
-        self.auth_failures_missing
-            + self.auth_failures_bad_mac
-            + self.auth_failures_stale
-            + self.auth_failures_replay
-    }
-
-    /// Counts one dropped unauthenticated datagram under its reason, so operators
-    /// can tell misconfiguration (missing, bad_mac) from clock skew (stale) and
-    /// attack traffic (replay).
-    pub fn count_auth_failure(&mut self, e: crate::wire::auth::AuthError) {
-        use crate::wire::auth::AuthError;
-        match e {
-            AuthError::Missing => self.auth_failures_missing += 1,
-            AuthError::BadMac => self.auth_failures_bad_mac += 1,
-            AuthError::Stale => self.auth_failures_stale += 1,
-            AuthError::Replay => self.auth_failures_replay += 1,
-        }
-    }
-
-    /// Copies the socket's fault-layer counters into the snapshot.
-    pub fn set_fault_stats(&mut self, f: super::fault::FaultStats) {
-        self.chaos_dropped = f.dropped;
-        self.chaos_duplicated = f.duplicated;
-        self.chaos_delayed = f.delayed;
-        self.chaos_cut = f.cut;
-        self.chaos_overflow = f.overflow;
-    }
-
-    /// Counts one decode failure under its reason label.
-    pub fn count_decode_error(&mut self, reason: &str) {
-        match reason {
-            "too_short" => self.decode_errors_too_short += 1,
-            "bad_magic" => self.decode_errors_bad_magic += 1,
-            "unsupported_version" => self.decode_errors_unsupported_version += 1,
-            "truncated" => self.decode_errors_truncated += 1,
-            "bad_length" => self.decode_errors_bad_length += 1,
-            "digest_too_large" => self.decode_errors_digest_too_large += 1,
-            "bad_topic" => self.decode_errors_bad_topic += 1,
-            _ => self.decode_errors_no_frames += 1,
-        }
-    }
-}
+pub use super::net::io_stats::IoStats;
 
 /// Most node names a [`NameBook`] keeps (the oldest learned is forgotten first).
 pub const NAME_BOOK_CAPACITY: usize = 4096;
@@ -360,9 +230,9 @@ pub struct NodeSnapshot {
     /// HyParView views and counters.
     pub membership: MembershipSnapshot,
     /// What the admin plane refused, by reason (filled in by the admin plane).
-    pub admin: super::admin::AdminRejected,
+    pub admin: AdminRejected,
     /// The NATS-compatible client port's counters.
-    pub client: super::client_port::ClientPortSnapshot,
+    pub client: ClientPortSnapshot,
     /// The deliveries file's retention log.
     pub delivery_log: DeliveryLogSnapshot,
 }
@@ -427,7 +297,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Largest payload `POST /broadcast` accepts; larger bodies are refused (413)
     /// from their declared length, before they are read.
     fn max_payload(&self) -> usize {
-        super::admin::MAX_BROADCAST_BODY
+        MAX_BROADCAST_BODY
     }
     /// Submits a broadcast on `topic`; returns the id it was given.
     fn broadcast(&self, topic: Topic, payload: Vec<u8>) -> Result<MessageId, BroadcastRefused>;
@@ -441,7 +311,7 @@ pub trait AdminBackend: Send + Sync + 'static {
         Err(LoopControlRefused::Unknown(name.to_string()))
     }
     /// Test-only fault injection: the switch that sets drops, delays and cuts.
-    fn faults(&self) -> Result<std::sync::Arc<super::fault::FaultSwitch>, ChaosRefused> {
+    fn faults(&self) -> Result<std::sync::Arc<super::net::socket::FaultSwitch>, ChaosRefused> {
         Err(ChaosRefused::Disabled)
     }
 }
@@ -455,4 +325,57 @@ pub fn id_hex(id: MessageId) -> String {
 /// Node ids as printed everywhere: 16 hex digits.
 pub fn node_hex(id: NodeId) -> String {
     format!("{:016x}", id.0)
+}
+
+/// Most body bytes the JSON control routes (`/chaos/*`) read, and the default
+/// `POST /broadcast` bound of a backend that does not name its `max_payload`.
+pub const MAX_BROADCAST_BODY: usize = 64 * 1024 + 1;
+
+/// Requests and connections the admin plane refused or cut, by reason (the series of
+/// `plumtree_admin_rejected_total{reason}`), and the connections it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AdminRejected {
+    /// Request heads over `max_header_bytes` (431).
+    pub header_too_large: u64,
+    /// Connections that sent no complete request head within `header_timeout`
+    /// (half-open, slow or idle keep-alive connections).
+    pub header_timeout: u64,
+    /// Bodies over the route's bound (413), declared or sent.
+    pub body_too_large: u64,
+    /// Bodies not sent within `body_timeout` (408).
+    pub body_timeout: u64,
+    /// Connections refused because `max_connections` were all inside a request.
+    pub connections: u64,
+    /// Connections closed, while waiting for a request, to make room for a new one.
+    pub evicted: u64,
+    /// Requests without the right bearer token (401).
+    pub unauthorized: u64,
+    /// Malformed requests hyper refused (400).
+    pub bad_request: u64,
+    /// Empty `POST /broadcast` bodies refused (400) without `allow_empty`.
+    pub empty_payload: u64,
+    /// Connections held now (a gauge, `plumtree_admin_connections`).
+    pub open_connections: u64,
+}
+
+/// A copy of [`ClientPortStats`](super::client_port::ClientPortStats) for the snapshot.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClientPortSnapshot {
+    /// Where the port listens; `None` when off (or its default port was taken).
+    pub listen: Option<SocketAddr>,
+    pub connections: u64,
+    pub accepted: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Messages not written to a connection because its outbox was full.
+    pub lagged: u64,
+    /// Times a connection was told it was a slow consumer.
+    pub slow_consumers: u64,
+    /// PUBs that met a full shard queue and were retried.
+    pub pub_retries: u64,
+    pub subscriptions: u64,
+    /// Connections closed with `-ERR`, by reason.
+    pub errors: Vec<(String, u64)>,
 }

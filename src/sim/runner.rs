@@ -282,11 +282,8 @@ impl Sim {
         let n = cfg.nodes;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let adj = random_overlay(n, cfg.degree, &mut rng);
-        let all = if cfg.protocol.partitions == 64 {
-            u64::MAX
-        } else {
-            (1u64 << cfg.protocol.partitions) - 1
-        };
+        // One shard per simulated node: it owns every partition.
+        let all = crate::ids::owned_mask(0, 1, cfg.protocol.partitions);
         let shards = (0..n as u32)
             .map(|i| {
                 Shard::new(

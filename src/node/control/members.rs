@@ -16,20 +16,20 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use super::snapshot::{node_hex, MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
 use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
+use crate::node::snapshot::{node_hex, MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::wire::members::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
 /// Most timers waiting at once. The state machine keeps a handful per neighbour;
 /// this is far above what it can reach and only guards against a bug.
-pub(super) const MAX_TIMERS: usize = 1 << 14;
+pub(crate) const MAX_TIMERS: usize = 1 << 14;
 
 /// Whether a node at `to` could reach `addr`: never a wildcard or port 0, and a
 /// loopback address only when `to` is on loopback too (a loopback address told to
 /// another host names that host itself).
-pub(super) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
+pub(crate) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
     addr.port() != 0
         && !addr.ip().is_unspecified()
         && (!addr.ip().is_loopback() || to.ip().is_loopback())
@@ -37,7 +37,7 @@ pub(super) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
 
 /// What the control core must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Output {
+pub(crate) enum Output {
     /// Encode, seal and send `frame` to `to`'s control socket.
     Send { to: SocketAddr, frame: MemberFrame },
     /// `peer` entered the active view: every shard adds it as a Plumtree neighbour.
@@ -106,7 +106,7 @@ struct Due {
 }
 
 /// The HyParView driver of one node. See the module documentation.
-pub(super) struct MemberDriver {
+pub(crate) struct MemberDriver {
     me: NodeId,
     /// Our own control address and shard count, as put in contacts about us.
     my_addr: SocketAddr,

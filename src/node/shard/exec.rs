@@ -24,18 +24,18 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use socket2::Socket;
 use tracing::{debug, info, warn};
 
-use super::control::{executor_supervisor, loop_backoff, loop_info};
-use super::fault::{FaultSwitch, FaultySocket, Turn};
 use super::overload::Overload;
-use super::ratelimit::{PeerRateLimiter, RateLimitConfig};
-use super::runtime::{
-    build_mtu, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared, SHARD_QUEUE,
+use crate::ids::{owned_mask, NodeId};
+use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
+use crate::node::net::udp::{slot_size, RX_BATCH};
+use crate::node::plan::{
+    build_mtu, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared, SHARD_QUEUE,
 };
-use super::sink::{Delivery, SinkSender};
-use super::snapshot::{node_hex, IoStats, ShardSnapshot};
-use super::udp::{slot_size, RX_BATCH};
-use super::wake::QueueRx;
-use crate::ids::NodeId;
+use crate::node::ratelimit::{PeerRateLimiter, RateLimitConfig};
+use crate::node::sink::{Delivery, SinkSender};
+use crate::node::snapshot::{node_hex, IoStats, ShardSnapshot};
+use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
+use crate::node::wake::QueueRx;
 use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
 use crate::tasks::{
     Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
@@ -45,7 +45,7 @@ use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
 
 /// Receive buffers a shard's pool may own (each `udp::slot_size(mtu)` bytes, 2 KiB
 /// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
-pub(super) const SHARD_RX_BUFFERS: usize = 1024;
+pub(crate) const SHARD_RX_BUFFERS: usize = 1024;
 /// How often shards publish their counters to the control core.
 /// Most version-1 addresses a shard remembers (a rolling upgrade of a cluster of
 /// up to this many shard sockets, per shard).
@@ -61,7 +61,7 @@ const DECODE_LOG_EVERY: Duration = Duration::from_secs(1);
 const GRAFT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a shard executor is started with.
-pub(super) struct ShardCtx {
+pub(crate) struct ShardCtx {
     pub index: usize,
     pub shards: usize,
     pub core: Option<usize>,
@@ -106,7 +106,7 @@ impl PartialOrd for Due {
 
 /// The time of one batch, read once: monotonic now, and the UNIX time for the auth
 /// layer read at most once, when first needed.
-pub(super) struct Clock {
+pub(crate) struct Clock {
     now: Time,
     keyed: bool,
     unix: Option<u64>,
@@ -131,7 +131,7 @@ struct ShardState {
     /// is sent to them is written in version 1. At most [`MAX_V1_ADDRS`].
     v1_addrs: rustc_hash::FxHashSet<SocketAddr>,
     /// Deliveries by topic (bounded).
-    topics: super::topic_counts::TopicCounts,
+    topics: crate::node::topic_counts::TopicCounts,
     timers: BinaryHeap<Due>,
     timer_seq: u64,
     io: IoStats,
@@ -522,11 +522,7 @@ impl ShardState {
 }
 
 /// Sends what a pump produced, in as few system calls as possible.
-async fn send_all(
-    sock: &FaultySocket,
-    st: &RefCell<ShardState>,
-    out: &mut Vec<(SocketAddr, Bytes)>,
-) {
+async fn send_all(sock: &NodeSocket, st: &RefCell<ShardState>, out: &mut Vec<(SocketAddr, Bytes)>) {
     if out.is_empty() {
         return;
     }
@@ -543,7 +539,7 @@ async fn send_all(
 struct TickLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
     rx: QueueRx<ShardCmd>,
     out: Vec<(SocketAddr, Bytes)>,
     last_snapshot: Option<Instant>,
@@ -646,7 +642,7 @@ impl Loop for TickLoop {
 struct AntiEntropyLoop {
     name: String,
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
     interval: Duration,
     out: Vec<(SocketAddr, Bytes)>,
 }
@@ -684,7 +680,7 @@ impl Loop for AntiEntropyLoop {
 /// socket in batches, one pump and one batched send per batch.
 async fn receive(
     state: Rc<RefCell<ShardState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
     stop: StopEvent,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
@@ -723,7 +719,7 @@ async fn receive(
     Ok(())
 }
 
-pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>) {
+pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>) {
     let owned = owned_mask(ctx.index, ctx.shards, ctx.protocol.partitions);
     let shard = match Shard::new(ctx.header.sender, owned, ctx.protocol.clone(), ctx.seed) {
         Ok(s) => s,
@@ -738,7 +734,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
     let shared = ctx.shared.clone();
     let sock = UdpSocket::from(sock);
     let rx_slot = slot_size(ctx.mtu);
-    let sock = Rc::new(FaultySocket::new(
+    let sock = Rc::new(NodeSocket::new(
         sock,
         ctx.faults.clone(),
         seed,
@@ -830,7 +826,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
     let drained = tracker.shutdown(Duration::from_millis(200)).await;
     state.borrow().ctx.shared.note_stop(
         1 + index,
-        super::runtime::ExecutorStop {
+        crate::node::plan::ExecutorStop {
             initial,
             remaining: drained.remaining_tasks,
         },

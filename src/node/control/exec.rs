@@ -17,26 +17,26 @@ use rustc_hash::FxHashSet;
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-use super::fault::{FaultSwitch, FaultySocket, Turn};
 use super::members::{MemberDriver, Output};
-use super::runtime::{
+use crate::membership::{MembershipConfig, Time};
+use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
+use crate::node::net::udp::{slot_size, RX_BATCH};
+use crate::node::plan::{
     build_mtu, unix_ms, ExecutorStop, LoopCmd, RuntimeConfig, ShardCmd, ShardReport, Shared,
 };
-use super::seeds::SeedResolver;
-use super::snapshot::{
+use crate::node::seeds::SeedResolver;
+use crate::node::snapshot::{
     node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
-use super::udp::{slot_size, RX_BATCH};
-use crate::membership::{MembershipConfig, Time};
+use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
 use crate::tasks::{
-    BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
-    LoopStatus, Notify, RestartIntensity, RestartType, Supervisor, TaskTracker,
+    Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Header, MemberFrame};
 
 /// How often stats are aggregated for the admin plane.
-pub(super) const STATS_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often the control core schedules a seen-map cleanup slice on every shard.
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 /// The longest the membership loop sleeps when no timer is armed.
@@ -45,12 +45,12 @@ const MEMBERSHIP_IDLE: Duration = Duration::from_secs(1);
 const CONTROL_RX_BUFFERS: usize = 64;
 /// Name of the control core's supervised receive path (a task name in metrics, and a
 /// `--chaos` panic target).
-pub(super) const CONTROL_RECEIVER: &str = "control_receiver";
+pub(crate) const CONTROL_RECEIVER: &str = "control_receiver";
 /// How often an idle receive path looks for an injected panic (`--chaos` only).
 const CHAOS_POLL: Duration = Duration::from_millis(100);
 
 /// What the control executor is started with.
-pub(super) struct ControlCtx {
+pub(crate) struct ControlCtx {
     pub cfg: RuntimeConfig,
     /// The seeds' addresses, names resolved on their own thread.
     pub seeds: Arc<SeedResolver>,
@@ -111,73 +111,6 @@ fn never_started<T>(reported: &[Option<T>], since_start: Duration) -> Vec<usize>
 
 /// Least time between two warnings about duplicate node names.
 const CONFLICT_LOG_EVERY: Duration = Duration::from_secs(5);
-
-/// Maps a loop runner's status to the status-page shape.
-pub(super) fn loop_info(s: &LoopStatus) -> LoopInfo {
-    LoopInfo {
-        name: s.name.clone(),
-        enabled: s.enabled,
-        running: s.running,
-        paused: s.paused,
-        interval_ms: s.interval_ms,
-        run_count: s.run_count,
-        error_count: s.error_count,
-        consecutive_errors: s.consecutive_errors,
-        panic_count: s.panic_count,
-        average_duration_ms: s.average_duration_ms,
-        last_run_time: s.last_run_time.map(|t| (t * 1000.0) as u64),
-        last_error: s.last_error.clone(),
-    }
-}
-
-/// Error backoff for the node's loops: quick first retry, capped at 5 s.
-pub(super) fn loop_backoff() -> BackoffConfig {
-    BackoffConfig {
-        initial: Duration::from_millis(50),
-        max: Duration::from_secs(5),
-        multiplier: 2.0,
-        jitter: 0.2,
-    }
-}
-
-/// The supervisor every executor runs its receive path under: a critical permanent
-/// child restarted with [`loop_backoff`]; more than 20 restarts in 10 s (the count
-/// resets after 30 s stable) escalates to `Shared::degrade`, which for a critical
-/// child makes the node shut down and exit non-zero.
-pub(super) fn executor_supervisor<F, Fut>(
-    name: &str,
-    child: String,
-    tracker: &TaskTracker,
-    seed: u64,
-    shared: Arc<Shared>,
-    receive: F,
-) -> Supervisor
-where
-    F: Fn(Event) -> Fut + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + 'static,
-{
-    let sup = Supervisor::new(
-        name,
-        RestartIntensity {
-            max_restarts: 20,
-            within: Duration::from_secs(10),
-            stable_after: Duration::from_secs(30),
-        },
-        tracker.clone(),
-        seed,
-    );
-    sup.add_child(
-        ChildSpec::new(child, RestartType::Permanent, receive)
-            .critical(true)
-            .backoff(loop_backoff()),
-    );
-    sup.on_escalation(move |e| {
-        error!(task = %e.task, critical = e.critical, "restart intensity exceeded");
-        shared.degrade(&e.task, e.critical);
-    });
-    sup.start();
-    sup
-}
 
 impl ControlState {
     /// Test-only fault injection: whether `name` was asked to panic (once).
@@ -551,7 +484,7 @@ impl ControlState {
 /// is a wildcard, else the local address of the interface that routes to the first
 /// seed (asked of the kernel with an unconnected-then-connected UDP socket; nothing
 /// is sent), with the bind port.
-pub(super) fn advertise_addr(
+pub(crate) fn advertise_addr(
     configured: Option<SocketAddr>,
     bind: SocketAddr,
     first_seed: Option<SocketAddr>,
@@ -605,7 +538,7 @@ fn chaos_point(state: &RefCell<ControlState>, name: &str) {
 /// Sends the datagrams the membership driver asked for, batched.
 async fn send_all(
     state: &RefCell<ControlState>,
-    sock: &FaultySocket,
+    sock: &NodeSocket,
     sends: Vec<(Bytes, SocketAddr)>,
 ) {
     if sends.is_empty() {
@@ -623,7 +556,7 @@ async fn send_all(
 /// sends what they produce.
 struct MembershipLoop {
     state: Rc<RefCell<ControlState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
 }
 
 impl Loop for MembershipLoop {
@@ -695,7 +628,7 @@ impl Loop for ShardCommandLoop {
 /// Collects shard snapshots and publishes the node snapshot for the admin plane.
 struct StatsLoop {
     state: Rc<RefCell<ControlState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
 }
 
 impl Loop for StatsLoop {
@@ -720,7 +653,7 @@ impl Loop for StatsLoop {
 /// The control socket's receive path, until `stop`: readiness, then batches.
 async fn receive(
     state: Rc<RefCell<ControlState>>,
-    sock: Rc<FaultySocket>,
+    sock: Rc<NodeSocket>,
     stop: Event,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
@@ -768,9 +701,9 @@ async fn receive(
     Ok(())
 }
 
-pub(super) async fn run_control(ctx: ControlCtx, sock: Socket) {
+pub(crate) async fn run_control(ctx: ControlCtx, sock: Socket) {
     let sock = UdpSocket::from(sock);
-    let sock = Rc::new(FaultySocket::new(
+    let sock = Rc::new(NodeSocket::new(
         sock,
         ctx.faults.clone(),
         ctx.cfg.node_id.0,

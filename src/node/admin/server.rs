@@ -29,21 +29,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::batch::{max_batch_body, parse_batch};
-use super::fault::{AddrRange, FaultRates, FaultSwitch};
 use super::metrics::{encode_metrics, METRICS_CONTENT_TYPE};
-use super::snapshot::{
+use crate::node::batch::{max_batch_body, parse_batch};
+use crate::node::net::socket::{AddrRange, FaultRates, FaultSwitch};
+use crate::node::snapshot::{
     id_hex, AdminBackend, BroadcastRefused, ChaosRefused, LoopControlRefused, NodeSnapshot,
 };
+use crate::node::snapshot::{AdminRejected, MAX_BROADCAST_BODY};
 use crate::topic::Topic;
-
-/// Most body bytes the JSON control routes (`/chaos/*`) read, and the default
-/// `POST /broadcast` bound of a backend that does not name its `max_payload`.
-pub const MAX_BROADCAST_BODY: usize = 64 * 1024 + 1;
 
 /// The admin plane's resource bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,33 +73,6 @@ impl Default for AdminLimits {
             allow_empty: false,
         }
     }
-}
-
-/// Requests and connections the admin plane refused or cut, by reason (the series of
-/// `plumtree_admin_rejected_total{reason}`), and the connections it holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct AdminRejected {
-    /// Request heads over `max_header_bytes` (431).
-    pub header_too_large: u64,
-    /// Connections that sent no complete request head within `header_timeout`
-    /// (half-open, slow or idle keep-alive connections).
-    pub header_timeout: u64,
-    /// Bodies over the route's bound (413), declared or sent.
-    pub body_too_large: u64,
-    /// Bodies not sent within `body_timeout` (408).
-    pub body_timeout: u64,
-    /// Connections refused because `max_connections` were all inside a request.
-    pub connections: u64,
-    /// Connections closed, while waiting for a request, to make room for a new one.
-    pub evicted: u64,
-    /// Requests without the right bearer token (401).
-    pub unauthorized: u64,
-    /// Malformed requests hyper refused (400).
-    pub bad_request: u64,
-    /// Empty `POST /broadcast` bodies refused (400) without `allow_empty`.
-    pub empty_payload: u64,
-    /// Connections held now (a gauge, `plumtree_admin_connections`).
-    pub open_connections: u64,
 }
 
 #[derive(Default)]

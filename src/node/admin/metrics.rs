@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::protocol::stats::IHAVE_BATCH_BUCKETS;
 use crate::protocol::ShardStats;
 
-use super::snapshot::{IoStats, NodeSnapshot, ShardSnapshot};
+use crate::node::snapshot::{IoStats, NodeSnapshot, ShardSnapshot};
 
 /// Content type of [`encode_metrics`]' output (what `/metrics` answers with).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -620,7 +620,8 @@ impl Collector for SnapshotCollector {
         )?;
 
         {
-            let merged = super::topic_counts::merge(s.shards.iter().map(|sh| sh.topics.as_slice()));
+            let merged =
+                crate::node::topic_counts::merge(s.shards.iter().map(|sh| sh.topics.as_slice()));
             let series: Vec<(Labels, u64)> = merged
                 .into_iter()
                 .map(|(t, n)| (vec![("topic", t)], n))
@@ -1184,7 +1185,7 @@ mod tests {
                 dropped: 3,
                 lagged: 2,
             },
-            client: crate::node::client_port::ClientPortSnapshot {
+            client: crate::node::snapshot::ClientPortSnapshot {
                 connections: 2,
                 messages_in: 9,
                 errors: vec![("unknown_op".into(), 4)],

@@ -1,9 +1,11 @@
-//! Test-only fault injection in the node's own transport (`--chaos`): drop, duplicate
-//! and delay a fraction of datagrams, and cut the links to given peer addresses, so
-//! that integration tests can check delivery under loss and partitions on loopback
-//! (there is no `tc netem` here). Every executor's socket is wrapped in a
-//! [`FaultySocket`]; without `--chaos` it holds no fault layer and each send or
-//! receive costs one branch.
+//! [`NodeSocket`], the socket every executor (shards and control core) sends and
+//! receives through: glommio readiness plus the batched I/O of [`super::udp`], with a
+//! fault layer between the socket and its user. The fault layer is test-only fault
+//! injection in the node's own transport (`--chaos`): drop, duplicate and delay a
+//! fraction of datagrams, and cut the links to given peer addresses, so that
+//! integration tests can check delivery under loss and partitions on loopback (there
+//! is no `tc netem` here). Without `--chaos` the socket holds no fault layer and each
+//! send or receive costs one branch.
 //!
 //! The faults are set at start from the config and changed at run time by the admin
 //! plane through a shared [`FaultSwitch`]; each socket's layer copies the switch's
@@ -25,6 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::io_stats::IoStats;
 use super::udp::{recv_batch, send_batch, Received, RxBatch, RxPool, SendStats, TxBatch};
 
 /// Most datagrams one socket holds back (delayed or duplicated) at once; past it a
@@ -358,7 +361,18 @@ impl FaultLayer {
 /// non-blocking `recvmmsg` calls a second is not measurable on an idle node.
 pub const READINESS_CHECK: Duration = Duration::from_millis(250);
 
-/// What [`FaultySocket::receive_turn`] did.
+impl IoStats {
+    /// Copies the socket's fault-layer counters into the snapshot.
+    pub fn set_fault_stats(&mut self, f: FaultStats) {
+        self.chaos_dropped = f.dropped;
+        self.chaos_duplicated = f.duplicated;
+        self.chaos_delayed = f.delayed;
+        self.chaos_cut = f.cut;
+        self.chaos_overflow = f.overflow;
+    }
+}
+
+/// What [`NodeSocket::receive_turn`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
     /// `stop` was set.
@@ -371,7 +385,7 @@ pub enum Turn {
 /// and the batched I/O of [`super::udp`]: readiness through glommio, then
 /// `recvmmsg`/`sendmmsg` on the descriptor. Without `--chaos` the layer is `None` and
 /// a batch costs one branch.
-pub struct FaultySocket {
+pub struct NodeSocket {
     sock: Rc<UdpSocket>,
     layer: Option<Rc<RefCell<FaultLayer>>>,
     rx: RefCell<(RxPool, RxBatch)>,
@@ -379,11 +393,11 @@ pub struct FaultySocket {
     /// Whether GSO sends are tried (cleared when the kernel refuses one).
     gso: Cell<bool>,
     sends: Cell<SendStats>,
-    /// See [`FaultySocket::readiness_missed`].
+    /// See [`NodeSocket::readiness_missed`].
     readiness_missed: Cell<u64>,
 }
 
-impl FaultySocket {
+impl NodeSocket {
     /// Wraps `sock`; `switch` is `None` without `--chaos`. `seed` makes the layer's
     /// decisions reproducible. Received datagrams land in a pool of at most
     /// `pool_buffers` buffers of `slot` bytes; `gso` allows `UDP_SEGMENT` sends.
@@ -393,7 +407,7 @@ impl FaultySocket {
         seed: u64,
         (slot, pool_buffers, gso): (usize, usize, bool),
     ) -> Self {
-        FaultySocket {
+        NodeSocket {
             sock: Rc::new(sock),
             layer: switch.map(|switch| {
                 Rc::new(RefCell::new(FaultLayer {
@@ -440,7 +454,7 @@ impl FaultySocket {
     }
 
     /// Copies this socket's counters (fault layer, buffer pool, sends) into `io`.
-    pub fn fill_stats(&self, io: &mut super::snapshot::IoStats) {
+    pub fn fill_stats(&self, io: &mut IoStats) {
         io.set_fault_stats(self.fault_stats());
         io.rx_buffer_exhausted = self.rx_exhausted();
         io.rx_readiness_missed = self.readiness_missed();
@@ -490,7 +504,7 @@ impl FaultySocket {
     /// until a datagram is readable, `stop` is set, or `poll` passes (at most
     /// [`READINESS_CHECK`]); then drains one batch into `got` (emptied first). A wait
     /// that ended on the timer still drains: if it finds datagrams the readiness wait
-    /// never reported, they are counted ([`FaultySocket::readiness_missed`]) instead
+    /// never reported, they are counted ([`NodeSocket::readiness_missed`]) instead
     /// of sitting in the socket until the next datagram. A failed wait or receive is
     /// logged and backs off 1 ms, leaving `got` empty.
     pub async fn receive_turn(
@@ -832,10 +846,10 @@ mod tests {
             let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
             let to = rx.local_addr().unwrap();
             let switch = Arc::new(FaultSwitch::new(FaultConfig::default()));
-            let rx = FaultySocket::new(rx, Some(switch.clone()), 1, (2048, 64, true));
+            let rx = NodeSocket::new(rx, Some(switch.clone()), 1, (2048, 64, true));
             let txs = UdpSocket::bind("127.0.0.1:0").unwrap();
             let from = txs.local_addr().unwrap();
-            let tx = FaultySocket::new(txs, None, 2, (2048, 64, true));
+            let tx = NodeSocket::new(txs, None, 2, (2048, 64, true));
             // Everything that arrives within `wait`, waiting for readiness as the
             // executors do.
             let recv_for = |wait: Duration| {

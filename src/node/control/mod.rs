@@ -1,0 +1,5 @@
+//! The control executor: HyParView membership over the control socket and the
+//! node's periodic work (maintenance, cleanup scheduling, stats aggregation).
+
+pub(crate) mod exec;
+mod members;
