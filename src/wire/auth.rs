@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use rustc_hash::FxHashMap;
 use thiserror::Error;
 
-use super::HEADER_LEN;
+use super::layout::HEADER_LEN;
 
 /// Header flags bit meaning "this datagram ends with an auth trailer".
 pub const FLAG_AUTH: u8 = 0x01;
@@ -632,7 +632,7 @@ mod tests {
                 sender: NodeId(sender),
                 incarnation: 9,
                 flags: 0,
-                version: crate::wire::VERSION,
+                version: super::layout::VERSION,
             },
             &mut out,
         );

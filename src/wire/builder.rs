@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::codec::{encode_frame_in, encode_header, encoded_len_in, write_id_round, write_prefix};
 use super::frame::{tag, Frame, Header, IHaveEntry};
-use super::{FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MIN_MTU};
+use super::layout::{FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MIN_MTU};
 
 /// Largest UDP payload over IPv4 (65535 - 20 IP - 8 UDP): the upper MTU clamp.
 const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -225,16 +225,17 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
+    use super::layout::{DEFAULT_MTU, MAX_GOSSIP_PAYLOAD};
     use super::*;
     use crate::ids::{MessageId, NodeId};
-    use crate::wire::{decode, DEFAULT_MTU, MAX_GOSSIP_PAYLOAD};
+    use crate::wire::decode;
 
     fn header() -> Header {
         Header {
             sender: NodeId(42),
             incarnation: 7,
             flags: 0,
-            version: crate::wire::VERSION,
+            version: super::layout::VERSION,
         }
     }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::error::DecodeError;
 use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
-use super::{
+use super::layout::{
     DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN,
     GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, MIN_VERSION, PING_LEN, PRUNE_LEN,
     PRUNE_ROOT_LEN, VERSION,
@@ -367,7 +367,7 @@ pub fn encoded_len_in(frame: &Frame, version: u8) -> usize {
 /// Callers never get there: [`DatagramBuilder`](super::DatagramBuilder) caps
 /// datagrams at 65507 bytes, the [`Coalescer`](super::Coalescer) splits IHave batches
 /// across datagrams, and Gossip payloads are bounded by the protocol configuration
-/// (at most [`MAX_GOSSIP_PAYLOAD`](super::MAX_GOSSIP_PAYLOAD)). An empty IHave
+/// (at most [`MAX_GOSSIP_PAYLOAD`](super::layout::MAX_GOSSIP_PAYLOAD)). An empty IHave
 /// encodes to a frame the decoder rejects; builders drop those instead.
 ///
 /// # Panics
@@ -471,7 +471,7 @@ mod tests {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 0xdead_beef,
             flags: 0x80,
-            version: crate::wire::VERSION,
+            version: super::layout::VERSION,
         }
     }
 

@@ -27,7 +27,7 @@ pub enum DecodeError {
     #[error("frame 0x{tag:02x} has invalid body length {len}")]
     BadLength { tag: u8, len: usize },
     /// A Digest listing more blocks than a sender ever puts in one frame
-    /// ([`DIGEST_MAX_BLOCKS`](super::DIGEST_MAX_BLOCKS)): forged or corrupt, and
+    /// ([`DIGEST_MAX_BLOCKS`](super::layout::DIGEST_MAX_BLOCKS)): forged or corrupt, and
     /// refused before any of it costs a pull.
     #[error("digest of {blocks} blocks exceeds the bound of {max}")]
     DigestTooLarge { blocks: usize, max: usize },

@@ -134,8 +134,8 @@ pub struct Header {
     /// Flag bits: 0x01 = authenticated ([`auth::FLAG_AUTH`](super::auth::FLAG_AUTH));
     /// the others are reserved (compressed, ...) and 0. The decoder ignores them.
     pub flags: u8,
-    /// Wire version of the datagram ([`MIN_VERSION`](super::MIN_VERSION)..=
-    /// [`VERSION`](super::VERSION)): what the sender speaks, and so what a reply to it
+    /// Wire version of the datagram ([`MIN_VERSION`](super::layout::MIN_VERSION)..=
+    /// [`VERSION`](super::layout::VERSION)): what the sender speaks, and so what a reply to it
     /// must be written in.
     pub version: u8,
 }

@@ -47,7 +47,7 @@ use bytes::Bytes;
 use super::codec::{decode_header, write_prefix};
 use super::error::DecodeError;
 use super::frame::{tag, Header};
-use super::FRAME_PREFIX_LEN;
+use super::layout::FRAME_PREFIX_LEN;
 use crate::ids::NodeId;
 
 /// Bytes of one [`Contact`] on the wire.
@@ -152,8 +152,9 @@ pub fn member_encoded_len(f: &MemberFrame) -> usize {
 /// Most contacts a Shuffle (`with_origin`) or ShuffleReply can carry in a datagram
 /// of `mtu` bytes; the driver truncates samples to this.
 pub fn max_contacts(mtu: usize, with_origin: bool) -> usize {
-    let fixed =
-        super::HEADER_LEN + FRAME_PREFIX_LEN + if with_origin { 1 + CONTACT_LEN } else { 0 };
+    let fixed = super::layout::HEADER_LEN
+        + FRAME_PREFIX_LEN
+        + if with_origin { 1 + CONTACT_LEN } else { 0 };
     (mtu.saturating_sub(fixed) / CONTACT_LEN).min(usize::from(u16::MAX) / CONTACT_LEN - 1)
 }
 
@@ -273,7 +274,7 @@ pub fn encode_member_frame(f: &MemberFrame, out: &mut Vec<u8>) {
 /// One datagram: header plus frames (the caller seals it when the cluster is keyed).
 pub fn encode_member_datagram(h: &Header, frames: &[MemberFrame]) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        super::HEADER_LEN + frames.iter().map(member_encoded_len).sum::<usize>(),
+        super::layout::HEADER_LEN + frames.iter().map(member_encoded_len).sum::<usize>(),
     );
     super::encode_header(h, &mut out);
     for f in frames {
@@ -375,7 +376,7 @@ pub fn read_advertise(buf: &[u8]) -> Option<SocketAddr> {
 
 /// The body of the first frame tagged `t` in a datagram, scanning the prefixes only.
 fn find_frame(buf: &[u8], t: u8) -> Option<&[u8]> {
-    let mut pos = super::HEADER_LEN;
+    let mut pos = super::layout::HEADER_LEN;
     while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
         let (&[tag, l0, l1], after) = rest.split_first_chunk::<FRAME_PREFIX_LEN>()?;
         let len = usize::from(u16::from_le_bytes([l0, l1]));
@@ -544,15 +545,16 @@ pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use super::layout::HEADER_LEN;
     use super::*;
-    use crate::wire::{decode, encode_frame, Frame, HEADER_LEN};
+    use crate::wire::{decode, encode_frame, Frame};
 
     fn header() -> Header {
         Header {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 9,
             flags: 0,
-            version: crate::wire::VERSION,
+            version: super::layout::VERSION,
         }
     }
 
