@@ -632,7 +632,7 @@ mod tests {
                 sender: NodeId(sender),
                 incarnation: 9,
                 flags: 0,
-                version: super::layout::VERSION,
+                version: crate::wire::VERSION,
             },
             &mut out,
         );

@@ -225,17 +225,17 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
-    use super::layout::{DEFAULT_MTU, MAX_GOSSIP_PAYLOAD};
     use super::*;
     use crate::ids::{MessageId, NodeId};
     use crate::wire::decode;
+    use crate::wire::{DEFAULT_MTU, MAX_GOSSIP_PAYLOAD};
 
     fn header() -> Header {
         Header {
             sender: NodeId(42),
             incarnation: 7,
             flags: 0,
-            version: super::layout::VERSION,
+            version: crate::wire::VERSION,
         }
     }
 

@@ -471,7 +471,7 @@ mod tests {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 0xdead_beef,
             flags: 0x80,
-            version: super::layout::VERSION,
+            version: crate::wire::VERSION,
         }
     }
 

@@ -545,8 +545,8 @@ pub fn decode_members(buf: &Bytes) -> Result<MemberDatagram, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::layout::HEADER_LEN;
     use super::*;
+    use crate::wire::HEADER_LEN;
     use crate::wire::{decode, encode_frame, Frame};
 
     fn header() -> Header {
@@ -554,7 +554,7 @@ mod tests {
             sender: NodeId(0x0102_0304_0506_0708),
             incarnation: 9,
             flags: 0,
-            version: super::layout::VERSION,
+            version: crate::wire::VERSION,
         }
     }
 
