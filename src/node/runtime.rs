@@ -165,24 +165,6 @@ pub(super) enum ShardReport {
     Snapshot(Box<ShardSnapshot>),
 }
 
-/// A peer's layout: where its shards listen.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct PeerLayout {
-    pub control: SocketAddr,
-    pub shards: u16,
-}
-
-impl PeerLayout {
-    /// The peer shard that owns `partition`: shard `k` listens on control port + 1 + k.
-    pub fn shard_addr(&self, partition: u16) -> SocketAddr {
-        let k = partition as usize % self.shards.max(1) as usize;
-        SocketAddr::new(
-            self.control.ip(),
-            self.control.port().wrapping_add(1 + k as u16),
-        )
-    }
-}
-
 /// State shared between the control core, the shards' supervisors, the admin plane
 /// and `RunningNode` (none of it on the per-message path).
 pub(super) struct Shared {
