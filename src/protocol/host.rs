@@ -129,6 +129,8 @@ pub struct ShardHost {
     /// sent to them is written in version 1. At most [`MAX_V1_ADDRS`].
     v1_addrs: FxHashSet<SocketAddr>,
     timers: TimerQueue<HostTimer>,
+    /// Scratch list of the timers one [`ShardHost::fire_due`] runs.
+    due: Vec<HostTimer>,
     /// Whether the host re-arms its periodic timers itself (see
     /// [`ShardHost::start_periodic`]); otherwise the driver fires them.
     periodic: bool,
@@ -147,6 +149,7 @@ impl ShardHost {
             peers: FxHashMap::default(),
             v1_addrs: FxHashSet::default(),
             timers: TimerQueue::new(),
+            due: Vec::new(),
             periodic: false,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x686f_7374),
             stats: HostStats::default(),
@@ -273,11 +276,18 @@ impl ShardHost {
         }
     }
 
-    /// Fires every timer due at `now`, earliest first.
+    /// Fires every timer due at `now`, earliest first. One armed while they run
+    /// (a cleanup's next slice) waits for the next call, so a long cleanup is done
+    /// in slices with the driver's other work between them.
     pub fn fire_due(&mut self, now: Time) {
+        let mut due = std::mem::take(&mut self.due);
         while let Some(t) = self.timers.pop_due(now) {
+            due.push(t);
+        }
+        for t in due.drain(..) {
             self.fire(now, t);
         }
+        self.due = due;
     }
 
     /// Runs one timer now (a due one, or periodic work the driver scheduled).
@@ -432,5 +442,313 @@ impl ShardHost {
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<HostEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::ProtocolConfig;
+
+    const ME: NodeId = NodeId(1);
+
+    fn layout(i: u8, shards: u16) -> PeerLayout {
+        PeerLayout {
+            control: SocketAddr::new(Ipv4Addr::new(10, 0, 0, i).into(), 7000),
+            shards,
+        }
+    }
+
+    fn host(cfg: ProtocolConfig) -> ShardHost {
+        let shard = Shard::new(ME, u64::MAX, cfg, 7).expect("valid config");
+        let header = Header {
+            sender: ME,
+            incarnation: 1,
+            flags: 0,
+            version: wire::VERSION,
+        };
+        ShardHost::new(
+            shard,
+            HostConfig {
+                header,
+                mtu: wire::DEFAULT_MTU,
+            },
+            7,
+        )
+    }
+
+    fn datagram(sender: NodeId, version: u8, frames: Vec<Frame>) -> Datagram {
+        Datagram {
+            header: Header {
+                sender,
+                incarnation: 1,
+                flags: 0,
+                version,
+            },
+            frames,
+            skipped_unknown: 0,
+        }
+    }
+
+    fn ihave(origin: u64, seq: u64) -> Frame {
+        Frame::IHave {
+            entries: vec![IHaveEntry {
+                id: MessageId {
+                    origin: NodeId(origin),
+                    seq,
+                },
+                round: 1,
+            }],
+        }
+    }
+
+    fn gossip(origin: u64, seq: u64, topic: Topic) -> Frame {
+        Frame::Gossip {
+            id: MessageId {
+                origin: NodeId(origin),
+                seq,
+            },
+            round: 0,
+            topic,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn drain(h: &mut ShardHost) -> (Vec<(SocketAddr, Bytes)>, Vec<HostEvent>) {
+        h.flush();
+        let mut d = Vec::new();
+        while let Some(x) = h.poll_datagram() {
+            d.push(x);
+        }
+        let mut e = Vec::new();
+        while let Some(x) = h.poll_event() {
+            e.push(x);
+        }
+        (d, e)
+    }
+
+    #[test]
+    fn strangers_ihave_and_digest_are_dropped_and_counted() {
+        let mut h = host(ProtocolConfig::default());
+        let now = Duration::from_secs(1);
+        h.neighbor_up(now, NodeId(2), layout(2, 1));
+        let stranger = NodeId(9);
+        let digest = Frame::Digest {
+            partition: 0,
+            reply: false,
+            blocks: Vec::new(),
+        };
+        let src = layout(9, 1).shard_addr(0);
+        h.receive(
+            now,
+            src,
+            datagram(
+                stranger,
+                wire::VERSION,
+                vec![ihave(5, 0), digest, gossip(9, 0, Topic::default())],
+            ),
+            false,
+        );
+        let s = h.stats();
+        assert_eq!(s.unknown_senders, 1);
+        assert_eq!(s.ihave_unknown_sender, 2);
+        // The Gossip is not filtered: it is delivered.
+        let (_, events) = drain(&mut h);
+        assert!(matches!(events[..], [HostEvent::Deliver { .. }]));
+        // No graft wait was armed for the stranger's announcement.
+        let armed = h.timers_armed();
+        // A neighbour's IHave is kept: the missing message arms a graft wait.
+        h.receive(
+            now,
+            layout(2, 1).shard_addr(0),
+            datagram(NodeId(2), wire::VERSION, vec![ihave(5, 0)]),
+            false,
+        );
+        drain(&mut h);
+        assert_eq!(h.stats().ihave_unknown_sender, 2);
+        assert_eq!(h.stats().unknown_senders, 1);
+        assert!(h.timers_armed() > armed);
+    }
+
+    #[test]
+    fn shedding_drops_ihave_and_digest_only() {
+        let mut h = host(ProtocolConfig::default());
+        let now = Duration::from_secs(1);
+        h.neighbor_up(now, NodeId(2), layout(2, 1));
+        let digest = Frame::Digest {
+            partition: 0,
+            reply: false,
+            blocks: Vec::new(),
+        };
+        h.receive(
+            now,
+            layout(2, 1).shard_addr(0),
+            datagram(
+                NodeId(2),
+                wire::VERSION,
+                vec![ihave(5, 0), digest, gossip(2, 0, Topic::default())],
+            ),
+            true,
+        );
+        let s = h.stats();
+        assert_eq!((s.shed_ihave, s.shed_anti_entropy), (1, 1));
+        assert_eq!(s.ihave_unknown_sender, 0);
+        let (_, events) = drain(&mut h);
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn ihave_entries_go_to_the_peer_shard_owning_their_partition() {
+        let cfg = ProtocolConfig {
+            eager_fanout: 1,
+            ..ProtocolConfig::default()
+        };
+        let mut h = host(cfg);
+        let now = Duration::from_secs(1);
+        let peers = [(NodeId(2), layout(2, 2)), (NodeId(3), layout(3, 2))];
+        for (id, l) in peers {
+            h.neighbor_up(now, id, l);
+        }
+        for seq in 0..64 {
+            let id = MessageId { origin: ME, seq };
+            h.broadcast(now, id, Topic::default(), Bytes::from_static(b"m"))
+                .expect("valid broadcast");
+        }
+        h.flush_ihave_queues();
+        let (dgrams, _) = drain(&mut h);
+        let mut ports = FxHashSet::default();
+        let mut entries = 0;
+        for (addr, bytes) in &dgrams {
+            let l = peers
+                .iter()
+                .find(|(_, l)| l.control.ip() == addr.ip())
+                .expect("sent to a neighbour")
+                .1;
+            let k = addr.port() - l.control.port() - 1;
+            for f in wire::decode(bytes).expect("decodable").frames {
+                if let Frame::IHave { entries: es } = f {
+                    ports.insert(*addr);
+                    for e in es {
+                        entries += 1;
+                        assert_eq!(e.id.partition(64) % 2, k, "entry sent to the wrong shard");
+                    }
+                }
+            }
+        }
+        assert!(entries > 0);
+        // A lazy peer's two shards each got their share of its IHaves.
+        let lazy: FxHashSet<_> = ports.iter().map(|a| a.ip()).collect();
+        assert_eq!(ports.len(), 2 * lazy.len(), "IHaves were not split: {ports:?}");
+    }
+
+    #[test]
+    fn version_1_addresses_are_answered_in_version_1() {
+        let mut h = host(ProtocolConfig::default());
+        let now = Duration::from_secs(1);
+        let old = layout(2, 1);
+        h.neighbor_up(now, NodeId(2), old);
+        let src = old.shard_addr(0);
+        h.receive(
+            now,
+            src,
+            datagram(NodeId(2), wire::MIN_VERSION, vec![ihave(5, 0)]),
+            false,
+        );
+        assert_eq!(h.stats().wire_v1_datagrams, 1);
+        let topic = Topic::new("news").expect("valid topic");
+        let id = MessageId { origin: ME, seq: 0 };
+        h.broadcast(now, id, topic, Bytes::from_static(b"m"))
+            .expect("valid broadcast");
+        let (dgrams, _) = drain(&mut h);
+        let (addr, bytes) = dgrams
+            .iter()
+            .find(|(_, b)| {
+                wire::decode(b)
+                    .expect("decodable")
+                    .frames
+                    .iter()
+                    .any(|f| matches!(f, Frame::Gossip { .. }))
+            })
+            .expect("the broadcast was pushed");
+        assert_eq!(*addr, src);
+        assert_eq!(
+            wire::decode(bytes).expect("decodable").header.version,
+            wire::MIN_VERSION
+        );
+        assert_eq!(h.stats().topics_downgraded, 1);
+        // A version-2 datagram from the same address forgets the downgrade.
+        h.receive(
+            now,
+            src,
+            datagram(NodeId(2), wire::VERSION, Vec::new()),
+            false,
+        );
+        let id = MessageId { origin: ME, seq: 1 };
+        h.broadcast(now, id, Topic::default(), Bytes::from_static(b"m"))
+            .expect("valid broadcast");
+        let (dgrams, _) = drain(&mut h);
+        assert!(dgrams
+            .iter()
+            .all(|(_, b)| wire::decode(b).expect("decodable").header.version == wire::VERSION));
+    }
+
+    #[test]
+    fn unknown_peer_sends_count_as_send_errors() {
+        let mut h = host(ProtocolConfig::default());
+        let now = Duration::from_secs(1);
+        h.neighbor_up(now, NodeId(2), layout(2, 1));
+        h.neighbor_down(now, NodeId(2));
+        assert!(h.peer(NodeId(2)).is_none());
+        let id = MessageId { origin: ME, seq: 0 };
+        h.broadcast(now, id, Topic::default(), Bytes::from_static(b"m"))
+            .expect("valid broadcast");
+        let (dgrams, _) = drain(&mut h);
+        assert!(dgrams.is_empty());
+    }
+
+    #[test]
+    fn periodic_work_rearms_itself_within_its_period() {
+        let cfg = ProtocolConfig::default();
+        let (m, j, ae) = (
+            cfg.maintenance_interval,
+            cfg.maintenance_jitter,
+            cfg.anti_entropy_interval,
+        );
+        let mut h = host(cfg);
+        let start = Duration::from_secs(10);
+        h.start_periodic(start);
+        assert_eq!(h.timers_armed(), 3);
+        let first = h.next_timeout().expect("armed");
+        assert!(first >= start && first < start + m.max(ae).max(CLEANUP_EVERY));
+        // A driver that did not start them fires them itself, once each.
+        let mut other = host(ProtocolConfig::default());
+        other.fire(start, HostTimer::Maintenance);
+        other.fire(start, HostTimer::AntiEntropy);
+        other.fire(start, HostTimer::Cleanup);
+        assert_eq!(other.timers_armed(), 0);
+        // Started: after a whole period every kind fired and is armed again, each
+        // within its period (plus jitter) of when it fired.
+        let mut now = start;
+        let end = start
+            + (m + j)
+                .max(ae.mul_f64(1.0 + PERIOD_JITTER))
+                .max(CLEANUP_EVERY)
+                * 3;
+        while let Some(at) = h.next_timeout().filter(|&at| at <= end) {
+            now = at;
+            h.fire_due(now);
+            h.flush();
+        }
+        assert!(now > start);
+        assert_eq!(h.timers_armed(), 3);
+        let latest = (m + j)
+            .max(ae.mul_f64(1.0 + PERIOD_JITTER))
+            .max(CLEANUP_EVERY.mul_f64(1.0 + PERIOD_JITTER));
+        assert!(h.next_timeout().expect("armed") <= end + latest);
     }
 }
