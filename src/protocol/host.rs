@@ -643,7 +643,11 @@ mod tests {
         assert!(entries > 0);
         // A lazy peer's two shards each got their share of its IHaves.
         let lazy: FxHashSet<_> = ports.iter().map(|a| a.ip()).collect();
-        assert_eq!(ports.len(), 2 * lazy.len(), "IHaves were not split: {ports:?}");
+        assert_eq!(
+            ports.len(),
+            2 * lazy.len(),
+            "IHaves were not split: {ports:?}"
+        );
     }
 
     #[test]
