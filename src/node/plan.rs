@@ -19,7 +19,7 @@ use super::seeds::Seed;
 use super::snapshot::{LoopControlRefused, LoopInfo, NameBook, NodeSnapshot, ShardSnapshot};
 use super::subscribe::Subscribers;
 use super::wake::{Doorbell, Queue};
-use crate::ids::{shard_of, MessageId, NodeId};
+use crate::ids::{MessageId, NodeId};
 use crate::protocol::ProtocolConfig;
 use crate::topic::Topic;
 use crate::wire::auth::ClusterKeys;
@@ -134,24 +134,6 @@ pub(crate) struct ExecutorStop {
 #[derive(Debug)]
 pub(crate) enum ShardReport {
     Snapshot(Box<ShardSnapshot>),
-}
-
-/// A peer's layout: where its shards listen.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerLayout {
-    pub control: SocketAddr,
-    pub shards: u16,
-}
-
-impl PeerLayout {
-    /// The peer shard that owns `partition`: shard `k` listens on control port + 1 + k.
-    pub fn shard_addr(&self, partition: u16) -> SocketAddr {
-        let k = shard_of(partition, self.shards as usize);
-        SocketAddr::new(
-            self.control.ip(),
-            self.control.port().wrapping_add(1 + k as u16),
-        )
-    }
 }
 
 /// State shared between the control core, the shards' supervisors, the admin plane

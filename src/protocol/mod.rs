@@ -11,11 +11,13 @@ pub mod cache;
 pub mod config;
 mod digest;
 pub mod gap;
+pub mod host;
 pub mod peers;
 pub mod roots;
 pub mod seen;
 pub mod shard;
 pub mod stats;
+pub mod timer;
 pub mod validate;
 
 use std::time::Duration;
@@ -23,8 +25,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use config::{ConfigError, Mode, ProtocolConfig};
+pub use host::{HostEvent, HostTimer, ShardHost};
 pub use shard::{BroadcastError, CleanupProgress, Shard};
 pub use stats::ShardStats;
+pub use timer::TimerQueue;
 pub use validate::{MessageView, Validator, ValidatorHandle, Verdict};
 
 use crate::ids::{MessageId, NodeId};

@@ -1,7 +1,6 @@
 //! The event loop of the simulator.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,8 +17,9 @@ use crate::membership::{
     Timer as MemberTimer,
 };
 use crate::protocol::gap::Gap;
-use crate::protocol::{Event, Mode, ProtocolConfig, Shard, Timer};
-use crate::wire::{self, Coalescer, Frame, Header};
+use crate::protocol::host::{HostConfig, HostEvent, PeerLayout, ShardHost};
+use crate::protocol::{Mode, ProtocolConfig, Shard, TimerQueue};
+use crate::wire::{self, Frame, Header};
 
 /// Seeds each joining HyParView node is given (random earlier nodes).
 const SEEDS_PER_NODE: usize = 3;
@@ -118,9 +118,11 @@ enum What {
         from: u32,
         bytes: Bytes,
     },
-    Timer {
+    /// The node's host has a timer due (stale unless `at` is still the node's
+    /// armed wake-up).
+    Wake {
         node: u32,
-        timer: Timer,
+        at: Duration,
     },
     Broadcast {
         k: usize,
@@ -129,12 +131,6 @@ enum What {
     NeighborDown {
         node: u32,
         peer: u32,
-    },
-    Maintenance {
-        node: u32,
-    },
-    AntiEntropy {
-        node: u32,
     },
     Join {
         node: u32,
@@ -151,9 +147,6 @@ enum What {
     HealCheck,
     /// After a split heals: is the overlay one connected graph again?
     RemergeCheck,
-    Cleanup {
-        node: u32,
-    },
     Split,
     Heal,
     /// After a heal, every origin that broadcast speaks once more: a node learns of a
@@ -164,30 +157,6 @@ enum What {
     /// gaps count from a node's first contact with an origin, so this puts every
     /// scheduled message in scope.
     Opening,
-}
-
-struct Scheduled {
-    at: Duration,
-    seq: u64,
-    what: What,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Min-heap on (time, insertion order).
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 /// What [`Sim::gap_accounting`] found.
@@ -216,10 +185,13 @@ struct Track {
 struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
-    queue: BinaryHeap<Scheduled>,
-    next_seq: u64,
+    queue: TimerQueue<What>,
     now: Duration,
-    shards: Vec<Shard>,
+    /// Each node's shard with the same host the node runs (filters, routing,
+    /// coalescing, timers).
+    hosts: Vec<ShardHost>,
+    /// The earliest wake-up scheduled for each node's host timers.
+    wake_at: Vec<Option<Duration>>,
     members: Vec<Membership>,
     alive: Vec<bool>,
     crashed_at: Option<Duration>,
@@ -256,7 +228,6 @@ struct Sim {
     datagrams_sent: u64,
     datagrams_lost: u64,
     events: u64,
-    out: Vec<Bytes>,
 }
 
 fn node_id(i: u32) -> NodeId {
@@ -265,6 +236,50 @@ fn node_id(i: u32) -> NodeId {
 
 fn index_of(id: NodeId) -> u32 {
     (id.0 - 1) as u32
+}
+
+/// A simulated node's control address: 10.x.y.z (its index), port 7000. Its one
+/// shard listens on port 7001 (see [`PeerLayout::shard_addr`]).
+fn layout_of(i: u32) -> PeerLayout {
+    let [_, a, b, c] = i.to_be_bytes();
+    PeerLayout {
+        control: SocketAddr::new(Ipv4Addr::new(10, a, b, c).into(), 7000),
+        shards: 1,
+    }
+}
+
+/// The node a simulated address belongs to.
+fn node_at(addr: SocketAddr) -> u32 {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let [_, a, b, c] = ip.octets();
+            u32::from_be_bytes([0, a, b, c])
+        }
+        std::net::IpAddr::V6(_) => unreachable!("simulated addresses are IPv4"),
+    }
+}
+
+/// The host of simulated node `i`: one shard owning every partition, writing the
+/// datagrams a node of the current wire version writes.
+fn sim_host(i: u32, cfg: &SimConfig) -> ShardHost {
+    let all = crate::ids::owned_mask(0, 1, cfg.protocol.partitions);
+    let seed = cfg.seed ^ (i as u64 + 1) << 20;
+    let shard = Shard::new(node_id(i), all, cfg.protocol.clone(), seed)
+        .expect("protocol config validated by the caller");
+    let header = Header {
+        sender: node_id(i),
+        incarnation: 1,
+        flags: 0,
+        version: wire::VERSION,
+    };
+    ShardHost::new(
+        shard,
+        HostConfig {
+            header,
+            mtu: cfg.mtu,
+        },
+        seed,
+    )
 }
 
 /// Runs one scenario to completion and reports.
@@ -282,19 +297,7 @@ impl Sim {
         let n = cfg.nodes;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let adj = random_overlay(n, cfg.degree, &mut rng);
-        // One shard per simulated node: it owns every partition.
-        let all = crate::ids::owned_mask(0, 1, cfg.protocol.partitions);
-        let shards = (0..n as u32)
-            .map(|i| {
-                Shard::new(
-                    node_id(i),
-                    all,
-                    cfg.protocol.clone(),
-                    cfg.seed ^ (i as u64 + 1) << 20,
-                )
-                .expect("protocol config validated by the caller")
-            })
-            .collect();
+        let hosts = (0..n as u32).map(|i| sim_host(i, &cfg)).collect();
         let members = match cfg.overlay {
             Overlay::Random => Vec::new(),
             Overlay::HyParView => (0..n as u32)
@@ -316,10 +319,10 @@ impl Sim {
         }
         Self {
             rng,
-            queue: BinaryHeap::new(),
-            next_seq: 0,
+            queue: TimerQueue::new(),
             now: Duration::ZERO,
-            shards,
+            hosts,
+            wake_at: vec![None; n],
             members,
             alive: vec![true; n],
             crashed_at: None,
@@ -351,7 +354,6 @@ impl Sim {
             datagrams_sent: 0,
             datagrams_lost: 0,
             events: 0,
-            out: Vec::new(),
             cfg,
         }
     }
@@ -365,12 +367,7 @@ impl Sim {
     }
 
     fn at(&mut self, at: Duration, what: What) {
-        self.next_seq += 1;
-        self.queue.push(Scheduled {
-            at,
-            seq: self.next_seq,
-            what,
-        });
+        self.queue.insert(at, what);
     }
 
     /// When broadcasts begin: after every node joined and views settled (HyParView).
@@ -404,14 +401,18 @@ impl Sim {
 
     fn run(&mut self) {
         let n = self.cfg.nodes as u32;
-        // Neighbours come up (all at once, or by joining), then periodic work starts at
-        // random phases.
+        // Neighbours come up (all at once, or by joining); each host arms its periodic
+        // work at random phases.
         for i in 0..n {
             match self.cfg.overlay {
                 Overlay::Random => {
                     for k in 0..self.adj[i as usize].len() {
                         let peer = self.adj[i as usize][k];
-                        self.shards[i as usize].neighbor_up(Duration::ZERO, node_id(peer));
+                        self.hosts[i as usize].neighbor_up(
+                            Duration::ZERO,
+                            node_id(peer),
+                            layout_of(peer),
+                        );
                     }
                     self.pump(i);
                 }
@@ -420,18 +421,8 @@ impl Sim {
                     self.at(at, What::Join { node: i });
                 }
             }
-            let m = self.cfg.protocol.maintenance_interval;
-            if !m.is_zero() {
-                let phase = self.rng.gen_range(0..m.as_millis() as u64);
-                self.at(Duration::from_millis(phase), What::Maintenance { node: i });
-            }
-            let phase = self.rng.gen_range(0..5000);
-            self.at(Duration::from_millis(phase), What::Cleanup { node: i });
-            let ae = self.cfg.protocol.anti_entropy_interval;
-            if !ae.is_zero() {
-                let phase = self.rng.gen_range(0..ae.as_millis() as u64);
-                self.at(Duration::from_millis(phase), What::AntiEntropy { node: i });
-            }
+            self.hosts[i as usize].start_periodic(Duration::ZERO);
+            self.arm_wake(i);
         }
         let first = self.first_broadcast();
         if self.cfg.partition_heal && self.cfg.fail == 0.0 {
@@ -485,13 +476,13 @@ impl Sim {
             heal_end = (heal + self.cfg.drain).max(declared);
         }
         let end = (self.broadcast_end() + self.cfg.drain).max(heal_end);
-        while let Some(ev) = self.queue.pop() {
-            if ev.at > end {
+        while let Some((at, what)) = self.queue.pop_next() {
+            if at > end {
                 break;
             }
-            self.now = ev.at;
+            self.now = at;
             self.events += 1;
-            self.dispatch(ev.what);
+            self.dispatch(what);
         }
         self.now = end;
     }
@@ -507,14 +498,14 @@ impl Sim {
                     panic!("simulator produced an undecodable datagram");
                 };
                 debug_assert_eq!(index_of(dg.header.sender), from);
-                for frame in dg.frames {
-                    self.shards[to as usize].handle_frame(now, dg.header.sender, frame);
-                }
+                let src = layout_of(from).shard_addr(0);
+                self.hosts[to as usize].receive(now, src, dg, false);
                 self.pump(to);
             }
-            What::Timer { node, timer } => {
-                if self.alive[node as usize] {
-                    self.shards[node as usize].handle_timer(now, timer);
+            What::Wake { node, at } => {
+                if self.alive[node as usize] && self.wake_at[node as usize] == Some(at) {
+                    self.wake_at[node as usize] = None;
+                    self.hosts[node as usize].fire_due(now);
                     self.pump(node);
                 }
             }
@@ -547,46 +538,9 @@ impl Sim {
             What::Crash => self.crash(),
             What::NeighborDown { node, peer } => {
                 if self.alive[node as usize] {
-                    self.shards[node as usize].neighbor_down(now, node_id(peer));
+                    self.hosts[node as usize].neighbor_down(now, node_id(peer));
                     self.pump(node);
                 }
-            }
-            What::Maintenance { node } => {
-                if !self.alive[node as usize] {
-                    return;
-                }
-                self.shards[node as usize].maintenance(now);
-                self.pump(node);
-                let p = &self.cfg.protocol;
-                let jitter = p.maintenance_jitter.as_millis() as u64;
-                let extra = if jitter == 0 {
-                    0
-                } else {
-                    self.rng.gen_range(0..=jitter)
-                };
-                let next = now + p.maintenance_interval + Duration::from_millis(extra);
-                self.at(next, What::Maintenance { node });
-            }
-            What::AntiEntropy { node } => {
-                if !self.alive[node as usize] {
-                    return;
-                }
-                self.shards[node as usize].anti_entropy(now);
-                self.pump(node);
-                let next = now + self.cfg.protocol.anti_entropy_interval;
-                self.at(next, What::AntiEntropy { node });
-            }
-            What::Cleanup { node } => {
-                if !self.alive[node as usize] {
-                    return;
-                }
-                let progress = self.shards[node as usize].cleanup(now, 1024);
-                let next = if progress.done {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_millis(10)
-                };
-                self.at(now + next, What::Cleanup { node });
             }
             What::Split => self.split = true,
             What::Heal => {
@@ -698,7 +652,7 @@ impl Sim {
         {
             payload[j] = *b;
         }
-        self.shards[origin as usize]
+        self.hosts[origin as usize]
             .broadcast(
                 self.now,
                 id,
@@ -763,11 +717,11 @@ impl Sim {
                     }
                 }
                 MemberEvent::NeighborUp(p) => {
-                    self.shards[node as usize].neighbor_up(self.now, p);
+                    self.hosts[node as usize].neighbor_up(self.now, p, layout_of(index_of(p)));
                     self.pump(node);
                 }
                 MemberEvent::NeighborDown(p) => {
-                    self.shards[node as usize].neighbor_down(self.now, p);
+                    self.hosts[node as usize].neighbor_down(self.now, p);
                     self.pump(node);
                 }
                 MemberEvent::SetTimer { at, timer } => {
@@ -808,47 +762,47 @@ impl Sim {
         count == live.len()
     }
 
-    /// Drains a node's events: records deliveries, schedules timers, coalesces sends
-    /// per destination into datagrams and puts them on the links.
+    /// Drains a node's host: records deliveries and gaps, puts its datagrams on the
+    /// links, and schedules a wake-up for its earliest timer.
     fn pump(&mut self, node: u32) {
-        let mut sends: Vec<(u32, Vec<Frame>)> = Vec::new();
-        while let Some(ev) = self.shards[node as usize].poll_event() {
+        // Frames for a node that is no longer a neighbour (a Prune answering a
+        // stranger's Gossip) are not sent: the host counts them, as a node does.
+        self.hosts[node as usize].flush();
+        while let Some(ev) = self.hosts[node as usize].poll_event() {
             match ev {
-                Event::Send { to, frame } => {
-                    if let Frame::Gossip { id, .. } = &frame {
-                        if let Some(&k) = self.ids.get(id) {
-                            self.tracks[k as usize].payload_sends += 1;
-                        }
-                    }
-                    let to = index_of(to);
-                    match sends.iter_mut().find(|(d, _)| *d == to) {
-                        Some((_, frames)) => frames.push(frame),
-                        None => sends.push((to, vec![frame])),
-                    }
-                }
-                Event::Deliver { id, round, .. } => self.record_delivery(node, id, round),
-                Event::SetTimer { at, timer } => self.at(at, What::Timer { node, timer }),
-                Event::GraftFailed { .. } => {}
-                Event::Gap(gap) => self.gaps.push((node, gap)),
+                HostEvent::Deliver { id, round, .. } => self.record_delivery(node, id, round),
+                HostEvent::GraftFailed { .. } => {}
+                HostEvent::Gap(gap) => self.gaps.push((node, gap)),
             }
         }
-        let header = Header {
-            sender: node_id(node),
-            incarnation: 1,
-            flags: 0,
-            version: crate::wire::VERSION,
+        while let Some((addr, bytes)) = self.hosts[node as usize].poll_datagram() {
+            self.count_payload_sends(&bytes);
+            self.transmit(node, node_at(addr), bytes);
+        }
+        self.arm_wake(node);
+    }
+
+    /// Payload transmissions (RMR): the Gossip frames of a datagram sent, lost or not.
+    fn count_payload_sends(&mut self, bytes: &Bytes) {
+        let dg = wire::decode(bytes).expect("the host builds decodable datagrams");
+        for f in &dg.frames {
+            if let Frame::Gossip { id, .. } = f {
+                if let Some(&k) = self.ids.get(id) {
+                    self.tracks[k as usize].payload_sends += 1;
+                }
+            }
+        }
+    }
+
+    /// Schedules a wake-up for a node's earliest host timer, unless one at or before
+    /// it is scheduled already.
+    fn arm_wake(&mut self, node: u32) {
+        let Some(at) = self.hosts[node as usize].next_timeout() else {
+            return;
         };
-        for (to, frames) in sends {
-            let mut c = Coalescer::new(header, self.cfg.mtu);
-            let mut out = std::mem::take(&mut self.out);
-            for f in frames {
-                c.push(f, &mut out).expect("simulated frames fit the MTU");
-            }
-            c.flush(&mut out);
-            for bytes in out.drain(..) {
-                self.transmit(node, to, bytes);
-            }
-            self.out = out;
+        if self.wake_at[node as usize].is_none_or(|w| at < w) {
+            self.wake_at[node as usize] = Some(at);
+            self.at(at, What::Wake { node, at });
         }
     }
 
@@ -999,21 +953,21 @@ impl Sim {
         }
         let gaps = self.gap_accounting(&live);
         let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-        let stats = self
-            .shards
-            .iter()
-            .map(Shard::stats)
-            .fold((0, 0, 0, 0, 0, 0, 0), |acc, s| {
-                (
-                    acc.0 + s.gossip_sent,
-                    acc.1 + s.ihave_sent,
-                    acc.2 + s.graft_sent,
-                    acc.3 + s.prune_sent,
-                    acc.4 + s.graft_failed,
-                    acc.5 + s.optimizations,
-                    acc.6 + s.delivered,
-                )
-            });
+        let stats =
+            self.hosts
+                .iter()
+                .map(|h| h.shard().stats())
+                .fold((0, 0, 0, 0, 0, 0, 0), |acc, s| {
+                    (
+                        acc.0 + s.gossip_sent,
+                        acc.1 + s.ihave_sent,
+                        acc.2 + s.graft_sent,
+                        acc.3 + s.prune_sent,
+                        acc.4 + s.graft_failed,
+                        acc.5 + s.optimizations,
+                        acc.6 + s.delivered,
+                    )
+                });
         let avg = |sum: f64| if rmr_n == 0 { 0.0 } else { sum / rmr_n as f64 };
         let measured = measured.max(1);
         SimReport {

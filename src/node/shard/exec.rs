@@ -11,7 +11,6 @@
 //! pokes it). Every wake-up is counted in `plumtree_shard_wakeups_total`.
 
 use std::cell::RefCell;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,39 +19,35 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use futures_lite::future;
 use glommio::net::UdpSocket;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use socket2::Socket;
 use tracing::{debug, info, warn};
 
 use super::overload::Overload;
-use crate::ids::{owned_mask, NodeId};
+use crate::ids::owned_mask;
 use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
 use crate::node::net::udp::{slot_size, RX_BATCH};
-use crate::node::plan::{
-    build_mtu, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared, SHARD_QUEUE,
-};
+use crate::node::plan::{build_mtu, unix_ms, ShardCmd, ShardReport, Shared, SHARD_QUEUE};
 use crate::node::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use crate::node::sink::{Delivery, SinkSender};
 use crate::node::snapshot::{node_hex, IoStats, ShardSnapshot};
 use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
 use crate::node::wake::QueueRx;
-use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
+use crate::protocol::host::{
+    HostConfig, HostEvent, HostStats, HostTimer, PeerLayout, ShardHost, PERIOD_JITTER,
+};
+use crate::protocol::{ProtocolConfig, Shard, Time};
 use crate::tasks::{
     Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
-use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
+use crate::wire::{self, Header};
 
 /// Receive buffers a shard's pool may own (each `udp::slot_size(mtu)` bytes, 2 KiB
 /// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
 pub(crate) const SHARD_RX_BUFFERS: usize = 1024;
 /// How often shards publish their counters to the control core.
-/// Most version-1 addresses a shard remembers (a rolling upgrade of a cluster of
-/// up to this many shard sockets, per shard).
-const MAX_V1_ADDRS: usize = 4096;
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
-/// Cleanup slice size (cached payloads expired per slice).
-const CLEANUP_BUDGET: usize = 4096;
 /// Hop histogram buckets (the last one collects the rest).
 const HOP_BUCKETS: usize = 65;
 /// Decode-error log lines per shard are limited to one per this period.
@@ -85,25 +80,6 @@ pub(crate) struct ShardCtx {
     pub gso: bool,
 }
 
-#[derive(PartialEq, Eq)]
-struct Due {
-    at: Time,
-    seq: u64,
-    timer: Timer,
-}
-
-impl Ord for Due {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
 /// The time of one batch, read once: monotonic now, and the UNIX time for the auth
 /// layer read at most once, when first needed.
 pub(crate) struct Clock {
@@ -125,20 +101,13 @@ impl Clock {
 /// receive task and tick task, on one thread.
 struct ShardState {
     ctx: ShardCtx,
-    shard: Shard,
-    peers: FxHashMap<NodeId, PeerLayout>,
-    /// Shard addresses that sent wire version 1 (nodes that predate topics): what
-    /// is sent to them is written in version 1. At most [`MAX_V1_ADDRS`].
-    v1_addrs: rustc_hash::FxHashSet<SocketAddr>,
+    /// The shard with its peers, frame filters, routing, coalescing and timers.
+    host: ShardHost,
     /// Deliveries by topic (bounded).
     topics: crate::node::topic_counts::TopicCounts,
-    timers: BinaryHeap<Due>,
-    timer_seq: u64,
     io: IoStats,
     hops: Vec<u64>,
     stopping: bool,
-    /// A cleanup pass that did not finish in one slice continues on the next tick.
-    cleanup_pending: bool,
     last_decode_log: Option<Instant>,
     /// Loop names asked to panic once (test-only, `--chaos`).
     chaos: FxHashSet<String>,
@@ -175,51 +144,18 @@ impl ShardState {
         }
     }
 
-    /// Turns the shard's events into deliveries, timers and datagrams to send.
+    /// Turns the host's output into deliveries and sealed datagrams to send, and
+    /// pokes the sleeping tick loop when a timer earlier than its wake-up was armed.
     fn pump(&mut self, out: &mut Vec<(SocketAddr, Bytes)>, clock: &mut Clock) {
-        let partitions = self.ctx.protocol.partitions;
-        let mut per_dest: Vec<(SocketAddr, Vec<Frame>)> = Vec::new();
-        let push = |addr: SocketAddr, f: Frame, per_dest: &mut Vec<(SocketAddr, Vec<Frame>)>| {
-            match per_dest.iter_mut().find(|(a, _)| *a == addr) {
-                Some((_, v)) => v.push(f),
-                None => per_dest.push((addr, vec![f])),
+        self.host.flush();
+        if let (Some(due), Some(next)) = (self.tick_due, self.host.next_timeout()) {
+            if next < due {
+                self.wake.notify_all();
             }
-        };
-        while let Some(ev) = self.shard.poll_event() {
+        }
+        while let Some(ev) = self.host.poll_event() {
             match ev {
-                Event::Send { to, frame } => {
-                    let Some(layout) = self.peers.get(&to).copied() else {
-                        self.io.send_errors += 1;
-                        continue;
-                    };
-                    match frame {
-                        Frame::IHave { entries } => {
-                            // Entries go to whichever of the peer's shards owns them.
-                            let mut split: Vec<(SocketAddr, Vec<IHaveEntry>)> = Vec::new();
-                            for e in entries {
-                                let a = layout.shard_addr(e.id.partition(partitions));
-                                match split.iter_mut().find(|(x, _)| *x == a) {
-                                    Some((_, v)) => v.push(e),
-                                    None => split.push((a, vec![e])),
-                                }
-                            }
-                            for (a, entries) in split {
-                                push(a, Frame::IHave { entries }, &mut per_dest);
-                            }
-                        }
-                        Frame::Gossip { ref id, .. } | Frame::Graft { ref id, .. } => {
-                            let a = layout.shard_addr(id.partition(partitions));
-                            push(a, frame, &mut per_dest);
-                        }
-                        Frame::Prune { partition }
-                        | Frame::PruneRoot { partition, .. }
-                        | Frame::Digest { partition, .. } => {
-                            push(layout.shard_addr(partition), frame, &mut per_dest);
-                        }
-                        Frame::Ping { .. } | Frame::Leave => {}
-                    }
-                }
-                Event::Deliver {
+                HostEvent::Deliver {
                     id,
                     round,
                     topic,
@@ -236,18 +172,7 @@ impl ShardState {
                         self.io.deliveries_lagged += 1;
                     }
                 }
-                Event::SetTimer { at, timer } => {
-                    if self.tick_due.is_some_and(|d| at < d) {
-                        self.wake.notify_all();
-                    }
-                    self.timer_seq += 1;
-                    self.timers.push(Due {
-                        at,
-                        seq: self.timer_seq,
-                        timer,
-                    });
-                }
-                Event::Gap(gap) => {
+                HostEvent::Gap(gap) => {
                     // Counted in plumtree_unrecoverable_total; the deliveries file and
                     // every subscriber get it (a full queue reports it as lagged).
                     info!(
@@ -259,7 +184,7 @@ impl ShardState {
                     );
                     let _ = self.ctx.sink.try_send_gap(gap);
                 }
-                Event::GraftFailed { id } => {
+                HostEvent::GraftFailed { id } => {
                     // Counted in plumtree_graft_failed_total; a warning at most every
                     // GRAFT_WARN_EVERY, with the count since the last one.
                     debug!(?id, "graft failed after all retries");
@@ -283,41 +208,16 @@ impl ShardState {
                 }
             }
         }
-        let mtu = build_mtu(self.ctx.mtu, self.ctx.auth.is_some());
         // One clock read for the whole batch.
-        let now_ms = if per_dest.is_empty() {
-            0
-        } else {
+        let now_ms = if self.host.has_datagrams() {
             clock.unix_ms()
+        } else {
+            0
         };
-        for (addr, frames) in per_dest {
-            let header = if self.v1_addrs.contains(&addr) {
-                let downgraded = frames
-                    .iter()
-                    .filter(|f| matches!(f, Frame::Gossip { topic, .. } if !topic.is_default()));
-                self.io.topics_downgraded += downgraded.count() as u64;
-                Header {
-                    version: wire::MIN_VERSION,
-                    ..self.ctx.header
-                }
-            } else {
-                self.ctx.header
-            };
-            let mut c = Coalescer::new(header, mtu);
-            let mut dgrams = Vec::new();
-            for f in frames {
-                if c.push(f, &mut dgrams).is_err() {
-                    self.io.send_errors += 1;
-                }
-            }
-            c.flush(&mut dgrams);
+        while let Some((addr, d)) = self.host.poll_datagram() {
             match &mut self.ctx.auth {
-                Some((sealer, _)) => out.extend(
-                    dgrams
-                        .into_iter()
-                        .map(|d| (addr, sealer.seal_bytes(&d, now_ms))),
-                ),
-                None => out.extend(dgrams.into_iter().map(|d| (addr, d))),
+                Some((sealer, _)) => out.push((addr, sealer.seal_bytes(&d, now_ms))),
+                None => out.push((addr, d)),
             }
         }
     }
@@ -364,57 +264,8 @@ impl ShardState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
-        self.note_version(src, dg.header.version);
-        let from = dg.header.sender;
-        let stranger = !self.peers.contains_key(&from);
-        if stranger {
-            self.io.unknown_senders += 1;
-        }
-        let now = clock.now;
         let shedding = self.overload.shedding();
-        for f in dg.frames {
-            // Overloaded: IHave (lazy repair) and Digest (anti-entropy) go first;
-            // Gossip, Graft, Prune stay.
-            if shedding {
-                match f {
-                    Frame::IHave { .. } => {
-                        self.overload.stats.ihave += 1;
-                        continue;
-                    }
-                    Frame::Digest { .. } => {
-                        self.overload.stats.anti_entropy += 1;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            // A Graft for an IHave or Digest from a non-neighbour could never be sent
-            // (no address for it), yet it would hold a pending-graft slot: a flood of
-            // such frames would fill the table and stall real repairs.
-            if stranger && matches!(f, Frame::IHave { .. } | Frame::Digest { .. }) {
-                self.io.ihave_unknown_sender += 1;
-                continue;
-            }
-            self.shard.handle_frame(now, from, f);
-        }
-    }
-
-    /// Remembers which addresses speak wire version 1, to answer them in it.
-    fn note_version(&mut self, src: SocketAddr, version: u8) {
-        if version >= wire::VERSION {
-            if !self.v1_addrs.is_empty() {
-                self.v1_addrs.remove(&src);
-            }
-            return;
-        }
-        self.io.wire_v1_datagrams += 1;
-        if !self.v1_addrs.contains(&src) {
-            if self.v1_addrs.len() < MAX_V1_ADDRS {
-                self.v1_addrs.insert(src);
-            } else {
-                self.io.wire_v1_untracked += 1;
-            }
-        }
+        self.host.receive(clock.now, src, dg, shedding);
     }
 
     fn on_command(&mut self, cmd: ShardCmd, now: Time) {
@@ -424,18 +275,14 @@ impl ShardState {
                 control,
                 shards,
             } => {
-                self.peers.insert(peer, PeerLayout { control, shards });
-                self.shard.neighbor_up(now, peer);
+                self.host
+                    .neighbor_up(now, peer, PeerLayout { control, shards });
             }
             ShardCmd::NeighborDown { peer } => {
-                self.peers.remove(&peer);
-                self.shard.neighbor_down(now, peer);
+                self.host.neighbor_down(now, peer);
             }
             ShardCmd::Broadcast { id, topic, payload } => {
-                match self
-                    .shard
-                    .broadcast(now, id, topic.clone(), payload.clone())
-                {
+                match self.host.broadcast(now, id, topic.clone(), payload.clone()) {
                     // The origin's own application sees its broadcast too (hops 0).
                     Ok(()) => {
                         self.hops[0] += 1;
@@ -452,28 +299,18 @@ impl ShardState {
                     Err(e) => warn!(error = %e, "broadcast refused by shard"),
                 }
             }
-            ShardCmd::Maintenance => self.shard.maintenance(now),
-            ShardCmd::Cleanup => self.cleanup_slice(now),
+            // The control core schedules these (its loops can be paused over the
+            // admin plane); they run as the host's periodic timers do.
+            ShardCmd::Maintenance => self.host.fire(now, HostTimer::Maintenance),
+            ShardCmd::Cleanup => self.host.fire(now, HostTimer::Cleanup),
             ShardCmd::ChaosPanic(name) => {
                 self.chaos.insert(name);
             }
             ShardCmd::Shutdown => {
-                self.shard.flush_ihave_queues();
+                self.host.flush_ihave_queues();
                 self.stopping = true;
                 self.stopped.set();
             }
-        }
-    }
-
-    /// One bounded slice; if expired entries remain, the next tick runs another.
-    fn cleanup_slice(&mut self, now: Time) {
-        self.cleanup_pending = !self.shard.cleanup(now, CLEANUP_BUDGET).done;
-    }
-
-    fn fire_timers(&mut self, now: Time) {
-        while self.timers.peek().is_some_and(|d| d.at <= now) {
-            let d = self.timers.pop().expect("peeked");
-            self.shard.handle_timer(now, d.timer);
         }
     }
 
@@ -487,21 +324,23 @@ impl ShardState {
                 .collect(),
             command_queue: queue,
             peer_links: self
-                .shard
+                .host
+                .shard()
                 .peer_links()
                 .into_iter()
                 .map(|(id, e, l)| (node_hex(id), e, l))
                 .collect(),
-            stats: self.shard.stats(),
+            stats: self.host.shard().stats(),
             topics: self.topics.series(),
             io: {
                 let mut io = self.io;
+                add_host_stats(&mut io, &self.host.stats());
                 let l = self.limiter.stats();
                 io.rate_limited = l.limited;
                 io.rate_limit_evictions = l.evictions;
                 io.rate_limit_peers = l.peers;
-                io.shed_ihave = self.overload.stats.ihave;
-                io.shed_anti_entropy = self.overload.stats.anti_entropy;
+                io.shed_ihave += self.overload.stats.ihave;
+                io.shed_anti_entropy += self.overload.stats.anti_entropy;
                 io.overloaded = self.overload.stats.overloaded;
                 io
             },
@@ -519,6 +358,20 @@ impl ShardState {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The host's counters, exported with the shard's I/O counters (send errors add up
+/// with the socket's; the host counts the anti-entropy frames it shed, the
+/// executor the rounds it skipped).
+fn add_host_stats(io: &mut IoStats, h: &HostStats) {
+    io.send_errors += h.send_errors;
+    io.unknown_senders += h.unknown_senders;
+    io.ihave_unknown_sender += h.ihave_unknown_sender;
+    io.wire_v1_datagrams += h.wire_v1_datagrams;
+    io.wire_v1_untracked += h.wire_v1_untracked;
+    io.topics_downgraded += h.topics_downgraded;
+    io.shed_ihave += h.shed_ihave;
+    io.shed_anti_entropy += h.shed_anti_entropy;
 }
 
 /// Sends what a pump produced, in as few system calls as possible.
@@ -568,10 +421,7 @@ impl Loop for TickLoop {
             while let Ok(cmd) = self.rx.rx.try_recv() {
                 s.on_command(cmd, clock.now);
             }
-            s.fire_timers(clock.now);
-            if s.cleanup_pending {
-                s.cleanup_slice(clock.now);
-            }
+            s.host.fire_due(clock.now);
             s.pump(&mut self.out, &mut clock);
             if self
                 .last_snapshot
@@ -605,15 +455,15 @@ impl Loop for TickLoop {
                 SNAPSHOT_EVERY.saturating_sub(t.elapsed())
             });
             let mut due = now + snap;
-            if let Some(d) = s.timers.peek() {
-                due = due.min(d.at);
+            if let Some(at) = s.host.next_timeout() {
+                due = due.min(at);
             }
             // Stopping: the runner's stop interrupts this wait; snapshots need not
             // wait for the period any more, but there is no reason to spin either.
             if s.stopping {
                 due = due.max(now + SNAPSHOT_EVERY);
             }
-            if s.cleanup_pending || !self.rx.rx.is_empty() {
+            if !self.rx.rx.is_empty() {
                 due = now;
             }
             s.tick_due = Some(due);
@@ -667,7 +517,7 @@ impl Loop for AntiEntropyLoop {
             if s.overload.shedding() {
                 s.overload.stats.anti_entropy += 1;
             } else {
-                s.shard.anti_entropy(clock.now);
+                s.host.fire(clock.now, HostTimer::AntiEntropy);
             }
             s.pump(&mut self.out, &mut clock);
         }
@@ -740,18 +590,21 @@ pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         seed,
         (rx_slot, SHARD_RX_BUFFERS, ctx.gso),
     ));
+    let host = ShardHost::new(
+        shard,
+        HostConfig {
+            header: ctx.header,
+            mtu: build_mtu(ctx.mtu, ctx.auth.is_some()),
+        },
+        seed,
+    );
     let state = Rc::new(RefCell::new(ShardState {
         ctx,
-        shard,
-        peers: FxHashMap::default(),
-        v1_addrs: Default::default(),
+        host,
         topics: Default::default(),
-        timers: BinaryHeap::new(),
-        timer_seq: 0,
         io: IoStats::default(),
         hops: vec![0; HOP_BUCKETS],
         stopping: false,
-        cleanup_pending: false,
         last_decode_log: None,
         chaos: FxHashSet::default(),
         loops: Vec::new(),
@@ -809,7 +662,7 @@ pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
             },
             LoopConfig {
                 enabled: !ae_interval.is_zero(),
-                jitter: 0.1,
+                jitter: PERIOD_JITTER,
                 error_backoff: loop_backoff(),
                 seed: seed ^ 0xae,
             },
