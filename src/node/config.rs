@@ -1,6 +1,10 @@
 //! Node configuration: an optional TOML file overlaid by command-line flags, checked
 //! once at start-up so that a bad value stops the node with a message naming the key
 //! (the binary prints [`ConfigError`] and exits 2) instead of misbehaving later.
+//!
+//! Every key is written once, in the table below: its doc, type, default and flag.
+//! From it `node_config_keys!` (in `config_keys.rs`) makes [`NodeConfig`] (the TOML
+//! file's keys), its `Default`, [`ConfigFlags`] (the flags) and their overlay.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -986,6 +990,160 @@ graft_timeout = 250
         assert_eq!(e.key(), Some("node_name"), "{e}");
         let f = write("node_id = 12\n");
         assert_eq!(load_file(&f).unwrap().node_id, Some(12));
+    }
+
+    /// The flag names `plumcore node` has always had (besides `--config`, which the
+    /// binary adds): one per key with `-` for `_`, `--seed` for `seeds`, and `--flood`.
+    #[test]
+    fn flag_names_follow_the_keys() {
+        let cmd = <ConfigFlags as clap::Args>::augment_args(clap::Command::new("x"));
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert_eq!(
+            longs,
+            [
+                "node-id",
+                "node-name",
+                "bind",
+                "seed",
+                "advertise",
+                "admin",
+                "shards",
+                "core-map",
+                "deliveries",
+                "log-level",
+                "log-format",
+                "allow-empty",
+                "client-listen",
+                "chaos",
+                "cluster-key-file",
+                "cluster-encrypt",
+                "admin-token-file",
+                "chaos-drop",
+                "chaos-dup",
+                "chaos-delay",
+                "chaos-delay-ms",
+                "chaos-side",
+                "chaos-cut",
+                "flood",
+            ]
+        );
+        // Every flag but the switch names a key the file accepts too.
+        for long in longs.iter().filter(|l| **l != "flood") {
+            let key = if *long == "seed" {
+                "seeds".to_string()
+            } else {
+                long.replace('-', "_")
+            };
+            let f = write(&format!("{key} = []\n"));
+            if let Err(e) = load_file(&f) {
+                let msg = e.to_string();
+                assert!(!msg.contains("unknown key"), "{key}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flag_lands_on_its_key() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: ConfigFlags,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-id=9",
+            "--node-name=n9",
+            "--bind=127.0.0.1:9000",
+            "--seed=127.0.0.1:9100",
+            "--seed=127.0.0.1:9200",
+            "--advertise=127.0.0.1:9300",
+            "--admin=127.0.0.1:9080",
+            "--shards=2",
+            "--core-map=/c",
+            "--deliveries=-",
+            "--log-level=warn",
+            "--log-format=json",
+            "--allow-empty",
+            "--client-listen=off",
+            "--chaos",
+            "--cluster-key-file=/k",
+            "--cluster-encrypt",
+            "--admin-token-file=/t",
+            "--chaos-drop=0.1",
+            "--chaos-dup=0.2",
+            "--chaos-delay=0.3",
+            "--chaos-delay-ms=4",
+            "--chaos-side=recv",
+            "--chaos-cut=10.0.0.1",
+            "--flood",
+        ])
+        .unwrap();
+        let mut cfg = NodeConfig::default();
+        cli.flags.apply(&mut cfg);
+        let protocol = ProtocolConfig {
+            mode: crate::protocol::Mode::Flood,
+            ..ProtocolConfig::default()
+        };
+        let want = NodeConfig {
+            node_id: Some(9),
+            node_name: Some("n9".into()),
+            bind: "127.0.0.1:9000".parse().unwrap(),
+            seeds: vec![
+                "127.0.0.1:9100".parse().unwrap(),
+                "127.0.0.1:9200".parse().unwrap(),
+            ],
+            advertise: Some("127.0.0.1:9300".parse().unwrap()),
+            admin: "127.0.0.1:9080".parse().unwrap(),
+            shards: Some(2),
+            core_map: Some("/c".into()),
+            deliveries: Some("-".into()),
+            log_level: "warn".into(),
+            log_format: LogFormat::Json,
+            allow_empty: true,
+            client_listen: "off".into(),
+            chaos: true,
+            cluster_key_file: Some("/k".into()),
+            cluster_encrypt: true,
+            admin_token_file: Some("/t".into()),
+            chaos_drop: 0.1,
+            chaos_dup: 0.2,
+            chaos_delay: 0.3,
+            chaos_delay_ms: 4,
+            chaos_side: Side::Recv,
+            chaos_cut: vec!["10.0.0.1".into()],
+            protocol,
+            ..NodeConfig::default()
+        };
+        assert_eq!(cfg, want);
+    }
+
+    #[test]
+    fn a_named_node_id_flag_names_the_node_unless_a_name_is_set() {
+        let named = |flags: &ConfigFlags, file: &str| {
+            let f = write(file);
+            load(Some(f.path()), flags).unwrap().node_name
+        };
+        let id = ConfigFlags {
+            node_id: Some(parse_node_id_arg("web-2").unwrap()),
+            ..ConfigFlags::default()
+        };
+        assert_eq!(named(&id, "").as_deref(), Some("web-2"));
+        assert_eq!(named(&id, "node_name = \"f\"\n").as_deref(), Some("f"));
+        assert_eq!(
+            named(&id, "node_id = \"web-1\"\n").as_deref(),
+            Some("web-1")
+        );
+        let both = ConfigFlags {
+            node_name: Some("n".into()),
+            ..id.clone()
+        };
+        assert_eq!(named(&both, "node_name = \"f\"\n").as_deref(), Some("n"));
+        let f = write("node_id = \"web-1\"\n");
+        assert_eq!(
+            load(Some(f.path()), &id).unwrap().node_id,
+            Some(node_id_from_name("web-2"))
+        );
     }
 
     #[test]
