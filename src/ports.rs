@@ -1,9 +1,11 @@
 //! Picking free loopback ports for the processes the launcher, the load generator and
 //! the integration tests start: a node needs a run of consecutive UDP ports (control
 //! port, then one per shard), and nothing may reuse a port another run holds. (The node
-//! binds its sockets itself without `SO_REUSEPORT`, so a second node on a port fails to
-//! start; glommio's own `UdpSocket::bind` would set it, and then a second socket would
-//! silently split the port's traffic.)
+//! binds its UDP sockets itself, with socket2 and without `SO_REUSEPORT`, so a second
+//! node on a port fails to start; glommio 0.9's own `UdpSocket::bind` sets
+//! `SO_REUSEPORT`, and then a second socket would silently split the port's traffic.
+//! The probes here are plain `std` sockets, which fail on a port held by any socket,
+//! whether or not that one set `SO_REUSEPORT`.)
 
 use std::net::UdpSocket;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,6 +1,10 @@
 //! Node configuration: an optional TOML file overlaid by command-line flags, checked
 //! once at start-up so that a bad value stops the node with a message naming the key
 //! (the binary prints [`ConfigError`] and exits 2) instead of misbehaving later.
+//!
+//! Every key is written once, in the table below: its doc, type, default and flag.
+//! From it `node_config_keys!` (in `config_keys.rs`) makes [`NodeConfig`] (the TOML
+//! file's keys), its `Default`, [`ConfigFlags`] (the flags) and their overlay.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::config_keys::node_config_keys;
 use super::net::socket::{AddrRange, FaultConfig, FaultError, FaultRates, Side, MAX_CUTS};
 use super::ratelimit::RateLimitConfig;
 use crate::membership::MembershipConfig;
@@ -21,113 +26,194 @@ pub const MAX_SHARDS: usize = 64;
 /// Largest `rate_limit_peers` (each tracked source costs about 64 bytes per shard).
 pub const MAX_RATE_LIMIT_PEERS: usize = 1 << 20;
 
-/// Everything a node needs to start. Every field has a default so that an empty file
-/// (or no file) gives a working single node on localhost; unknown keys are rejected so
-/// that a misspelt key is an error rather than a silently ignored setting.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Cluster-wide identity; `None` means the node draws a random one at start.
-    /// In TOML either an integer or a string (decimal or `0x`-hex, which also covers
-    /// ids above `i64::MAX` that TOML integers cannot hold).
-    #[serde(deserialize_with = "de_node_id")]
-    pub node_id: Option<u64>,
-    /// The node's name, shown next to its id everywhere (`/status`, `/members`,
-    /// `/peers`, `plumcore members`, the deliveries lines' `origin_name`). `None`: the
-    /// `node_id` when that is a name, else the hostname.
-    pub node_name: Option<String>,
-    /// Control socket address; shard `k` binds port + 1 + k.
-    pub bind: SocketAddr,
-    /// Control addresses of nodes to join through: `IP:PORT`, or `host:port` (a name
-    /// is resolved again at every join attempt, and every address it gives is tried).
-    pub seeds: Vec<super::seeds::Seed>,
-    /// The control address put in membership frames (shard `k` at its port + 1 + k);
-    /// default: `bind`, or for a wildcard bind the address routing to the first seed.
-    pub advertise: Option<SocketAddr>,
-    /// Address of the HTTP admin plane (`/metrics`, `/status`, `/peers`, `/broadcast`).
-    pub admin: SocketAddr,
-    /// Shard count; `None` means one per available core.
-    pub shards: Option<usize>,
-    /// File mapping shards to cores; `None` means the default placement.
-    pub core_map: Option<PathBuf>,
-    /// Where delivered messages are written as NDJSON: a path, `-` for stdout, or
-    /// `None` to only count them.
-    pub deliveries: Option<String>,
-    /// `tracing` filter directive, e.g. `info` or `plumcore=debug`.
-    pub log_level: String,
-    /// `SO_RCVBUF` requested for every UDP socket.
-    pub recv_buffer_bytes: usize,
-    /// `SO_SNDBUF` requested for every UDP socket.
-    pub send_buffer_bytes: usize,
-    /// Largest datagram the node sends.
-    pub mtu: usize,
-    /// Plumtree tunables (the `[protocol]` table).
-    pub protocol: ProtocolConfig,
-    /// HyParView tunables (the `[membership]` table; durations in milliseconds).
-    pub membership: MembershipConfig,
-    /// Test-only fault injection: `POST /chaos/panic/<loop>` makes a loop panic.
-    pub chaos: bool,
-    /// File of cluster keys (one 64-hex-digit key per line, `#` comments; the first
-    /// signs, all verify). `None` leaves the cluster open: any host that reaches the
-    /// UDP ports can join and inject messages.
-    pub cluster_key_file: Option<PathBuf>,
-    /// Encrypt every datagram (XChaCha20-Poly1305 under the cluster keys) instead of
-    /// only authenticating it; needs `cluster_key_file`.
-    pub cluster_encrypt: bool,
-    /// File holding the admin plane's bearer token (one line). When set, every admin
-    /// request without `Authorization: Bearer <token>` is refused with 401.
-    pub admin_token_file: Option<PathBuf>,
-    /// Test-only fault layer (needs `chaos`): fraction of datagrams dropped.
-    pub chaos_drop: f64,
-    /// Fraction of datagrams duplicated (needs `chaos`).
-    pub chaos_dup: f64,
-    /// Fraction of datagrams delayed by `chaos_delay_ms` (needs `chaos`).
-    pub chaos_delay: f64,
-    /// Delay applied to the `chaos_delay` fraction, in milliseconds.
-    pub chaos_delay_ms: u64,
-    /// Where the random faults apply: `send`, `recv` or `both`.
-    pub chaos_side: Side,
-    /// Addresses whose links are cut from the start (`IP`, `IP:PORT`, `IP:PORT-PORT`).
-    pub chaos_cut: Vec<String>,
-    /// Per-source flood limit on shard sockets, datagrams a second (0: off).
-    pub rate_limit_per_peer: u32,
-    /// Burst a source may send above its rate.
-    pub rate_limit_burst: u32,
-    /// Sources a shard's limiter tracks at most (least recently seen evicted).
-    pub rate_limit_peers: usize,
-    /// Admin plane: most bytes of a request line plus headers (431 beyond).
-    pub admin_max_header_bytes: usize,
-    /// Admin plane: most connections held at once (idle ones are closed for new ones).
-    pub admin_max_connections: usize,
-    /// Admin plane: time to send a request head, in ms; also the keep-alive idle
-    /// timeout.
-    pub admin_header_timeout_ms: u64,
-    /// Admin plane: time to send a request body, in ms (408 beyond).
-    pub admin_body_timeout_ms: u64,
-    /// Whether `POST /broadcast` accepts an empty payload (refused with 400 otherwise).
-    pub allow_empty: bool,
-    /// Log line format: `text` (colours only on a terminal) or `json` (one object a
-    /// line, for log shippers).
-    pub log_format: LogFormat,
-    /// NATS-compatible client port: `IP:PORT`, or `off`. Default `127.0.0.1:4222`
-    /// (NATS's port); when that default is taken the node runs without the port and
-    /// says so, while an address given explicitly that cannot be bound is an error.
-    pub client_listen: String,
-    /// Client port: most connections at once; one more is answered `-ERR` and closed.
-    pub max_clients: usize,
-    /// Client port: most subscriptions one connection may hold.
-    pub max_subscriptions: usize,
-    /// Client port: bytes of messages one connection may have waiting to be written
-    /// before further messages for it are counted as missed (it is then told with
-    /// `-ERR 'Slow Consumer'` and a `$PLUMCORE.lagged` message carrying the count).
-    pub max_pending_bytes: usize,
-    /// How long the deliveries file's log keeps a delivery its reader has not taken
-    /// (a stalled FIFO), in ms; `None`: `protocol.message_cache_ttl`, the time the
-    /// payload cache holds the same payloads anyway.
-    pub delivery_retention_ms: Option<u64>,
-    /// Bytes the log may hold (payload, topic and about 96 bytes per delivery);
-    /// default 256 MiB, `max_cached_bytes`' default, for the same reason.
-    pub delivery_retention_bytes: usize,
+node_config_keys! {
+    /// Everything a node needs to start: the TOML file's keys (each one written once,
+    /// in this table). Every field has a default so that an empty file (or no file)
+    /// gives a working single node on localhost; unknown keys are rejected so that a
+    /// misspelt key is an error rather than a silently ignored setting.
+    pub struct NodeConfig;
+
+    /// Command-line flags of `plumcore node`, one per key that has a flag (named like
+    /// the key, `-` for `_`), all optional; each one given overrides the file's value.
+    pub struct ConfigFlags;
+
+    keys {
+        /// Cluster-wide identity; `None` means the node draws a random one at start.
+        /// In TOML either an integer or a string (decimal or `0x`-hex, which also covers
+        /// ids above `i64::MAX` that TOML integers cannot hold, or a name, hashed with
+        /// [`node_id_from_name`], which also names the node).
+        #[serde(deserialize_with = "de_node_id")]
+        node_id: Option<u64> = None,
+            flag Option<NodeIdArg> [value_name = "ID|NAME", value_parser = parse_node_id_arg]
+            "Node id: decimal, 0x-hex, or a name (hashed to the id: the first 8 bytes of \
+             BLAKE3(name), little-endian); random if absent.";
+        /// The node's name, shown next to its id everywhere (`/status`, `/members`,
+        /// `/peers`, `plumcore members`, the deliveries lines' `origin_name`). `None`: the
+        /// `node_id` when that is a name, else the hostname. 1 to 64 bytes, no control
+        /// characters ([`check_node_name`]).
+        node_name: Option<String> = None,
+            flag Option<String> [value_name = "NAME"]
+            "The node's name (1 to 64 bytes, no control characters); default: the name \
+             given to --node-id, else the hostname.";
+        /// Control socket address; shard `k` binds port + 1 + k.
+        bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7000)),
+            flag Option<SocketAddr> [value_name = "IP:PORT"]
+            "Control socket address; shard k binds port + 1 + k.";
+        /// Control addresses of nodes to join through: `IP:PORT`, or `host:port` (a name
+        /// is resolved again at every join attempt, and every address it gives is tried).
+        /// The flag is `--seed`, once per seed; given at all, it replaces the file's list.
+        seeds: Vec<super::seeds::Seed> = Vec::new(),
+            flag Vec<super::seeds::Seed> [long = "seed", value_name = "IP:PORT|HOST:PORT"]
+            "Seed node control address, IP:PORT or HOST:PORT (repeatable; a name is \
+             resolved at every join attempt); replaces the file's seeds.";
+        /// The control address put in membership frames (shard `k` at its port + 1 + k);
+        /// default: `bind`, or for a wildcard bind the address routing to the first seed.
+        /// A wildcard address or port 0 is refused: peers could not reach it.
+        advertise: Option<SocketAddr> = None,
+            flag Option<SocketAddr> [value_name = "IP:PORT"]
+            "Control address to advertise to peers (default: --bind, or for 0.0.0.0 the \
+             address routing to the first seed); its port + 1 + k must reach shard k.";
+        /// Address of the HTTP admin plane (`/metrics`, `/status`, `/peers`, `/broadcast`).
+        admin: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7080)),
+            flag Option<SocketAddr> [value_name = "IP:PORT"]
+            "HTTP admin plane address.";
+        /// Shard count, 1 to [`MAX_SHARDS`] and at most `protocol.partitions` (each
+        /// shard owns a partition); `None` means one per available core.
+        shards: Option<usize> = None,
+            flag Option<usize> [value_name = "N"]
+            "Number of shards (1 to 64).";
+        /// File mapping shards to cores; `None` means the default placement.
+        core_map: Option<PathBuf> = None,
+            flag Option<PathBuf> [value_name = "FILE"]
+            "File mapping shards to cores.";
+        /// Where delivered messages are written as NDJSON: a path, `-` for stdout, or
+        /// `None` to only count them.
+        deliveries: Option<String> = None,
+            flag Option<String> [value_name = "PATH|-"]
+            "Write deliveries as NDJSON to this file, or `-` for stdout.";
+        /// `tracing` filter directive, e.g. `info` or `plumcore=debug`: levels or
+        /// `TARGET=LEVEL` directives only ([`check_log_filter`]); `RUST_LOG` wins when set.
+        log_level: String = "info".to_string(),
+            flag Option<String> [value_name = "LEVEL"]
+            "Log filter, e.g. info or plumcore=debug.";
+        /// Log line format: `text` (colours only on a terminal) or `json` (one object a
+        /// line, for log shippers).
+        log_format: LogFormat = LogFormat::Text,
+            flag Option<LogFormat> [value_name = "FORMAT"]
+            "Log line format: text (colours only on a terminal) or json.";
+        /// Whether `POST /broadcast` accepts an empty payload (refused with 400 otherwise).
+        allow_empty: bool = false,
+            flag bool []
+            "Accept empty payloads on POST /broadcast (refused with 400 otherwise).";
+        /// NATS-compatible client port: `IP:PORT`, or `off`. Default `127.0.0.1:4222`
+        /// (NATS's port); when that default is taken the node runs without the port and
+        /// says so, while an address given explicitly that cannot be bound is an error.
+        client_listen: String = DEFAULT_CLIENT_LISTEN.to_string(),
+            flag Option<String> [value_name = "IP:PORT|off"]
+            "NATS-compatible client port address, or `off` (default 127.0.0.1:4222).";
+        /// Test-only fault injection: the datagram fault layer (`chaos_*`) and the admin
+        /// plane's `/chaos` routes (`POST /chaos/panic/<loop>` makes a loop panic).
+        chaos: bool = false,
+            flag bool []
+            "Enable test-only fault injection: the datagram fault layer (--chaos-*) and \
+             the admin plane's /chaos routes.";
+        /// File of cluster keys (one 64-hex-digit key per line, `#` comments; the first
+        /// signs, all verify). `None` leaves the cluster open: any host that reaches the
+        /// UDP ports can join and inject messages. The auth trailer it adds to every
+        /// datagram comes out of `mtu`.
+        cluster_key_file: Option<PathBuf> = None,
+            flag Option<PathBuf> [value_name = "FILE"]
+            "Cluster key file: authenticate every datagram (see README, Security).";
+        /// Encrypt every datagram (XChaCha20-Poly1305 under the cluster keys) instead of
+        /// only authenticating it; needs `cluster_key_file`.
+        cluster_encrypt: bool = false,
+            flag bool []
+            "Encrypt every datagram under the cluster keys (needs --cluster-key-file).";
+        /// File holding the admin plane's bearer token (one line). When set, every admin
+        /// request without `Authorization: Bearer <token>` is refused with 401.
+        admin_token_file: Option<PathBuf> = None,
+            flag Option<PathBuf> [value_name = "FILE"]
+            "Admin bearer token file: admin requests without the token get 401.";
+        /// Test-only fault layer (needs `chaos`): fraction of datagrams dropped, in
+        /// [0, 1]; drop + delay at most 1.
+        chaos_drop: f64 = 0.0,
+            flag Option<f64> [value_name = "P"]
+            "Fault layer (needs --chaos): fraction of datagrams dropped.";
+        /// Fraction of datagrams duplicated (needs `chaos`).
+        chaos_dup: f64 = 0.0,
+            flag Option<f64> [value_name = "P"]
+            "Fault layer: fraction of datagrams duplicated.";
+        /// Fraction of datagrams delayed by `chaos_delay_ms` (needs `chaos`).
+        chaos_delay: f64 = 0.0,
+            flag Option<f64> [value_name = "P"]
+            "Fault layer: fraction of datagrams delayed by --chaos-delay-ms.";
+        /// Delay applied to the `chaos_delay` fraction, in milliseconds (needs `chaos`).
+        chaos_delay_ms: u64 = 0,
+            flag Option<u64> [value_name = "MS"]
+            "Fault layer: delay in milliseconds.";
+        /// Where the random faults apply: `send`, `recv` or `both`.
+        chaos_side: Side = Side::Both,
+            flag Option<Side> [value_name = "SIDE"]
+            "Fault layer: side the random faults apply to (send, recv, both).";
+        /// Addresses whose links are cut from the start (`IP`, `IP:PORT`,
+        /// `IP:PORT-PORT`; needs `chaos`). The flag, repeated, replaces the file's list.
+        chaos_cut: Vec<String> = Vec::new(),
+            flag Vec<String> [value_name = "ADDR"]
+            "Fault layer: cut the links to this address (repeatable; IP, IP:PORT, \
+             IP:PORT-PORT).";
+        /// `SO_RCVBUF` requested for every UDP socket (the kernel caps it at
+        /// `net.core.rmem_max`).
+        recv_buffer_bytes: usize = 8 << 20;
+        /// `SO_SNDBUF` requested for every UDP socket (capped at `net.core.wmem_max`).
+        send_buffer_bytes: usize = 8 << 20;
+        /// Largest datagram the node sends, [`wire::MIN_MTU`] to [`MAX_UDP_PAYLOAD`];
+        /// `protocol.max_payload` must fit in one datagram of this size.
+        mtu: usize = wire::DEFAULT_MTU;
+        /// Plumtree tunables (the `[protocol]` table).
+        protocol: ProtocolConfig = ProtocolConfig::default();
+        /// HyParView tunables (the `[membership]` table; durations in milliseconds).
+        membership: MembershipConfig = MembershipConfig::default();
+        /// Per-source flood limit on shard sockets, datagrams a second (0: off).
+        rate_limit_per_peer: u32 = 100_000;
+        /// Burst a source may send above its rate; positive when the rate is.
+        rate_limit_burst: u32 = 20_000;
+        /// Sources a shard's limiter tracks at most (least recently seen evicted), 1 to
+        /// [`MAX_RATE_LIMIT_PEERS`].
+        rate_limit_peers: usize = 4096;
+        /// Admin plane: most bytes of a request line plus headers (431 beyond), within
+        /// [`ADMIN_HEADER_BYTES`].
+        admin_max_header_bytes: usize = 16 * 1024;
+        /// Admin plane: most connections held at once (idle ones are closed for new
+        /// ones), within [`ADMIN_CONNECTIONS`].
+        admin_max_connections: usize = 128;
+        /// Admin plane: time to send a request head, in ms (1 to 3,600,000); also the
+        /// keep-alive idle timeout.
+        admin_header_timeout_ms: u64 = 5000;
+        /// Admin plane: time to send a request body, in ms (1 to 3,600,000; 408 beyond).
+        admin_body_timeout_ms: u64 = 10_000;
+        /// Client port: most connections at once (at least 1); one more is answered
+        /// `-ERR` and closed.
+        max_clients: usize = 1024;
+        /// Client port: most subscriptions one connection may hold (at least 1).
+        max_subscriptions: usize = 1024;
+        /// Client port: bytes of messages one connection may have waiting to be written
+        /// before further messages for it are counted as missed (it is then told with
+        /// `-ERR 'Slow Consumer'` and a `$PLUMCORE.lagged` message carrying the count).
+        max_pending_bytes: usize = 16 << 20;
+        /// How long the deliveries file's log keeps a delivery its reader has not taken
+        /// (a stalled FIFO), in ms (at least 1); `None`: `protocol.message_cache_ttl`,
+        /// the time the payload cache holds the same payloads anyway.
+        delivery_retention_ms: Option<u64> = None;
+        /// Bytes the log may hold (payload, topic and about 96 bytes per delivery);
+        /// default 256 MiB, `max_cached_bytes`' default, for the same reason.
+        delivery_retention_bytes: usize = 256 << 20;
+    }
+
+    switches {
+        /// Flood instead of Plumtree (`protocol.mode = "flood"`): eager push to every
+        /// neighbour, no lazy push, no pruning; the classic-gossip baseline for benchmarks.
+        flood => protocol.mode = crate::protocol::Mode::Flood;
+    }
 }
 
 /// The default of `client_listen`.
@@ -148,140 +234,6 @@ pub enum LogFormat {
 pub const ADMIN_HEADER_BYTES: std::ops::RangeInclusive<usize> = 8192..=1 << 20;
 /// Bounds of `admin_max_connections`.
 pub const ADMIN_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65536;
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            node_id: None,
-            node_name: None,
-            bind: SocketAddr::from(([127, 0, 0, 1], 7000)),
-            seeds: Vec::new(),
-            advertise: None,
-            admin: SocketAddr::from(([127, 0, 0, 1], 7080)),
-            shards: None,
-            core_map: None,
-            deliveries: None,
-            log_level: "info".to_string(),
-            recv_buffer_bytes: 8 << 20,
-            send_buffer_bytes: 8 << 20,
-            mtu: wire::DEFAULT_MTU,
-            protocol: ProtocolConfig::default(),
-            membership: MembershipConfig::default(),
-            chaos: false,
-            cluster_key_file: None,
-            cluster_encrypt: false,
-            admin_token_file: None,
-            chaos_drop: 0.0,
-            chaos_dup: 0.0,
-            chaos_delay: 0.0,
-            chaos_delay_ms: 0,
-            chaos_side: Side::Both,
-            chaos_cut: Vec::new(),
-            rate_limit_per_peer: 100_000,
-            rate_limit_burst: 20_000,
-            rate_limit_peers: 4096,
-            admin_max_header_bytes: 16 * 1024,
-            admin_max_connections: 128,
-            admin_header_timeout_ms: 5000,
-            admin_body_timeout_ms: 10_000,
-            allow_empty: false,
-            client_listen: DEFAULT_CLIENT_LISTEN.to_string(),
-            max_clients: 1024,
-            max_subscriptions: 1024,
-            max_pending_bytes: 16 << 20,
-            delivery_retention_ms: None,
-            delivery_retention_bytes: 256 << 20,
-            log_format: LogFormat::Text,
-        }
-    }
-}
-
-/// Command-line flags of `plumcore node`; each one overrides the file's value.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct NodeArgs {
-    /// TOML configuration file; flags override its values.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Node id: decimal, 0x-hex, or a name (hashed to the id: the first 8 bytes of
-    /// BLAKE3(name), little-endian); random if absent.
-    #[arg(long, value_name = "ID|NAME", value_parser = parse_node_id_arg)]
-    pub node_id: Option<NodeIdArg>,
-    /// The node's name (1 to 64 bytes, no control characters); default: the name
-    /// given to --node-id, else the hostname.
-    #[arg(long, value_name = "NAME")]
-    pub node_name: Option<String>,
-    /// Control socket address; shard k binds port + 1 + k.
-    #[arg(long, value_name = "IP:PORT")]
-    pub bind: Option<SocketAddr>,
-    /// Seed node control address, IP:PORT or HOST:PORT (repeatable; a name is
-    /// resolved at every join attempt); replaces the file's seeds.
-    #[arg(long = "seed", value_name = "IP:PORT|HOST:PORT")]
-    pub seeds: Vec<super::seeds::Seed>,
-    /// Control address to advertise to peers (default: --bind, or for 0.0.0.0 the
-    /// address routing to the first seed); its port + 1 + k must reach shard k.
-    #[arg(long, value_name = "IP:PORT")]
-    pub advertise: Option<SocketAddr>,
-    /// HTTP admin plane address.
-    #[arg(long, value_name = "IP:PORT")]
-    pub admin: Option<SocketAddr>,
-    /// Number of shards (1 to 64).
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
-    /// File mapping shards to cores.
-    #[arg(long, value_name = "FILE")]
-    pub core_map: Option<PathBuf>,
-    /// Write deliveries as NDJSON to this file, or `-` for stdout.
-    #[arg(long, value_name = "PATH|-")]
-    pub deliveries: Option<String>,
-    /// Log filter, e.g. info or plumcore=debug.
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Log line format: text (colours only on a terminal) or json.
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Accept empty payloads on POST /broadcast (refused with 400 otherwise).
-    #[arg(long)]
-    pub allow_empty: bool,
-    /// NATS-compatible client port address, or `off` (default 127.0.0.1:4222).
-    #[arg(long, value_name = "IP:PORT|off")]
-    pub client_listen: Option<String>,
-    /// Enable test-only fault injection: the datagram fault layer (--chaos-*) and the
-    /// admin plane's /chaos routes.
-    #[arg(long)]
-    pub chaos: bool,
-    /// Cluster key file: authenticate every datagram (see docs/operations.md, Security).
-    #[arg(long, value_name = "FILE")]
-    pub cluster_key_file: Option<PathBuf>,
-    /// Encrypt every datagram under the cluster keys (needs --cluster-key-file).
-    #[arg(long)]
-    pub cluster_encrypt: bool,
-    /// Admin bearer token file: admin requests without the token get 401.
-    #[arg(long, value_name = "FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// Fault layer (needs --chaos): fraction of datagrams dropped.
-    #[arg(long, value_name = "P")]
-    pub chaos_drop: Option<f64>,
-    /// Fault layer: fraction of datagrams duplicated.
-    #[arg(long, value_name = "P")]
-    pub chaos_dup: Option<f64>,
-    /// Fault layer: fraction of datagrams delayed by --chaos-delay-ms.
-    #[arg(long, value_name = "P")]
-    pub chaos_delay: Option<f64>,
-    /// Fault layer: delay in milliseconds.
-    #[arg(long, value_name = "MS")]
-    pub chaos_delay_ms: Option<u64>,
-    /// Fault layer: side the random faults apply to (send, recv, both).
-    #[arg(long, value_name = "SIDE")]
-    pub chaos_side: Option<Side>,
-    /// Fault layer: cut the links to this address (repeatable; IP, IP:PORT,
-    /// IP:PORT-PORT).
-    #[arg(long = "chaos-cut", value_name = "ADDR")]
-    pub chaos_cut: Vec<String>,
-    /// Flood instead of Plumtree (`protocol.mode = "flood"`): eager push to every
-    /// neighbour, no lazy push, no pruning; the classic-gossip baseline for benchmarks.
-    #[arg(long)]
-    pub flood: bool,
-}
 
 /// Why the configuration was refused. Its `Display` is one line that names the file
 /// or the key at fault, which is what the operator needs to fix it.
@@ -436,20 +388,20 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| format!("`{filter}`: {e}"))
 }
 
-/// Reads the file named by `--config` (if any), applies the flags on top (flags win)
-/// and validates the result.
-pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
-    let mut cfg = match &args.config {
+/// Reads `file` (the `--config` flag; none: the defaults), applies the flags on top
+/// (flags win) and validates the result.
+pub fn load(file: Option<&Path>, flags: &ConfigFlags) -> Result<NodeConfig, ConfigError> {
+    let mut cfg = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             })?;
             parse_toml(path, &text)?
         }
         None => NodeConfig::default(),
     };
-    args.apply(&mut cfg);
+    flags.apply(&mut cfg);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -566,84 +518,25 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
     })
 }
 
-impl NodeArgs {
-    /// Overlays the flags that were given onto `cfg`.
+impl ConfigFlags {
+    /// Overlays the flags that were given onto `cfg` (flags win over the file), then
+    /// lets a named `--node-id` name the node unless a name is set already.
     pub fn apply(&self, cfg: &mut NodeConfig) {
-        if let Some(id) = &self.node_id {
-            cfg.node_id = Some(id.id);
-            if let Some(name) = &id.name {
-                cfg.node_name.get_or_insert_with(|| name.clone());
-            }
+        self.overlay(cfg);
+        if let Some(NodeIdArg {
+            name: Some(name), ..
+        }) = &self.node_id
+        {
+            cfg.node_name.get_or_insert_with(|| name.clone());
         }
-        if let Some(name) = &self.node_name {
-            cfg.node_name = Some(name.clone());
-        }
-        if let Some(bind) = self.bind {
-            cfg.bind = bind;
-        }
-        if !self.seeds.is_empty() {
-            cfg.seeds = self.seeds.clone();
-        }
-        if let Some(a) = self.advertise {
-            cfg.advertise = Some(a);
-        }
-        if let Some(c) = &self.client_listen {
-            cfg.client_listen = c.clone();
-        }
-        if let Some(admin) = self.admin {
-            cfg.admin = admin;
-        }
-        if let Some(shards) = self.shards {
-            cfg.shards = Some(shards);
-        }
-        if let Some(core_map) = &self.core_map {
-            cfg.core_map = Some(core_map.clone());
-        }
-        if let Some(deliveries) = &self.deliveries {
-            cfg.deliveries = Some(deliveries.clone());
-        }
-        if let Some(level) = &self.log_level {
-            cfg.log_level = level.clone();
-        }
-        if let Some(f) = self.log_format {
-            cfg.log_format = f;
-        }
-        if self.allow_empty {
-            cfg.allow_empty = true;
-        }
-        if self.chaos {
-            cfg.chaos = true;
-        }
-        if let Some(f) = &self.cluster_key_file {
-            cfg.cluster_key_file = Some(f.clone());
-        }
-        if self.cluster_encrypt {
-            cfg.cluster_encrypt = true;
-        }
-        if let Some(f) = &self.admin_token_file {
-            cfg.admin_token_file = Some(f.clone());
-        }
-        if let Some(p) = self.chaos_drop {
-            cfg.chaos_drop = p;
-        }
-        if let Some(p) = self.chaos_dup {
-            cfg.chaos_dup = p;
-        }
-        if let Some(p) = self.chaos_delay {
-            cfg.chaos_delay = p;
-        }
-        if let Some(ms) = self.chaos_delay_ms {
-            cfg.chaos_delay_ms = ms;
-        }
-        if let Some(side) = self.chaos_side {
-            cfg.chaos_side = side;
-        }
-        if !self.chaos_cut.is_empty() {
-            cfg.chaos_cut = self.chaos_cut.clone();
-        }
-        if self.flood {
-            cfg.protocol.mode = crate::protocol::Mode::Flood;
-        }
+    }
+}
+
+/// A `--node-id` lands on `node_id` as its id; the name it was hashed from is handled
+/// by [`ConfigFlags::apply`].
+impl From<NodeIdArg> for Option<u64> {
+    fn from(arg: NodeIdArg) -> Self {
+        Some(arg.id)
     }
 }
 
@@ -917,16 +810,14 @@ mod tests {
         TempFile(path)
     }
 
-    fn args_with(file: &TempFile) -> NodeArgs {
-        NodeArgs {
-            config: Some(file.path().to_path_buf()),
-            ..NodeArgs::default()
-        }
+    /// `plumcore node --config FILE` without other flags.
+    fn load_file(file: &TempFile) -> Result<NodeConfig, ConfigError> {
+        load(Some(file.path()), &ConfigFlags::default())
     }
 
     #[test]
     fn defaults() {
-        let cfg = load(&NodeArgs::default()).unwrap();
+        let cfg = load(None, &ConfigFlags::default()).unwrap();
         assert_eq!(cfg, NodeConfig::default());
         assert_eq!(cfg.node_id, None);
         assert_eq!(cfg.bind, "127.0.0.1:7000".parse().unwrap());
@@ -940,7 +831,7 @@ mod tests {
         assert_eq!(cfg.protocol, ProtocolConfig::default());
         // An empty file is the defaults too.
         let f = write("");
-        assert_eq!(load(&args_with(&f)).unwrap(), NodeConfig::default());
+        assert_eq!(load_file(&f).unwrap(), NodeConfig::default());
     }
 
     #[test]
@@ -961,7 +852,7 @@ partitions = 16
 graft_timeout = 250
 "#,
         );
-        let cfg = load(&args_with(&f)).unwrap();
+        let cfg = load_file(&f).unwrap();
         assert_eq!(cfg.node_id, Some(255));
         assert_eq!(cfg.bind, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(cfg.seeds.len(), 2);
@@ -974,16 +865,16 @@ graft_timeout = 250
             std::time::Duration::from_millis(250)
         );
 
-        let args = NodeArgs {
+        let args = ConfigFlags {
             node_id: Some(NodeIdArg { id: 7, name: None }),
             bind: Some("127.0.0.1:9500".parse().unwrap()),
             seeds: vec!["127.0.0.1:9900".parse().unwrap()],
             shards: Some(2),
             deliveries: Some("-".into()),
             log_level: Some("warn".into()),
-            ..args_with(&f)
+            ..ConfigFlags::default()
         };
-        let cfg = load(&args).unwrap();
+        let cfg = load(Some(f.path()), &args).unwrap();
         assert_eq!(cfg.node_id, Some(7));
         assert_eq!(cfg.bind, "127.0.0.1:9500".parse().unwrap());
         assert_eq!(cfg.seeds, vec!["127.0.0.1:9900".parse().unwrap()]);
@@ -997,17 +888,20 @@ graft_timeout = 250
     #[test]
     fn cluster_key_file_key_and_flag() {
         let f = write("cluster_key_file = \"/etc/plumcore/cluster.keys\"\n");
-        let cfg = load(&args_with(&f)).unwrap();
+        let cfg = load_file(&f).unwrap();
         assert_eq!(
             cfg.cluster_key_file.as_deref(),
             Some(Path::new("/etc/plumcore/cluster.keys"))
         );
-        let args = NodeArgs {
+        let args = ConfigFlags {
             cluster_key_file: Some("/tmp/k".into()),
-            ..args_with(&f)
+            ..ConfigFlags::default()
         };
         assert_eq!(
-            load(&args).unwrap().cluster_key_file.as_deref(),
+            load(Some(f.path()), &args)
+                .unwrap()
+                .cluster_key_file
+                .as_deref(),
             Some(Path::new("/tmp/k"))
         );
         // The auth trailer needs room: a payload that fits an open cluster's datagram
@@ -1024,17 +918,17 @@ graft_timeout = 250
         let f = write(
             "chaos = true\nchaos_drop = 0.05\nchaos_delay = 0.1\nchaos_delay_ms = 5\nchaos_side = \"send\"\nchaos_cut = [\"127.0.0.1:7000-7002\"]\n",
         );
-        let cfg = load(&args_with(&f)).unwrap();
+        let cfg = load_file(&f).unwrap();
         let fc = cfg.fault_config().unwrap();
         assert_eq!(fc.rates.drop, 0.05);
         assert_eq!(fc.rates.side, Side::Send);
         assert_eq!(fc.cuts[0].to_string(), "127.0.0.1:7000-7002");
-        let args = NodeArgs {
+        let args = ConfigFlags {
             chaos_dup: Some(0.01),
             chaos_side: Some(Side::Both),
-            ..args_with(&f)
+            ..ConfigFlags::default()
         };
-        let fc = load(&args).unwrap().fault_config().unwrap();
+        let fc = load(Some(f.path()), &args).unwrap().fault_config().unwrap();
         assert_eq!((fc.rates.dup, fc.rates.side), (0.01, Side::Both));
         assert_eq!(invalid_key("chaos_drop = 0.1"), "chaos_drop");
         assert_eq!(invalid_key("chaos_cut = [\"127.0.0.1\"]"), "chaos_cut");
@@ -1057,11 +951,11 @@ graft_timeout = 250
         );
         assert_eq!(invalid_key("rate_limit_peers = 0"), "rate_limit_peers");
         let f = write("rate_limit_per_peer = 0\nrate_limit_burst = 0\nrate_limit_peers = 8\n");
-        let rl = load(&args_with(&f)).unwrap().rate_limit();
+        let rl = load_file(&f).unwrap().rate_limit();
         assert_eq!((rl.per_sec, rl.max_peers), (0, 8));
         let f = write("admin_token_file = \"/etc/plumcore/admin.token\"\n");
         assert_eq!(
-            load(&args_with(&f)).unwrap().admin_token_file.as_deref(),
+            load_file(&f).unwrap().admin_token_file.as_deref(),
             Some(Path::new("/etc/plumcore/admin.token"))
         );
     }
@@ -1088,14 +982,168 @@ graft_timeout = 250
         assert!(parse_node_id("0xzz").is_err());
         assert!(parse_node_id(&format!("a{}", "b".repeat(64))).is_err());
         let f = write("node_id = \"web-2\"\n");
-        let c = load(&args_with(&f)).unwrap();
+        let c = load_file(&f).unwrap();
         assert_eq!(c.node_id, Some(node_id_from_name("web-2")));
         assert_eq!(c.node_name.as_deref(), Some("web-2"));
         let f = write("node_name = \"a\\u0007b\"\n");
-        let e = load(&args_with(&f)).unwrap_err();
+        let e = load_file(&f).unwrap_err();
         assert_eq!(e.key(), Some("node_name"), "{e}");
         let f = write("node_id = 12\n");
-        assert_eq!(load(&args_with(&f)).unwrap().node_id, Some(12));
+        assert_eq!(load_file(&f).unwrap().node_id, Some(12));
+    }
+
+    /// The flag names `plumcore node` has always had (besides `--config`, which the
+    /// binary adds): one per key with `-` for `_`, `--seed` for `seeds`, and `--flood`.
+    #[test]
+    fn flag_names_follow_the_keys() {
+        let cmd = <ConfigFlags as clap::Args>::augment_args(clap::Command::new("x"));
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert_eq!(
+            longs,
+            [
+                "node-id",
+                "node-name",
+                "bind",
+                "seed",
+                "advertise",
+                "admin",
+                "shards",
+                "core-map",
+                "deliveries",
+                "log-level",
+                "log-format",
+                "allow-empty",
+                "client-listen",
+                "chaos",
+                "cluster-key-file",
+                "cluster-encrypt",
+                "admin-token-file",
+                "chaos-drop",
+                "chaos-dup",
+                "chaos-delay",
+                "chaos-delay-ms",
+                "chaos-side",
+                "chaos-cut",
+                "flood",
+            ]
+        );
+        // Every flag but the switch names a key the file accepts too.
+        for long in longs.iter().filter(|l| **l != "flood") {
+            let key = if *long == "seed" {
+                "seeds".to_string()
+            } else {
+                long.replace('-', "_")
+            };
+            let f = write(&format!("{key} = []\n"));
+            if let Err(e) = load_file(&f) {
+                let msg = e.to_string();
+                assert!(!msg.contains("unknown key"), "{key}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flag_lands_on_its_key() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: ConfigFlags,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--node-id=9",
+            "--node-name=n9",
+            "--bind=127.0.0.1:9000",
+            "--seed=127.0.0.1:9100",
+            "--seed=127.0.0.1:9200",
+            "--advertise=127.0.0.1:9300",
+            "--admin=127.0.0.1:9080",
+            "--shards=2",
+            "--core-map=/c",
+            "--deliveries=-",
+            "--log-level=warn",
+            "--log-format=json",
+            "--allow-empty",
+            "--client-listen=off",
+            "--chaos",
+            "--cluster-key-file=/k",
+            "--cluster-encrypt",
+            "--admin-token-file=/t",
+            "--chaos-drop=0.1",
+            "--chaos-dup=0.2",
+            "--chaos-delay=0.3",
+            "--chaos-delay-ms=4",
+            "--chaos-side=recv",
+            "--chaos-cut=10.0.0.1",
+            "--flood",
+        ])
+        .unwrap();
+        let mut cfg = NodeConfig::default();
+        cli.flags.apply(&mut cfg);
+        let protocol = ProtocolConfig {
+            mode: crate::protocol::Mode::Flood,
+            ..ProtocolConfig::default()
+        };
+        let want = NodeConfig {
+            node_id: Some(9),
+            node_name: Some("n9".into()),
+            bind: "127.0.0.1:9000".parse().unwrap(),
+            seeds: vec![
+                "127.0.0.1:9100".parse().unwrap(),
+                "127.0.0.1:9200".parse().unwrap(),
+            ],
+            advertise: Some("127.0.0.1:9300".parse().unwrap()),
+            admin: "127.0.0.1:9080".parse().unwrap(),
+            shards: Some(2),
+            core_map: Some("/c".into()),
+            deliveries: Some("-".into()),
+            log_level: "warn".into(),
+            log_format: LogFormat::Json,
+            allow_empty: true,
+            client_listen: "off".into(),
+            chaos: true,
+            cluster_key_file: Some("/k".into()),
+            cluster_encrypt: true,
+            admin_token_file: Some("/t".into()),
+            chaos_drop: 0.1,
+            chaos_dup: 0.2,
+            chaos_delay: 0.3,
+            chaos_delay_ms: 4,
+            chaos_side: Side::Recv,
+            chaos_cut: vec!["10.0.0.1".into()],
+            protocol,
+            ..NodeConfig::default()
+        };
+        assert_eq!(cfg, want);
+    }
+
+    #[test]
+    fn a_named_node_id_flag_names_the_node_unless_a_name_is_set() {
+        let named = |flags: &ConfigFlags, file: &str| {
+            let f = write(file);
+            load(Some(f.path()), flags).unwrap().node_name
+        };
+        let id = ConfigFlags {
+            node_id: Some(parse_node_id_arg("web-2").unwrap()),
+            ..ConfigFlags::default()
+        };
+        assert_eq!(named(&id, "").as_deref(), Some("web-2"));
+        assert_eq!(named(&id, "node_name = \"f\"\n").as_deref(), Some("f"));
+        assert_eq!(
+            named(&id, "node_id = \"web-1\"\n").as_deref(),
+            Some("web-1")
+        );
+        let both = ConfigFlags {
+            node_name: Some("n".into()),
+            ..id.clone()
+        };
+        assert_eq!(named(&both, "node_name = \"f\"\n").as_deref(), Some("n"));
+        let f = write("node_id = \"web-1\"\n");
+        assert_eq!(
+            load(Some(f.path()), &id).unwrap().node_id,
+            Some(node_id_from_name("web-2"))
+        );
     }
 
     #[test]
@@ -1104,7 +1152,7 @@ graft_timeout = 250
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
-            node: NodeArgs,
+            node: ConfigFlags,
         }
         let cli = Cli::try_parse_from([
             "x",
@@ -1159,7 +1207,7 @@ graft_timeout = 250
 
     fn invalid_key(toml_text: &str) -> String {
         let f = write(toml_text);
-        let err = load(&args_with(&f)).unwrap_err();
+        let err = load_file(&f).unwrap_err();
         let msg = err.to_string();
         assert!(!msg.contains('\n'), "one line: {msg}");
         let key = err
@@ -1214,15 +1262,15 @@ graft_timeout = 250
         );
         let f = write("[protocol]\npartitions = 3");
         assert_eq!(
-            load(&args_with(&f)).unwrap_err().to_string(),
+            load_file(&f).unwrap_err().to_string(),
             "config key `protocol.partitions`: must be a power of two between 1 and 64"
         );
         // Flags are validated too.
-        let args = NodeArgs {
+        let args = ConfigFlags {
             shards: Some(0),
-            ..NodeArgs::default()
+            ..ConfigFlags::default()
         };
-        assert_eq!(load(&args).unwrap_err().key(), Some("shards"));
+        assert_eq!(load(None, &args).unwrap_err().key(), Some("shards"));
     }
 
     #[test]
@@ -1230,7 +1278,7 @@ graft_timeout = 250
         let f = write(
             "[membership]\nactive_view = 4\npassive_view = 12\nshuffle_interval = 500\nheartbeat_interval = 100\nfailure_timeout = 400\n",
         );
-        let m = load(&args_with(&f)).unwrap().membership;
+        let m = load_file(&f).unwrap().membership;
         assert_eq!(m.active_view, 4);
         assert_eq!(m.passive_view, 12);
         assert_eq!(m.shuffle_interval, std::time::Duration::from_millis(500));
@@ -1238,21 +1286,21 @@ graft_timeout = 250
         assert_eq!(m.failure_timeout, std::time::Duration::from_millis(400));
         assert_eq!(m.arwl, MembershipConfig::default().arwl);
         let f = write("[membership]\nactive_view = 4\nbogus = 1\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert!(
             msg.ends_with("unknown key `membership.bogus` at line 3"),
             "{msg}"
         );
         // The membership-lite keys are gone, and say so.
         let f = write("heartbeat_interval_ms = 500\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert!(msg.contains("unknown key `heartbeat_interval_ms`"), "{msg}");
     }
 
     #[test]
     fn unknown_key_rejected() {
         let f = write("bind = \"127.0.0.1:1\"\n\nfoo = 1\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert_eq!(
             msg,
             format!(
@@ -1261,7 +1309,7 @@ graft_timeout = 250
             )
         );
         let f = write("[protocol]\npartitions = 8\nbogus = 2\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert!(
             msg.ends_with("unknown key `protocol.bogus` at line 3"),
             "{msg}"
@@ -1271,7 +1319,7 @@ graft_timeout = 250
     #[test]
     fn bad_toml_reports_line() {
         let f = write("bind = \"127.0.0.1:1\"\nseeds = [\nmtu = = 3\n");
-        let err = load(&args_with(&f)).unwrap_err();
+        let err = load_file(&f).unwrap_err();
         let msg = err.to_string();
         assert!(
             matches!(err, ConfigError::Parse { line: Some(_), .. }),
@@ -1283,7 +1331,7 @@ graft_timeout = 250
 
         // An unquoted address is a broken value on a key's line: that key is named.
         let f = write("bind = 127.0.0.1:7000\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert!(
             msg.contains("key `bind`") && msg.contains("quotes"),
             "{msg}"
@@ -1291,7 +1339,7 @@ graft_timeout = 250
         assert!(!msg.contains('\n'), "{msg}");
 
         let f = write("mtu = 1400\n\n[protocol]\npartitions = \"many\"\n");
-        let err = load(&args_with(&f)).unwrap_err();
+        let err = load_file(&f).unwrap_err();
         let msg = err.to_string();
         assert!(
             matches!(err, ConfigError::Parse { line: Some(4), .. }),
@@ -1301,7 +1349,7 @@ graft_timeout = 250
         assert!(msg.ends_with(" at line 4"), "{msg}");
 
         let f = write("bind = \"not an address\"\n");
-        let msg = load(&args_with(&f)).unwrap_err().to_string();
+        let msg = load_file(&f).unwrap_err().to_string();
         assert!(
             msg.contains("key `bind`") && msg.ends_with("at line 1"),
             "{msg}"
@@ -1310,11 +1358,10 @@ graft_timeout = 250
 
     #[test]
     fn missing_file() {
-        let args = NodeArgs {
-            config: Some("/nonexistent/plumcore.toml".into()),
-            ..NodeArgs::default()
-        };
-        let msg = load(&args).unwrap_err().to_string();
+        let file = Path::new("/nonexistent/plumcore.toml");
+        let msg = load(Some(file), &ConfigFlags::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.starts_with("config file /nonexistent/plumcore.toml: "),
             "{msg}"
@@ -1324,15 +1371,15 @@ graft_timeout = 250
     #[test]
     fn flood_flag_sets_protocol_mode() {
         assert_eq!(
-            load(&NodeArgs::default()).unwrap().protocol.mode,
+            load(None, &ConfigFlags::default()).unwrap().protocol.mode,
             crate::protocol::Mode::Plumtree
         );
-        let args = NodeArgs {
+        let args = ConfigFlags {
             flood: true,
-            ..NodeArgs::default()
+            ..ConfigFlags::default()
         };
         assert_eq!(
-            load(&args).unwrap().protocol.mode,
+            load(None, &args).unwrap().protocol.mode,
             crate::protocol::Mode::Flood
         );
     }

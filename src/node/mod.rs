@@ -5,6 +5,7 @@ pub mod admin;
 pub mod batch;
 pub mod client_port;
 pub mod config;
+mod config_keys;
 mod control;
 pub mod embed;
 pub mod net;

@@ -5,6 +5,7 @@
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use plumcore::client::proto::{self, Limits, ServerOp};
 use plumcore::client::subject::{validate_subject, Filter};
 use plumcore::node::client_port::{GAP_SUBJECT, LAGGED_SUBJECT};
 
-/// A bad argument found before connecting: `main` exits 2 for it, as clap does for
+/// A bad argument found before connecting: [`exit_code`] makes it 2, as clap does for
 /// its own usage errors.
 #[derive(Debug)]
 pub struct BadArg(pub String);
@@ -28,6 +29,18 @@ impl std::fmt::Display for BadArg {
 }
 
 impl std::error::Error for BadArg {}
+
+/// Exit code of `plumcore pub`/`sub`: 2 for an argument refused before connecting,
+/// 1 for anything the server or the network did; the error printed in one line.
+pub fn exit_code(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            ExitCode::from(if e.is::<BadArg>() { 2 } else { 1 })
+        }
+    }
+}
 
 /// Where the node is and how to prove who we are: shared by both commands.
 #[derive(clap::Args)]

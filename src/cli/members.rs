@@ -2,6 +2,7 @@
 //! (`GET /members`), as a table or as the raw JSON.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -52,6 +53,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+/// Exit code of `plumcore members`: 1 for anything that went wrong, printed in one
+/// line (the error says what it could not do and why, once).
+pub fn exit_code(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plumcore: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Fetches `/members` and prints it.
