@@ -18,9 +18,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::event::{Event, Time, Timer};
 use super::gap::Gap;
+use super::shard::{BroadcastError, Shard};
 use super::timer::TimerQueue;
-use super::{BroadcastError, Event, Shard, Time, Timer};
 use crate::ids::{MessageId, NodeId};
 use crate::topic::Topic;
 use crate::wire::{self, Coalescer, Datagram, Frame, Header, IHaveEntry};

@@ -13,8 +13,8 @@ use std::num::NonZeroUsize;
 
 use lru::LruCache;
 
+use super::event::Time;
 use super::peers::{remap_mask, Removed};
-use super::Time;
 use crate::ids::NodeId;
 
 /// A root's slot and when a message of it was last handled.

@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::Time;
+use super::event::Time;
 
 /// Timers ordered by due time, ties broken by insertion order (first in, first out),
 /// so that a driver firing them is deterministic.
