@@ -1,6 +1,5 @@
 //! The `plumcore` command line.
 
-mod launcher;
 mod members_cmd;
 mod pubsub_cmd;
 
@@ -51,9 +50,13 @@ enum Command {
     /// Run a node: glommio shards with their own UDP sockets, a control core and the
     /// admin plane.
     Node(Box<NodeArgs>),
-    /// Start a local cluster of node processes on 127.0.0.1, publish under load and
-    /// report deliveries: the quickstart.
-    Cluster(launcher::ClusterArgs),
+    /// Removed: `plumcore bench cluster --check` does its job. Still parsed, with any
+    /// arguments, so that an old script is told what to run instead.
+    #[command(hide = true, disable_help_flag = true)]
+    Cluster {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Show a running node's HyParView views (active and passive) from its admin plane.
     Members(members_cmd::MembersArgs),
     /// Publish to a node's client port: each stdin line, or --count generated messages.
@@ -385,10 +388,12 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => run_node(*a),
-        Command::Cluster(a) => {
-            init_logging("warn", LogFormat::Text);
-            launcher::run(a)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Cluster { .. } => {
+            eprintln!(
+                "plumcore: `plumcore cluster` was removed; run `plumcore bench cluster --check` \
+                 (or `plumcore-bench cluster --check`)"
+            );
+            Ok(ExitCode::from(2))
         }
         Command::Members(a) => match members_cmd::run(&a) {
             Ok(()) => Ok(ExitCode::SUCCESS),
