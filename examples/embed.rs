@@ -35,8 +35,8 @@ fn next_message(sub: &Subscription, limit: Duration) -> Option<Event> {
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut taken = Vec::new();
-    let a_port = plumcore::ports::free_udp_run(2, &mut taken)?;
-    let b_port = plumcore::ports::free_udp_run(2, &mut taken)?;
+    let a_port = plumcore::harness::ports::free_udp_run(2, &mut taken)?;
+    let b_port = plumcore::harness::ports::free_udp_run(2, &mut taken)?;
     let a = Node::start(config(a_port, None))?;
     let b = Node::start(config(
         b_port,

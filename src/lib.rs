@@ -7,13 +7,14 @@
 //! HyParView one; `wire` is the codec the frames travel in; `ids` and `topic` are the
 //! identifiers all of them share; `tasks` is the supervision layer every background
 //! task runs under; `client` is the sans-IO NATS client protocol (parser, subjects,
-//! subscription table) the node's client port speaks.
+//! subscription table) the node's client port speaks. `harness` stands beside them:
+//! it starts and reads `plumcore node` processes for the tests and benchmarks.
 
 pub mod client;
+pub mod harness;
 pub mod ids;
 pub mod membership;
 pub mod node;
-pub mod ports;
 pub mod protocol;
 pub mod sim;
 pub mod tasks;

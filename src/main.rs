@@ -1,8 +1,7 @@
 //! The `plumcore` command line: parses it and hands each subcommand to its module in
-//! `cli/` (the launcher of `plumcore cluster` is `launcher.rs`).
+//! `cli/` (`plumcore cluster` was removed: `plumcore bench cluster --check` does its job).
 
 mod cli;
-mod launcher;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use cli::log::init_logging;
 use cli::{members, node::NodeArgs, pubsub, sim::SimArgs};
-use plumcore::node::config::LogFormat;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,9 +41,13 @@ enum Command {
     /// Run a node: glommio shards with their own UDP sockets, a control core and the
     /// admin plane.
     Node(Box<NodeArgs>),
-    /// Start a local cluster of node processes on 127.0.0.1, publish under load and
-    /// report deliveries: the quickstart.
-    Cluster(launcher::ClusterArgs),
+    /// Removed: `plumcore bench cluster --check` does its job. Still parsed, with any
+    /// arguments, so that an old script is told what to run instead.
+    #[command(hide = true, disable_help_flag = true)]
+    Cluster {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Show a running node's HyParView views (active and passive) from its admin plane.
     Members(members::MembersArgs),
     /// Publish to a node's client port: each stdin line, or --count generated messages.
@@ -74,10 +75,12 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => cli::node::run(*a),
-        Command::Cluster(a) => {
-            init_logging("warn", LogFormat::Text);
-            launcher::run(a)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Cluster { .. } => {
+            eprintln!(
+                "plumcore: `plumcore cluster` was removed; run `plumcore bench cluster --check` \
+                 (or `plumcore-bench cluster --check`)"
+            );
+            Ok(ExitCode::from(2))
         }
         Command::Members(a) => Ok(members::exit_code(members::run(&a))),
         Command::Pub(a) => Ok(pubsub::exit_code(pubsub::run_pub(&a))),

@@ -37,7 +37,7 @@ fn readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
 
 fn single_node() -> Node {
     let mut taken = Vec::new();
-    let port = plumcore::ports::free_udp_run(2, &mut taken).unwrap();
+    let port = plumcore::harness::ports::free_udp_run(2, &mut taken).unwrap();
     Node::start(NodeConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], port)),
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),

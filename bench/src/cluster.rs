@@ -11,7 +11,6 @@
 //! out: it measures the HTTP round trip, not the broadcast.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine;
 use hdrhistogram::Histogram;
+use plumcore::harness::{deliveries, metrics};
 use serde::Serialize;
 
 use crate::blast::BlastAuth;
 use crate::machine;
-use crate::nodes::{self, LocalSpec, NodeHandle};
+use crate::nodes::{self, LocalSpec, NodeHandle, NodeShutdown};
 use crate::report::{self, MessageOutcome, Percentiles, Reliability};
 
 /// Bytes of the stamp at the head of every payload: publisher id, then send time.
@@ -151,21 +150,21 @@ pub struct ClusterReport {
     /// The same broadcast delivered twice by one node (should be 0).
     pub duplicate_deliveries: u64,
     /// Gossip received for an already delivered broadcast (protocol redundancy).
-    pub redundant_receptions: f64,
-    pub gossip_sent: f64,
-    pub ihave_sent: f64,
-    pub graft_sent: f64,
-    pub prune_sent: f64,
+    pub redundant_receptions: u64,
+    pub gossip_sent: u64,
+    pub ihave_sent: u64,
+    pub graft_sent: u64,
+    pub prune_sent: u64,
     /// Missing messages given up after the last Graft retry.
-    pub graft_failed: f64,
+    pub graft_failed: u64,
     /// IHave announcements shed because a queue was full.
-    pub ihave_dropped: f64,
+    pub ihave_dropped: u64,
     /// Cached payloads evicted by the size bounds (a Graft then finds nothing).
-    pub cache_evictions: f64,
+    pub cache_evictions: u64,
     /// Overlay churn in the measured window: passive nodes promoted, splices, and
     /// neighbours lost to a Disconnect or the failure detector. Every change re-shapes
     /// the Plumtree trees, so a steady overlay should show 0.
-    pub membership_changes: f64,
+    pub membership_changes: u64,
     pub per_node: Vec<NodeFigures>,
     /// Datagrams the kernel dropped host-wide for a full receive buffer during the
     /// measured window and drain (`/proc/net/snmp` RcvbufErrors).
@@ -175,6 +174,8 @@ pub struct ClusterReport {
     pub overlay_degree_mean: f64,
     /// True when figures come from `/metrics` only (running nodes, no deliveries files).
     pub metrics_only: bool,
+    /// How each node this run started ended after SIGTERM (empty for running nodes).
+    pub shutdowns: Vec<NodeShutdown>,
 }
 
 /// A report plus the latency histogram it summarises (for `--plot`).
@@ -198,30 +199,20 @@ pub struct NodeDeliveries {
 }
 
 /// Reads a deliveries file (NDJSON with `payload_b64`, `t_ns`, optional `hops`),
-/// keeping the broadcasts in `measured`.
-pub fn read_deliveries(path: &Path, measured: &HashSet<Stamp>) -> NodeDeliveries {
+/// keeping the broadcasts in `measured`; a complete line that is not a record the
+/// node writes is an error.
+pub fn read_deliveries(path: &Path, measured: &HashSet<Stamp>) -> Result<NodeDeliveries> {
     let mut out = NodeDeliveries::default();
-    let Ok(f) = std::fs::File::open(path) else {
-        return out;
-    };
-    let b64 = base64::engine::general_purpose::STANDARD;
-    for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue; // a line still being written
-        };
-        let (Some(p), Some(t_ns)) = (v["payload_b64"].as_str(), v["t_ns"].as_u64()) else {
-            continue;
-        };
-        let Some(stamp) = b64.decode(p).ok().and_then(|b| Stamp::read(&b)) else {
+    for d in deliveries::read_deliveries(path)? {
+        let (Some(stamp), Some(t_ns)) = (Stamp::read(&d.payload), d.t_ns) else {
             continue;
         };
         if !measured.contains(&stamp) {
             continue;
         }
-        let hops = v["hops"].as_u64().map(|h| h as u32);
-        out.seen.entry(stamp).or_insert((0, hops, t_ns)).0 += 1;
+        out.seen.entry(stamp).or_insert((0, d.hops, t_ns)).0 += 1;
     }
-    out
+    Ok(out)
 }
 
 /// What [`analyse`] finds in the deliveries of the measured broadcasts.
@@ -462,14 +453,16 @@ fn scrape_all(nodes: &[NodeHandle]) -> Vec<String> {
     nodes.iter().map(|n| nodes::scrape(n.admin)).collect()
 }
 
-fn delta(before: &[String], after: &[String], name: &str) -> f64 {
+/// How much counter `name` grew over all nodes between two scrapes (0 if it fell:
+/// a node restarted).
+fn delta(before: &[String], after: &[String], name: &str) -> u64 {
     let sum = |pages: &[String]| {
         pages
             .iter()
-            .map(|p| nodes::metric_sum(p, name))
-            .sum::<f64>()
+            .map(|p| metrics::counter_sum(p, name))
+            .sum::<u64>()
     };
-    sum(after) - sum(before)
+    sum(after).saturating_sub(sum(before))
 }
 
 /// The config file that puts every local node in `auth` mode (a fixed test key;
@@ -609,7 +602,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
                 .iter()
                 .flatten()
                 .map(|f| read_deliveries(f, &measured))
-                .collect();
+                .collect::<Result<_>>()?;
             let got: usize = per_node.iter().map(|d| d.seen.len()).sum();
             if got >= measured.len() * per_node.len() {
                 break;
@@ -633,7 +626,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .iter()
         .map(|n| n.pid().and_then(machine::rss_mib))
         .collect();
-    shutdown(&mut nodes);
+    let shutdowns = nodes::stop_local(&mut nodes);
 
     let gossip_sent = delta(&m0, &m1, "plumtree_gossip_sent_total");
     let Analysis {
@@ -646,8 +639,8 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .iter()
         .zip(&m1)
         .map(|(a, b)| {
-            nodes::metric_sum(b, "plumtree_messages_delivered_total")
-                - nodes::metric_sum(a, "plumtree_messages_delivered_total")
+            metrics::metric_sum(b, "plumtree_messages_delivered_total")
+                - metrics::metric_sum(a, "plumtree_messages_delivered_total")
         })
         .collect();
     if metrics_only {
@@ -704,7 +697,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         latency: report::percentiles(&latency),
         dissemination: report::percentiles(&dissemination),
         reliability: report::reliability(&outcomes, n),
-        rmr: report::rmr(gossip_sent.max(0.0) as u64, &outcomes),
+        rmr: report::rmr(gossip_sent, &outcomes),
         ldh_mean: ldh.map(|l| l.0),
         ldh_max: ldh.map(|l| l.1),
         duplicate_deliveries: dups,
@@ -729,30 +722,90 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         overlay_degree_mean,
         metrics_only,
+        shutdowns,
     };
     Ok(ClusterRun { report, latency })
 }
 
-/// SIGTERM to the nodes this run started, then a bounded wait (drop kills the rest).
-fn shutdown(nodes: &mut [NodeHandle]) {
-    for n in nodes.iter() {
-        if let Some(pid) = n.pid() {
-            // SAFETY: kill(2) on a child we started and have not reaped.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
+/// The one-line verdict on runs: `PASS: ...`, or `FAIL: <reason>` naming every
+/// reason of every failed run (`run N:` when there are several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub pass: bool,
+    pub line: String,
+}
+
+/// Why `r` is not a clean run, in words; empty when it is. A clean run accepted at
+/// least one broadcast, refused none, delivered every measured one to every node
+/// exactly once, and every node it started exited 0 after SIGTERM with its shutdown
+/// `completed`.
+pub fn problems(r: &ClusterReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.measured == 0 {
+        out.push("no broadcast was accepted in the measured window".to_string());
     }
-    let t = Instant::now();
-    for n in nodes.iter_mut() {
-        if let Some(c) = &mut n.child {
-            while t.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
+    if r.refused > 0 {
+        out.push(format!("{} publishes refused", r.refused));
+    }
+    if r.reliability.mean < 1.0 {
+        out.push(format!(
+            "reliability {:.4} below 1 ({:.4} of broadcasts reached all {} nodes)",
+            r.reliability.mean, r.reliability.atomic_fraction, r.nodes
+        ));
+    }
+    if r.duplicate_deliveries > 0 {
+        out.push(format!("{} duplicate deliveries", r.duplicate_deliveries));
+    }
+    for s in r.shutdowns.iter().filter(|s| !s.clean) {
+        out.push(format!(
+            "unclean shutdown of the node on {}: {}",
+            s.admin, s.detail
+        ));
+    }
+    out
+}
+
+/// The verdict over `reports` (one per run and mode).
+pub fn verdict(reports: &[&ClusterReport]) -> Verdict {
+    let several = reports.len() > 1;
+    let failures: Vec<String> = reports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            problems(r).into_iter().map(move |p| {
+                if several {
+                    format!("run {} ({}): {p}", i + 1, r.system)
+                } else {
+                    p
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+            })
+        })
+        .collect();
+    if reports.is_empty() {
+        return Verdict {
+            pass: false,
+            line: "FAIL: no run completed".into(),
+        };
+    }
+    if !failures.is_empty() {
+        return Verdict {
+            pass: false,
+            line: format!("FAIL: {}", failures.join("; ")),
+        };
+    }
+    let measured: u64 = reports.iter().map(|r| r.measured).sum();
+    let stopped: usize = reports.iter().map(|r| r.shutdowns.len()).sum();
+    let shutdowns = if stopped == 0 {
+        "shutdowns not checked (running nodes)".to_string()
+    } else {
+        format!("{stopped} clean shutdowns")
+    };
+    Verdict {
+        pass: true,
+        line: format!(
+            "PASS: {measured} measured broadcasts over {} run(s), each delivered once to every node (reliability 1, 0 duplicates, 0 refused, {shutdowns})",
+            reports.len()
+        ),
     }
 }
 
@@ -829,18 +882,16 @@ pub fn table(reports: &[&ClusterReport]) -> String {
             r.duplicate_deliveries.to_string()
         }),
         ("redundant receptions", |r| {
-            format!("{:.0}", r.redundant_receptions)
+            r.redundant_receptions.to_string()
         }),
-        ("gossip sent", |r| format!("{:.0}", r.gossip_sent)),
-        ("ihave sent", |r| format!("{:.0}", r.ihave_sent)),
-        ("grafts", |r| format!("{:.0}", r.graft_sent)),
-        ("prunes", |r| format!("{:.0}", r.prune_sent)),
-        ("grafts given up", |r| format!("{:.0}", r.graft_failed)),
-        ("ihave shed", |r| format!("{:.0}", r.ihave_dropped)),
-        ("cache evictions", |r| format!("{:.0}", r.cache_evictions)),
-        ("membership changes", |r| {
-            format!("{:.0}", r.membership_changes)
-        }),
+        ("gossip sent", |r| r.gossip_sent.to_string()),
+        ("ihave sent", |r| r.ihave_sent.to_string()),
+        ("grafts", |r| r.graft_sent.to_string()),
+        ("prunes", |r| r.prune_sent.to_string()),
+        ("grafts given up", |r| r.graft_failed.to_string()),
+        ("ihave shed", |r| r.ihave_dropped.to_string()),
+        ("cache evictions", |r| r.cache_evictions.to_string()),
+        ("membership changes", |r| r.membership_changes.to_string()),
         ("kernel UDP rcvbuf drops", |r| {
             r.udp_rcvbuf_drops
                 .map_or_else(|| "-".into(), |d| d.to_string())
@@ -852,6 +903,14 @@ pub fn table(reports: &[&ClusterReport]) -> String {
                 1,
             )
         }),
+        ("clean shutdowns", |r| {
+            if r.shutdowns.is_empty() {
+                "-".into()
+            } else {
+                let clean = r.shutdowns.iter().filter(|s| s.clean).count();
+                format!("{clean} of {}", r.shutdowns.len())
+            }
+        }),
         ("node RSS MiB (max)", |r| {
             fmt_opt(
                 r.per_node.iter().filter_map(|n| n.rss_mib).reduce(f64::max),
@@ -859,15 +918,33 @@ pub fn table(reports: &[&ClusterReport]) -> String {
             )
         }),
     ];
-    let mut out = format!("{:<22}", "");
-    for r in reports {
-        out.push_str(&format!("{:>21}", r.system));
+    // Every column as wide as its widest cell, so that no value runs into the next.
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, f)| reports.iter().map(|r| f(r)).collect())
+        .collect();
+    let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = reports
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            cells
+                .iter()
+                .map(|row| row[j].chars().count())
+                .chain([r.system.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!("{:<label_w$}", "");
+    for (r, w) in reports.iter().zip(&widths) {
+        out.push_str(&format!("  {:>w$}", r.system));
     }
     out.push('\n');
-    for (label, f) in rows {
-        out.push_str(&format!("{label:<22}"));
-        for r in reports {
-            out.push_str(&format!("{:>21}", f(r)));
+    for ((label, _), row) in rows.iter().zip(&cells) {
+        out.push_str(&format!("{label:<label_w$}"));
+        for (c, w) in row.iter().zip(&widths) {
+            out.push_str(&format!("  {c:>w$}"));
         }
         out.push('\n');
     }
@@ -877,6 +954,114 @@ pub fn table(reports: &[&ClusterReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn clean_report() -> ClusterReport {
+        ClusterReport {
+            system: "plumcore".into(),
+            nodes: 3,
+            measured: 100,
+            reliability: Reliability {
+                mean: 1.0,
+                atomic_fraction: 1.0,
+                min: 1.0,
+            },
+            shutdowns: vec![NodeShutdown {
+                admin: "127.0.0.1:1".into(),
+                clean: true,
+                detail: "exited 0, shutdown completed".into(),
+            }],
+            ..ClusterReport::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let r = clean_report();
+        let v = verdict(&[&r]);
+        assert!(v.pass, "{}", v.line);
+        assert!(
+            v.line.starts_with("PASS: 100 measured broadcasts"),
+            "{}",
+            v.line
+        );
+    }
+
+    #[test]
+    fn every_refused_publish_fails_even_with_reliability_one() {
+        // Every publish refused: nothing measured, and reliability over no broadcast
+        // is 1 (report::reliability); the old launcher passed this run.
+        let r = ClusterReport {
+            measured: 0,
+            refused: 500,
+            ..clean_report()
+        };
+        let v = verdict(&[&r]);
+        assert!(!v.pass);
+        assert!(v.line.starts_with("FAIL: "), "{}", v.line);
+        assert!(v.line.contains("500 publishes refused"), "{}", v.line);
+        assert!(v.line.contains("no broadcast was accepted"), "{}", v.line);
+    }
+
+    #[test]
+    fn loss_duplicates_and_unclean_shutdowns_each_fail() {
+        let lossy = ClusterReport {
+            reliability: Reliability {
+                mean: 0.99,
+                atomic_fraction: 0.97,
+                min: 0.5,
+            },
+            ..clean_report()
+        };
+        assert!(verdict(&[&lossy])
+            .line
+            .contains("reliability 0.9900 below 1"));
+        let dup = ClusterReport {
+            duplicate_deliveries: 2,
+            ..clean_report()
+        };
+        assert!(verdict(&[&dup]).line.contains("2 duplicate deliveries"));
+        let unclean = ClusterReport {
+            shutdowns: vec![NodeShutdown {
+                admin: "127.0.0.1:9".into(),
+                clean: false,
+                detail: "did not exit after SIGTERM and was killed".into(),
+            }],
+            ..clean_report()
+        };
+        let v = verdict(&[&clean_report(), &unclean]);
+        assert!(!v.pass);
+        assert_eq!(
+            v.line,
+            "FAIL: run 2 (plumcore): unclean shutdown of the node on 127.0.0.1:9: did not exit after SIGTERM and was killed"
+        );
+        assert!(!verdict(&[]).pass);
+    }
+
+    #[test]
+    fn table_columns_line_up_whatever_the_widths() {
+        let a = ClusterReport {
+            gossip_sent: 8699,
+            ..clean_report()
+        };
+        let b = ClusterReport {
+            system: "a system with a long name".into(),
+            gossip_sent: 12_345_678_901,
+            ..clean_report()
+        };
+        let t = table(&[&a, &b]);
+        let lines: Vec<&str> = t.lines().collect();
+        let width = lines[0].chars().count();
+        assert!(lines.iter().all(|l| l.chars().count() == width), "{t}");
+        let gossip = lines.iter().find(|l| l.starts_with("gossip sent")).unwrap();
+        let cells: Vec<&str> = gossip.split_whitespace().collect();
+        assert_eq!(cells, ["gossip", "sent", "8699", "12345678901"], "{gossip}");
+        assert!(!gossip.contains('.'), "counters are integers: {gossip}");
+        let label = lines
+            .iter()
+            .find(|l| l.starts_with("kernel UDP rcvbuf drops"))
+            .unwrap();
+        assert!(label.starts_with("kernel UDP rcvbuf drops  "), "{label}");
+    }
 
     #[test]
     fn stamp_round_trips_and_needs_sixteen_bytes() {
@@ -944,6 +1129,7 @@ mod tests {
 
     #[test]
     fn read_deliveries_keeps_measured_stamped_lines() {
+        use base64::Engine;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.ndjson");
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -961,16 +1147,19 @@ mod tests {
         let text = format!(
             "{{\"hops\":2,\"payload_b64\":\"{}\",\"t_ns\":100}}\n\
              {{\"hops\":2,\"payload_b64\":\"{}\",\"t_ns\":100}}\n\
-             not json\n\
-             {{\"payload_b64\":\"{}\",\"t_ns\":150}}\n",
+             {{\"payload_b64\":\"{}\",\"t_ns\":150}}\n\
+             {{\"payload_b64\":\"AAAA",
             b64.encode(&p),
             b64.encode(&other),
             b64.encode(&p)
         );
         std::fs::write(&path, text).unwrap();
         let measured: HashSet<Stamp> = [s].into_iter().collect();
-        let d = read_deliveries(&path, &measured);
+        let d = read_deliveries(&path, &measured).unwrap();
         assert_eq!(d.seen.len(), 1);
         assert_eq!(d.seen[&s], (2, Some(2), 100));
+        // A complete line the node never writes is an error, not a skipped line.
+        std::fs::write(&path, "not json\n").unwrap();
+        assert!(read_deliveries(&path, &measured).is_err());
     }
 }

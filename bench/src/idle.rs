@@ -3,13 +3,15 @@
 //! from `/proc/PID/stat`) and its shards' wake-ups (`plumtree_shard_wakeups_total`
 //! from `/metrics`) over the measured window, and its RSS at the end.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+
+use plumcore::harness::launch::{NodeLaunch, StderrTo};
+use plumcore::harness::ports;
 
 use crate::machine::{cpu_seconds, rss_mib};
 use crate::nodes::{scrape, NodeHandle};
@@ -50,24 +52,20 @@ fn wakeups(text: &str) -> (f64, f64) {
 /// One run: a node with `shards` shards, idle for `settle` then measured `duration`.
 pub fn run(binary: &Path, shards: u16, settle: Duration, duration: Duration) -> Result<IdleReport> {
     let mut taken = Vec::new();
-    let base = plumcore::ports::free_udp_run(shards + 1, &mut taken)?;
+    let base = ports::free_udp_run(shards + 1, &mut taken)?;
     let bind = SocketAddr::from(([127, 0, 0, 1], base));
-    let admin = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let child = Command::new(binary)
-        .arg("node")
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", &shards.to_string()])
-        .args(["--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let admin = ports::free_tcp()?;
+    let mut launch = NodeLaunch::new(binary, bind, admin, shards);
+    launch.stderr = StderrTo::Null;
+    let child = launch
+        .start()
         .with_context(|| format!("starting {}", binary.display()))?;
     let node = NodeHandle {
         admin,
         client: None,
         child: Some(child),
         deliveries: None,
+        log: None,
     };
     let pid = node.pid().context("no pid")?;
     let t = Instant::now();

@@ -168,6 +168,14 @@ enum Cmd {
         /// run by run, and compares their medians with the first.
         #[arg(long, value_delimiter = ',', default_value = "none")]
         auth: Vec<BlastAuth>,
+        /// Exit 1 when the verdict is FAIL: reliability below 1, a duplicate delivery,
+        /// a refused publish (so a run where every publish was refused fails), no
+        /// broadcast accepted, or a node that did not exit 0 with its shutdown
+        /// `completed` after SIGTERM. The last line printed is the verdict, `PASS: ...`
+        /// or `FAIL: <reason>`, with or without this flag; without it the exit status
+        /// is 0 whenever the runs completed.
+        #[arg(long)]
+        check: bool,
     },
     /// One node with 1, 2, 4, ... shards under blast: messages/s and efficiency vs
     /// linear.
@@ -558,7 +566,8 @@ fn cluster_cmd(
     flood: bool,
     runs: usize,
     auth: Vec<BlastAuth>,
-) -> Result<()> {
+    check: bool,
+) -> Result<ExitCode> {
     check_plot(&common.plot)?;
     let cfg = cluster_config(&common, &workload, flood, admins);
     let modes = if auth.is_empty() {
@@ -682,7 +691,19 @@ fn cluster_cmd(
         plot::latency(p, "publish-to-delivery latency", &series)?;
         eprintln!("wrote {}", p.display());
     }
-    write_json(&common.json, &summary)
+    write_json(&common.json, &summary)?;
+    let all: Vec<&cluster::ClusterReport> = runs_out
+        .iter()
+        .map(|r| &r.report)
+        .chain(by_mode.iter().map(|(_, r)| &r.report))
+        .collect();
+    let verdict = cluster::verdict(&all);
+    println!("{}", verdict.line);
+    Ok(if check && !verdict.pass {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn scale_cmd(
@@ -833,15 +854,16 @@ fn compare_cmd(
     Ok(())
 }
 
-fn run() -> Result<()> {
+fn run() -> Result<ExitCode> {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match Cli::parse().command {
-        Cmd::Blast { common, load, runs } => blast_cmd(common, load, runs),
+        Cmd::Blast { common, load, runs } => done(blast_cmd(common, load, runs)),
         Cmd::Idle {
             common,
             shards,
             runs,
             settle,
-        } => idle_cmd(common, shards, runs, settle),
+        } => done(idle_cmd(common, shards, runs, settle)),
         Cmd::Cluster {
             common,
             workload,
@@ -849,20 +871,27 @@ fn run() -> Result<()> {
             flood,
             runs,
             auth,
-        } => cluster_cmd(common, workload, admins, flood, runs, auth),
+            check,
+        } => cluster_cmd(common, workload, admins, flood, runs, auth, check),
         Cmd::Scale {
             common,
             load,
             runs,
             max_shards,
-        } => scale_cmd(common, load, runs, max_shards),
+        } => done(scale_cmd(common, load, runs, max_shards)),
         Cmd::Compare {
             common,
             workload,
             no_search,
             probe_duration,
             max_rate,
-        } => compare_cmd(common, workload, no_search, probe_duration, max_rate),
+        } => done(compare_cmd(
+            common,
+            workload,
+            no_search,
+            probe_duration,
+            max_rate,
+        )),
         Cmd::Soak {
             common,
             shape,
@@ -878,14 +907,14 @@ fn run() -> Result<()> {
                 sample_every,
                 warmup,
             };
-            soak_cmd(common, cfg)
+            done(soak_cmd(common, cfg))
         }
     }
 }
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("plumcore-bench: {e:#}");
             let invalid = e.to_string().starts_with("invalid argument");

@@ -111,7 +111,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .collect();
     let per_node: Vec<_> = (0..cfg.nodes)
         .map(|i| read_deliveries(&dir.path().join(format!("node{i}.ndjson")), &measured))
-        .collect();
+        .collect::<Result<_>>()?;
     let Analysis {
         latency,
         dissemination,
@@ -151,20 +151,27 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         ldh_mean: None,
         ldh_max: None,
         duplicate_deliveries: dups,
-        redundant_receptions: 0.0,
-        gossip_sent: r.gossip_sent.unwrap_or(0.0),
-        ihave_sent: r.ihave_sent.unwrap_or(0.0),
-        graft_sent: r.graft_sent.unwrap_or(0.0),
-        prune_sent: r.prune_sent.unwrap_or(0.0),
-        graft_failed: 0.0,
-        ihave_dropped: 0.0,
-        cache_evictions: 0.0,
-        membership_changes: 0.0,
+        redundant_receptions: 0,
+        gossip_sent: count(r.gossip_sent),
+        ihave_sent: count(r.ihave_sent),
+        graft_sent: count(r.graft_sent),
+        prune_sent: count(r.prune_sent),
+        graft_failed: 0,
+        ihave_dropped: 0,
+        cache_evictions: 0,
+        membership_changes: 0,
         per_node: per_node_figs,
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
         // Static membership: every node adds every other.
         overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
         metrics_only: false,
+        // One in-process program: no node processes to stop.
+        shutdowns: Vec::new(),
     };
     Ok(ClusterRun { report, latency })
+}
+
+/// A counter the comparator reports as a JSON number, as the whole number it is.
+fn count(v: Option<f64>) -> u64 {
+    v.map_or(0, |x| x.round().max(0.0) as u64)
 }

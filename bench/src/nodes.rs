@@ -2,37 +2,34 @@
 //! processes started here on 127.0.0.1 (killed on drop), or running nodes named by
 //! their admin addresses.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use plumcore::harness::launch::{self, NodeLaunch, StderrTo};
+use plumcore::harness::ports;
+use plumcore::harness::process::{self, NodeProcess, Stopped};
 
 /// One node the benchmark publishes to and reads from.
 pub struct NodeHandle {
     pub admin: SocketAddr,
     /// Its NATS-compatible client port, when this benchmark started it.
     pub client: Option<SocketAddr>,
-    /// The process, when this benchmark started it (CPU and RSS are read from it).
-    pub child: Option<Child>,
+    /// The process, when this benchmark started it (CPU and RSS are read from it);
+    /// killed when the handle is dropped.
+    pub child: Option<NodeProcess>,
     /// Its deliveries file, when this benchmark started it.
     pub deliveries: Option<PathBuf>,
+    /// The file its stderr goes to, when this benchmark started it: the shutdown
+    /// line is read from it.
+    pub log: Option<PathBuf>,
 }
 
 impl NodeHandle {
     /// The node's process id, when it is ours.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-impl Drop for NodeHandle {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child.as_ref().map(NodeProcess::id)
     }
 }
 
@@ -69,10 +66,6 @@ pub fn plumcore_binary() -> Result<PathBuf> {
     )
 }
 
-fn free_tcp() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// Seeds a new node joins through: at most this many earlier nodes.
 const SEEDS: usize = 3;
 
@@ -87,42 +80,38 @@ fn seeds_for(earlier: &[SocketAddr]) -> Vec<SocketAddr> {
     v
 }
 
-/// Starts `spec.nodes` nodes joined through earlier ones (see [`seeds_for`]), writing deliveries under `dir`,
-/// and waits until every one has a neighbour (30 s at most).
+/// Starts `spec.nodes` nodes joined through earlier ones (see [`seeds_for`]), writing
+/// deliveries and logs under `dir`, each waited for until it reports every shard
+/// (see [`launch::spawn_ready`]); then waits until every one has a neighbour (30 s
+/// at most).
 pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
     let mut taken = Vec::new();
     let mut out: Vec<NodeHandle> = Vec::new();
     let mut binds: Vec<SocketAddr> = Vec::new();
     for i in 0..spec.nodes {
-        let base = plumcore::ports::free_udp_run(spec.shards + 1, &mut taken)?;
+        let base = ports::free_udp_run(spec.shards + 1, &mut taken)?;
         let bind = SocketAddr::from(([127, 0, 0, 1], base));
-        let admin = free_tcp()?;
-        let client = free_tcp()?;
+        let admin = ports::free_tcp()?;
+        let client = ports::free_tcp()?;
         let deliveries = dir.join(format!("node{i}.ndjson"));
-        let mut cmd = Command::new(&spec.binary);
-        cmd.arg("node")
-            .args(["--node-id", &(i + 1).to_string()])
-            .args(["--bind", &bind.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .args(["--client-listen", &client.to_string()])
-            .args(["--shards", &spec.shards.to_string()])
-            .args(["--deliveries", deliveries.to_str().context("temp path")?])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if spec.flood {
-            cmd.arg("--flood");
-        }
-        if let Some(c) = &spec.config {
-            cmd.arg("--config").arg(c);
-        }
+        let log = dir.join(format!("node{i}.log"));
+        let mut l = NodeLaunch::new(&spec.binary, bind, admin, spec.shards);
+        l.node_id = Some(i as u64 + 1);
         // Join through up to SEEDS earlier nodes (the first and the latest ones), so
         // that the overlay is not a star around one seed.
-        for s in seeds_for(&binds) {
-            cmd.args(["--seed", &s.to_string()]);
+        l.seeds = seeds_for(&binds);
+        l.deliveries = Some(deliveries.clone());
+        l.stderr = StderrTo::File(log.clone());
+        l.extra = vec!["--client-listen".into(), client.to_string().into()];
+        if spec.flood {
+            l.extra.push("--flood".into());
         }
-        let child = cmd
-            .spawn()
+        if let Some(c) = &spec.config {
+            l.extra.push("--config".into());
+            l.extra.push(c.into());
+        }
+        let child = l
+            .start()
             .with_context(|| format!("starting {}", spec.binary.display()))?;
         binds.push(bind);
         out.push(NodeHandle {
@@ -130,6 +119,7 @@ pub fn start_local(spec: &LocalSpec, dir: &Path) -> Result<Vec<NodeHandle>> {
             client: Some(client),
             child: Some(child),
             deliveries: Some(deliveries),
+            log: Some(log),
         });
     }
     wait_joined(&mut out, Duration::from_secs(30))?;
@@ -148,19 +138,14 @@ pub fn remote(admins: &[SocketAddr]) -> Vec<NodeHandle> {
             client: None,
             child: None,
             deliveries: None,
+            log: None,
         })
         .collect()
 }
 
 /// How many neighbours a node reports on `/peers`.
 pub fn peers_of(admin: SocketAddr) -> Option<usize> {
-    let v: serde_json::Value = ureq::get(&format!("http://{admin}/peers"))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()?
-        .into_json()
-        .ok()?;
-    Some(v.as_array()?.len())
+    Some(launch::get_json(admin, "/peers")?.as_array()?.len())
 }
 
 /// Waits until every node reports at least one neighbour.
@@ -215,39 +200,54 @@ pub fn wait_settled(nodes: &[NodeHandle], quiet: Duration, limit: Duration) -> b
 
 /// The text of a node's `/metrics`, or empty when it does not answer.
 pub fn scrape(admin: SocketAddr) -> String {
-    ureq::get(&format!("http://{admin}/metrics"))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .unwrap_or_default()
+    plumcore::harness::metrics::scrape(admin, None).unwrap_or_default()
 }
 
-/// Sum of every sample of metric `name` (all label sets) in a Prometheus text page.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with(name))
-        .filter(|l| {
-            let rest = &l[name.len()..];
-            rest.starts_with(' ') || rest.starts_with('{')
+/// How one node this run started ended.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeShutdown {
+    pub admin: String,
+    /// Exited 0 within the bound and printed `plumcore: shutdown` with status
+    /// `completed`.
+    pub clean: bool,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// How long the nodes have, together, to stop after SIGTERM.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+
+/// Stops the nodes this run started (SIGTERM to all, [`SHUTDOWN_BOUND`], SIGKILL for
+/// the rest) and says how each ended; running nodes given by address are left alone.
+pub fn stop_local(nodes: &mut [NodeHandle]) -> Vec<NodeShutdown> {
+    let mut ours: Vec<(&mut NodeProcess, SocketAddr, Option<&PathBuf>)> = nodes
+        .iter_mut()
+        .filter_map(|n| Some((n.child.as_mut()?, n.admin, n.log.as_ref())))
+        .collect();
+    let mut procs: Vec<&mut NodeProcess> = ours.iter_mut().map(|(p, _, _)| &mut **p).collect();
+    let stopped = process::terminate_all(&mut procs, SHUTDOWN_BOUND);
+    ours.iter()
+        .zip(stopped)
+        .map(|((_, admin, log), s)| {
+            let said = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .and_then(|text| process::shutdown_status(&text));
+            let (clean, detail) = match (&s, said.as_deref()) {
+                (Ok(st), Some("completed")) if st.exited_zero() => {
+                    (true, "exited 0, shutdown completed".to_string())
+                }
+                (Ok(st @ Stopped::Exited(_)), said) => (
+                    false,
+                    format!("{st}, shutdown status {}", said.unwrap_or("not printed")),
+                ),
+                (Ok(st), _) => (false, st.to_string()),
+                (Err(e), _) => (false, e.to_string()),
+            };
+            NodeShutdown {
+                admin: admin.to_string(),
+                clean,
+                detail,
+            }
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sum_adds_label_sets_and_skips_lookalikes() {
-        let text = "# TYPE plumtree_gossip_sent counter\n\
-                    plumtree_gossip_sent_total{shard=\"0\"} 10\n\
-                    plumtree_gossip_sent_total{shard=\"1\"} 5\n\
-                    plumtree_gossip_sent_total_extra 100\n\
-                    plumtree_graft_sent_total 2\n";
-        assert_eq!(metric_sum(text, "plumtree_gossip_sent_total"), 15.0);
-        assert_eq!(metric_sum(text, "plumtree_graft_sent_total"), 2.0);
-        assert_eq!(metric_sum(text, "absent_total"), 0.0);
-    }
+        .collect()
 }

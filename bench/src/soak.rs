@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use plumcore::harness::metrics::metric_sum;
 use serde::Serialize;
 
 use crate::machine::{describe, rss_mib, Machine};
-use crate::nodes::{metric_sum, scrape, start_local, LocalSpec, NodeHandle};
+use crate::nodes::{scrape, start_local, LocalSpec, NodeHandle};
 
 /// The per-node series a soak samples, in report order: `(metric, label)`. Metrics
 /// are summed over a node's shards.

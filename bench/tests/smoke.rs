@@ -8,25 +8,18 @@ fn bench_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plumcore-bench"))
 }
 
-/// The `plumcore` binary the cluster runs start: next to plumcore-bench. A workspace
-/// test run has built it already (then this is a no-op); a run of this package alone
-/// builds it here, so that it is never a stale one.
+/// The `plumcore` binary the cluster runs start: next to plumcore-bench, where
+/// `plumcore_bench::nodes::plumcore_binary` finds it. This test does not build it: a
+/// `cargo build` inside a test rebuilt 145 crates (58 s) on a cold target. A workspace
+/// build builds it (`.ci/run` runs `cargo build --workspace --locked --bins` before
+/// the tests); run that after changing the node, or this test starts an old binary.
 fn ensure_plumcore() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(build_plumcore);
-}
-
-fn build_plumcore() {
-    let dir = bench_bin().parent().unwrap().to_path_buf();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "plumcore", "--bin", "plumcore"])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the plumcore binary failed");
+    let p = bench_bin().with_file_name("plumcore");
     assert!(
-        dir.join("plumcore").is_file(),
-        "plumcore not found next to {}",
-        bench_bin().display()
+        p.is_file(),
+        "{} is missing: build it first with `cargo build --workspace --locked --bins` \
+         (or `cargo build -p plumcore --bin plumcore`)",
+        p.display()
     );
 }
 
@@ -64,6 +57,7 @@ fn cluster_smoke() {
     let p = dir.path().join("c.svg");
     let out = run(&[
         "cluster",
+        "--check",
         "--nodes",
         "3",
         "--rate",
@@ -83,6 +77,10 @@ fn cluster_smoke() {
         table.contains("latency p99 us") && table.contains("RMR"),
         "{table}"
     );
+    // The verdict is the last line; every node stopped cleanly.
+    let last = table.lines().last().unwrap_or_default();
+    assert!(last.starts_with("PASS: "), "{table}");
+    assert!(table.contains("clean shutdowns") && last.contains("3 clean shutdowns"));
     let v = json(&j);
     assert_machine(&v);
     let r = &v["runs"][0];
@@ -99,6 +97,52 @@ fn cluster_smoke() {
     assert_eq!(r["per_node"].as_array().unwrap().len(), 3);
     assert!(r["per_node"][0]["rss_mib"].as_f64().unwrap() > 1.0);
     assert!(std::fs::read_to_string(&p).unwrap().starts_with("<svg"));
+    for s in r["shutdowns"].as_array().unwrap() {
+        assert_eq!(s["clean"], true, "{s}");
+    }
+    assert_eq!(r["shutdowns"].as_array().unwrap().len(), 3);
+}
+
+/// Every publish refused (a payload over the nodes' max_payload): the old launcher
+/// called such a run a success; the verdict fails it, and `--check` exits 1. Without
+/// `--check` the verdict is printed and the exit status stays 0.
+#[test]
+fn cluster_check_fails_a_run_whose_publishes_were_all_refused() {
+    ensure_plumcore();
+    let args = [
+        "cluster",
+        "--nodes",
+        "2",
+        "--rate",
+        "50",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "500ms",
+        "--publish",
+        "http",
+        "--payload",
+        "4000",
+    ];
+    let mut check = args.to_vec();
+    check.insert(1, "--check");
+    let out = run(&check);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("FAIL: "), "{stdout}");
+    assert!(
+        last.contains("publishes refused") && last.contains("no broadcast was accepted"),
+        "{last}"
+    );
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .starts_with("FAIL: "));
 }
 
 #[test]

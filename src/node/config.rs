@@ -123,7 +123,7 @@ node_config_keys! {
         /// datagram comes out of `mtu`.
         cluster_key_file: Option<PathBuf> = None,
             flag Option<PathBuf> [value_name = "FILE"]
-            "Cluster key file: authenticate every datagram (see README, Security).";
+            "Cluster key file: authenticate every datagram (see docs/operations.md, Security).";
         /// Encrypt every datagram (XChaCha20-Poly1305 under the cluster keys) instead of
         /// only authenticating it; needs `cluster_key_file`.
         cluster_encrypt: bool = false,

@@ -1,16 +1,20 @@
-//! A harness for tests that run real `plumcore node` processes on 127.0.0.1: port
-//! picking (checked by binding), start/kill, admin-plane JSON, deliveries files.
+//! The integration tests' side of [`plumcore::harness`]: the same node processes,
+//! ports and files, with panics instead of errors (a failed start fails the test),
+//! plus the admin-plane and overlay checks only tests make.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use plumcore::harness::deliveries::{self, Record};
+use plumcore::harness::launch::NodeLaunch;
+use plumcore::harness::process::NodeProcess;
 
 /// A node process; killed when dropped, so a failing test leaves nothing behind.
 pub struct Node {
-    pub child: Child,
+    pub child: NodeProcess,
     /// Control socket; shard k listens on port + 1 + k.
     pub bind: SocketAddr,
     pub admin: SocketAddr,
@@ -18,16 +22,9 @@ pub struct Node {
     pub deliveries: PathBuf,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// First of `n` consecutive free UDP ports on 127.0.0.1, none of them in `taken`.
 pub fn free_udp_ports(n: u16, taken: &mut Vec<u16>) -> u16 {
-    plumcore::ports::free_udp_run(n, taken).expect("free loopback ports")
+    plumcore::harness::ports::free_udp_run(n, taken).expect("free loopback ports")
 }
 
 /// Starts node `id` with `shards` shards, joining through `seed`, writing deliveries
@@ -40,101 +37,29 @@ pub fn start_node(
     extra: &[&str],
     taken: &mut Vec<u16>,
 ) -> Node {
-    let port = free_udp_ports(shards + 1, taken);
-    let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let deliveries = dir.join(format!("node{id}.ndjson"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.arg("node")
-        .args(["--node-id", &id.to_string()])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", &shards.to_string()])
-        .args(["--deliveries", deliveries.to_str().unwrap()])
-        .args(["--log-level", "warn"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(s) = seed {
-        cmd.args(["--seed", &s.to_string()]);
-    }
-    ready_or_restart(
-        Node {
-            child: cmd.spawn().expect("start plumcore node"),
-            bind,
-            admin,
+    spawn_node(
+        &NodeSpec {
+            id,
             shards,
-            deliveries,
+            seeds: seed.as_slice(),
+            bind: None,
+            deliveries: format!("node{id}.ndjson"),
+            extra,
         },
-        &mut cmd,
+        dir,
+        taken,
     )
 }
 
-/// Known node bug (docs/operations.md, "Known bug: an executor that never runs"): rarely, a shard
-/// executor never runs, and the node fails itself 10 s after the start. Waits until
-/// the node reports every shard in `/status`; one whose admin plane answered without
-/// all of them within 15 s is restarted once, loudly. A node that exits (a test of a
-/// bad config) or whose admin plane refuses the request (a token) is returned as it
-/// is, at once.
-fn ready_or_restart(mut node: Node, cmd: &mut Command) -> Node {
-    ready_or_respawn(&mut node.child, cmd, node.admin, node.shards);
-    node
-}
-
 /// Spawns `cmd`, a `plumcore node` answering on `admin` with `shards` shards, and
-/// waits for it as [`start_node`] does (see `ready_or_restart`).
+/// waits for it as [`start_node`] does ([`plumcore::harness::launch::spawn_ready`]).
 pub fn spawn_ready(cmd: &mut Command, admin: SocketAddr, shards: u16) -> Child {
-    let mut child = cmd.spawn().expect("start plumcore node");
-    ready_or_respawn(&mut child, cmd, admin, shards);
-    child
-}
-
-fn ready_or_respawn(child: &mut Child, cmd: &mut Command, admin: SocketAddr, shards: u16) {
-    let t = Instant::now();
-    let mut short = None;
-    while t.elapsed() < Duration::from_secs(15) {
-        if !matches!(child.try_wait(), Ok(None)) {
-            break;
-        }
-        match ureq::get(&format!("http://{admin}/status"))
-            .timeout(Duration::from_secs(2))
-            .call()
-        {
-            Ok(r) => {
-                let v: serde_json::Value = r.into_json().unwrap_or_default();
-                let n = v["shards"].as_array().map_or(0, Vec::len);
-                if n == shards as usize {
-                    return;
-                }
-                short = Some(n);
-            }
-            Err(ureq::Error::Status(..)) => return,
-            Err(_) => {}
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    if let Some(n) = short {
-        eprintln!(
-            "START-UP STALL (known executor bug): the node on {admin} (pid {}) reported {n} of {shards} shards; restarting it once",
-            child.id()
-        );
-        let _ = child.kill();
-        let _ = child.wait();
-        *child = cmd.spawn().expect("restart plumcore node");
-    }
+    plumcore::harness::launch::spawn_ready(cmd, admin, shards).expect("start plumcore node")
 }
 
 /// GET an admin route as JSON; `None` while the node is not answering.
 pub fn get_json(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    ureq::get(&format!("http://{admin}{path}"))
-        .timeout(Duration::from_secs(2))
-        .call()
-        .ok()?
-        .into_json()
-        .ok()
+    plumcore::harness::launch::get_json(admin, path)
 }
 
 /// Polls `f` until it holds, failing the test after `limit`.
@@ -148,24 +73,10 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 
 /// A deliveries file as id -> (times delivered, payload of the first delivery).
 pub fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
-    use base64::Engine;
     let mut m: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
-        return m;
-    };
-    for line in BufReader::new(f).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue; // a line being written right now
-        };
-        // `{"lagged":N}`: deliveries the node could not write; the missing ids show.
-        let Some(id) = v["id"].as_str().map(str::to_string) else {
-            continue;
-        };
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(v["payload_b64"].as_str().unwrap())
-            .unwrap();
-        m.entry(id).or_insert((0, payload)).0 += 1;
+    for d in deliveries::read_deliveries(path).expect("a valid deliveries file") {
+        let id = d.id.expect("a node's delivery line carries its id");
+        m.entry(id).or_insert((0, d.payload)).0 += 1;
     }
     m
 }
@@ -174,18 +85,9 @@ pub fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
 /// lines): messages per origin (16 hex digits) that will never be delivered there.
 pub fn read_gaps(path: &Path) -> HashMap<String, u64> {
     let mut m: HashMap<String, u64> = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
-        return m;
-    };
-    for line in BufReader::new(f).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let (Some(origin), Some(missed)) =
-            (v["gap"]["origin"].as_str(), v["gap"]["missed"].as_u64())
-        {
-            *m.entry(origin.to_string()).or_default() += missed;
+    for r in deliveries::read_records(path).expect("a valid deliveries file") {
+        if let Record::Gap { origin, missed } = r {
+            *m.entry(origin).or_default() += missed;
         }
     }
     m
@@ -220,35 +122,20 @@ pub fn spawn_node(spec: &NodeSpec<'_>, dir: &Path, taken: &mut Vec<u16>) -> Node
         let port = free_udp_ports(spec.shards + 1, taken);
         format!("127.0.0.1:{port}").parse().unwrap()
     });
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = plumcore::harness::ports::free_tcp().unwrap();
     let deliveries = dir.join(&spec.deliveries);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.arg("node")
-        .args(["--node-id", &spec.id.to_string()])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .args(["--shards", &spec.shards.to_string()])
-        .args(["--deliveries", deliveries.to_str().unwrap()])
-        .args(["--log-level", "warn"])
-        .args(spec.extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for s in spec.seeds {
-        cmd.args(["--seed", &s.to_string()]);
+    let mut launch = NodeLaunch::new(env!("CARGO_BIN_EXE_plumcore"), bind, admin, spec.shards);
+    launch.node_id = Some(spec.id);
+    launch.seeds = spec.seeds.to_vec();
+    launch.deliveries = Some(deliveries.clone());
+    launch.extra = spec.extra.iter().map(Into::into).collect();
+    Node {
+        child: launch.start().expect("start plumcore node"),
+        bind,
+        admin,
+        shards: spec.shards,
+        deliveries,
     }
-    ready_or_restart(
-        Node {
-            child: cmd.spawn().expect("start plumcore node"),
-            bind,
-            admin,
-            shards: spec.shards,
-            deliveries,
-        },
-        &mut cmd,
-    )
 }
 
 impl Node {
@@ -303,18 +190,8 @@ pub fn admin_request(
 
 /// A counter or gauge from `/metrics`, summed over its label sets (0 if absent).
 pub fn metric_sum(admin: SocketAddr, name: &str, token: Option<&str>) -> f64 {
-    let mut req = ureq::get(&format!("http://{admin}/metrics")).timeout(Duration::from_secs(5));
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let text = req.call().unwrap().into_string().unwrap();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let text = plumcore::harness::metrics::scrape(admin, token).unwrap();
+    plumcore::harness::metrics::metric_sum(&text, name)
 }
 
 /// A node's HyParView active view (node ids as 16 hex digits) from `GET /members`;

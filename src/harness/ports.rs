@@ -1,5 +1,5 @@
-//! Picking free loopback ports for the processes the launcher, the load generator and
-//! the integration tests start: a node needs a run of consecutive UDP ports (control
+//! Picking free loopback ports for the node processes the load generator, the
+//! integration tests and the examples start: a node needs a run of consecutive UDP ports (control
 //! port, then one per shard), and nothing may reuse a port another run holds. (The node
 //! binds its UDP sockets itself, with socket2 and without `SO_REUSEPORT`, so a second
 //! node on a port fails to start; glommio 0.9's own `UdpSocket::bind` sets
@@ -7,7 +7,7 @@
 //! The probes here are plain `std` sockets, which fail on a port held by any socket,
 //! whether or not that one set `SO_REUSEPORT`.)
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -46,6 +46,13 @@ pub fn free_udp_run(n: u16, taken: &mut Vec<u16>) -> Result<u16, NoFreePorts> {
     Err(NoFreePorts(n))
 }
 
+/// A TCP port on 127.0.0.1 that is free now (the kernel picks it; the listener is
+/// closed again), for a node's admin plane or client port. Another process can take
+/// it before the node binds it; [`super::launch`] notices such a node exiting.
+pub fn free_tcp() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +67,13 @@ mod tests {
         for p in a..a + 3 {
             UdpSocket::bind(("127.0.0.1", p)).expect("still free");
         }
+    }
+
+    #[test]
+    fn a_free_tcp_port_can_be_bound() {
+        let a = free_tcp().unwrap();
+        assert_eq!(a.ip(), std::net::Ipv4Addr::LOCALHOST);
+        assert_ne!(a.port(), 0);
+        TcpListener::bind(a).expect("still free");
     }
 }
