@@ -1,5 +1,7 @@
 //! Identifiers shared by the wire codec, the protocol and the simulator.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 /// A node's cluster-wide identity. Random 64-bit values in practice; the simulator

@@ -5,6 +5,8 @@
 //! application, an admin request, a datagram), and is then a cheap handle on shared
 //! bytes: the decoder slices it out of the datagram without copying.
 
+#![forbid(unsafe_code)]
+
 use bytes::Bytes;
 use thiserror::Error;
 

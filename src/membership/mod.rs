@@ -22,6 +22,8 @@
 //! reply goes to the shuffle's origin, which need not be a neighbour, so the driver's
 //! address book must cover every id that can appear in a view.
 
+#![forbid(unsafe_code)]
+
 pub mod hyparview;
 
 use std::time::Duration;

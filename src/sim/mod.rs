@@ -3,6 +3,8 @@
 //! duplication, partitions and crashes. Frames travel through the real wire codec, so
 //! coalescing and decoding are exercised too. Same seed, same report.
 
+#![forbid(unsafe_code)]
+
 mod network;
 mod report;
 mod runner;

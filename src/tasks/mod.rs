@@ -5,6 +5,8 @@
 //! are no locks or atomics. Pure rules (backoff, intensity window, retention, status math)
 //! are synchronous and take `now` so they are testable without an executor.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod error;
 pub mod looping;
