@@ -29,8 +29,8 @@ use super::snapshot::{
 use super::udp::{slot_size, RX_BATCH};
 use crate::membership::{MembershipConfig, Time};
 use crate::tasks::{
-    BackoffConfig, ChildSpec, Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager,
-    LoopStatus, Notify, RestartIntensity, RestartType, Supervisor, TaskTracker,
+    BackoffConfig, ChildSpec, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, LoopStatus,
+    Notify, RestartIntensity, RestartType, StopSignal, Supervisor, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Header, MemberFrame};
@@ -153,7 +153,7 @@ pub(super) fn executor_supervisor<F, Fut>(
     receive: F,
 ) -> Supervisor
 where
-    F: Fn(Event) -> Fut + 'static,
+    F: Fn(StopSignal) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + 'static,
 {
     let sup = Supervisor::new(
@@ -316,7 +316,7 @@ impl ControlState {
                     let d = self.datagram(&frame);
                     sends.push((d, to));
                 }
-                Output::Up {
+                Output::NeighborUp {
                     peer,
                     control,
                     shards,
@@ -328,7 +328,7 @@ impl ControlState {
                         shards,
                     });
                 }
-                Output::Down { peer } => {
+                Output::NeighborDown { peer } => {
                     info!(peer = %node_hex(peer), "neighbour down");
                     self.tell_shards(|| ShardCmd::NeighborDown { peer });
                 }
@@ -721,7 +721,7 @@ impl Loop for StatsLoop {
 async fn receive(
     state: Rc<RefCell<ControlState>>,
     sock: Rc<FaultySocket>,
-    stop: Event,
+    stop: StopSignal,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
     let mut more = false;

@@ -497,7 +497,7 @@ impl FaultySocket {
         &self,
         got: &mut Vec<Received>,
         more: &mut bool,
-        stop: &crate::tasks::Event,
+        stop: &crate::tasks::StopSignal,
         poll: Option<Duration>,
     ) -> Turn {
         got.clear();

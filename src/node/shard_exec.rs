@@ -38,7 +38,7 @@ use super::wake::QueueRx;
 use crate::ids::NodeId;
 use crate::protocol::{Event, ProtocolConfig, Shard, Time, Timer};
 use crate::tasks::{
-    Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
+    Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Coalescer, Frame, Header, IHaveEntry};
@@ -156,7 +156,7 @@ struct ShardState {
     tick_due: Option<Time>,
     wake: Notify,
     /// Set by the Shutdown command.
-    stopped: StopEvent,
+    stopped: StopSignal,
     /// Graft give-ups since the last warning, and when that warning was logged.
     graft_failed_unlogged: u64,
     last_graft_warn: Option<Instant>,
@@ -685,7 +685,7 @@ impl Loop for AntiEntropyLoop {
 async fn receive(
     state: Rc<RefCell<ShardState>>,
     sock: Rc<FaultySocket>,
-    stop: StopEvent,
+    stop: StopSignal,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
     let mut out = Vec::new();
@@ -765,7 +765,7 @@ pub(super) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         cmd_queue: 0,
         tick_due: None,
         wake: Notify::new(),
-        stopped: StopEvent::new(),
+        stopped: StopSignal::new(),
         graft_failed_unlogged: 0,
         last_graft_warn: None,
     }));

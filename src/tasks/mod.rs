@@ -23,7 +23,7 @@ pub use looping::{
     Loop, LoopConfig, LoopError, LoopHandle, LoopManager, LoopManagerStatus, LoopStatus,
 };
 pub use shutdown::{ShutdownStats, ShutdownStatus};
-pub use signal::{Event, Notify};
+pub use signal::{Notify, StopSignal};
 pub use spawn::{catch_panic, spawn_detached, spawn_named, TaskHandle, TaskSpec};
 pub use supervisor::{
     ChildSpec, Escalation, RestartIntensity, RestartType, Supervisor, SupervisorOutcome,
