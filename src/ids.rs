@@ -15,6 +15,9 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// 16 lower-case hex digits, zero-padded: how a node id is printed everywhere (admin
+/// views, deliveries lines, logs, the client port's server id), so one id always reads
+/// the same.
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -54,5 +57,17 @@ impl MessageId {
     pub fn partition(&self, partitions: u32) -> u16 {
         debug_assert!(partitions.is_power_of_two() && partitions <= MAX_PARTITIONS);
         (origin_offset(self.origin).wrapping_add(self.seq) & (partitions as u64 - 1)) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeId;
+
+    #[test]
+    fn node_id_displays_as_sixteen_hex_digits() {
+        assert_eq!(NodeId(1).to_string(), "0000000000000001");
+        assert_eq!(NodeId(0xab).to_string(), "00000000000000ab");
+        assert_eq!(NodeId(u64::MAX).to_string(), "ffffffffffffffff");
     }
 }

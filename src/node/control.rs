@@ -24,7 +24,7 @@ use super::runtime::{
 };
 use super::seeds::SeedResolver;
 use super::snapshot::{
-    node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
+    IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
 use super::udp::{slot_size, RX_BATCH};
 use crate::membership::{MembershipConfig, Time};
@@ -321,7 +321,7 @@ impl ControlState {
                     control,
                     shards,
                 } => {
-                    info!(peer = %node_hex(peer), %control, shards, "neighbour up");
+                    info!(peer = %peer, %control, shards, "neighbour up");
                     self.tell_shards(|| ShardCmd::NeighborUp {
                         peer,
                         control,
@@ -329,7 +329,7 @@ impl ControlState {
                     });
                 }
                 Output::NeighborDown { peer } => {
-                    info!(peer = %node_hex(peer), "neighbour down");
+                    info!(peer = %peer, "neighbour down");
                     self.tell_shards(|| ShardCmd::NeighborDown { peer });
                 }
             }
@@ -365,7 +365,7 @@ impl ControlState {
             if self.conflict_log_due() {
                 error!(
                     name = %name,
-                    holder = %node_hex(holder),
+                    holder = %holder,
                     refused_by = %src,
                     "this node's name is already used by a live node, so the cluster refuses it: start it with another --node-name"
                 );
@@ -392,9 +392,9 @@ impl ControlState {
                 if self.conflict_log_due() {
                     warn!(
                         name = %name,
-                        refused = %node_hex(dg.header.sender),
+                        refused = %dg.header.sender,
                         from = %src,
-                        holder = %node_hex(holder),
+                        holder = %holder,
                         "refusing a node whose name is already used by a live node"
                     );
                 }
@@ -407,7 +407,7 @@ impl ControlState {
                 return vec![(d, src)];
             }
             if self.ctx.cfg.names.insert(dg.header.sender, &name) {
-                info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
+                info!(peer = %dg.header.sender, name = %name, "node name learned");
             }
         }
         let advertised = wire::members::read_advertise(&bytes);
@@ -474,7 +474,7 @@ impl ControlState {
             .active()
             .filter_map(|(id, addr, n)| Some((id, addr?, n)))
             .map(|(id, addr, n)| {
-                let hex = node_hex(id);
+                let hex = id.to_string();
                 let (eager, lazy) = shards
                     .iter()
                     .flat_map(|s| s.peer_links.iter())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use super::snapshot::{node_hex, MemberDriverStats, MemberInfo, MembershipSnapshot};
+use super::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
 use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
 use crate::wire::members::max_contacts;
@@ -661,7 +661,7 @@ impl MemberDriver {
         let info = |id: NodeId, state: &str| {
             let e = self.book.get(id);
             MemberInfo {
-                node_id: node_hex(id),
+                node_id: id.to_string(),
                 name: None,
                 addr: e.map(|e| e.addr),
                 shards: e.map_or(0, |e| e.shards),

@@ -23,8 +23,8 @@ use super::ratelimit::RateLimitConfig;
 use super::shard_exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
-    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
-    NameBook, NodeSnapshot, ShardSnapshot,
+    AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo, NameBook,
+    NodeSnapshot, ShardSnapshot,
 };
 use super::subscribe::Subscribers;
 use super::ticker::{TickTargets, WakeTicker};
@@ -659,7 +659,7 @@ pub fn start_with(
     };
     let advertise = super::control::advertise_addr(cfg.advertise, bind, first_seed);
     let snapshot = NodeSnapshot {
-        node_id: node_hex(cfg.node_id),
+        node_id: cfg.node_id.to_string(),
         node_name: cfg.node_name.clone(),
         advertise: Some(advertise),
         names_known: 0,
@@ -793,7 +793,7 @@ pub fn start_with(
             run_control(ctx, control_sock)
         })?,
     ));
-    info!(node = %node_hex(cfg.node_id), %bind, shards = n, "node started");
+    info!(node = %cfg.node_id, %bind, shards = n, "node started");
     Ok(RunningNode {
         shared,
         threads,

@@ -32,7 +32,7 @@ use super::runtime::{
     build_mtu, owned_mask, unix_ms, PeerLayout, ShardCmd, ShardReport, Shared, SHARD_QUEUE,
 };
 use super::sink::{Delivery, SinkSender};
-use super::snapshot::{node_hex, IoStats, ShardSnapshot};
+use super::snapshot::{IoStats, ShardSnapshot};
 use super::udp::{slot_size, RX_BATCH};
 use super::wake::QueueRx;
 use crate::ids::NodeId;
@@ -490,7 +490,7 @@ impl ShardState {
                 .shard
                 .peer_links()
                 .into_iter()
-                .map(|(id, e, l)| (node_hex(id), e, l))
+                .map(|(id, e, l)| (id.to_string(), e, l))
                 .collect(),
             stats: self.shard.stats(),
             topics: self.topics.series(),

@@ -451,8 +451,3 @@ pub trait AdminBackend: Send + Sync + 'static {
 pub fn id_hex(id: MessageId) -> String {
     format!("{:016x}{:016x}", id.origin.0, id.seq)
 }
-
-/// Node ids as printed everywhere: 16 hex digits.
-pub fn node_hex(id: NodeId) -> String {
-    format!("{:016x}", id.0)
-}
