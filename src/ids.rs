@@ -1,6 +1,7 @@
 //! Identifiers shared by the wire codec, the protocol and the simulator.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::fmt;
 
@@ -29,7 +30,9 @@ impl fmt::Display for NodeId {
 /// two messages and the seen map can track each origin as a dense sequence window.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct MessageId {
+    /// The node that broadcast it.
     pub origin: NodeId,
+    /// The origin's sequence number for it.
     pub seq: u64,
 }
 

@@ -4,6 +4,7 @@
 //! coalescing and decoding are exercised too. Same seed, same report.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod network;
 mod report;

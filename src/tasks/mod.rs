@@ -6,6 +6,7 @@
 //! are synchronous and take `now` so they are testable without an executor.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backoff;
 pub mod error;
