@@ -1,5 +1,8 @@
 //! Identifiers shared by the wire codec, the protocol and the simulator.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// A node's cluster-wide identity. Random 64-bit values in practice; the simulator
@@ -13,6 +16,9 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// 16 lower-case hex digits, zero-padded: how a node id is printed everywhere (admin
+/// views, deliveries lines, logs, the client port's server id), so one id always reads
+/// the same.
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -24,7 +30,9 @@ impl fmt::Display for NodeId {
 /// two messages and the seen map can track each origin as a dense sequence window.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct MessageId {
+    /// The node that broadcast it.
     pub origin: NodeId,
+    /// The origin's sequence number for it.
     pub seq: u64,
 }
 
@@ -91,5 +99,12 @@ mod tests {
         }
         assert_eq!(owned_mask(0, 1, 16), 0xFFFF);
         assert_eq!(owned_mask(1, 2, 8), 0b1010_1010);
+    }
+
+    #[test]
+    fn node_id_displays_as_sixteen_hex_digits() {
+        assert_eq!(NodeId(1).to_string(), "0000000000000001");
+        assert_eq!(NodeId(0xab).to_string(), "00000000000000ab");
+        assert_eq!(NodeId(u64::MAX).to_string(), "ffffffffffffffff");
     }
 }

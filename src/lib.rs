@@ -1,14 +1,28 @@
 //! plumcore: a thread-per-core Plumtree broadcast node.
 //!
-//! Layers (arrows point down only): `node` runs shards and the control core on
-//! glommio executors (and is what a program embeds: [`node::embed::Node`]); `sim`
-//! drives many `protocol` shards and `membership` services over a virtual network;
-//! `protocol` is the sans-IO Plumtree state machine and `membership` the sans-IO
-//! HyParView one; `wire` is the codec the frames travel in; `ids` and `topic` are the
-//! identifiers all of them share; `tasks` is the supervision layer every background
-//! task runs under; `client` is the sans-IO NATS client protocol (parser, subjects,
-//! subscription table) the node's client port speaks. `harness` stands beside them:
-//! it starts and reads `plumcore node` processes for the tests and benchmarks.
+//! Layers, top to bottom; a layer uses only layers below it (arrows point down, no
+//! import circles):
+//!
+//! - `node`: runs the shards and the control core on glommio executors over io_uring UDP,
+//!   with the admin plane, the client port and the deliveries sink; it is what a program
+//!   embeds ([`node::embed::Node`]). Uses every layer below.
+//! - `sim`: the deterministic simulator; drives many `protocol` shards and `membership`
+//!   services over a virtual network, through the `wire` codec.
+//! - `protocol`: the sans-IO Plumtree state machine (one [`protocol::Shard`] per core);
+//!   uses `wire`, `topic` and `ids`.
+//! - `membership`: the sans-IO HyParView state machine (active and passive views,
+//!   failure detection); uses `ids` only.
+//! - `wire`: the versioned codec every datagram travels in, and its authentication;
+//!   uses `topic` and `ids`.
+//! - `tasks`: the per-core supervision layer every background task of the node runs
+//!   under (tracked spawns, supervisor, loops, stop signals); uses nothing in the crate.
+//! - `client`: the sans-IO NATS client protocol (parser, subjects, subscription table)
+//!   the node's client port speaks; uses nothing in the crate.
+//! - `topic` and `ids`: the topic and identifier types every layer shares; they use
+//!   nothing in the crate.
+//! - `harness` stands beside them: it starts and reads `plumcore node` processes (free
+//!   ports, spawn, readiness, kill, metrics, deliveries) for the tests and benchmarks;
+//!   no layer uses it.
 
 pub mod client;
 pub mod harness;

@@ -5,6 +5,9 @@
 //! application, an admin request, a datagram), and is then a cheap handle on shared
 //! bytes: the decoder slices it out of the datagram without copying.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -18,16 +21,25 @@ pub const DEFAULT_TOPIC: &str = "default";
 /// Why a string is not a topic.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TopicError {
+    /// The string has no bytes at all.
     #[error("topic is empty")]
     Empty,
+    /// Longer than [`MAX_TOPIC_LEN`].
     #[error("topic of {len} bytes exceeds {MAX_TOPIC_LEN}")]
-    TooLong { len: usize },
+    TooLong {
+        /// The rejected string's length, in bytes.
+        len: usize,
+    },
+    /// The bytes (from a datagram) are not UTF-8.
     #[error("topic is not UTF-8")]
     NotUtf8,
+    /// A dot at either end, or two in a row.
     #[error("topic has an empty token (leading, trailing or double dot)")]
     EmptyToken,
+    /// Whitespace or a control character, which the NATS text protocol cannot carry.
     #[error("topic contains whitespace or a control character")]
     BadChar,
+    /// A `*` or `>` token: those only make sense in a subscription filter.
     #[error("topic contains the wildcard token `{0}`; wildcards are for subscriptions")]
     Wildcard(char),
 }

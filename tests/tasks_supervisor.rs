@@ -10,8 +10,8 @@ use std::time::Duration;
 use glommio::timer::sleep;
 use plumcore::tasks::supervisor::{ChildRunState, StopKind, CRITICAL_EXIT_CODE};
 use plumcore::tasks::{
-    BackoffConfig, ChildSpec, Event, RestartIntensity, RestartType, Supervisor, SupervisorOutcome,
-    TaskTracker,
+    BackoffConfig, ChildSpec, RestartIntensity, RestartType, StopSignal, Supervisor,
+    SupervisorOutcome, TaskTracker,
 };
 
 fn fast_backoff() -> BackoffConfig {
@@ -33,7 +33,7 @@ fn roomy() -> RestartIntensity {
 
 /// A child that counts its runs and ends with `result` after a millisecond.
 fn counting(name: &str, restart: RestartType, runs: Rc<Cell<u32>>, fail: bool) -> ChildSpec {
-    ChildSpec::new(name, restart, move |_stop: Event| {
+    ChildSpec::new(name, restart, move |_stop: StopSignal| {
         let runs = runs.clone();
         async move {
             runs.set(runs.get() + 1);
@@ -202,7 +202,7 @@ fn critical_escalation_requests_shutdown() {
         let other_stopped = Rc::new(Cell::new(false));
         let os = other_stopped.clone();
         sup.add_child(
-            ChildSpec::new("steady", RestartType::Permanent, move |stop: Event| {
+            ChildSpec::new("steady", RestartType::Permanent, move |stop: StopSignal| {
                 let os = os.clone();
                 async move {
                     stop.wait().await;
@@ -253,7 +253,7 @@ fn children_start_in_order_and_stop_in_reverse() {
         for name in ["a", "b", "c"] {
             let log = log.clone();
             sup.add_child(
-                ChildSpec::new(name, RestartType::Permanent, move |stop: Event| {
+                ChildSpec::new(name, RestartType::Permanent, move |stop: StopSignal| {
                     let log = log.clone();
                     async move {
                         log.borrow_mut().push(format!("start {name}"));

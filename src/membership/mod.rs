@@ -22,6 +22,9 @@
 //! reply goes to the shuffle's origin, which need not be a neighbour, so the driver's
 //! address book must cover every id that can appear in a view.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod hyparview;
 
 use std::time::Duration;
@@ -176,27 +179,47 @@ pub enum Message {
     Join,
     /// A Join's random walk: `new` is accepted into an active view when `ttl` reaches 0
     /// (or at a node with at most one neighbour), and into a passive view at `prwl`.
-    ForwardJoin { new: NodeId, ttl: u8 },
+    ForwardJoin {
+        /// The joining node.
+        new: NodeId,
+        /// Hops left in the walk.
+        ttl: u8,
+    },
     /// Asks the receiver to add the sender to its active view. `high_priority` requests
     /// (sent by a node with no neighbour left, or to a new node accepted through a
     /// ForwardJoin) are always accepted; others only when the active view has room.
-    Neighbor { high_priority: bool },
+    Neighbor {
+        /// Must be accepted even by a full active view.
+        high_priority: bool,
+    },
     /// Answer to [`Message::Neighbor`]; an accepting reply also acknowledges a Join.
-    NeighborReply { accepted: bool },
+    NeighborReply {
+        /// The sender added the receiver to its active view.
+        accepted: bool,
+    },
     /// The sender removed the receiver from its active view (view full, or leaving).
     Disconnect,
     /// A shuffle random walk carrying a sample of `origin`'s views.
     Shuffle {
+        /// The node that started the shuffle; the endpoint replies to it directly.
         origin: NodeId,
+        /// Hops left in the walk.
         ttl: u8,
+        /// The sample: the origin itself, some active and some passive neighbours.
         nodes: Vec<NodeId>,
     },
     /// The shuffle's endpoint answers the origin with a sample of its passive view.
-    ShuffleReply { nodes: Vec<NodeId> },
+    ShuffleReply {
+        /// The endpoint's sample, as many as it received.
+        nodes: Vec<NodeId>,
+    },
     /// Keep-alive to an active neighbour nothing else was sent to lately. `short` says
     /// the sender's active view has room, so a neighbour that is short as well can
     /// pair with it in a [`Message::Splice`].
-    Heartbeat { short: bool },
+    Heartbeat {
+        /// The sender's active view has room.
+        short: bool,
+    },
     /// Are you alive? Sent to a neighbour silent for `failure_timeout`.
     Probe,
     /// Answer to [`Message::Probe`].
@@ -207,18 +230,30 @@ pub enum Message {
     /// neighbour of the sender (two short nodes already linked can never fill by
     /// ordinary requests when everyone else is full). Each side gains one link and
     /// nobody loses one. Answered with [`Message::NeighborReply`].
-    Splice { partner: NodeId },
+    Splice {
+        /// The node that takes the other end of the broken link.
+        partner: NodeId,
+    },
     /// From the full node working on a splice to one of its neighbours: "drop our link
     /// and ask `new` to be your neighbour instead", if that neighbour is not linked to
     /// `new` already (only it can tell).
-    SpliceOffer { new: NodeId },
+    SpliceOffer {
+        /// The node to ask instead.
+        new: NodeId,
+    },
     /// Answer to [`Message::SpliceOffer`]: `accepted` means the link to the sender is
     /// gone and `new` was asked.
-    SpliceReply { accepted: bool },
+    SpliceReply {
+        /// The link is gone and `new` was asked.
+        accepted: bool,
+    },
     /// From a node with two short neighbours: "`node` has room, as you do; ask it".
     /// Two short nodes that do not know each other (nothing in either passive view)
     /// would otherwise wait for shuffles to meet.
-    Introduce { node: NodeId },
+    Introduce {
+        /// The other short node.
+        node: NodeId,
+    },
 }
 
 /// A timer the state machine asked for. The driver calls
@@ -227,19 +262,46 @@ pub enum Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
     /// Periodic passive-view shuffle.
-    Shuffle { gen: u64 },
+    Shuffle {
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// Periodic heartbeat / failure-detection / active-view repair round.
-    Heartbeat { gen: u64 },
+    Heartbeat {
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// The last Join got no answer: try the next seed.
-    JoinRetry { gen: u64 },
+    JoinRetry {
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// A probed neighbour's time to answer ran out.
-    ProbeDeadline { peer: NodeId, gen: u64 },
+    ProbeDeadline {
+        /// The node the deadline is about.
+        peer: NodeId,
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// A passive node asked to become a neighbour did not answer in time.
-    NeighborDeadline { peer: NodeId, gen: u64 },
+    NeighborDeadline {
+        /// The node the deadline is about.
+        peer: NodeId,
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// The neighbour offered a splice did not answer in time: offer another.
-    SpliceDeadline { gen: u64 },
+    SpliceDeadline {
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
     /// A lost node is due another probe.
-    LostProbe { peer: NodeId, gen: u64 },
+    LostProbe {
+        /// The node the deadline is about.
+        peer: NodeId,
+        /// Generation token: the timer is stale unless it matches the current one.
+        gen: u64,
+    },
 }
 
 /// What the state machine wants its driver to do.
@@ -247,13 +309,23 @@ pub enum Timer {
 pub enum Event {
     /// Send a message to a peer (not necessarily a neighbour: shuffle replies go to the
     /// shuffle's origin).
-    Send { to: NodeId, msg: Message },
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// What to send it.
+        msg: Message,
+    },
     /// A peer entered the active view: Plumtree should add it (`Shard::neighbor_up`).
     NeighborUp(NodeId),
     /// A peer left the active view: Plumtree should drop it (`Shard::neighbor_down`).
     NeighborDown(NodeId),
     /// Call [`Membership::handle_timer`] with `timer` at `at`.
-    SetTimer { at: Time, timer: Timer },
+    SetTimer {
+        /// When it fires (on the driver's clock).
+        at: Time,
+        /// What to hand back.
+        timer: Timer,
+    },
 }
 
 /// Monotonic counters, plain `u64`s owned by the state machine (no atomics), copied

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::snapshot::ClientPortSnapshot;
-use super::snapshot::{node_hex, AdminBackend, BroadcastRefused};
+use super::snapshot::{AdminBackend, BroadcastRefused};
 use super::subscribe::{Event, Subscription};
 use crate::client::proto::{self, ClientOp, Limits, ProtoError, ServerInfo};
 use crate::client::subject::Filter;
@@ -374,10 +374,7 @@ fn dispatch_loop(hub: &Hub, events: &Subscription, stop: &AtomicBool) {
             }
             Event::Lagged { missed } => hub.all_lagged(missed),
             Event::Gap { origin, missed } => {
-                let body = format!(
-                    "{{\"origin\":\"{}\",\"missed\":{missed}}}",
-                    node_hex(origin)
-                );
+                let body = format!("{{\"origin\":\"{origin}\",\"missed\":{missed}}}");
                 hub.dispatch(GAP_SUBJECT, body.as_bytes(), &mut routed);
             }
             Event::GraftFailed { .. } => {}
@@ -465,11 +462,11 @@ async fn connection(
     hub.clients().insert(id, ob.clone());
     let writer = tokio::spawn(write_loop(wr, ob.clone(), hub_arc.clone(), id));
     let info = ServerInfo {
-        server_id: node_hex(cfg.node_id),
+        server_id: cfg.node_id.to_string(),
         server_name: cfg
             .node_name
             .clone()
-            .unwrap_or_else(|| node_hex(cfg.node_id)),
+            .unwrap_or_else(|| cfg.node_id.to_string()),
         host: cfg.listen.ip().to_string(),
         port: cfg.listen.port(),
         max_payload: cfg.max_payload,

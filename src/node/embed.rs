@@ -156,7 +156,7 @@ impl Node {
         )
         .map_err(|e| NodeError::Environment(format!("cannot serve admin on {}: {e}", cfg.admin)))?;
         info!(
-            node_id = %snapshot::node_hex(p.node_id),
+            node_id = %p.node_id,
             node_name = p.node_name.as_deref().unwrap_or("-"),
             bind = %cfg.bind,
             admin = %admin.local_addr(),

@@ -24,7 +24,7 @@ pub use super::plan::{Hardening, RuntimeConfig, ShardCmd};
 use super::shard::exec::{run_shard, ShardCtx};
 use super::sink::SinkSender;
 use super::snapshot::{
-    node_hex, AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
+    AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,
     NodeSnapshot,
 };
 use super::ticker::{TickTargets, WakeTicker};
@@ -431,7 +431,7 @@ pub fn start_with(
     };
     let advertise = super::control::exec::advertise_addr(cfg.advertise, bind, first_seed);
     let snapshot = NodeSnapshot {
-        node_id: node_hex(cfg.node_id),
+        node_id: cfg.node_id.to_string(),
         node_name: cfg.node_name.clone(),
         advertise: Some(advertise),
         names_known: 0,
@@ -565,7 +565,7 @@ pub fn start_with(
             run_control(ctx, control_sock)
         })?,
     ));
-    info!(node = %node_hex(cfg.node_id), %bind, shards = n, "node started");
+    info!(node = %cfg.node_id, %bind, shards = n, "node started");
     Ok(RunningNode {
         shared,
         threads,

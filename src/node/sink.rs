@@ -28,7 +28,7 @@ use crate::protocol::gap::Gap;
 use crate::topic::Topic;
 
 use super::retention::{LogGauges, Read, RetentionLog};
-use super::snapshot::{id_hex, node_hex, NameBook};
+use super::snapshot::{id_hex, NameBook};
 use super::subscribe::{Event, Subscribers};
 
 /// Deliveries that may wait for the writer before shards see backpressure.
@@ -376,7 +376,7 @@ pub fn format_named_line(d: &Delivery, t_ns: u64, origin_name: Option<&str>) -> 
     format!(
         "{{\"id\":\"{}\",\"origin\":\"{}\"{name},\"topic\":{topic},\"hops\":{},\"payload_b64\":\"{}\",\"t_ns\":{}}}",
         id_hex(d.id),
-        node_hex(d.id.origin),
+        d.id.origin,
         d.hops,
         base64::engine::general_purpose::STANDARD.encode(&d.payload),
         t_ns
@@ -388,7 +388,7 @@ pub fn format_named_line(d: &Delivery, t_ns: u64, origin_name: Option<&str>) -> 
 pub fn format_gap_line(g: &Gap) -> String {
     format!(
         "{{\"gap\":{{\"origin\":\"{}\",\"missed\":{},\"first\":{},\"last\":{},\"reason\":\"{}\"}}}}",
-        node_hex(g.origin),
+        g.origin,
         g.missed,
         g.first,
         g.last,

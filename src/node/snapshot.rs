@@ -322,11 +322,6 @@ pub fn id_hex(id: MessageId) -> String {
     format!("{:016x}{:016x}", id.origin.0, id.seq)
 }
 
-/// Node ids as printed everywhere: 16 hex digits.
-pub fn node_hex(id: NodeId) -> String {
-    format!("{:016x}", id.0)
-}
-
 /// Most body bytes the JSON control routes (`/chaos/*`) read, and the default
 /// `POST /broadcast` bound of a backend that does not name its `max_payload`.
 pub const MAX_BROADCAST_BODY: usize = 64 * 1024 + 1;

@@ -10,7 +10,7 @@ use tracing::error;
 use super::plan::Shared;
 use super::snapshot::LoopInfo;
 use crate::tasks::{
-    BackoffConfig, ChildSpec, Event, LoopStatus, RestartIntensity, RestartType, Supervisor,
+    BackoffConfig, ChildSpec, LoopStatus, RestartIntensity, RestartType, StopSignal, Supervisor,
     TaskTracker,
 };
 
@@ -55,7 +55,7 @@ pub(crate) fn executor_supervisor<F, Fut>(
     receive: F,
 ) -> Supervisor
 where
-    F: Fn(Event) -> Fut + 'static,
+    F: Fn(StopSignal) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + 'static,
 {
     let sup = Supervisor::new(

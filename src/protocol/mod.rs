@@ -7,6 +7,8 @@
 //! driver drains with [`Shard::poll_event`]. Timers are data: a [`Timer`] carries a
 //! generation token, and a timer that fires after its reason went away is ignored.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod config;
 mod digest;

@@ -3,6 +3,9 @@
 //! duplication, partitions and crashes. Frames travel through the real wire codec, so
 //! coalescing and decoding are exercised too. Same seed, same report.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod network;
 mod report;
 mod runner;

@@ -43,7 +43,9 @@ pub fn random_overlay(n: usize, degree: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<
 /// Link model parameters.
 #[derive(Clone, Debug)]
 pub struct LinkModel {
+    /// Shortest one-way delay of a datagram.
     pub latency_min: Duration,
+    /// Longest one-way delay (each datagram draws uniformly between the two).
     pub latency_max: Duration,
     /// Extra uniform delay per datagram (causes reordering).
     pub jitter: Duration,

@@ -9,15 +9,25 @@ use serde::Serialize;
 /// messages after the warm-up; LDH is the last delivery hop of a message.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SimReport {
+    /// Protocol mode (`plumtree` or `flood`).
     pub mode: String,
+    /// Nodes simulated.
     pub nodes: usize,
+    /// Broadcasts issued.
     pub messages: usize,
+    /// The RNG seed: the same seed gives the same report.
     pub seed: u64,
+    /// Datagram loss probability of every link.
     pub loss: f64,
+    /// Fraction of nodes crashed mid-run.
     pub fail: f64,
+    /// Independent Plumtrees per node.
     pub partitions: u32,
+    /// Nodes alive at the end.
     pub live_nodes: usize,
+    /// Nodes crashed during the run.
     pub crashed_nodes: usize,
+    /// Fraction of (live node, counted message) pairs delivered.
     pub reliability: f64,
     /// Messages whose origin was alive at the end (and not sent during a partition).
     pub messages_counted: usize,
@@ -47,19 +57,24 @@ pub struct SimReport {
     pub healing_reliability: f64,
     /// HyParView: neighbours declared failed, passive nodes promoted, shuffles started.
     pub neighbor_failures: u64,
+    /// HyParView: passive nodes promoted into an active view.
     pub promotions: u64,
+    /// HyParView: shuffles started.
     pub shuffles: u64,
     /// HyParView: splices done (links traded so two short views fill) and joins
     /// through a revived lost node.
     pub splices: u64,
+    /// HyParView: joins through a revived lost node (a partition re-merging).
     pub lost_rejoins: u64,
     /// Probes sent to lost nodes (all nodes together), and the virtual seconds from
     /// the crash to the end of the run they were sent in: the cost of dead nodes
     /// probed for their whole stay in the lost lists.
     pub lost_probes: u64,
+    /// Virtual seconds from the crash to the end, over which `lost_probes` were sent.
     pub lost_probe_seconds: f64,
     /// HyParView: mean active-view size over live nodes at the end.
     pub mean_active_view: f64,
+    /// Deliveries of a message a node had already delivered (must be 0).
     pub duplicate_deliveries: u64,
     /// `--partition-heal`: messages of the opening round (every origin the schedule
     /// uses speaks once before the first broadcast, so each node has met it).
@@ -79,6 +94,7 @@ pub struct SimReport {
     /// Undelivered pairs before the node's first contact with the origin (the node
     /// never heard of the origin before that message: out of scope for gaps).
     pub before_first_contact: u64,
+    /// Relative message redundancy after the warm-up (0 is a perfect tree).
     pub rmr: f64,
     /// RMR over every message, warm-up included (what a low-rate cluster pays while
     /// its trees form).
@@ -89,21 +105,33 @@ pub struct SimReport {
     pub origins: usize,
     /// Messages `rmr` and `ldh` average over (after the warm-up).
     pub rmr_messages: usize,
+    /// Messages excluded from `rmr` and `ldh` while the trees formed.
     pub warmup_messages: usize,
+    /// Mean last delivery hop (tree depth seen by the farthest receiver).
     pub ldh: f64,
+    /// Largest last delivery hop of any message.
     pub ldh_max: u16,
     /// Mean time from broadcast to last delivery, milliseconds of virtual time.
     pub last_delivery_ms: f64,
+    /// Gossip frames sent (eager pushes).
     pub gossip_sent: u64,
+    /// IHave entries sent (lazy announcements).
     pub ihave_sent: u64,
+    /// Grafts sent (requests for a missing message).
     pub graft_sent: u64,
+    /// Prunes sent (redundant eager links demoted).
     pub prune_sent: u64,
+    /// Messages whose every graft went unanswered.
     pub graft_failed: u64,
     /// Hop-count optimisation re-links.
     pub optimizations: u64,
+    /// Datagrams put on the simulated network.
     pub datagrams_sent: u64,
+    /// Datagrams the link model dropped.
     pub datagrams_lost: u64,
+    /// Virtual time the run lasted.
     pub virtual_seconds: f64,
+    /// Scheduled events the simulator processed (a measure of the run's work).
     pub events: u64,
     /// Wall-clock run time; not part of the deterministic output.
     #[serde(skip_serializing_if = "Option::is_none")]

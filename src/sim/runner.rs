@@ -41,15 +41,21 @@ pub enum Overlay {
 /// A simulation scenario.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// How the neighbour graph is built: fixed random, or grown by HyParView.
     pub overlay: Overlay,
+    /// HyParView settings when `overlay` is [`Overlay::HyParView`].
     pub membership: MembershipConfig,
     /// HyParView: time between two nodes' joins.
     pub join_spacing: Duration,
+    /// Nodes to simulate.
     pub nodes: usize,
+    /// Broadcasts to issue.
     pub messages: usize,
+    /// Seed of every random choice in the run.
     pub seed: u64,
     /// Average overlay degree (neighbours per node).
     pub degree: usize,
+    /// Latency, loss and duplication of every link.
     pub link: LinkModel,
     /// Fraction of nodes that crash (all at one random moment mid-run).
     pub fail: f64,
@@ -72,8 +78,11 @@ pub struct SimConfig {
     /// The first messages of each partition, excluded from RMR and LDH while that
     /// partition's tree forms.
     pub warmup_per_partition: usize,
+    /// Payload size of each broadcast, in bytes.
     pub payload: usize,
+    /// Largest datagram the coalescer builds.
     pub mtu: usize,
+    /// The Plumtree settings every shard runs with.
     pub protocol: ProtocolConfig,
 }
 

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::backoff::{seed_from_name, Backoff, BackoffConfig};
-use super::signal::{Event, Notify};
+use super::signal::{Notify, StopSignal};
 use super::spawn::{catch_panic, TaskHandle};
 use super::timeout::with_timeout;
 use super::tracker::{TaskKind, TaskTracker};
@@ -205,7 +205,7 @@ struct LoopCtl {
     paused: Cell<bool>,
     stop: Cell<bool>,
     notify: Notify,
-    done: Event,
+    done: StopSignal,
     task: RefCell<Option<TaskHandle<()>>>,
     starter: RefCell<Option<Box<dyn FnOnce()>>>,
 }
@@ -366,7 +366,7 @@ impl LoopManager {
             paused: Cell::new(false),
             stop: Cell::new(false),
             notify: Notify::new(),
-            done: Event::new(),
+            done: StopSignal::new(),
             task: RefCell::new(None),
             starter: RefCell::new(None),
         });

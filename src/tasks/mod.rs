@@ -5,6 +5,9 @@
 //! are no locks or atomics. Pure rules (backoff, intensity window, retention, status math)
 //! are synchronous and take `now` so they are testable without an executor.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod error;
 pub mod looping;
@@ -21,7 +24,7 @@ pub use looping::{
     Loop, LoopConfig, LoopError, LoopHandle, LoopManager, LoopManagerStatus, LoopStatus,
 };
 pub use shutdown::{ShutdownStats, ShutdownStatus};
-pub use signal::{Event, Notify};
+pub use signal::{Notify, StopSignal};
 pub use spawn::{catch_panic, spawn_detached, spawn_named, TaskHandle, TaskSpec};
 pub use supervisor::{
     ChildSpec, Escalation, RestartIntensity, RestartType, Supervisor, SupervisorOutcome,

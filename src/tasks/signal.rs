@@ -29,17 +29,18 @@ impl Inner {
     }
 }
 
-/// A one-shot latch: once set it stays set and every waiter wakes.
+/// A one-shot stop signal: once set it stays set and every waiter wakes.
 ///
-/// Used as cancel tokens, graceful-stop requests and "task finished" events, where a
-/// late waiter must still see a signal that already fired.
+/// Used as cancel tokens, graceful-stop requests and "task finished" signals, where a
+/// late waiter must still see a signal that already fired. (Named for what it is, so
+/// it is not confused with the `Event`s that `protocol` and `membership` emit.)
 #[derive(Clone, Default)]
-pub struct Event {
+pub struct StopSignal {
     inner: Rc<Inner>,
 }
 
-impl Event {
-    /// A fresh, unset event.
+impl StopSignal {
+    /// A fresh, unset signal.
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,19 +58,19 @@ impl Event {
     }
 
     /// Resolves once the latch is set (immediately if it already is).
-    pub fn wait(&self) -> EventWait {
-        EventWait {
+    pub fn wait(&self) -> StopSignalWait {
+        StopSignalWait {
             inner: self.inner.clone(),
         }
     }
 }
 
-/// Future returned by [`Event::wait`].
-pub struct EventWait {
+/// Future returned by [`StopSignal::wait`].
+pub struct StopSignalWait {
     inner: Rc<Inner>,
 }
 
-impl Future for EventWait {
+impl Future for StopSignalWait {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.inner.set.get() {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use futures_lite::future::{self, FutureExt};
 
 use super::error::{panic_message, TaskError};
-use super::signal::Event;
+use super::signal::StopSignal;
 use super::tracker::{local_tracker, TaskId, TaskKind, TaskState, TaskTracker};
 
 /// Runs `fut` and converts a panic into `Err(TaskError::Panic(msg))`.
@@ -32,7 +32,7 @@ pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, TaskError> {
 /// Runs `fut` until it finishes or `cancel` is set (then `Err(Cancelled)`, and `fut`
 /// is dropped). Cancellation is checked before each poll of `fut`.
 pub async fn cancellable<T>(
-    cancel: &Event,
+    cancel: &StopSignal,
     fut: impl Future<Output = Result<T, TaskError>>,
 ) -> Result<T, TaskError> {
     future::or(
@@ -79,7 +79,7 @@ impl TaskSpec {
 pub struct TaskHandle<T> {
     id: TaskId,
     name: Rc<str>,
-    cancel: Event,
+    cancel: StopSignal,
     join: glommio::task::JoinHandle<Result<T, TaskError>>,
 }
 
@@ -175,7 +175,7 @@ impl TaskTracker {
         T: 'static,
         F: Future<Output = Result<T, TaskError>> + 'static,
     {
-        let cancel = Event::new();
+        let cancel = StopSignal::new();
         let (id, refused) = {
             let mut inner = self.inner.borrow_mut();
             let id = inner

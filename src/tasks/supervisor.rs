@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::backoff::{seed_from_name, Backoff, BackoffConfig};
 use super::error::TaskError;
-use super::signal::Event;
+use super::signal::StopSignal;
 use super::spawn::{cancellable, catch_panic, TaskSpec};
 use super::timeout::with_timeout;
 use super::tracker::{TaskKind, TaskState, TaskTracker};
@@ -359,7 +359,7 @@ impl SupervisorCore {
 }
 
 type ChildFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>>>>;
-type ChildFactory = Rc<dyn Fn(Event) -> ChildFuture>;
+type ChildFactory = Rc<dyn Fn(StopSignal) -> ChildFuture>;
 type EscalationHook = Rc<dyn Fn(&Escalation)>;
 
 /// A child to supervise: a factory called for every (re)start with a stop signal the
@@ -385,7 +385,7 @@ impl ChildSpec {
     /// A non-critical child with default backoff and a 1 s shutdown timeout.
     pub fn new<F, Fut, E>(name: impl Into<String>, restart: RestartType, factory: F) -> Self
     where
-        F: Fn(Event) -> Fut + 'static,
+        F: Fn(StopSignal) -> Fut + 'static,
         Fut: Future<Output = Result<(), E>> + 'static,
         E: Display,
     {
@@ -430,9 +430,9 @@ impl ChildSpec {
 
 struct ChildRt {
     spec: ChildSpec,
-    stop: Event,
-    kill: Event,
-    done: Event,
+    stop: StopSignal,
+    kill: StopSignal,
+    done: StopSignal,
     started: bool,
 }
 
@@ -450,7 +450,7 @@ struct SupShared {
 pub struct Supervisor {
     shared: Rc<RefCell<SupShared>>,
     tracker: TaskTracker,
-    finished: Event,
+    finished: StopSignal,
     seed: u64,
 }
 
@@ -467,7 +467,7 @@ impl Supervisor {
                 on_escalation: None,
             })),
             tracker,
-            finished: Event::new(),
+            finished: StopSignal::new(),
             seed,
         }
     }
@@ -484,9 +484,9 @@ impl Supervisor {
         );
         s.children.push(ChildRt {
             spec,
-            stop: Event::new(),
-            kill: Event::new(),
-            done: Event::new(),
+            stop: StopSignal::new(),
+            kill: StopSignal::new(),
+            done: StopSignal::new(),
             started: false,
         });
     }

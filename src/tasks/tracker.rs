@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::signal::Event;
+use super::signal::StopSignal;
 
 /// Unique (per tracker) task identifier, so logs and status lines can refer to one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -325,7 +325,7 @@ impl TaskRegistry {
 
 pub(crate) struct TrackerInner {
     pub(crate) registry: TaskRegistry,
-    pub(crate) cancels: BTreeMap<TaskId, Event>,
+    pub(crate) cancels: BTreeMap<TaskId, StopSignal>,
     pub(crate) shut_down: bool,
 }
 
@@ -410,7 +410,7 @@ impl TaskTracker {
 
     /// Requests cancellation of every active task; returns how many were signalled.
     pub fn cancel_all(&self) -> usize {
-        let evs: Vec<Event> = self.inner.borrow().cancels.values().cloned().collect();
+        let evs: Vec<StopSignal> = self.inner.borrow().cancels.values().cloned().collect();
         for ev in &evs {
             ev.set();
         }

@@ -28,6 +28,8 @@
 //! instead of failing the datagram: membership (0x10..=0x1f) and anti-entropy
 //! (0x20..=0x2f) frames can be added without a version bump.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod builder;
 mod codec;

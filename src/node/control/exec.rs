@@ -26,11 +26,11 @@ use crate::node::plan::{
 };
 use crate::node::seeds::SeedResolver;
 use crate::node::snapshot::{
-    node_hex, IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
+    IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
 use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
 use crate::tasks::{
-    Event, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
+    Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Header, MemberFrame};
@@ -249,20 +249,20 @@ impl ControlState {
                     let d = self.datagram(&frame);
                     sends.push((d, to));
                 }
-                Output::Up {
+                Output::NeighborUp {
                     peer,
                     control,
                     shards,
                 } => {
-                    info!(peer = %node_hex(peer), %control, shards, "neighbour up");
+                    info!(peer = %peer, %control, shards, "neighbour up");
                     self.tell_shards(|| ShardCmd::NeighborUp {
                         peer,
                         control,
                         shards,
                     });
                 }
-                Output::Down { peer } => {
-                    info!(peer = %node_hex(peer), "neighbour down");
+                Output::NeighborDown { peer } => {
+                    info!(peer = %peer, "neighbour down");
                     self.tell_shards(|| ShardCmd::NeighborDown { peer });
                 }
             }
@@ -298,7 +298,7 @@ impl ControlState {
             if self.conflict_log_due() {
                 error!(
                     name = %name,
-                    holder = %node_hex(holder),
+                    holder = %holder,
                     refused_by = %src,
                     "this node's name is already used by a live node, so the cluster refuses it: start it with another --node-name"
                 );
@@ -325,9 +325,9 @@ impl ControlState {
                 if self.conflict_log_due() {
                     warn!(
                         name = %name,
-                        refused = %node_hex(dg.header.sender),
+                        refused = %dg.header.sender,
                         from = %src,
-                        holder = %node_hex(holder),
+                        holder = %holder,
                         "refusing a node whose name is already used by a live node"
                     );
                 }
@@ -340,7 +340,7 @@ impl ControlState {
                 return vec![(d, src)];
             }
             if self.ctx.cfg.names.insert(dg.header.sender, &name) {
-                info!(peer = %node_hex(dg.header.sender), name = %name, "node name learned");
+                info!(peer = %dg.header.sender, name = %name, "node name learned");
             }
         }
         let advertised = wire::members::read_advertise(&bytes);
@@ -407,7 +407,7 @@ impl ControlState {
             .active()
             .filter_map(|(id, addr, n)| Some((id, addr?, n)))
             .map(|(id, addr, n)| {
-                let hex = node_hex(id);
+                let hex = id.to_string();
                 let (eager, lazy) = shards
                     .iter()
                     .flat_map(|s| s.peer_links.iter())
@@ -654,7 +654,7 @@ impl Loop for StatsLoop {
 async fn receive(
     state: Rc<RefCell<ControlState>>,
     sock: Rc<NodeSocket>,
-    stop: Event,
+    stop: StopSignal,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
     let mut more = false;

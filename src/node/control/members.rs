@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 
 use crate::ids::NodeId;
 use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
-use crate::node::snapshot::{node_hex, MemberDriverStats, MemberInfo, MembershipSnapshot};
+use crate::node::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::wire::members::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
@@ -41,13 +41,13 @@ pub(crate) enum Output {
     /// Encode, seal and send `frame` to `to`'s control socket.
     Send { to: SocketAddr, frame: MemberFrame },
     /// `peer` entered the active view: every shard adds it as a Plumtree neighbour.
-    Up {
+    NeighborUp {
         peer: NodeId,
         control: SocketAddr,
         shards: u16,
     },
     /// `peer` left the active view.
-    Down { peer: NodeId },
+    NeighborDown { peer: NodeId },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -585,14 +585,14 @@ impl MemberDriver {
             match ev {
                 Event::Send { to, msg } => self.send(to, msg),
                 Event::NeighborUp(peer) => match self.book.get(peer) {
-                    Some(e) if e.shards > 0 => self.out.push(Output::Up {
+                    Some(e) if e.shards > 0 => self.out.push(Output::NeighborUp {
                         peer,
                         control: e.addr,
                         shards: e.shards,
                     }),
                     _ => self.stats.unroutable += 1,
                 },
-                Event::NeighborDown(peer) => self.out.push(Output::Down { peer }),
+                Event::NeighborDown(peer) => self.out.push(Output::NeighborDown { peer }),
                 Event::SetTimer { at, timer } => {
                     if self.timers.len() >= MAX_TIMERS {
                         self.stats.timer_overflow += 1;
@@ -661,7 +661,7 @@ impl MemberDriver {
         let info = |id: NodeId, state: &str| {
             let e = self.book.get(id);
             MemberInfo {
-                node_id: node_hex(id),
+                node_id: id.to_string(),
                 name: None,
                 addr: e.map(|e| e.addr),
                 shards: e.map_or(0, |e| e.shards),
@@ -990,7 +990,7 @@ mod tests {
         // The shards are told where the neighbour's shards listen.
         assert!(net.links.contains(&(
             a,
-            Output::Up {
+            Output::NeighborUp {
                 peer: NodeId(2),
                 control: addr(7010),
                 shards: 3
@@ -998,7 +998,7 @@ mod tests {
         )));
         assert!(net.links.contains(&(
             b,
-            Output::Up {
+            Output::NeighborUp {
                 peer: NodeId(1),
                 control: addr(7000),
                 shards: 2
@@ -1076,7 +1076,7 @@ mod tests {
         assert!(disconnects.contains(&addr(7010)) && disconnects.contains(&addr(7020)));
         assert_eq!(
             out.iter()
-                .filter(|o| matches!(o, Output::Down { .. }))
+                .filter(|o| matches!(o, Output::NeighborDown { .. }))
                 .count(),
             2
         );
@@ -1107,7 +1107,7 @@ mod tests {
         );
         assert!(
             out.iter().any(
-                |o| matches!(o, Output::Up { peer: NodeId(2), control, shards: 2 }
+                |o| matches!(o, Output::NeighborUp { peer: NodeId(2), control, shards: 2 }
                 if *control == advertised)
             ),
             "{out:?}"

@@ -511,7 +511,7 @@ impl NodeSocket {
         &self,
         got: &mut Vec<Received>,
         more: &mut bool,
-        stop: &crate::tasks::Event,
+        stop: &crate::tasks::StopSignal,
         poll: Option<Duration>,
     ) -> Turn {
         got.clear();

@@ -30,7 +30,7 @@ use crate::node::net::udp::{slot_size, RX_BATCH};
 use crate::node::plan::{build_mtu, unix_ms, ShardCmd, ShardReport, Shared, SHARD_QUEUE};
 use crate::node::ratelimit::{PeerRateLimiter, RateLimitConfig};
 use crate::node::sink::{Delivery, SinkSender};
-use crate::node::snapshot::{node_hex, IoStats, ShardSnapshot};
+use crate::node::snapshot::{IoStats, ShardSnapshot};
 use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
 use crate::node::wake::QueueRx;
 use crate::protocol::host::{
@@ -38,7 +38,7 @@ use crate::protocol::host::{
 };
 use crate::protocol::{ProtocolConfig, Shard, Time};
 use crate::tasks::{
-    Event as StopEvent, Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, TaskTracker,
+    Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
 use crate::wire::{self, Header};
@@ -125,7 +125,7 @@ struct ShardState {
     tick_due: Option<Time>,
     wake: Notify,
     /// Set by the Shutdown command.
-    stopped: StopEvent,
+    stopped: StopSignal,
     /// Graft give-ups since the last warning, and when that warning was logged.
     graft_failed_unlogged: u64,
     last_graft_warn: Option<Instant>,
@@ -328,7 +328,7 @@ impl ShardState {
                 .shard()
                 .peer_links()
                 .into_iter()
-                .map(|(id, e, l)| (node_hex(id), e, l))
+                .map(|(id, e, l)| (id.to_string(), e, l))
                 .collect(),
             stats: self.host.shard().stats(),
             topics: self.topics.series(),
@@ -531,7 +531,7 @@ impl Loop for AntiEntropyLoop {
 async fn receive(
     state: Rc<RefCell<ShardState>>,
     sock: Rc<NodeSocket>,
-    stop: StopEvent,
+    stop: StopSignal,
 ) -> Result<(), String> {
     let mut got = Vec::with_capacity(RX_BATCH);
     let mut out = Vec::new();
@@ -614,7 +614,7 @@ pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         cmd_queue: 0,
         tick_due: None,
         wake: Notify::new(),
-        stopped: StopEvent::new(),
+        stopped: StopSignal::new(),
         graft_failed_unlogged: 0,
         last_graft_warn: None,
     }));
