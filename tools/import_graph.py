@@ -174,9 +174,10 @@ def child_file(parent_file, is_dir_owner, name, inline_prefix):
     return None
 
 
-def parse_file(crate, modpath, file, scopes, mod_edges, pending):
+def parse_file(crate, modpath, file, scopes, mod_edges, pending, in_test=False):
     """Parses one file: its scopes (the file module and inline `mod x { … }` ones),
-    their paths, and the `mod x;` files it owns (queued in pending)."""
+    their paths, and the `mod x;` files it owns (queued in pending). `in_test`: the
+    file is (inside) a `#[cfg(test)]` module, and so is every module it declares."""
     with open(file, encoding="utf-8") as f:
         toks = tokenize(f.read())
     owner = os.path.basename(file) in ("mod.rs", "lib.rs", "main.rs")
@@ -198,7 +199,7 @@ def parse_file(crate, modpath, file, scopes, mod_edges, pending):
             i += 1
         elif t == "mod" and i + 2 < len(toks) and _IDENT.fullmatch(toks[i + 1]):
             name, nxt = toks[i + 1], toks[i + 2]
-            is_test = is_cfg_test(toks, i)
+            is_test = in_test or is_cfg_test(toks, i)
             if nxt == "{":
                 sub = Scope(crate, scope.path + (name,), file)
                 scopes[(crate, sub.path)] = sub
@@ -210,7 +211,7 @@ def parse_file(crate, modpath, file, scopes, mod_edges, pending):
                 if cf is not None:
                     if not is_test:
                         mod_edges.append((file, cf))
-                    pending.append((crate, scope.path + (name,), cf))
+                    pending.append((crate, scope.path + (name,), cf, is_test))
                 i += 3
             else:
                 i += 1
@@ -267,15 +268,15 @@ class Graph:
                     roots.append(("bin:" + name[:-3], p))
                 elif os.path.isfile(os.path.join(p, "main.rs")):
                     roots.append(("bin:" + name, os.path.join(p, "main.rs")))
-        pending = [(crate, (), f) for crate, f in roots]
+        pending = [(crate, (), f, False) for crate, f in roots]
         seen = set()
         while pending:
-            crate, path, f = pending.pop()
+            crate, path, f, in_test = pending.pop()
             if (crate, f) in seen:
                 continue
             seen.add((crate, f))
             self.files.append(f)
-            parse_file(crate, path, f, self.scopes, self.mod_edges, pending)
+            parse_file(crate, path, f, self.scopes, self.mod_edges, pending, in_test)
         self.has_lib = os.path.isfile(lib)
 
     def base_of(self, scope, segs, is_use):
@@ -485,6 +486,16 @@ _SELF_TESTS = [
             "lib.rs": "pub mod t;\n",
             "t/mod.rs": "pub struct T;\n#[cfg(test)]\nmod tests;\n",
             "t/tests.rs": "use super::*;\nuse super::T;\n",
+        },
+        [],
+    ),
+    (
+        "a test module split into files that use their shared fixtures is no circle",
+        {
+            "lib.rs": "pub mod t;\n",
+            "t/mod.rs": "pub struct T;\n#[cfg(test)]\nmod tests;\n",
+            "t/tests/mod.rs": "mod a;\npub fn fixture() -> super::T { super::T }\n",
+            "t/tests/a.rs": "use super::*;\nfn f() { let _ = super::fixture(); }\n",
         },
         [],
     ),

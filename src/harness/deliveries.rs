@@ -8,7 +8,7 @@ use std::path::Path;
 
 use base64::Engine;
 
-use super::HarnessError;
+use super::error::HarnessError;
 
 /// One delivered message.
 #[derive(Clone, Debug, PartialEq, Eq)]

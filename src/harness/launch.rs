@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::error::HarnessError;
 use super::process::NodeProcess;
-use super::HarnessError;
 
 /// Where a node's stderr (its log, and its `plumcore: shutdown {...}` line) goes.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::HarnessError;
+use super::error::HarnessError;
 
 /// The text of a node's `/metrics`, with a bearer `token` when the admin plane has one.
 pub fn scrape(admin: SocketAddr, token: Option<&str>) -> Result<String, HarnessError> {

@@ -7,7 +7,7 @@ use std::io;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use super::HarnessError;
+use super::error::HarnessError;
 
 /// A started node process; SIGKILLed and reaped on drop.
 pub struct NodeProcess {
