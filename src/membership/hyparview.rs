@@ -51,96 +51,15 @@ use rustc_hash::FxHashMap;
 
 mod lost;
 mod splice;
+mod state;
 
-use super::{ConfigError, Event, MembershipConfig, MembershipStats, Message, Time, Timer};
+use super::config::{ConfigError, MembershipConfig};
+use super::event::{Event, Message, Time, Timer};
+use super::stats::MembershipStats;
 use crate::ids::NodeId;
-use lost::Lost;
-use splice::SpliceJob;
 pub use splice::SPLICE_AFTER_ROUNDS;
-
-/// What the failure detector knows about one active neighbour.
-#[derive(Clone, Copy, Debug)]
-struct Liveness {
-    /// Last time any message arrived from it.
-    last_heard: Time,
-    /// Last time anything was sent to it (a Heartbeat is only needed after a silence).
-    last_sent: Time,
-    /// Generation of the outstanding probe, if it is suspected.
-    probe: Option<u64>,
-    /// Its last Heartbeat said its active view has room.
-    short: bool,
-}
-
-/// What an outstanding Neighbor-like request to a passive node is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ask {
-    /// A Neighbor request, first attempt.
-    First,
-    /// A Neighbor request sent again after no answer: the node is probably dead.
-    Resent,
-    /// A Splice request (answered late: it waits for a third node's reply).
-    Splice,
-}
-
-/// An unfinished join.
-#[derive(Debug)]
-struct Joining {
-    seeds: Vec<NodeId>,
-    /// Seed the next Join goes to (index into `seeds`).
-    next: usize,
-    /// Wait before the next retry.
-    backoff: Duration,
-    /// Generation of the live retry timer.
-    gen: u64,
-}
-
-/// The sans-IO HyParView node. See the module and `membership` documentation.
-pub struct Membership {
-    me: NodeId,
-    cfg: MembershipConfig,
-    /// Active view; `live[i]` belongs to `active[i]`.
-    active: Vec<NodeId>,
-    live: Vec<Liveness>,
-    passive: Vec<NodeId>,
-    /// Passive nodes sent a Neighbor or Splice request: generation of their deadline,
-    /// and what was asked.
-    pending: FxHashMap<NodeId, (u64, Ask)>,
-    /// Consecutive heartbeat rounds that ended with the active view short.
-    short_rounds: u32,
-    /// The splice this node is in the middle of, if any (one at a time).
-    splicing: Option<SpliceJob>,
-    /// Passive nodes that refused a request since the last heartbeat round: alive and
-    /// full, so the best nodes to ask for a splice.
-    refused: Vec<NodeId>,
-    /// Nodes asked for a splice since the last heartbeat round.
-    splice_tried: Vec<NodeId>,
-    /// Nodes found dead, probed until they answer; shuffles do not bring them back.
-    /// At most `passive_view` entries, never a member of either view.
-    lost: Vec<Lost>,
-    /// Last join through a revived lost node.
-    last_rejoin: Option<Time>,
-    /// When nodes last sent us anything, kept for one failure timeout (at most
-    /// `2 x passive_view + active_view` entries): splices ask only nodes known alive.
-    heard: FxHashMap<NodeId, Time>,
-    /// Passive nodes asked since the last heartbeat round (no asking twice per round).
-    tried: Vec<NodeId>,
-    joining: Option<Joining>,
-    /// Seeds given to the last `join` (this node excluded): where a node with nobody
-    /// left to repair from joins again.
-    seeds: Vec<NodeId>,
-    /// Seeds sent a Join since the last `join` call: their accepting reply is expected.
-    join_sent: Vec<NodeId>,
-    /// Nodes carried by the last shuffle we started: evicted first when its reply comes.
-    last_shuffle: Vec<NodeId>,
-    shuffle_gen: Option<u64>,
-    heartbeat_gen: Option<u64>,
-    /// After `leave`, every input is ignored until the next `join`.
-    left: bool,
-    next_gen: u64,
-    rng: ChaCha8Rng,
-    events: VecDeque<Event>,
-    stats: MembershipStats,
-}
+pub use state::Membership;
+use state::{Ask, Joining, Liveness};
 
 impl Membership {
     /// A membership service for node `me`. `seed` drives every random choice, so a run

@@ -16,23 +16,9 @@
 //! into its side), at most once per `shuffle_interval`, so a heal costs a few Joins,
 //! not one per lost node.
 
-use std::time::Duration;
-
-use super::Membership;
+use super::state::{Lost, Membership};
 use crate::ids::NodeId;
-use crate::membership::{Message, Time, Timer};
-
-/// A node found dead (see the module documentation), probed until it answers.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Lost {
-    pub(super) id: NodeId,
-    /// When it was lost: the oldest entry is forgotten when the list is full.
-    since: Time,
-    /// Wait after the next probe; doubles up to `lost_probe_max`.
-    backoff: Duration,
-    /// Generation of its live probe timer.
-    gen: u64,
-}
+use crate::membership::event::{Message, Time, Timer};
 
 impl Membership {
     /// Puts `peer` on the lost list (see the module documentation) and arms its first

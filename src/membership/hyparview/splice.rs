@@ -24,9 +24,9 @@
 
 use rand::seq::SliceRandom;
 
-use super::{Ask, Membership};
+use super::state::{Ask, Membership, SpliceJob};
 use crate::ids::NodeId;
-use crate::membership::{Message, Time, Timer};
+use crate::membership::event::{Message, Time, Timer};
 
 /// Heartbeat rounds a view must stay short before the node asks for a splice: long
 /// enough for the ordinary repair (promotion, resent requests) to have had its turn.
@@ -35,20 +35,6 @@ pub const SPLICE_AFTER_ROUNDS: u32 = 2;
 /// Neighbours a full node offers one splice to before it refuses the requester (an
 /// offer fails when that neighbour is already linked to the partner).
 pub const SPLICE_OFFERS: usize = 3;
-
-/// A splice this node is carrying out as the full node in the middle.
-#[derive(Clone, Debug)]
-pub(super) struct SpliceJob {
-    /// The short node that asked, accepted once `via` agrees.
-    requester: NodeId,
-    /// The node `via` is asked to link to instead of us.
-    partner: NodeId,
-    /// The neighbour offered the swap now.
-    via: NodeId,
-    /// Neighbours offered so far (at most [`SPLICE_OFFERS`]).
-    offered: Vec<NodeId>,
-    gen: u64,
-}
 
 impl Membership {
     /// A short node asks this one to splice it in (see the module documentation).
