@@ -1,17 +1,21 @@
 //! Check of the `shard_frames` fuzz target, shared with the stable corpus regression
-//! test. Structure-aware: feeds a protocol shard a sequence of valid and invalid operations
-//! (frames from known and unknown peers, timers, neighbour churn, broadcasts, cleanup)
-//! and checks its invariants after every step: no panic, every bounded structure
-//! within its bound, every delivery unique.
+//! test. Structure-aware: feeds a protocol shard, through the `ShardHost` the node and
+//! the simulator drive (the stranger rule, routing, coalescing, its timer queue), a
+//! sequence of valid and invalid operations (frames from known and unknown peers,
+//! timers, neighbour churn, broadcasts, cleanup) and checks its invariants after every
+//! step: no panic, every bounded structure within its bound, every delivery unique,
+//! every datagram decodable and sent to a neighbour.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
-use plumcore::protocol::{Event, ProtocolConfig, Shard, Timer};
-use plumcore::wire::{DigestBlock, Frame, IHaveEntry};
+use plumcore::protocol::host::{HostConfig, HostEvent, HostTimer, PeerLayout, ShardHost};
+use plumcore::protocol::{ProtocolConfig, Shard};
+use plumcore::wire::{self, Datagram, DigestBlock, Frame, Header, IHaveEntry};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -51,6 +55,7 @@ enum Op {
     Broadcast {
         len: u16,
     },
+    /// Wait `index` ms, then run the host's due timers.
     FireTimer {
         index: u8,
     },
@@ -58,8 +63,10 @@ enum Op {
         ms: u16,
     },
     Maintenance,
+    /// One cleanup slice of the host's budget (`_budget`, the shard's budget before
+    /// the host, stays so saved inputs decode as they did).
     Cleanup {
-        budget: u8,
+        _budget: u8,
     },
     AntiEntropy,
     PruneRoot {
@@ -79,6 +86,39 @@ fn id(origin: u8, seq: u16) -> MessageId {
 }
 
 const TTL: Duration = Duration::from_secs(60);
+
+/// Peer `peer % 12`: node 2 to 13.
+fn peer_id(peer: u8) -> NodeId {
+    NodeId(u64::from(peer % 12) + 2)
+}
+
+/// Where a peer's one shard listens: 10.0.0.<id>, port 7001.
+fn layout(peer: NodeId) -> PeerLayout {
+    PeerLayout {
+        control: SocketAddr::new(Ipv4Addr::new(10, 0, 0, peer.0 as u8).into(), 7000),
+        shards: 1,
+    }
+}
+
+fn header(sender: NodeId) -> Header {
+    Header {
+        sender,
+        incarnation: 1,
+        flags: 0,
+        version: wire::VERSION,
+    }
+}
+
+/// One frame from `peer`, as its shard's datagram.
+fn receive(h: &mut ShardHost, now: Duration, peer: u8, frame: Frame) {
+    let from = peer_id(peer);
+    let dg = Datagram {
+        header: header(from),
+        frames: vec![frame],
+        skipped_unknown: 0,
+    };
+    h.receive(now, layout(from).shard_addr(0), dg, false);
+}
 
 /// The whole target: decode `data` into operations the way libFuzzer's typed
 /// `fuzz_target!` does, and run them.
@@ -102,9 +142,16 @@ fn run_ops(ops: Vec<Op>) {
         max_roots: 8,
         ..ProtocolConfig::default()
     };
-    let mut s = Shard::new(NodeId(1), 0b1111, cfg.clone(), 7).expect("valid config");
+    let shard = Shard::new(NodeId(1), 0b1111, cfg.clone(), 7).expect("valid config");
+    let mut s = ShardHost::new(
+        shard,
+        HostConfig {
+            header: header(NodeId(1)),
+            mtu: wire::DEFAULT_MTU,
+        },
+        7,
+    );
     let mut now = Duration::ZERO;
-    let mut timers: Vec<Timer> = Vec::new();
     // id -> when delivered; origin -> every time the shard heard of it.
     let mut delivered: HashMap<MessageId, Duration> = HashMap::new();
     let mut touched: HashMap<NodeId, Vec<Duration>> = HashMap::new();
@@ -119,9 +166,10 @@ fn run_ops(ops: Vec<Op>) {
                 len,
             } => {
                 touched.entry(id(origin, seq).origin).or_default().push(now);
-                s.handle_frame(
+                receive(
+                    &mut s,
                     now,
-                    NodeId(u64::from(peer % 12) + 2),
+                    peer,
                     Frame::Gossip {
                         id: id(origin, seq),
                         round: u16::from(round),
@@ -139,39 +187,33 @@ fn run_ops(ops: Vec<Op>) {
                         round: u16::from(r),
                     })
                     .collect();
-                s.handle_frame(
-                    now,
-                    NodeId(u64::from(peer % 12) + 2),
-                    Frame::IHave { entries },
-                );
+                receive(&mut s, now, peer, Frame::IHave { entries });
             }
             Op::Graft {
                 peer,
                 origin,
                 seq,
                 request,
-            } => s.handle_frame(
+            } => receive(
+                &mut s,
                 now,
-                NodeId(u64::from(peer % 12) + 2),
+                peer,
                 Frame::Graft {
                     id: id(origin, seq),
                     round: 0,
                     request,
                 },
             ),
-            Op::Prune { peer, partition } => s.handle_frame(
-                now,
-                NodeId(u64::from(peer % 12) + 2),
-                Frame::Prune { partition },
-            ),
+            Op::Prune { peer, partition } => receive(&mut s, now, peer, Frame::Prune { partition }),
             // Random roots (most never seen): counted and ignored, never stored.
             Op::PruneRoot {
                 peer,
                 partition,
                 root,
-            } => s.handle_frame(
+            } => receive(
+                &mut s,
                 now,
-                NodeId(u64::from(peer % 12) + 2),
+                peer,
                 Frame::PruneRoot {
                     partition,
                     root: NodeId(u64::from(root)),
@@ -192,9 +234,10 @@ fn run_ops(ops: Vec<Op>) {
                         bits,
                     })
                     .collect();
-                s.handle_frame(
+                receive(
+                    &mut s,
                     now,
-                    NodeId(u64::from(peer % 12) + 2),
+                    peer,
                     Frame::Digest {
                         partition: u16::from(partition % 8),
                         reply,
@@ -203,10 +246,10 @@ fn run_ops(ops: Vec<Op>) {
                 )
             }
             Op::Up { peer } => {
-                s.neighbor_up(now, NodeId(u64::from(peer % 12) + 2));
+                s.neighbor_up(now, peer_id(peer), layout(peer_id(peer)));
             }
             Op::Down { peer } => {
-                s.neighbor_down(now, NodeId(u64::from(peer % 12) + 2));
+                s.neighbor_down(now, peer_id(peer));
             }
             Op::Broadcast { len } => {
                 next_seq += 1;
@@ -220,23 +263,22 @@ fn run_ops(ops: Vec<Op>) {
                     Bytes::from(vec![1; usize::from(len) % 300]),
                 );
             }
+            // Timers live in the host's queue: what is due fires, earliest first (an
+            // unfinished cleanup's next slice among them).
             Op::FireTimer { index } => {
-                if !timers.is_empty() {
-                    let t = timers.swap_remove(usize::from(index) % timers.len());
-                    s.handle_timer(now, t);
-                }
+                now += Duration::from_millis(u64::from(index));
+                s.fire_due(now);
             }
             Op::Advance { ms } => now += Duration::from_millis(u64::from(ms)),
-            Op::Maintenance => s.maintenance(now),
-            Op::Cleanup { budget } => {
-                let _ = s.cleanup(now, usize::from(budget));
-            }
-            Op::AntiEntropy => s.anti_entropy(now),
+            Op::Maintenance => s.fire(now, HostTimer::Maintenance),
+            // The host's own budget per slice; the rest waits for the next FireTimer.
+            Op::Cleanup { .. } => s.fire(now, HostTimer::Cleanup),
+            Op::AntiEntropy => s.fire(now, HostTimer::AntiEntropy),
         }
+        s.flush();
         while let Some(e) = s.poll_event() {
             match e {
-                Event::SetTimer { timer, .. } if timers.len() < 1024 => timers.push(timer),
-                Event::Deliver { id, .. } => {
+                HostEvent::Deliver { id, .. } => {
                     if let Some(first) = delivered.insert(id, now) {
                         // Forgetting is allowed only after the origin went silent for
                         // longer than the TTL at some point since the first delivery.
@@ -247,7 +289,7 @@ fn run_ops(ops: Vec<Op>) {
                         assert!(gap, "{id:?} delivered twice without a TTL of silence");
                     }
                 }
-                Event::Gap(g) => {
+                HostEvent::Gap(g) => {
                     // A gap counts owned seqs that were never delivered, inside its range.
                     assert!(g.first <= g.last && g.missed > 0, "{g:?}");
                     assert!(g.missed <= g.last - g.first + 1, "{g:?}");
@@ -265,7 +307,19 @@ fn run_ops(ops: Vec<Op>) {
                 _ => {}
             }
         }
-        let st = s.stats();
+        // Frames go only to neighbours (to their shard's address), in datagrams a
+        // peer can decode.
+        while let Some((addr, bytes)) = s.poll_datagram() {
+            let dg = wire::decode(&bytes).expect("the host builds decodable datagrams");
+            assert_eq!(dg.header.sender, NodeId(1));
+            let to = NodeId(u64::from(match addr.ip() {
+                std::net::IpAddr::V4(ip) => ip.octets()[3],
+                std::net::IpAddr::V6(_) => unreachable!("peers are IPv4"),
+            }));
+            assert!(s.peer(to).is_some(), "sent to {to:?}, not a neighbour");
+            assert_eq!(addr, layout(to).shard_addr(0));
+        }
+        let st = s.shard().stats();
         assert!(st.cache_entries <= cfg.max_cached_messages as u64);
         assert!(st.cache_bytes <= cfg.max_cached_bytes as u64 + 300);
         assert!(st.seen_origins <= cfg.max_seen_origins as u64);

@@ -204,6 +204,25 @@ impl ShardHost {
         self.shard.broadcast(now, id, topic, payload)
     }
 
+    /// One received datagram's bytes from `src` (already authenticated, if the
+    /// cluster is keyed): decoded, then filtered and handed to the shard as
+    /// [`ShardHost::receive`] does. The node's receive path and the simulator both
+    /// enter here, so a datagram is decoded and filtered the same way in both.
+    /// Returns how many frames of unknown types were skipped; an undecodable datagram
+    /// changes nothing and is the caller's to count.
+    pub fn receive_bytes(
+        &mut self,
+        now: Time,
+        src: SocketAddr,
+        bytes: &Bytes,
+        shedding: bool,
+    ) -> Result<u32, wire::DecodeError> {
+        let dg = wire::decode(bytes)?;
+        let skipped = dg.skipped_unknown;
+        self.receive(now, src, dg, shedding);
+        Ok(skipped)
+    }
+
     /// One decoded datagram from `src`. `shedding`: the caller is overloaded, so
     /// IHave (lazy repair) and Digest (anti-entropy) frames go first; Gossip, Graft
     /// and Prune stay.

@@ -29,6 +29,7 @@ use crate::node::snapshot::{
     IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
 use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
+use crate::protocol::host::{CLEANUP_EVERY, PERIOD_JITTER};
 use crate::tasks::{
     Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
 };
@@ -37,8 +38,6 @@ use crate::wire::{self, Header, MemberFrame};
 
 /// How often stats are aggregated for the admin plane.
 pub(crate) const STATS_EVERY: Duration = Duration::from_millis(250);
-/// How often the control core schedules a seen-map cleanup slice on every shard.
-const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 /// The longest the membership loop sleeps when no timer is armed.
 const MEMBERSHIP_IDLE: Duration = Duration::from_secs(1);
 /// Receive buffers of the control socket's pool.
@@ -796,7 +795,10 @@ pub(crate) async fn run_control(ctx: ControlCtx, sock: Socket) {
         ("maintenance", p.maintenance_interval, jitter, || {
             ShardCmd::Maintenance
         }),
-        ("seen_cleanup", CLEANUP_EVERY, 0.1, || ShardCmd::Cleanup),
+        // Every shard host's cleanup cadence, as the simulator's hosts run it.
+        ("seen_cleanup", CLEANUP_EVERY, PERIOD_JITTER, || {
+            ShardCmd::Cleanup
+        }),
     ];
     for (name, interval, jitter, command) in commands {
         // An interval of 0 disables the loop: it is listed (enabled: false), never run.

@@ -41,7 +41,7 @@ use crate::tasks::{
     Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
 };
 use crate::wire::auth::{Sealer, Verifier};
-use crate::wire::{self, Header};
+use crate::wire::Header;
 
 /// Receive buffers a shard's pool may own (each `udp::slot_size(mtu)` bytes, 2 KiB
 /// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
@@ -244,8 +244,9 @@ impl ShardState {
             }
             None => buf,
         };
-        let dg = match wire::decode(&bytes) {
-            Ok(dg) => dg,
+        let shedding = self.overload.shedding();
+        match self.host.receive_bytes(clock.now, src, &bytes, shedding) {
+            Ok(skipped) => self.io.unknown_frames += skipped as u64,
             Err(e) => {
                 self.io.count_decode_error(e.reason());
                 if self
@@ -260,12 +261,8 @@ impl ShardState {
                         "dropping undecodable datagram (logged at most once a second)"
                     );
                 }
-                return;
             }
-        };
-        self.io.unknown_frames += dg.skipped_unknown as u64;
-        let shedding = self.overload.shedding();
-        self.host.receive(clock.now, src, dg, shedding);
+        }
     }
 
     fn on_command(&mut self, cmd: ShardCmd, now: Time) {
