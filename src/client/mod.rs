@@ -7,6 +7,7 @@
 //! subscription filters, `sublist` is the node's subscription table.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod proto;
 pub mod subject;

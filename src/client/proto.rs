@@ -35,22 +35,36 @@ impl Default for Limits {
 /// One op a client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
+    /// `CONNECT {json}`: the client's options; must come first when a token is set.
     Connect(ConnectOptions),
+    /// `PUB <subject> [reply] <size>` and its payload: publish to `subject`.
     Pub {
+        /// Where to publish: a valid subject, no wildcards (checked by the parser).
         subject: String,
+        /// The subject a responder should answer on; the node does not route replies.
         reply: Option<String>,
+        /// Exactly `size` bytes, the CRLF after them stripped.
         payload: Bytes,
     },
+    /// `SUB <filter> [queue] <sid>`: deliver matching publications as MSG.
     Sub {
+        /// The filter, wildcards allowed (checked by the parser).
         subject: String,
+        /// Queue group: each message goes to one member of the group, not all.
         queue: Option<String>,
+        /// The client's name for the subscription, echoed in every MSG.
         sid: String,
     },
+    /// `UNSUB <sid> [max]`: drop the subscription now, or after `max` deliveries.
     Unsub {
+        /// The subscription, as named by its SUB.
         sid: String,
+        /// Deliveries in all (earlier ones included) before it goes; `None` is now.
         max: Option<u64>,
     },
+    /// `PING`: the client checks the connection; answered with PONG.
     Ping,
+    /// `PONG`: the answer to a server PING.
     Pong,
 }
 
@@ -59,25 +73,38 @@ pub enum ClientOp {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ConnectOptions {
+    /// Acknowledge every op with `+OK`.
     #[serde(deserialize_with = "null_as_default")]
     pub verbose: bool,
+    /// Ask for stricter checks; read but not acted on (subjects are always checked).
     #[serde(deserialize_with = "null_as_default")]
     pub pedantic: bool,
     /// Whether the client gets its own publications back on its subscriptions.
     #[serde(deserialize_with = "null_as_true")]
     pub echo: bool,
+    /// The secret checked against the node's admin token when one is set.
     pub auth_token: Option<String>,
+    /// User name; read but not checked (only `auth_token` authenticates here).
     pub user: Option<String>,
+    /// Password; read but not checked, and never logged.
     pub pass: Option<String>,
+    /// The client's self-chosen name, for logs.
     pub name: Option<String>,
+    /// The client library's language (`rust`, `go`, ...).
     pub lang: Option<String>,
+    /// The client library's version.
     pub version: Option<String>,
+    /// Client protocol level: 1 means the client understands async INFO.
     #[serde(deserialize_with = "null_as_default")]
     pub protocol: u32,
+    /// The client wants to send HPUB; this node does not speak headers.
     #[serde(deserialize_with = "null_as_default")]
     pub headers: bool,
+    /// The client wants a 503 status when a request has no responder; read but not
+    /// acted on (the node routes no replies).
     #[serde(deserialize_with = "null_as_default")]
     pub no_responders: bool,
+    /// The client requires TLS; the client port is plain TCP.
     #[serde(deserialize_with = "null_as_default")]
     pub tls_required: bool,
 }
@@ -137,19 +164,29 @@ fn null_as_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// The INFO a connection is greeted with, under the field names nats-server uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerInfo {
+    /// The node id, as [`NodeId`](crate::ids::NodeId) prints it.
     pub server_id: String,
+    /// The configured node name, or the node id when none is set.
     pub server_name: String,
+    /// This crate's version.
     pub version: String,
     /// Protocol level; 1 tells clients they may rely on async INFO updates.
     pub proto: u32,
     /// Where nats-server reports its Go version; names this implementation instead.
     pub go: String,
+    /// The address the client port listens on.
     pub host: String,
+    /// The client port's TCP port.
     pub port: u16,
+    /// Whether HPUB/HMSG are spoken: always `false` for now.
     pub headers: bool,
+    /// Largest PUB payload in bytes; a larger one closes the connection.
     pub max_payload: usize,
+    /// CONNECT must carry an `auth_token` before any other op is accepted.
     pub auth_required: bool,
+    /// The node's number for this connection, unique while the node runs.
     pub client_id: u64,
+    /// The client's address as the node sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
 }
@@ -178,7 +215,10 @@ impl Default for ServerInfo {
 pub enum ProtoError {
     /// No line end within the control line limit.
     #[error("control line longer than {max} bytes")]
-    ControlLineTooLong { max: usize },
+    ControlLineTooLong {
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// A verb this protocol does not have, or one of the other direction (MSG from a
     /// client, PUB from a server).
     #[error("unknown protocol operation {0:?}")]
@@ -188,19 +228,30 @@ pub enum ProtoError {
     Unsupported(&'static str),
     /// Wrong number of arguments, a non-numeric size or a non-UTF-8 sid.
     #[error("malformed {op} arguments")]
-    BadArgs { op: &'static str },
+    BadArgs {
+        /// The verb whose arguments were wrong.
+        op: &'static str,
+    },
     /// A PUB subject or reply that is not a publish subject, or a SUB filter that is
     /// not a filter. The op was well framed: `consumed` bytes (payload included) may
     /// be skipped and the connection kept, as nats-server does.
     #[error("invalid subject in {op}: {source}")]
     InvalidSubject {
+        /// `PUB` or `SUB`.
         op: &'static str,
+        /// Bytes of the buffer the op took, to skip before parsing the next one.
         consumed: usize,
+        /// What is wrong with the subject.
         source: SubjectError,
     },
     /// A PUB declaring more than the payload limit (known from its control line).
     #[error("payload of {size} bytes exceeds the maximum of {max}")]
-    PayloadTooLarge { size: usize, max: usize },
+    PayloadTooLarge {
+        /// The declared size in bytes (`usize::MAX` when it overflows).
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// The declared payload is not followed by CRLF: the size was a lie.
     #[error("payload not followed by CRLF")]
     BadPayloadTerminator,
@@ -589,14 +640,22 @@ pub fn encode_sub<B: BufMut>(filter: &str, queue: Option<&str>, sid: &str, out: 
 pub enum ServerOp {
     /// INFO's JSON as text: a client reads only the fields it needs from it.
     Info(String),
+    /// `MSG <subject> <sid> [reply] <size>` and its payload: a delivery.
     Msg {
+        /// The subject it was published to.
         subject: String,
+        /// The subscription it matched.
         sid: String,
+        /// The publisher's reply subject, if it gave one.
         reply: Option<String>,
+        /// Exactly `size` bytes, the CRLF after them stripped.
         payload: Bytes,
     },
+    /// `PING`: the server checks the connection; answer with PONG.
     Ping,
+    /// `PONG`: the answer to a client PING.
     Pong,
+    /// `+OK`: a verbose connection's acknowledgement of an op.
     Ok,
     /// `-ERR`'s text, without the quotes around it.
     Err(String),

@@ -16,7 +16,10 @@ pub enum SubjectError {
     Empty,
     /// Longer than [`MAX_SUBJECT_LEN`].
     #[error("subject of {len} bytes exceeds {MAX_SUBJECT_LEN}")]
-    TooLong { len: usize },
+    TooLong {
+        /// Its length, in bytes.
+        len: usize,
+    },
     /// A leading, trailing or doubled `.`.
     #[error("subject has an empty token")]
     EmptyToken,

@@ -32,7 +32,10 @@ pub enum SubError {
     DuplicateSid(String),
     /// The client holds the most subscriptions one client may.
     #[error("client already has the maximum of {limit} subscriptions")]
-    TooMany { limit: usize },
+    TooMany {
+        /// The per-client limit.
+        limit: usize,
+    },
 }
 
 /// What [`SubTable::set_max`] did.

@@ -13,7 +13,9 @@ use crate::topic::Topic;
 /// A cached message.
 #[derive(Debug, Clone)]
 pub struct CachedMessage {
+    /// The topic it was broadcast on, resent with it.
     pub topic: Topic,
+    /// The application's bytes, resent to a grafting peer.
     pub payload: Bytes,
     /// Round this shard forwards the message with (0 for its own broadcasts).
     pub round: u16,
@@ -51,6 +53,8 @@ pub struct PayloadCache {
 }
 
 impl PayloadCache {
+    /// An empty cache holding at most `max_entries` messages (at least one) and
+    /// `max_bytes` payload bytes (one message is kept even if it alone is larger).
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             map: FxHashMap::default(),
@@ -86,10 +90,12 @@ impl PayloadCache {
         }
     }
 
+    /// The cached message `id`, if it is still here.
     pub fn get(&self, id: &MessageId) -> Option<&CachedMessage> {
         self.map.get(id)
     }
 
+    /// The cached message `id` to update (its sender and round after a re-link).
     pub fn get_mut(&mut self, id: &MessageId) -> Option<&mut CachedMessage> {
         self.map.get_mut(id)
     }
@@ -145,10 +151,12 @@ impl PayloadCache {
         self.order.get(usize::try_from(i).ok()?).map(|&(id, _)| id)
     }
 
+    /// Messages held.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no message is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -158,6 +166,7 @@ impl PayloadCache {
         self.bytes
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> CacheStats {
         self.stats
     }

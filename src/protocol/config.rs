@@ -13,8 +13,11 @@ use crate::ids::MAX_PARTITIONS;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Eager push along spanning trees, lazy push (IHave) to the other neighbours,
+    /// Prune and Graft to repair the trees.
     #[default]
     Plumtree,
+    /// Every message to every neighbour: reliable and wasteful, the baseline.
     Flood,
 }
 
@@ -22,6 +25,7 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolConfig {
+    /// How messages are disseminated; `flood` is for measuring against.
     pub mode: Mode,
     /// Eager peers a partition starts with when neighbours come up; the rest are lazy.
     pub eager_fanout: usize,
@@ -177,7 +181,9 @@ impl Default for ProtocolConfig {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("invalid config key `{key}`: {reason}")]
 pub struct ConfigError {
+    /// The config key, as written in the config file (`partitions`, ...).
     pub key: &'static str,
+    /// What is wrong with its value.
     pub reason: String,
 }
 

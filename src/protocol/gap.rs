@@ -34,6 +34,7 @@ pub enum GapReason {
 }
 
 impl GapReason {
+    /// Every reason, in the order metrics list them.
     pub const ALL: [GapReason; 3] = [GapReason::Expired, GapReason::Window, GapReason::Evicted];
 
     /// The `reason` label of `plumtree_unrecoverable_total`.
@@ -50,22 +51,31 @@ impl GapReason {
 /// delivered (the others in the range were delivered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gap {
+    /// The node whose messages are missing.
     pub origin: NodeId,
+    /// Lowest seq of the range (inclusive).
     pub first: u64,
+    /// Highest seq of the range (inclusive).
     pub last: u64,
+    /// Messages in the range that this shard owns and will never deliver.
     pub missed: u64,
+    /// Why they can no longer be filled.
     pub reason: GapReason,
 }
 
 /// Unrecoverable messages by reason, indexed like [`GapReason::ALL`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GapCounts {
+    /// Messages given up on as [`GapReason::Expired`].
     pub expired: u64,
+    /// Messages given up on as [`GapReason::Window`].
     pub window: u64,
+    /// Messages given up on as [`GapReason::Evicted`].
     pub evicted: u64,
 }
 
 impl GapCounts {
+    /// Counts `n` more messages lost for `reason`.
     pub fn add(&mut self, reason: GapReason, n: u64) {
         match reason {
             GapReason::Expired => self.expired += n,
@@ -74,6 +84,7 @@ impl GapCounts {
         }
     }
 
+    /// Messages lost for `reason` so far.
     pub fn get(&self, reason: GapReason) -> u64 {
         match reason {
             GapReason::Expired => self.expired,
@@ -82,6 +93,7 @@ impl GapCounts {
         }
     }
 
+    /// Messages lost for any reason.
     pub fn total(&self) -> u64 {
         self.expired + self.window + self.evicted
     }

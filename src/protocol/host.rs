@@ -42,7 +42,9 @@ pub const CLEANUP_RETRY: Duration = Duration::ZERO;
 /// A peer's layout: where its shards listen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerLayout {
+    /// The peer's control socket (membership); its shard sockets follow it.
     pub control: SocketAddr,
+    /// How many shard sockets the peer runs, as its membership frames announce.
     pub shards: u16,
 }
 
@@ -102,6 +104,7 @@ pub struct HostStats {
     pub topics_downgraded: u64,
     /// Frames shed while the caller reported overload: IHave and Digest.
     pub shed_ihave: u64,
+    /// Digest frames shed while the caller reported overload.
     pub shed_anti_entropy: u64,
 }
 
@@ -110,15 +113,22 @@ pub struct HostStats {
 pub enum HostEvent {
     /// A message received from a peer, for the application (once per id).
     Deliver {
+        /// The message.
         id: MessageId,
+        /// Hops from the origin to here.
         round: u16,
+        /// The topic it was broadcast on.
         topic: Topic,
+        /// The application's bytes.
         payload: Bytes,
     },
     /// Messages of an origin that will never be delivered.
     Gap(Gap),
     /// Every graft for this message failed.
-    GraftFailed { id: MessageId },
+    GraftFailed {
+        /// The message given up on.
+        id: MessageId,
+    },
 }
 
 /// A [`Shard`] with its peers, filters, routing, coalescing and timers.
@@ -143,6 +153,8 @@ pub struct ShardHost {
 }
 
 impl ShardHost {
+    /// A host around `shard`, with no peer and no timer armed; `seed` drives the
+    /// jitter of the periodic timers.
     pub fn new(shard: Shard, cfg: HostConfig, seed: u64) -> Self {
         Self {
             shard,
@@ -159,10 +171,12 @@ impl ShardHost {
         }
     }
 
+    /// The protocol state, for stats and inspection.
     pub fn shard(&self) -> &Shard {
         &self.shard
     }
 
+    /// The host's counters so far (the shard's are in [`Shard::stats`]).
     pub fn stats(&self) -> HostStats {
         self.stats
     }
@@ -182,11 +196,14 @@ impl ShardHost {
         self.timers.next_due()
     }
 
+    /// Membership added `peer`: its layout is remembered for routing (replacing an
+    /// older one) and the shard takes it as a neighbour.
     pub fn neighbor_up(&mut self, now: Time, peer: NodeId, layout: PeerLayout) {
         self.peers.insert(peer, layout);
         self.shard.neighbor_up(now, peer);
     }
 
+    /// Membership dropped `peer`: its layout is forgotten and the shard removes it.
     pub fn neighbor_down(&mut self, now: Time, peer: NodeId) {
         self.peers.remove(&peer);
         self.shard.neighbor_down(now, peer);

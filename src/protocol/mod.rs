@@ -8,6 +8,7 @@
 //! generation token, and a timer that fires after its reason went away is ignored.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cache;
 pub mod config;

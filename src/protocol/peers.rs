@@ -38,14 +38,17 @@ impl Neighbors {
         self.ids[index]
     }
 
+    /// Neighbours held (at most 64).
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
+    /// Whether there is no neighbour.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
 
+    /// The neighbours by index: `ids()[i]` is the one `bit(i)` stands for.
     pub fn ids(&self) -> &[NodeId] {
         &self.ids
     }

@@ -471,6 +471,7 @@ impl SeenMap {
         self.windows.len()
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> SeenStats {
         self.stats
     }

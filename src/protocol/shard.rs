@@ -33,10 +33,23 @@ const RECENT_PRUNES_MAX: usize = 4096;
 /// Why a local broadcast was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BroadcastError {
+    /// The payload is larger than `max_payload`, which keeps every Gossip within one
+    /// datagram.
     #[error("payload of {len} bytes exceeds max_payload {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The payload's size, in bytes.
+        len: usize,
+        /// `max_payload`, in bytes.
+        max: usize,
+    },
+    /// The id hashes to a partition another shard owns: the caller routed it to the
+    /// wrong shard.
     #[error("partition {partition} is not owned by this shard")]
-    NotOwned { partition: u16 },
+    NotOwned {
+        /// The partition the id belongs to.
+        partition: u16,
+    },
+    /// The id was broadcast or received here before: a seq counter that repeated.
     #[error("message id already used")]
     DuplicateId,
 }
@@ -217,6 +230,7 @@ impl Shard {
         self.me
     }
 
+    /// The tunables it was built with.
     pub fn config(&self) -> &ProtocolConfig {
         &self.cfg
     }
@@ -226,6 +240,7 @@ impl Shard {
         self.owned
     }
 
+    /// Current neighbours, in index order (a removal swaps the last one in).
     pub fn neighbors(&self) -> &[NodeId] {
         self.neighbors.ids()
     }

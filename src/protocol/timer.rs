@@ -50,6 +50,7 @@ impl<T> Default for TimerQueue<T> {
 }
 
 impl<T> TimerQueue<T> {
+    /// An empty queue.
     pub fn new() -> Self {
         Self {
             heap: BinaryHeap::new(),
@@ -86,10 +87,12 @@ impl<T> TimerQueue<T> {
         self.heap.pop().map(|d| (d.at, d.item))
     }
 
+    /// Timers armed, due or not.
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// Whether no timer is armed.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

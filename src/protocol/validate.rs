@@ -26,8 +26,11 @@ pub enum Verdict {
 /// A received message, as the validator sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageView<'a> {
+    /// Its origin and seq.
     pub id: MessageId,
+    /// The topic it was broadcast on.
     pub topic: &'a Topic,
+    /// The application's bytes.
     pub payload: &'a [u8],
     /// Hops it travelled to reach this node.
     pub hops: u16,
@@ -35,6 +38,7 @@ pub struct MessageView<'a> {
 
 /// Decides whether a received message is delivered and relayed.
 pub trait Validator: Send + Sync + 'static {
+    /// The verdict on `msg`; called once per message, on the shard's thread.
     fn validate(&self, msg: &MessageView<'_>) -> Verdict;
 }
 
@@ -83,9 +87,13 @@ impl PartialEq for ValidatorHandle {
 /// Messages by verdict, and validator panics (counted as ignored too).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ValidationCounts {
+    /// Messages the validator accepted (delivered and relayed).
     pub accepted: u64,
+    /// Messages it rejected as invalid.
     pub rejected: u64,
+    /// Messages it ignored, panics included.
     pub ignored: u64,
+    /// Calls that panicked (each also counted in `ignored`).
     pub panics: u64,
 }
 

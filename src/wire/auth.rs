@@ -137,19 +137,29 @@ pub enum KeyFileError {
     /// The file could not be read.
     #[error("cannot read key file {}: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// What the read failed with.
         #[source]
         source: std::io::Error,
     },
     /// A non-comment line is not exactly 64 hex digits.
     #[error("key file line {line}: {reason}")]
-    BadLine { line: usize, reason: String },
+    BadLine {
+        /// The line, counted from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No key at all: an empty key file would silently leave the cluster open.
     #[error("key file holds no key")]
     Empty,
     /// More keys than [`MAX_KEYS`].
     #[error("key file holds {count} keys; at most {MAX_KEYS} are allowed")]
-    TooMany { count: usize },
+    TooMany {
+        /// Keys the file holds.
+        count: usize,
+    },
 }
 
 impl ClusterKeys {

@@ -22,7 +22,9 @@ const _: () = assert!(GRAFT_LEN == GOSSIP_FIXED_LEN + 1 && IHAVE_ENTRY_LEN == GO
 /// A decoded datagram: who sent it and the frames it carried, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Datagram {
+    /// Who sent it, in which life and wire version.
     pub header: Header,
+    /// The known frames, in datagram order.
     pub frames: Vec<Frame>,
     /// Frames with tags this build does not know, skipped by their length prefix.
     /// Non-zero means a newer peer (or a protocol layer not enabled here) is talking.

@@ -9,7 +9,10 @@ use thiserror::Error;
 pub enum DecodeError {
     /// Shorter than the fixed header.
     #[error("datagram of {len} bytes is shorter than the header")]
-    TooShort { len: usize },
+    TooShort {
+        /// The datagram's length, in bytes.
+        len: usize,
+    },
     /// Not a plumcore datagram (stray traffic on the port).
     #[error("bad magic")]
     BadMagic,
@@ -20,17 +23,34 @@ pub enum DecodeError {
     /// prefix length (when the prefix itself is cut) or the body length the prefix
     /// announced; `have` is how many of those bytes are present.
     #[error("frame 0x{tag:02x} truncated: needs {needed} bytes, {have} left")]
-    Truncated { tag: u8, needed: usize, have: usize },
+    Truncated {
+        /// The frame's tag.
+        tag: u8,
+        /// Bytes the prefix or body needs.
+        needed: usize,
+        /// Bytes of them present.
+        have: usize,
+    },
     /// A known frame whose body length is invalid for its tag (a Gossip shorter than
     /// its fixed part, an IHave that is empty or not a whole number of entries, a
     /// Graft or Prune of the wrong size).
     #[error("frame 0x{tag:02x} has invalid body length {len}")]
-    BadLength { tag: u8, len: usize },
+    BadLength {
+        /// The frame's tag.
+        tag: u8,
+        /// The body length its prefix announced.
+        len: usize,
+    },
     /// A Digest listing more blocks than a sender ever puts in one frame
     /// ([`DIGEST_MAX_BLOCKS`](super::layout::DIGEST_MAX_BLOCKS)): forged or corrupt, and
     /// refused before any of it costs a pull.
     #[error("digest of {blocks} blocks exceeds the bound of {max}")]
-    DigestTooLarge { blocks: usize, max: usize },
+    DigestTooLarge {
+        /// Blocks the frame lists.
+        blocks: usize,
+        /// The bound.
+        max: usize,
+    },
     /// A Gossip frame whose topic is not a valid subject (the reason's label).
     #[error("gossip topic is invalid: {0}")]
     BadTopic(&'static str),

@@ -9,9 +9,13 @@ use crate::topic::Topic;
 /// for membership frames and 0x20..=0x2f for anti-entropy, so later protocol layers
 /// share one datagram format.
 pub mod tag {
+    /// Eager push: `origin u64 | seq u64 | round u16 | topic_len u8 | topic | payload`.
     pub const GOSSIP: u8 = 0x01;
+    /// Lazy push: `(origin u64 | seq u64 | round u16){n}`, n >= 1.
     pub const IHAVE: u8 = 0x02;
+    /// Graft: `origin u64 | seq u64 | round u16 | flags u8` (bit0 = send the payload).
     pub const GRAFT: u8 = 0x03;
+    /// Prune of a whole partition: `partition u16`.
     pub const PRUNE: u8 = 0x04;
     /// Prune of one root's tree (per-root trees); older nodes skip it as unknown.
     pub const PRUNE_ROOT: u8 = 0x05;
@@ -25,17 +29,29 @@ pub mod tag {
     pub const JOIN: u8 = 0x10;
     /// HyParView Disconnect; the former Leave.
     pub const DISCONNECT: u8 = 0x11;
+    /// HyParView ForwardJoin: `ttl u8 | contact` of the joining node.
     pub const FORWARD_JOIN: u8 = 0x12;
+    /// HyParView Neighbor request: `flags u8 (bit0 = high priority) | shards u16`.
     pub const NEIGHBOR: u8 = 0x13;
+    /// Answer to a Neighbor request: `flags u8 (bit0 = accepted) | shards u16`.
     pub const NEIGHBOR_REPLY: u8 = 0x14;
+    /// HyParView Shuffle walk: `ttl u8 | origin contact | contact{n}`.
     pub const SHUFFLE: u8 = 0x15;
+    /// The shuffle endpoint's sample: `contact{n}`.
     pub const SHUFFLE_REPLY: u8 = 0x16;
+    /// Keep-alive: `flags u8 (bit0 = short)`, empty from older nodes.
     pub const HEARTBEAT: u8 = 0x17;
+    /// Are you alive? Empty body.
     pub const PROBE: u8 = 0x18;
+    /// Answer to a Probe. Empty body.
     pub const PROBE_REPLY: u8 = 0x19;
+    /// Splice request from a short node: `partner contact`.
     pub const SPLICE: u8 = 0x1a;
+    /// Splice offer to a neighbour: `new contact`.
     pub const SPLICE_OFFER: u8 = 0x1b;
+    /// Answer to a SpliceOffer: `flags u8 (bit0 = accepted)`.
     pub const SPLICE_REPLY: u8 = 0x1c;
+    /// Introduction of another short node: `node contact`.
     pub const INTRODUCE: u8 = 0x1d;
     /// The sender's node name (UTF-8, at most 64 bytes), riding in the same datagram
     /// as its Join, Neighbor and NeighborReply frames. Nodes that predate it skip it
@@ -65,14 +81,18 @@ pub mod tag {
 /// one 18-byte IHave entry per message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DigestBlock {
+    /// The origin whose seqs the block covers.
     pub origin: NodeId,
+    /// The seq bit 0 stands for.
     pub first: u64,
+    /// Bit `i` set: seq `first + i * partitions` was delivered by the sender.
     pub bits: u64,
 }
 
 /// One announced message in an IHave batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IHaveEntry {
+    /// The announced message.
     pub id: MessageId,
     /// Hop count the announcer would forward the message with.
     pub round: u16,
@@ -83,43 +103,65 @@ pub struct IHaveEntry {
 pub enum Frame {
     /// Eager push of a message payload.
     Gossip {
+        /// The message.
         id: MessageId,
         /// Hop count: 0 when sent by the origin, +1 per forward.
         round: u16,
         /// The message's subject (wire version 2; `default` from version 1 peers).
         topic: Topic,
+        /// The application's bytes.
         payload: Bytes,
     },
     /// Lazy push: ids of messages the sender has, batched.
-    IHave { entries: Vec<IHaveEntry> },
+    IHave {
+        /// The announcements, at least one.
+        entries: Vec<IHaveEntry>,
+    },
     /// "Make me eager for this message's partition"; with `request` also "send me the
     /// payload". Without `request` it is the hop-count optimisation's re-link.
     Graft {
+        /// The message whose root's tree the sender joins.
         id: MessageId,
+        /// The round the message was announced with (informational).
         round: u16,
+        /// Also send the payload: the sender is missing the message.
         request: bool,
     },
     /// "Stop eager-pushing to me in this partition". From a node without per-root
     /// trees it covers every root of the partition; a node with them sends it only
     /// next to a [`Frame::PruneRoot`], for peers that may not know that frame.
-    Prune { partition: u16 },
+    Prune {
+        /// The partition whose trees drop the sender.
+        partition: u16,
+    },
     /// "Stop eager-pushing to me the messages of `root` (their origin) in this
     /// partition": a prune of one root's tree, so a prune decided on one origin's
     /// message does not reshape the trees of the others.
-    PruneRoot { partition: u16, root: NodeId },
+    PruneRoot {
+        /// The partition the root's messages belong to.
+        partition: u16,
+        /// The origin whose tree drops the sender.
+        root: NodeId,
+    },
     /// Anti-entropy: "of `partition`, I delivered these recently". The receiver pulls
     /// (Grafts) what it lacks and, when `reply` is set, answers with its own digest so
     /// the exchange goes both ways.
     Digest {
+        /// The partition summarised.
         partition: u16,
+        /// Answer with a digest of your own (unset in answers, so it ends there).
         reply: bool,
+        /// The sender's recent (still cached) ids, at most [`DIGEST_MAX_BLOCKS`](super::layout::DIGEST_MAX_BLOCKS).
         blocks: Vec<DigestBlock>,
     },
     /// Membership (control socket): a HyParView Join, "let me in; my shards listen on
     /// my control port + 1 + k for k < `shards`". Kept in this enum so a shard can
     /// count it as misrouted; the control core decodes it as
     /// [`MemberFrame::Join`](super::MemberFrame::Join).
-    Ping { shards: u16 },
+    Ping {
+        /// How many shard sockets the sender runs.
+        shards: u16,
+    },
     /// Membership: a HyParView Disconnect ("drop me now"), decoded by the control core
     /// as [`MemberFrame::Disconnect`](super::MemberFrame::Disconnect).
     Leave,
@@ -128,6 +170,7 @@ pub enum Frame {
 /// Datagram header: who sent it and in which life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The sending node.
     pub sender: NodeId,
     /// Bumped on every restart so peers can tell a rebooted node from a stale one.
     pub incarnation: u32,

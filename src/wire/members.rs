@@ -57,8 +57,11 @@ pub const CONTACT_LEN: usize = 28;
 /// listens on control port + 1 + k).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Contact {
+    /// The node.
     pub id: NodeId,
+    /// Its control socket (IPv4 travels as an IPv4-mapped IPv6 address).
     pub addr: SocketAddr,
+    /// How many shard sockets it runs.
     pub shards: u16,
 }
 
@@ -77,45 +80,76 @@ impl Contact {
 pub enum MemberFrame {
     /// "Let me in"; also the first contact with a seed known only by address.
     Join {
+        /// How many shard sockets the sender runs.
         shards: u16,
     },
     /// The sender removed the receiver from its active view (or is leaving).
     Disconnect,
+    /// A Join's random walk: `new` is taken into an active view when `ttl` reaches 0,
+    /// into a passive one on the way.
     ForwardJoin {
+        /// The joining node, with its address so the receiver can reach it.
         new: Contact,
+        /// Hops left in the walk.
         ttl: u8,
     },
+    /// "Add me to your active view."
     Neighbor {
+        /// Must be accepted even by a full active view (the sender has no neighbour).
         high_priority: bool,
+        /// How many shard sockets the sender runs.
         shards: u16,
     },
+    /// Answer to [`MemberFrame::Neighbor`]; an accepting one also acknowledges a Join.
     NeighborReply {
+        /// The sender added the receiver to its active view.
         accepted: bool,
+        /// How many shard sockets the sender runs.
         shards: u16,
     },
+    /// A shuffle random walk carrying a sample of `origin`'s views.
     Shuffle {
+        /// The node that started it; the endpoint replies to it directly.
         origin: Contact,
+        /// Hops left in the walk.
         ttl: u8,
+        /// The sample of the origin's views.
         nodes: Vec<Contact>,
     },
+    /// The shuffle endpoint's answer to the origin: a sample of its passive view.
     ShuffleReply {
+        /// The sample, as many as it received.
         nodes: Vec<Contact>,
     },
+    /// Keep-alive to an active neighbour nothing else was sent to lately.
     Heartbeat {
+        /// The sender's active view has room (a short neighbour may splice with it).
         short: bool,
     },
+    /// "Are you alive?", to a neighbour silent for the failure timeout.
     Probe,
+    /// Answer to [`MemberFrame::Probe`].
     ProbeReply,
+    /// From a node whose view stayed short to a full one it asked: "break one of your
+    /// links, C–D, and make it C–sender plus D–`partner`".
     Splice {
+        /// The node that takes the other end of the broken link.
         partner: Contact,
     },
+    /// From the full node working on a splice to one of its neighbours: "drop our
+    /// link and ask `new` to be your neighbour instead".
     SpliceOffer {
+        /// The node to ask instead.
         new: Contact,
     },
+    /// Answer to [`MemberFrame::SpliceOffer`].
     SpliceReply {
+        /// The link to the receiver is gone and `new` was asked.
         accepted: bool,
     },
+    /// "`node` has room, as you do; ask it", from a node with two short neighbours.
     Introduce {
+        /// The other short node.
         node: Contact,
     },
 }
@@ -123,7 +157,9 @@ pub enum MemberFrame {
 /// A decoded control datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberDatagram {
+    /// Who sent it, in which life and wire version.
     pub header: Header,
+    /// The membership frames, in datagram order.
     pub frames: Vec<MemberFrame>,
     /// Frames this decoder does not know (Plumtree frames, newer tags), skipped.
     pub skipped_unknown: u32,

@@ -29,6 +29,7 @@
 //! (0x20..=0x2f) frames can be added without a version bump.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod auth;
 mod builder;
