@@ -5,9 +5,9 @@ use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
 use plumcore::topic::Topic;
 use plumcore::wire::{
-    decode, encode_frame, encode_member_frame, encoded_len, tag, Coalescer, DatagramBuilder,
-    DigestBlock, Frame, Header, IHaveEntry, MemberFrame, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN,
-    HEADER_LEN, IHAVE_ENTRY_LEN, MAX_GOSSIP_PAYLOAD, MIN_MTU,
+    decode, encode_frame, encode_header, encode_member_frame, encoded_len, tag, Coalescer,
+    DatagramBuilder, DigestBlock, Frame, Header, IHaveEntry, MemberFrame, DIGEST_MAX_BLOCKS,
+    FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAX_GOSSIP_PAYLOAD, MIN_MTU,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -285,14 +285,7 @@ proptest! {
         frames in arb_small_frames(),
         unknown in vec((any::<u8>(), vec(any::<u8>(), 0..64), any::<prop::sample::Index>()), 0..8),
     ) {
-        let mut pieces: Vec<Vec<u8>> = frames
-            .iter()
-            .map(|f| {
-                let mut v = Vec::new();
-                encode_frame(f, &mut v);
-                v
-            })
-            .collect();
+        let mut pieces = encoded_frames(&frames);
         let mut inserted = 0u32;
         for (t, body, at) in unknown {
             let known = (tag::GOSSIP..=tag::PRUNE_ROOT).contains(&t)
@@ -304,11 +297,7 @@ proptest! {
             pieces.insert(at.index(pieces.len() + 1), v);
             inserted += 1;
         }
-        let mut raw = raw_datagram(&header, &frames);
-        raw.truncate(HEADER_LEN);
-        for p in pieces {
-            raw.extend_from_slice(&p);
-        }
+        let raw = datagram_of_pieces(&header, pieces);
         let dg = decode(&Bytes::from(raw)).expect("unknown frames are not errors");
         prop_assert_eq!(dg.frames, frames);
         prop_assert_eq!(dg.skipped_unknown, inserted);
@@ -323,14 +312,7 @@ proptest! {
         frames in arb_small_frames(),
         joins in vec((prop::option::of(any::<u16>()), any::<prop::sample::Index>()), 0..8),
     ) {
-        let mut pieces: Vec<Vec<u8>> = frames
-            .iter()
-            .map(|f| {
-                let mut v = Vec::new();
-                encode_frame(f, &mut v);
-                v
-            })
-            .collect();
+        let mut pieces = encoded_frames(&frames);
         for (shards, at) in &joins {
             let member = match shards {
                 Some(shards) => MemberFrame::Join { shards: *shards },
@@ -340,11 +322,7 @@ proptest! {
             encode_member_frame(&member, &mut v);
             pieces.insert(at.index(pieces.len() + 1), v);
         }
-        let mut raw = raw_datagram(&header, &frames);
-        raw.truncate(HEADER_LEN);
-        for p in pieces {
-            raw.extend_from_slice(&p);
-        }
+        let raw = datagram_of_pieces(&header, pieces);
         let dg = decode(&Bytes::from(raw)).expect("membership frames are not errors");
         prop_assert_eq!(dg.frames, frames);
         prop_assert_eq!(dg.skipped_unknown, 0);
@@ -368,6 +346,26 @@ proptest! {
             reencode_matches(&dg.header, &dg.frames)?;
         }
     }
+}
+
+/// Each frame encoded on its own, so a test can put other frames between them.
+fn encoded_frames(frames: &[Frame]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut v = Vec::new();
+            encode_frame(f, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// A datagram of `header` and the encoded frames in `pieces`, in order.
+fn datagram_of_pieces(header: &Header, pieces: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut raw = Vec::new();
+    encode_header(header, &mut raw);
+    raw.extend(pieces.concat());
+    raw
 }
 
 /// Re-encodes decoded frames through a coalescer and checks they decode the same.
