@@ -6,29 +6,22 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::cluster::{spawn_node, wait_until, NodeSpec};
+use common::cluster::{free_tcp, spawn_node, wait_until, NodeSpec};
+use plumcore::harness::process::NodeProcess;
 
-/// A child process killed and reaped when dropped, so a failing assertion leaves
-/// no `plumcore sub` behind. Its stderr is collected as it comes, so a test can wait
-/// for a line.
+/// A child process, killed and reaped when dropped (the harness's [`NodeProcess`]),
+/// so a failing assertion leaves no `plumcore sub` behind. Its stderr is collected as
+/// it comes, so a test can wait for a line.
 struct Kid {
-    child: Child,
+    child: NodeProcess,
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_done: Option<JoinHandle<()>>,
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `plumcore ARGS`, stdout and stderr read on threads so a full pipe never
@@ -60,7 +53,7 @@ fn plumcore(args: &[&str], stdin: Stdio) -> Kid {
         }
     });
     Kid {
-        child,
+        child: NodeProcess::new(child),
         stdout: Some(stdout),
         stderr,
         stderr_done: Some(stderr_done),
@@ -96,13 +89,6 @@ impl Kid {
             stderr: self.stderr.lock().unwrap().clone(),
         }
     }
-}
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -191,7 +177,7 @@ fn pub_and_sub_through_a_node() {
 
     let mut lines_pub = plumcore(&["pub", "cli.lines", "--server", &client], Stdio::piped());
     {
-        let mut stdin = lines_pub.child.stdin.take().unwrap();
+        let mut stdin = lines_pub.child.child_mut().stdin.take().unwrap();
         stdin
             .write_all(b"first line\nsecond\nthird, last\n")
             .unwrap();

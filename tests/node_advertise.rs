@@ -6,43 +6,33 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{free_udp_ports, get_json, metric_sum, wait_until};
+use plumcore::harness::launch::NodeLaunch;
+use plumcore::harness::process::NodeProcess;
 
+/// A started node (killed when dropped) and its addresses.
 struct Proc {
-    child: Child,
+    _child: NodeProcess,
     port: u16,
     admin: SocketAddr,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(ip: &str, extra: &[&str], seed: Option<u16>, taken: &mut Vec<u16>) -> Proc {
     let port = free_udp_ports(2, taken);
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.args(["node", "--shards", "1", "--log-level", "warn"])
-        .args(["--bind", &format!("{ip}:{port}")])
-        .args(["--admin", &admin.to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(s) = seed {
-        cmd.args(["--seed", &format!("127.0.0.1:{s}")]);
-    }
+    let admin = common::cluster::free_tcp();
+    let bind: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let mut launch = NodeLaunch::new(env!("CARGO_BIN_EXE_plumcore"), bind, admin, 1);
+    launch.extra = extra.iter().map(Into::into).collect();
+    launch.seeds = seed
+        .map(|s| SocketAddr::from(([127, 0, 0, 1], s)))
+        .into_iter()
+        .collect();
     Proc {
-        child: common::cluster::spawn_ready(&mut cmd, admin, 1),
+        _child: launch.start().expect("start plumcore node"),
         port,
         admin,
     }

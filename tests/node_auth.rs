@@ -7,12 +7,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{broadcast, read_deliveries, start_node, wait_until, Node};
+use common::cluster::{broadcast, start_node, wait_until, Node};
 
 use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
@@ -47,14 +47,6 @@ fn peers(admin: SocketAddr) -> usize {
         .and_then(|r| r.into_json::<serde_json::Value>().ok())
         .and_then(|v| v.as_array().map(|a| a.len()))
         .unwrap_or(0)
-}
-
-/// id -> times delivered.
-fn deliveries(path: &Path) -> HashMap<String, usize> {
-    read_deliveries(path)
-        .into_iter()
-        .map(|(id, (n, _))| (id, n))
-        .collect()
 }
 
 fn metrics(admin: SocketAddr) -> HashMap<String, f64> {
@@ -140,7 +132,7 @@ fn keyed_cluster_delivers_and_drops_every_bad_datagram() {
     }
     wait_until("legit broadcasts on both", Duration::from_secs(20), || {
         [&a, &b].iter().all(|n| {
-            let d = deliveries(&n.deliveries);
+            let d = common::cluster::delivery_counts(&n.deliveries);
             legit.iter().all(|id| d.contains_key(id))
         })
     });
@@ -247,7 +239,7 @@ fn keyed_cluster_delivers_and_drops_every_bad_datagram() {
         || {
             [&a, &b]
                 .iter()
-                .all(|n| deliveries(&n.deliveries).contains_key(&after))
+                .all(|n| common::cluster::delivery_counts(&n.deliveries).contains_key(&after))
         },
     );
     std::thread::sleep(Duration::from_millis(500));
@@ -255,7 +247,7 @@ fn keyed_cluster_delivers_and_drops_every_bad_datagram() {
     // Only the legitimate broadcasts, each once, plus at most the replayed original
     // once: nothing forged, truncated, wrong-key, stale or replayed got through.
     for (name, n) in [("A", &a), ("B", &b)] {
-        let d = deliveries(&n.deliveries);
+        let d = common::cluster::delivery_counts(&n.deliveries);
         for id in &legit {
             assert_eq!(d.get(id), Some(&1), "node {name}: {id}");
         }
@@ -278,10 +270,7 @@ fn bad_key_file_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("bad.keys");
     std::fs::write(&key_file, "# one key, too short\n0123abcd\n").unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = common::cluster::free_tcp();
     let out = Command::new(env!("CARGO_BIN_EXE_plumcore"))
         .arg("node")
         .args(["--bind", "127.0.0.1:0"])

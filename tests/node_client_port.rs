@@ -8,21 +8,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, metric_sum, read_deliveries, spawn_node, wait_until, Node, NodeSpec,
+    active_view, free_tcp, metric_sum, read_deliveries, spawn_node, wait_until, Node, NodeSpec,
 };
 use futures_lite::StreamExt;
-
-fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A node whose client port listens on a fresh port; returns it with that address.
 fn node_with_port(

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
@@ -171,12 +170,8 @@ fn five_nodes_deliver_every_broadcast_exactly_once_and_survive_garbage() {
         assert!(errors > 1000.0, "node {i} counted {errors} decode errors");
     }
     // Graceful shutdown: SIGTERM, exit 0.
-    for n in &nodes {
-        let ok = Command::new("kill")
-            .args(["-TERM", &n.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    for n in &mut nodes {
+        n.child.signal_term().expect("SIGTERM");
     }
     for (i, n) in nodes.iter_mut().enumerate() {
         let t = Instant::now();

@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::cluster::{broadcast, metric_sum, read_deliveries, start_node, wait_until, Node};
+use common::cluster::{broadcast, metric_sum, start_node, wait_until, Node};
 use plumcore::wire::auth::{ClusterKeys, Verifier, FLAG_SEALED};
 use plumcore::wire::{decode, Frame};
 
@@ -40,13 +39,6 @@ fn peers(admin: SocketAddr) -> usize {
     common::cluster::get_json(admin, "/peers")
         .and_then(|v| v.as_array().map(|a| a.len()))
         .unwrap_or(0)
-}
-
-fn deliveries(path: &Path) -> HashMap<String, usize> {
-    read_deliveries(path)
-        .into_iter()
-        .map(|(id, (n, _))| (id, n))
-        .collect()
 }
 
 #[test]
@@ -92,13 +84,13 @@ fn encrypted_cluster_delivers_once_keeps_intruders_out_and_hides_payloads() {
     }
     for n in [&a, &b, &c] {
         wait_until("every broadcast delivered", Duration::from_secs(30), || {
-            let d = deliveries(&n.deliveries);
+            let d = common::cluster::delivery_counts(&n.deliveries);
             ids.iter().all(|id| d.contains_key(id))
         });
     }
     std::thread::sleep(Duration::from_millis(500));
     for n in [&a, &b, &c] {
-        let d = deliveries(&n.deliveries);
+        let d = common::cluster::delivery_counts(&n.deliveries);
         for id in &ids {
             assert_eq!(d[id], 1, "{id} delivered exactly once");
         }
@@ -110,8 +102,8 @@ fn encrypted_cluster_delivers_once_keeps_intruders_out_and_hides_payloads() {
         0,
         "MAC-only never joins an encrypted cluster"
     );
-    assert!(deliveries(&intruder.deliveries).is_empty());
-    assert!(deliveries(&mac_only.deliveries).is_empty());
+    assert!(common::cluster::delivery_counts(&intruder.deliveries).is_empty());
+    assert!(common::cluster::delivery_counts(&mac_only.deliveries).is_empty());
     wait_until(
         "a to count both intruders' joins",
         Duration::from_secs(10),

@@ -5,29 +5,25 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::{broadcast, free_udp_ports, get_json, wait_until};
+use plumcore::harness::launch::{NodeLaunch, StderrTo};
+use plumcore::harness::process::NodeProcess;
 
+/// A started node (killed when dropped) and its addresses and deliveries file.
 struct Proc {
-    child: Child,
+    child: NodeProcess,
     bind: SocketAddr,
     admin: SocketAddr,
     deliveries: PathBuf,
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(name_args: &[&str], seed: Option<SocketAddr>, dir: &Path, taken: &mut Vec<u16>) -> Proc {
-    spawn_with(name_args, seed, dir, taken, Stdio::inherit())
+    spawn_with(name_args, seed, dir, taken, StderrTo::Inherit)
 }
 
 fn spawn_with(
@@ -35,29 +31,19 @@ fn spawn_with(
     seed: Option<SocketAddr>,
     dir: &Path,
     taken: &mut Vec<u16>,
-    stderr: Stdio,
+    stderr: StderrTo,
 ) -> Proc {
     let port = free_udp_ports(2, taken);
     let bind: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = common::cluster::free_tcp();
     let deliveries = dir.join(format!("d{port}.ndjson"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
-    cmd.args(["node", "--shards", "1", "--log-level", "warn"])
-        .args(["--bind", &bind.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .arg("--deliveries")
-        .arg(&deliveries)
-        .args(name_args)
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    if let Some(s) = seed {
-        cmd.args(["--seed", &s.to_string()]);
-    }
+    let mut launch = NodeLaunch::new(env!("CARGO_BIN_EXE_plumcore"), bind, admin, 1);
+    launch.deliveries = Some(deliveries.clone());
+    launch.extra = name_args.iter().map(Into::into).collect();
+    launch.seeds = seed.into_iter().collect();
+    launch.stderr = stderr;
     Proc {
-        child: common::cluster::spawn_ready(&mut cmd, admin, 1),
+        child: launch.start().expect("start plumcore node"),
         bind,
         admin,
         deliveries,
@@ -177,7 +163,6 @@ fn peers(admin: SocketAddr) -> usize {
 
 #[test]
 fn a_second_live_node_with_a_chosen_name_is_refused_with_a_log_line_on_both_sides() {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let mut taken = Vec::new();
     let a = spawn(&["--node-name", "dup"], None, dir.path(), &mut taken);
@@ -203,7 +188,7 @@ fn a_second_live_node_with_a_chosen_name_is_refused_with_a_log_line_on_both_side
         Some(b.bind),
         dir.path(),
         &mut taken,
-        Stdio::piped(),
+        StderrTo::Piped,
     );
     let conflicts = |admin: SocketAddr, side: &str| {
         common::cluster::metric_sum(
@@ -233,13 +218,7 @@ fn a_second_live_node_with_a_chosen_name_is_refused_with_a_log_line_on_both_side
     });
     let _ = c.child.kill();
     let _ = c.child.wait();
-    let mut err = String::new();
-    c.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = common::cluster::read_stderr(&mut c.child);
     assert!(
         err.contains("already used by a live node"),
         "the refused node says why: {err}"

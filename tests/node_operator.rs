@@ -172,15 +172,11 @@ fn chaos_panics_count_once_per_task_and_restarts_count_for_supervised_children()
 
 #[test]
 fn shutdown_statistics_count_tasks_not_threads() {
-    use std::io::Read;
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let mut taken = Vec::new();
     let port = common::cluster::free_udp_ports(3, &mut taken);
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = common::cluster::free_tcp();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
     cmd.args(["node", "--node-id", "3", "--shards", "2"])
         .args(["--bind", &format!("127.0.0.1:{port}")])
@@ -194,22 +190,13 @@ fn shutdown_statistics_count_tasks_not_threads() {
     wait_until("the node to answer", Duration::from_secs(20), || {
         loop_state(admin, "shard-1/tick").is_some()
     });
-    // SAFETY: signalling our own child by its pid.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let t = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < Duration::from_secs(20), "node did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let stopped = child.terminate(Duration::from_secs(20)).unwrap();
+    assert_ne!(
+        stopped,
+        plumcore::harness::process::Stopped::Killed,
+        "node did not stop"
+    );
+    let err = common::cluster::read_stderr(&mut child);
     let line = err
         .lines()
         .find_map(|l| l.strip_prefix("plumcore: shutdown "))

@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::{admin_request, free_udp_ports, get_json, wait_until};
+use plumcore::harness::process::{NodeProcess, Stopped};
 
 fn plumcore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plumcore"))
@@ -29,10 +29,7 @@ fn stderr_line(o: &Output) -> String {
 }
 
 fn free_admin() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    common::cluster::free_tcp()
 }
 
 #[test]
@@ -120,10 +117,7 @@ fn bad_input_gets_one_line_naming_the_culprit() {
 }
 
 /// Starts a node with stderr piped; returns it and its admin address.
-fn node_with_piped_stderr(
-    extra: &[&str],
-    taken: &mut Vec<u16>,
-) -> (std::process::Child, SocketAddr) {
+fn node_with_piped_stderr(extra: &[&str], taken: &mut Vec<u16>) -> (NodeProcess, SocketAddr) {
     let port = free_udp_ports(2, taken);
     let admin = free_admin();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumcore"));
@@ -137,27 +131,10 @@ fn node_with_piped_stderr(
 }
 
 /// SIGTERM, wait (bounded), and return everything written to stderr.
-fn stop(mut child: std::process::Child) -> String {
-    // SAFETY: signalling our own child by its pid.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let t = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("node did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+fn stop(mut child: NodeProcess) -> String {
+    let stopped = child.terminate(Duration::from_secs(20)).unwrap();
+    assert_ne!(stopped, Stopped::Killed, "node did not stop");
+    common::cluster::read_stderr(&mut child)
 }
 
 #[test]

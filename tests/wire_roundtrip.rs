@@ -5,9 +5,9 @@ use bytes::Bytes;
 use plumcore::ids::{MessageId, NodeId};
 use plumcore::topic::Topic;
 use plumcore::wire::{
-    decode, encode_frame, encoded_len, tag, Coalescer, DatagramBuilder, DigestBlock, Frame, Header,
-    IHaveEntry, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN,
-    MAX_GOSSIP_PAYLOAD, MIN_MTU,
+    decode, encode_frame, encode_header, encode_member_frame, encoded_len, tag, Coalescer,
+    DatagramBuilder, DigestBlock, Frame, Header, IHaveEntry, MemberFrame, DIGEST_MAX_BLOCKS,
+    FRAME_PREFIX_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAX_GOSSIP_PAYLOAD, MIN_MTU,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -58,8 +58,6 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             partition,
             root: NodeId(root)
         }),
-        any::<u16>().prop_map(|shards| Frame::Ping { shards }),
-        Just(Frame::Leave),
         (
             any::<u16>(),
             any::<bool>(),
@@ -155,8 +153,6 @@ fn arb_small_frames() -> impl Strategy<Value = Vec<Frame>> {
             partition,
             root: NodeId(root)
         }),
-        any::<u16>().prop_map(|shards| Frame::Ping { shards }),
-        Just(Frame::Leave),
         (any::<u16>(), any::<bool>(), vec(arb_block(), 1..4)).prop_map(
             |(partition, reply, blocks)| Frame::Digest {
                 partition,
@@ -289,18 +285,11 @@ proptest! {
         frames in arb_small_frames(),
         unknown in vec((any::<u8>(), vec(any::<u8>(), 0..64), any::<prop::sample::Index>()), 0..8),
     ) {
-        let mut pieces: Vec<Vec<u8>> = frames
-            .iter()
-            .map(|f| {
-                let mut v = Vec::new();
-                encode_frame(f, &mut v);
-                v
-            })
-            .collect();
+        let mut pieces = encoded_frames(&frames);
         let mut inserted = 0u32;
         for (t, body, at) in unknown {
             let known = (tag::GOSSIP..=tag::PRUNE_ROOT).contains(&t)
-                || [tag::PING, tag::LEAVE, tag::DIGEST].contains(&t);
+                || [tag::JOIN, tag::DISCONNECT, tag::DIGEST].contains(&t);
             let t = if known { t + 0x30 } else { t };
             let mut v = vec![t];
             v.extend_from_slice(&u16::try_from(body.len()).expect("small").to_le_bytes());
@@ -308,14 +297,36 @@ proptest! {
             pieces.insert(at.index(pieces.len() + 1), v);
             inserted += 1;
         }
-        let mut raw = raw_datagram(&header, &frames);
-        raw.truncate(HEADER_LEN);
-        for p in pieces {
-            raw.extend_from_slice(&p);
-        }
+        let raw = datagram_of_pieces(&header, pieces);
         let dg = decode(&Bytes::from(raw)).expect("unknown frames are not errors");
         prop_assert_eq!(dg.frames, frames);
         prop_assert_eq!(dg.skipped_unknown, inserted);
+    }
+
+    /// Membership Join and Disconnect frames (control-socket frames that reached a
+    /// shard socket) are dropped and counted apart from unknown tags, and the frames
+    /// around them survive.
+    #[test]
+    fn membership_frames_are_dropped_and_counted(
+        header in arb_header(),
+        frames in arb_small_frames(),
+        joins in vec((prop::option::of(any::<u16>()), any::<prop::sample::Index>()), 0..8),
+    ) {
+        let mut pieces = encoded_frames(&frames);
+        for (shards, at) in &joins {
+            let member = match shards {
+                Some(shards) => MemberFrame::Join { shards: *shards },
+                None => MemberFrame::Disconnect,
+            };
+            let mut v = Vec::new();
+            encode_member_frame(&member, &mut v);
+            pieces.insert(at.index(pieces.len() + 1), v);
+        }
+        let raw = datagram_of_pieces(&header, pieces);
+        let dg = decode(&Bytes::from(raw)).expect("membership frames are not errors");
+        prop_assert_eq!(dg.frames, frames);
+        prop_assert_eq!(dg.skipped_unknown, 0);
+        prop_assert_eq!(dg.misrouted_member_frames as usize, joins.len());
     }
 
     /// Bit flips in a valid datagram never panic; what still decodes re-encodes
@@ -335,6 +346,26 @@ proptest! {
             reencode_matches(&dg.header, &dg.frames)?;
         }
     }
+}
+
+/// Each frame encoded on its own, so a test can put other frames between them.
+fn encoded_frames(frames: &[Frame]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut v = Vec::new();
+            encode_frame(f, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// A datagram of `header` and the encoded frames in `pieces`, in order.
+fn datagram_of_pieces(header: &Header, pieces: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut raw = Vec::new();
+    encode_header(header, &mut raw);
+    raw.extend(pieces.concat());
+    raw
 }
 
 /// Re-encodes decoded frames through a coalescer and checks they decode the same.
@@ -357,7 +388,7 @@ fn reencode_matches(header: &Header, frames: &[Frame]) -> Result<(), TestCaseErr
 
 // ---- HyParView frames on the control socket ----------------------------------------
 
-use plumcore::wire::{decode_members, encode_member_datagram, Contact, MemberFrame};
+use plumcore::wire::{decode_members, encode_member_datagram, Contact};
 
 fn arb_contact() -> impl Strategy<Value = Contact> {
     (

@@ -19,7 +19,9 @@ use plumcore::node::sink::DeliverySink;
 use plumcore::node::snapshot::AdminBackend;
 use plumcore::protocol::ProtocolConfig;
 use plumcore::wire::auth::{ClusterKeys, Sealer, Verifier};
-use plumcore::wire::{encode_frame, encode_header, Frame, Header};
+use plumcore::wire::{
+    encode_frame, encode_header, encode_member_frame, Frame, Header, MemberFrame,
+};
 use serde::Serialize;
 
 use crate::machine::thread_cpu_seconds;
@@ -215,7 +217,7 @@ fn datagram(
     out
 }
 
-/// A simulated peer: a control socket (for Ping) and a shard socket at port + 1.
+/// A simulated peer: a control socket (for its Join) and a shard socket at port + 1.
 struct FakePeer {
     id: NodeId,
     control: UdpSocket,
@@ -402,7 +404,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
     let peers: Vec<FakePeer> = (0..cfg.peers)
         .map(|i| fake_peer(NodeId(100 + i as u64)))
         .collect();
-    // Join: each fake peer pings the node's control socket.
+    // Join: each fake peer sends a HyParView Join to the node's control socket.
     let mut join_sealer = cfg.auth.keys().map(|k| Sealer::new(k, 0, 0));
     for p in &peers {
         let mut ping = Vec::new();
@@ -415,7 +417,7 @@ pub fn run(cfg: &BlastConfig) -> BlastReport {
             },
             &mut ping,
         );
-        encode_frame(&Frame::Ping { shards: 1 }, &mut ping);
+        encode_member_frame(&MemberFrame::Join { shards: 1 }, &mut ping);
         if let Some(s) = &mut join_sealer {
             s.seal(&mut ping, unix_ms());
         }

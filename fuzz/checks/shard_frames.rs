@@ -116,6 +116,7 @@ fn receive(h: &mut ShardHost, now: Duration, peer: u8, frame: Frame) {
         header: header(from),
         frames: vec![frame],
         skipped_unknown: 0,
+        misrouted_member_frames: 0,
     };
     h.receive(now, layout(from).shard_addr(0), dg, false);
 }

@@ -250,6 +250,7 @@ impl ShardHost {
         if stranger {
             self.stats.unknown_senders += 1;
         }
+        self.shard.count_misrouted(dg.misrouted_member_frames);
         for f in dg.frames {
             if shedding {
                 match f {
@@ -420,7 +421,6 @@ impl ShardHost {
                         | Frame::Digest { partition, .. } => {
                             push(layout.shard_addr(partition), frame, &mut per_dest);
                         }
-                        Frame::Ping { .. } | Frame::Leave => {}
                     }
                 }
                 Event::Deliver {
@@ -529,6 +529,7 @@ mod tests {
             },
             frames,
             skipped_unknown: 0,
+            misrouted_member_frames: 0,
         }
     }
 
@@ -610,6 +611,25 @@ mod tests {
         assert_eq!(h.stats().ihave_unknown_sender, 2);
         assert_eq!(h.stats().unknown_senders, 1);
         assert!(h.timers_armed() > armed);
+    }
+
+    #[test]
+    fn membership_frames_on_a_shard_socket_count_as_misrouted() {
+        let mut h = host(ProtocolConfig::default());
+        let now = Duration::from_secs(1);
+        h.neighbor_up(now, NodeId(2), layout(2, 1));
+        let header = Header {
+            sender: NodeId(2),
+            incarnation: 1,
+            flags: 0,
+            version: wire::VERSION,
+        };
+        let join = wire::MemberFrame::Join { shards: 1 };
+        let raw = wire::encode_member_datagram(&header, &[join, wire::MemberFrame::Disconnect]);
+        let dg = wire::decode(&Bytes::from(raw)).expect("decodes");
+        h.receive(now, layout(2, 1).shard_addr(0), dg, false);
+        assert_eq!(h.shard().stats().misrouted, 2);
+        assert!(drain(&mut h).0.is_empty());
     }
 
     #[test]

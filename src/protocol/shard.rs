@@ -460,9 +460,14 @@ impl Shard {
                 reply,
                 blocks,
             } => self.on_digest(now, from, partition, reply, blocks),
-            // Membership frames belong to the control core, not to a shard.
-            Frame::Ping { .. } | Frame::Leave => self.stats.misrouted += 1,
         }
+    }
+
+    /// Counts `n` frames the decoder dropped because they belong to the control core
+    /// (see [`Datagram::misrouted_member_frames`](crate::wire::Datagram::misrouted_member_frames)),
+    /// as misrouted like the frames for partitions this shard does not own.
+    pub fn count_misrouted(&mut self, n: u32) {
+        self.stats.misrouted += u64::from(n);
     }
 
     fn on_gossip(

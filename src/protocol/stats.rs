@@ -86,7 +86,8 @@ pub struct ShardStats {
     pub root_expirations: u64,
     /// Prunes not remembered for stale-push detection (the bound was full).
     pub recent_prunes_shed: u64,
-    /// Frames for partitions this shard does not own.
+    /// Frames for partitions this shard does not own, and membership Join/Disconnect
+    /// frames that reached a shard socket.
     pub misrouted: u64,
     /// Neighbours refused because `max_neighbors` was reached.
     pub neighbors_rejected: u64,

@@ -10,7 +10,7 @@ use super::error::DecodeError;
 use super::frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
 use super::layout::{
     DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN, GOSSIP_FIXED_LEN,
-    GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, MIN_VERSION, PING_LEN, PRUNE_LEN,
+    GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, JOIN_LEN, MAGIC, MIN_VERSION, PRUNE_LEN,
     PRUNE_ROOT_LEN, VERSION,
 };
 use crate::ids::{MessageId, NodeId};
@@ -29,6 +29,10 @@ pub struct Datagram {
     /// Frames with tags this build does not know, skipped by their length prefix.
     /// Non-zero means a newer peer (or a protocol layer not enabled here) is talking.
     pub skipped_unknown: u32,
+    /// Membership Join and Disconnect frames, which belong on the control socket:
+    /// dropped here but counted, so a shard reports them as misrouted instead of
+    /// losing them silently.
+    pub misrouted_member_frames: u32,
 }
 
 /// Decodes the fixed header, returning it and the offset of the first frame.
@@ -69,26 +73,30 @@ pub fn decode(buf: &Bytes) -> Result<Datagram, DecodeError> {
         frames.push(frame?);
     }
     let skipped_unknown = iter.skipped_unknown();
-    if frames.is_empty() && skipped_unknown == 0 {
+    let misrouted_member_frames = iter.misrouted_member_frames();
+    if frames.is_empty() && skipped_unknown == 0 && misrouted_member_frames == 0 {
         return Err(DecodeError::NoFrames);
     }
     Ok(Datagram {
         header,
         frames,
         skipped_unknown,
+        misrouted_member_frames,
     })
 }
 
 /// Iterator over the frames of a datagram body, for callers that want to handle
 /// frames as they are parsed instead of collecting them.
 ///
-/// Unknown tags are skipped (and counted) using their length prefix. After the
-/// first error the iterator is fused and yields `None`.
+/// Unknown tags are skipped (and counted) using their length prefix; so are Join and
+/// Disconnect, counted apart as misrouted membership frames. After the first error
+/// the iterator is fused and yields `None`.
 #[derive(Debug)]
 pub struct FrameIter<'a> {
     buf: &'a Bytes,
     pos: usize,
     skipped: u32,
+    misrouted: u32,
     done: bool,
     /// The datagram's wire version: version 1 Gossip frames carry no topic.
     version: u8,
@@ -108,6 +116,7 @@ impl<'a> FrameIter<'a> {
             buf,
             pos: offset,
             skipped: 0,
+            misrouted: 0,
             done: false,
             version,
         }
@@ -116,6 +125,12 @@ impl<'a> FrameIter<'a> {
     /// Number of unknown-tag frames skipped so far.
     pub fn skipped_unknown(&self) -> u32 {
         self.skipped
+    }
+
+    /// Number of membership Join and Disconnect frames skipped so far (see
+    /// [`Datagram::misrouted_member_frames`]).
+    pub fn misrouted_member_frames(&self) -> u32 {
+        self.misrouted
     }
 
     /// Parses the next frame or reports why it cannot be; `None` at the end.
@@ -222,19 +237,15 @@ impl<'a> FrameIter<'a> {
                         root: NodeId(u64::from_le_bytes([r0, r1, r2, r3, r4, r5, r6, r7])),
                     }
                 }
-                tag::PING => {
-                    let Ok(&[s0, s1]) = <&[u8; PING_LEN]>::try_from(body) else {
-                        return Some(Err(bad_length));
-                    };
-                    Frame::Ping {
-                        shards: u16::from_le_bytes([s0, s1]),
-                    }
-                }
-                tag::LEAVE => {
-                    if len != 0 {
+                // Control-socket frames (same bytes as `MemberFrame::Join` and
+                // `Disconnect`): still length-checked, then dropped and counted.
+                tag::JOIN | tag::DISCONNECT => {
+                    let want = if t == tag::JOIN { JOIN_LEN } else { 0 };
+                    if len != want {
                         return Some(Err(bad_length));
                     }
-                    Frame::Leave
+                    self.misrouted = self.misrouted.saturating_add(1);
+                    continue;
                 }
                 tag::DIGEST => {
                     let Some((&[p0, p1, flags], mut chunks)) =
@@ -344,8 +355,6 @@ fn body_len(frame: &Frame, version: u8) -> usize {
         Frame::Graft { .. } => GRAFT_LEN,
         Frame::Prune { .. } => PRUNE_LEN,
         Frame::PruneRoot { .. } => PRUNE_ROOT_LEN,
-        Frame::Ping { .. } => PING_LEN,
-        Frame::Leave => 0,
         Frame::Digest { blocks, .. } => DIGEST_FIXED_LEN + DIGEST_BLOCK_LEN * blocks.len(),
     }
 }
@@ -428,11 +437,6 @@ pub fn encode_frame_in(frame: &Frame, version: u8, out: &mut Vec<u8>) {
             out.extend_from_slice(&partition.to_le_bytes());
             out.extend_from_slice(&root.0.to_le_bytes());
         }
-        Frame::Ping { shards } => {
-            write_prefix(tag::PING, len16, out);
-            out.extend_from_slice(&shards.to_le_bytes());
-        }
-        Frame::Leave => write_prefix(tag::LEAVE, len16, out),
         Frame::Digest {
             partition,
             reply,
@@ -537,8 +541,6 @@ mod tests {
                     },
                 ],
             },
-            Frame::Ping { shards: 3 },
-            Frame::Leave,
             Frame::Gossip {
                 id: id(0, 0),
                 round: 0,

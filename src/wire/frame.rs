@@ -19,15 +19,10 @@ pub mod tag {
     pub const PRUNE: u8 = 0x04;
     /// Prune of one root's tree (per-root trees); older nodes skip it as unknown.
     pub const PRUNE_ROOT: u8 = 0x05;
-    /// Membership: HyParView Join with the sender's shard count (the same bytes are
-    /// [`Frame::Ping`](super::Frame::Ping) in the Plumtree view).
-    pub const PING: u8 = 0x10;
-    /// Membership: HyParView Disconnect (the same bytes are
-    /// [`Frame::Leave`](super::Frame::Leave) in the Plumtree view).
-    pub const LEAVE: u8 = 0x11;
-    /// HyParView Join (see [`MemberFrame`](crate::wire::MemberFrame)); the former Ping.
+    /// HyParView Join (see [`MemberFrame`](crate::wire::MemberFrame)), with the
+    /// sender's shard count.
     pub const JOIN: u8 = 0x10;
-    /// HyParView Disconnect; the former Leave.
+    /// HyParView Disconnect.
     pub const DISCONNECT: u8 = 0x11;
     /// HyParView ForwardJoin: `ttl u8 | contact` of the joining node.
     pub const FORWARD_JOIN: u8 = 0x12;
@@ -154,17 +149,6 @@ pub enum Frame {
         /// The sender's recent (still cached) ids, at most [`DIGEST_MAX_BLOCKS`](super::layout::DIGEST_MAX_BLOCKS).
         blocks: Vec<DigestBlock>,
     },
-    /// Membership (control socket): a HyParView Join, "let me in; my shards listen on
-    /// my control port + 1 + k for k < `shards`". Kept in this enum so a shard can
-    /// count it as misrouted; the control core decodes it as
-    /// [`MemberFrame::Join`](super::MemberFrame::Join).
-    Ping {
-        /// How many shard sockets the sender runs.
-        shards: u16,
-    },
-    /// Membership: a HyParView Disconnect ("drop me now"), decoded by the control core
-    /// as [`MemberFrame::Disconnect`](super::MemberFrame::Disconnect).
-    Leave,
 }
 
 /// Datagram header: who sent it and in which life.

@@ -25,8 +25,9 @@ pub const GRAFT_LEN: usize = 19;
 pub const PRUNE_LEN: usize = 2;
 /// Bytes of a PruneRoot body.
 pub const PRUNE_ROOT_LEN: usize = 10;
-/// Bytes of a Ping body.
-pub const PING_LEN: usize = 2;
+/// Bytes of a membership Join body (its shard count), which the shard decoder
+/// checks before it counts the frame as misrouted.
+pub const JOIN_LEN: usize = 2;
 /// Bytes of a Digest body before its blocks (partition and flags).
 pub const DIGEST_FIXED_LEN: usize = 3;
 /// Bytes of one Digest block.

@@ -13,8 +13,8 @@
 //! NeighborReply).
 //!
 //! ```text
-//! Join          (0x10) body := shards u16                (the former Ping: same bytes)
-//! Disconnect    (0x11) body := (empty)                   (the former Leave: same bytes)
+//! Join          (0x10) body := shards u16                (a shard socket counts it as misrouted)
+//! Disconnect    (0x11) body := (empty)                   (likewise)
 //! ForwardJoin   (0x12) body := ttl u8 | contact
 //! Neighbor      (0x13) body := flags u8 (bit0 = high priority) | shards u16
 //! NeighborReply (0x14) body := flags u8 (bit0 = accepted) | shards u16
@@ -742,17 +742,34 @@ mod tests {
     }
 
     #[test]
-    fn join_and_disconnect_keep_the_ping_and_leave_bytes() {
-        let mut a = Vec::new();
-        encode_member_frame(&MemberFrame::Join { shards: 4 }, &mut a);
-        let mut b = Vec::new();
-        encode_frame(&Frame::Ping { shards: 4 }, &mut b);
-        assert_eq!(a, b);
-        a.clear();
-        b.clear();
-        encode_member_frame(&MemberFrame::Disconnect, &mut a);
-        encode_frame(&Frame::Leave, &mut b);
-        assert_eq!(a, b);
+    fn a_join_and_a_disconnect_on_a_shard_socket_are_dropped_and_counted() {
+        let mut raw = encode_member_datagram(
+            &header(),
+            &[MemberFrame::Join { shards: 4 }, MemberFrame::Disconnect],
+        );
+        // The bytes every node has always sent: tag, length, shard count.
+        assert_eq!(
+            raw[HEADER_LEN..],
+            [tag::JOIN, 2, 0, 4, 0, tag::DISCONNECT, 0, 0]
+        );
+        let only_members = decode(&Bytes::from(raw.clone())).expect("not an error");
+        assert!(only_members.frames.is_empty());
+        assert_eq!(only_members.misrouted_member_frames, 2);
+        assert_eq!(only_members.skipped_unknown, 0);
+        encode_frame(&Frame::Prune { partition: 3 }, &mut raw);
+        let dg = decode(&Bytes::from(raw)).expect("valid datagram");
+        assert_eq!(dg.frames, vec![Frame::Prune { partition: 3 }]);
+        assert_eq!(dg.misrouted_member_frames, 2);
+        // Their lengths are still checked: a malformed one rejects the datagram.
+        for (t, len) in [(tag::JOIN, 1usize), (tag::JOIN, 3), (tag::DISCONNECT, 1)] {
+            let mut bad = encode_member_datagram(&header(), &[]);
+            write_prefix(t, len as u16, &mut bad);
+            bad.resize(bad.len() + len, 0);
+            assert_eq!(
+                decode(&Bytes::from(bad)),
+                Err(DecodeError::BadLength { tag: t, len })
+            );
+        }
     }
 
     #[test]

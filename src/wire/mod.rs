@@ -12,14 +12,14 @@
 //! Graft    (0x03) body := origin u64 | seq u64 | round u16 | flags u8 (bit0 = request)
 //! Prune    (0x04) body := partition u16
 //! PruneRoot(0x05) body := partition u16 | root u64   (per-root trees; older nodes skip it)
-//! Ping     (0x10) body := shards u16          (membership Join, control socket)
-//! Leave    (0x11) body := (empty)             (membership Disconnect, control socket)
 //! Digest   (0x20) body := partition u16 | flags u8 (bit0 = reply) | (origin u64 | first u64 | bits u64){n}
 //!                        (anti-entropy; bit i of a block stands for seq first + i * partitions)
 //! ```
 //!
 //! The control socket carries the HyParView frames (0x10..=0x19), decoded by
-//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout.
+//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout. On a
+//! shard socket [`decode`] drops a Join or Disconnect and counts it in
+//! [`Datagram::misrouted_member_frames`].
 //!
 //! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
 //! frames (see [`auth`]); it is verified and stripped before decoding.
@@ -53,6 +53,6 @@ pub use members::{
 
 pub use layout::{
     DEFAULT_MTU, DIGEST_BLOCK_LEN, DIGEST_FIXED_LEN, DIGEST_MAX_BLOCKS, FRAME_PREFIX_LEN,
-    GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, MAGIC, MAX_GOSSIP_PAYLOAD, MIN_MTU,
-    MIN_VERSION, PING_LEN, PRUNE_LEN, PRUNE_ROOT_LEN, VERSION,
+    GOSSIP_FIXED_LEN, GRAFT_LEN, HEADER_LEN, IHAVE_ENTRY_LEN, JOIN_LEN, MAGIC, MAX_GOSSIP_PAYLOAD,
+    MIN_MTU, MIN_VERSION, PRUNE_LEN, PRUNE_ROOT_LEN, VERSION,
 };

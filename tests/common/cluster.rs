@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plumcore::harness::deliveries::{self, Record};
@@ -25,6 +25,12 @@ pub struct Node {
 /// First of `n` consecutive free UDP ports on 127.0.0.1, none of them in `taken`.
 pub fn free_udp_ports(n: u16, taken: &mut Vec<u16>) -> u16 {
     plumcore::harness::ports::free_udp_run(n, taken).expect("free loopback ports")
+}
+
+/// A TCP port on 127.0.0.1 that is free now, for an admin plane or a client port
+/// ([`plumcore::harness::ports::free_tcp`]).
+pub fn free_tcp() -> SocketAddr {
+    plumcore::harness::ports::free_tcp().expect("a free loopback port")
 }
 
 /// Starts node `id` with `shards` shards, joining through `seed`, writing deliveries
@@ -52,9 +58,12 @@ pub fn start_node(
 }
 
 /// Spawns `cmd`, a `plumcore node` answering on `admin` with `shards` shards, and
-/// waits for it as [`start_node`] does ([`plumcore::harness::launch::spawn_ready`]).
-pub fn spawn_ready(cmd: &mut Command, admin: SocketAddr, shards: u16) -> Child {
-    plumcore::harness::launch::spawn_ready(cmd, admin, shards).expect("start plumcore node")
+/// waits for it as [`start_node`] does ([`plumcore::harness::launch::spawn_ready`]);
+/// the handle kills it when dropped.
+pub fn spawn_ready(cmd: &mut Command, admin: SocketAddr, shards: u16) -> NodeProcess {
+    NodeProcess::new(
+        plumcore::harness::launch::spawn_ready(cmd, admin, shards).expect("start plumcore node"),
+    )
 }
 
 /// GET an admin route as JSON; `None` while the node is not answering.
@@ -79,6 +88,28 @@ pub fn read_deliveries(path: &Path) -> HashMap<String, (usize, Vec<u8>)> {
         m.entry(id).or_insert((0, d.payload)).0 += 1;
     }
     m
+}
+
+/// A deliveries file as id -> times delivered.
+pub fn delivery_counts(path: &Path) -> HashMap<String, usize> {
+    read_deliveries(path)
+        .into_iter()
+        .map(|(id, (n, _))| (id, n))
+        .collect()
+}
+
+/// Everything a process started with a piped stderr wrote there, read to the end
+/// (so after it exited, or it blocks).
+pub fn read_stderr(p: &mut NodeProcess) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    p.child_mut()
+        .stderr
+        .take()
+        .expect("stderr was piped")
+        .read_to_string(&mut err)
+        .expect("readable stderr");
+    err
 }
 
 /// The known gaps a deliveries file reports (`{"gap":{"origin":..,"missed":N,..}}`
@@ -122,7 +153,7 @@ pub fn spawn_node(spec: &NodeSpec<'_>, dir: &Path, taken: &mut Vec<u16>) -> Node
         let port = free_udp_ports(spec.shards + 1, taken);
         format!("127.0.0.1:{port}").parse().unwrap()
     });
-    let admin = plumcore::harness::ports::free_tcp().unwrap();
+    let admin = free_tcp();
     let deliveries = dir.join(&spec.deliveries);
     let mut launch = NodeLaunch::new(env!("CARGO_BIN_EXE_plumcore"), bind, admin, spec.shards);
     launch.node_id = Some(spec.id);
