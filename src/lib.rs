@@ -11,7 +11,9 @@
 //! - `protocol`: the sans-IO Plumtree state machine (one [`protocol::Shard`] per core);
 //!   uses `wire`, `topic` and `ids`.
 //! - `membership`: the sans-IO HyParView state machine (active and passive views,
-//!   failure detection); uses `ids` only.
+//!   failure detection) and its driver ([`membership::MemberDriver`]: address book,
+//!   contact trust, seed joins), which the node and the simulator both run; uses
+//!   `wire` (member frames and contacts) and `ids`.
 //! - `wire`: the versioned codec every datagram travels in, and its authentication;
 //!   uses `topic` and `ids`.
 //! - `tasks`: the per-core supervision layer every background task of the node runs

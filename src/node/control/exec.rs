@@ -17,7 +17,7 @@ use rustc_hash::FxHashSet;
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-use super::members::{MemberDriver, Output};
+use crate::membership::driver::{MemberDriver, Output};
 use crate::membership::{MembershipConfig, Time};
 use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
 use crate::node::net::udp::{slot_size, RX_BATCH};

@@ -1,9 +1,10 @@
-//! The membership driver: runs the sans-IO HyParView [`Membership`] for the control
-//! core. It owns the address book (node id -> control address, shard count, last
-//! heard), the timer queue, and the join through seeds that are known only by
-//! address; it turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
+//! The membership driver: runs the sans-IO HyParView [`Membership`] for the node's
+//! control core and for the simulator, so that both drive the same code. It owns the
+//! address book (node id -> control address, shard count, last heard), contact trust,
+//! the timer queue, and the join through seeds that are known only by address; it
+//! turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
 //! (datagrams to send, neighbours for the shards). No sockets and no clock here: the
-//! control core passes `now` and performs the outputs.
+//! caller passes `now` and performs the outputs.
 //!
 //! Partition healing happens in the state machine (its lost list, see
 //! `membership::hyparview`): nodes found dead are probed until they answer. The
@@ -16,9 +17,11 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::config::{ConfigError, MembershipConfig};
+use super::event::{Event, Message, Time, Timer};
+use super::hyparview::Membership;
+use super::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
-use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
-use crate::node::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::wire::members::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
@@ -35,19 +38,31 @@ pub(crate) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
         && (!addr.ip().is_loopback() || to.ip().is_loopback())
 }
 
-/// What the control core must do after an input.
+/// What the driver's caller (the node's control core, or the simulator) must do
+/// after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Output {
+pub enum Output {
     /// Encode, seal and send `frame` to `to`'s control socket.
-    Send { to: SocketAddr, frame: MemberFrame },
+    Send {
+        /// The receiver's control address.
+        to: SocketAddr,
+        /// What to tell it.
+        frame: MemberFrame,
+    },
     /// `peer` entered the active view: every shard adds it as a Plumtree neighbour.
     NeighborUp {
+        /// The new neighbour.
         peer: NodeId,
+        /// Its control address; its shard `k` listens on port + 1 + k.
         control: SocketAddr,
+        /// Its shard count.
         shards: u16,
     },
     /// `peer` left the active view.
-    NeighborDown { peer: NodeId },
+    NeighborDown {
+        /// The neighbour that left.
+        peer: NodeId,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +121,7 @@ struct Due {
 }
 
 /// The HyParView driver of one node. See the module documentation.
-pub(crate) struct MemberDriver {
+pub struct MemberDriver {
     me: NodeId,
     /// Our own control address and shard count, as put in contacts about us.
     my_addr: SocketAddr,
@@ -353,7 +368,6 @@ impl MemberDriver {
 
     /// One decoded control datagram from `from` (header sender) at `src`, without
     /// an Advertise frame.
-    #[cfg(test)]
     pub fn on_frames(
         &mut self,
         now: Time,
