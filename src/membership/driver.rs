@@ -10,8 +10,6 @@
 //! `membership::hyparview`): nodes found dead are probed until they answer. The
 //! driver keeps their addresses in the book so those probes can be sent.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,6 +20,7 @@ use super::event::{Event, Message, Time, Timer};
 use super::hyparview::Membership;
 use super::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
+use crate::timer::TimerQueue;
 use crate::wire::members::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
@@ -113,13 +112,6 @@ impl AddressBook {
     }
 }
 
-/// A timer due at `at`; `seq` keeps equal deadlines in arming order.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: Time,
-    seq: u64,
-}
-
 /// The HyParView driver of one node. See the module documentation.
 pub struct MemberDriver {
     me: NodeId,
@@ -130,9 +122,8 @@ pub struct MemberDriver {
     mtu: usize,
     m: Membership,
     book: AddressBook,
-    timers: BinaryHeap<Reverse<Due>>,
-    timer_of: FxHashMap<u64, Timer>,
-    next_seq: u64,
+    /// The state machine's timers; equal deadlines fire in arming order.
+    timers: TimerQueue<Timer>,
     /// Configured seeds (our own address excluded) and the ids learned from them.
     seeds: Vec<SocketAddr>,
     seed_ids: Vec<NodeId>,
@@ -174,9 +165,7 @@ impl MemberDriver {
                 map: FxHashMap::default(),
                 cap,
             },
-            timers: BinaryHeap::new(),
-            timer_of: FxHashMap::default(),
-            next_seq: 0,
+            timers: TimerQueue::new(),
             seeds: s,
             seed_ids: Vec::new(),
             seed_backoff: backoff,
@@ -522,7 +511,7 @@ impl MemberDriver {
         if self.left {
             return None;
         }
-        let timer = self.timers.peek().map(|Reverse(d)| d.at);
+        let timer = self.timers.next_due();
         let need =
             !self.seeds.is_empty() && (self.seed_ids.is_empty() || self.m.active().is_empty());
         let join = need.then_some(self.next_seed_join);
@@ -539,14 +528,9 @@ impl MemberDriver {
         if self.left {
             return Vec::new();
         }
-        while self.timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = self.timers.pop() else {
-                break;
-            };
-            if let Some(t) = self.timer_of.remove(&d.seq) {
-                self.m.handle_timer(now, t);
-                self.drain(now);
-            }
+        while let Some(t) = self.timers.pop_due(now) {
+            self.m.handle_timer(now, t);
+            self.drain(now);
         }
         let cfg = self.m.config();
         let (retry, retry_max) = (cfg.join_retry, cfg.join_retry_max);
@@ -589,7 +573,6 @@ impl MemberDriver {
         self.drain(now);
         self.left = true;
         self.timers.clear();
-        self.timer_of.clear();
         std::mem::take(&mut self.out)
     }
 
@@ -612,10 +595,7 @@ impl MemberDriver {
                         self.stats.timer_overflow += 1;
                         continue;
                     }
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.timers.push(Reverse(Due { at, seq }));
-                    self.timer_of.insert(seq, timer);
+                    self.timers.insert(at, timer);
                 }
             }
         }
