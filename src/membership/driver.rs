@@ -21,7 +21,7 @@ use super::hyparview::Membership;
 use super::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
 use crate::timer::TimerQueue;
-use crate::wire::members::max_contacts;
+use crate::wire::member_frame::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
 /// Most timers waiting at once. The state machine keeps a handful per neighbour;

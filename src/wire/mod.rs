@@ -19,7 +19,7 @@
 //! ```
 //!
 //! The control socket carries the HyParView frames (0x10..=0x19), decoded by
-//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout.
+//! [`decode_members`] into [`MemberFrame`]s; see [`member_frame`] for their layout.
 //!
 //! With a cluster key, header flag bit 0x01 is set and an auth trailer follows the
 //! frames (see [`auth`]); it is verified and stripped before decoding.
@@ -36,7 +36,7 @@ mod codec;
 mod error;
 mod frame;
 mod layout;
-pub mod members;
+pub mod member_frame;
 
 pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
 pub use codec::{
@@ -45,7 +45,7 @@ pub use codec::{
 };
 pub use error::DecodeError;
 pub use frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
-pub use members::{
+pub use member_frame::{
     decode_members, encode_member_datagram, encode_member_frame, member_encoded_len, Contact,
     MemberDatagram, MemberFrame, CONTACT_LEN,
 };
