@@ -204,6 +204,12 @@ impl MemberDriver {
         self.tick(now)
     }
 
+    /// The state machine it drives (views, counters), read-only: the simulator
+    /// checks the overlay and sums the counters through it.
+    pub fn membership(&self) -> &Membership {
+        &self.m
+    }
+
     /// The active view's members with their layouts (for `/peers`).
     pub fn active(&self) -> impl Iterator<Item = (NodeId, Option<SocketAddr>, u16)> + '_ {
         self.m.active().iter().map(|&id| {
