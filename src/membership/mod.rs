@@ -18,19 +18,24 @@
 //! a neighbour silent for `failure_timeout` is sent a [`Message::Probe`], and if it does
 //! not answer within `probe_timeout` it is removed and replaced from the passive view.
 //!
-//! Messages name peers by [`NodeId`](crate::ids::NodeId) only; the driver maps ids to addresses. A shuffle
-//! reply goes to the shuffle's origin, which need not be a neighbour, so the driver's
-//! address book must cover every id that can appear in a view.
+//! Messages name peers by [`NodeId`](crate::ids::NodeId) only; the driver
+//! ([`MemberDriver`], which the node and the simulator both run) maps ids to
+//! addresses and messages to wire frames. A shuffle reply goes to the shuffle's
+//! origin, which need not be a neighbour, so the driver's address book must cover
+//! every id that can appear in a view.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod config;
+pub mod driver;
 mod event;
 pub mod hyparview;
+pub mod snapshot;
 mod stats;
 
 pub use config::{ConfigError, MembershipConfig};
+pub use driver::MemberDriver;
 pub use event::{Event, Message, Time, Timer};
 pub use hyparview::Membership;
 pub use stats::MembershipStats;

@@ -295,16 +295,16 @@ pub fn node_id_from_name(name: &str) -> u64 {
 
 /// Checks a node name: 1 to 64 bytes, no control characters.
 pub fn check_node_name(name: &str) -> Result<(), String> {
-    if crate::wire::members::is_valid_node_name(name) {
+    if crate::wire::member_frame::is_valid_node_name(name) {
         Ok(())
     } else if name.is_empty() {
         Err("must not be empty".into())
-    } else if name.len() > crate::wire::members::MAX_NODE_NAME {
+    } else if name.len() > crate::wire::member_frame::MAX_NODE_NAME {
         Err(format!(
             "`{}` is {} bytes; at most {}",
             name.escape_debug(),
             name.len(),
-            crate::wire::members::MAX_NODE_NAME
+            crate::wire::member_frame::MAX_NODE_NAME
         ))
     } else {
         Err(format!(

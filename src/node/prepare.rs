@@ -154,7 +154,7 @@ fn hostname() -> Option<String> {
     }
     let end = buf.iter().position(|&b| b == 0)?;
     let name = std::str::from_utf8(&buf[..end]).ok()?;
-    crate::wire::members::is_valid_node_name(name).then(|| name.to_string())
+    crate::wire::member_frame::is_valid_node_name(name).then(|| name.to_string())
 }
 
 /// Random-enough node id when none is configured: time, pid and address mixed.

@@ -13,6 +13,8 @@ pub use crate::tasks::{TaskCounters, TaskNameCounters};
 use crate::topic::Topic;
 
 pub use super::net::io_stats::IoStats;
+/// The membership driver's views and counters, defined beside it in `membership`.
+pub use crate::membership::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 
 /// Most node names a [`NameBook`] keeps (the oldest learned is forgotten first).
 pub const NAME_BOOK_CAPACITY: usize = 4096;
@@ -108,66 +110,6 @@ pub struct PeerInfo {
     /// Partitions (over all local shards) where this peer is eager / lazy.
     pub eager_partitions: u32,
     pub lazy_partitions: u32,
-}
-
-/// One member of a HyParView view, as `GET /members` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberInfo {
-    pub node_id: String,
-    /// Its node name, when known.
-    pub name: Option<String>,
-    /// Control address; shard `k` listens on port + 1 + k.
-    pub addr: Option<SocketAddr>,
-    /// Shard count (0 = not known yet).
-    pub shards: u16,
-    /// `active` (a Plumtree neighbour), `passive` (a backup), `pending` (a passive
-    /// node asked to become a neighbour) or `lost` (stopped answering; probed).
-    pub state: String,
-    /// Milliseconds since a datagram last came from it; `None` if it never wrote to
-    /// us (known from a shuffle or a forwarded join only).
-    pub last_heard_ms_ago: Option<u64>,
-}
-
-/// Counters of the membership driver (the part of the control core around the
-/// sans-IO state machine): what it could not route or had to drop.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MemberDriverStats {
-    /// Messages for a node whose address is not in the address book, dropped.
-    pub unroutable: u64,
-    /// Contacts (or Join/Neighbor layouts) with no port, no address or no shard, dropped.
-    pub bad_contacts: u64,
-    /// Address book entries evicted to stay within its bound.
-    pub address_book_evictions: u64,
-    /// Timers dropped because the timer queue was full.
-    pub timer_overflow: u64,
-    /// Joins sent to seed addresses whose node id was not known yet.
-    pub seed_joins_sent: u64,
-    /// Contacts left out of a frame because their address could not work for its
-    /// receiver (a wildcard, or loopback told to a node that is not on loopback).
-    pub unusable_withheld: u64,
-    /// Seed names that did not resolve, counted per attempt.
-    pub seed_resolve_failures: u64,
-}
-
-/// The HyParView state as the control core last saw it (`GET /members`, metrics).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MembershipSnapshot {
-    pub active: Vec<MemberInfo>,
-    pub passive: Vec<MemberInfo>,
-    /// Nodes that stopped answering and are probed with backoff until they answer.
-    pub lost: Vec<MemberInfo>,
-    pub active_capacity: usize,
-    pub passive_capacity: usize,
-    pub lost_capacity: usize,
-    /// A join is still unanswered (no neighbour yet).
-    pub joining: bool,
-    /// Configured seed addresses.
-    pub seeds: Vec<SocketAddr>,
-    pub address_book_size: usize,
-    pub address_book_capacity: usize,
-    pub timers_pending: usize,
-    pub stats: crate::membership::MembershipStats,
-    pub driver: MemberDriverStats,
 }
 
 /// Status of one background loop (field names from the loop-manager reference).

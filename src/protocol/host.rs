@@ -21,8 +21,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::event::{Event, Time, Timer};
 use super::gap::Gap;
 use super::shard::{BroadcastError, Shard};
-use super::timer::TimerQueue;
 use crate::ids::{MessageId, NodeId};
+use crate::timer::TimerQueue;
 use crate::topic::Topic;
 use crate::wire::{self, Coalescer, Datagram, Frame, Header, IHaveEntry};
 

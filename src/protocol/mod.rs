@@ -21,15 +21,14 @@ pub mod roots;
 pub mod seen;
 pub mod shard;
 pub mod stats;
-pub mod timer;
 pub mod validate;
 
+pub use crate::timer::TimerQueue;
 pub use config::{ConfigError, Mode, ProtocolConfig};
 pub use event::{Event, Time, Timer};
 pub use host::{HostEvent, HostTimer, ShardHost};
 pub use shard::{BroadcastError, CleanupProgress, Shard};
 pub use stats::ShardStats;
-pub use timer::TimerQueue;
 pub use validate::{MessageView, Validator, ValidatorHandle, Verdict};
 
 #[cfg(test)]

@@ -12,14 +12,12 @@ use rustc_hash::FxHashMap;
 use super::network::{random_overlay, LinkModel};
 use super::report::SimReport;
 use crate::ids::{MessageId, NodeId};
-use crate::membership::{
-    Event as MemberEvent, Membership, MembershipConfig, Message as MemberMessage,
-    Timer as MemberTimer,
-};
+use crate::membership::driver::{MemberDriver, Output as MemberOutput};
+use crate::membership::MembershipConfig;
 use crate::protocol::gap::Gap;
 use crate::protocol::host::{HostConfig, HostEvent, PeerLayout, ShardHost};
 use crate::protocol::{Mode, ProtocolConfig, Shard, TimerQueue};
-use crate::wire::{self, Frame, Header};
+use crate::wire::{self, Frame, Header, MemberFrame};
 
 /// Seeds each joining HyParView node is given (random earlier nodes).
 const SEEDS_PER_NODE: usize = 3;
@@ -144,14 +142,18 @@ enum What {
     Join {
         node: u32,
     },
+    /// One membership datagram (a node sends one frame a datagram, as the control
+    /// core does); the network carries the frame, not its encoding.
     Member {
         to: u32,
         from: u32,
-        msg: MemberMessage,
+        frame: MemberFrame,
     },
-    MemberTimer {
+    /// The node's membership driver has something due (stale unless `at` is still
+    /// the node's armed membership wake-up).
+    MemberWake {
         node: u32,
-        timer: MemberTimer,
+        at: Duration,
     },
     HealCheck,
     /// After a split heals: is the overlay one connected graph again?
@@ -201,7 +203,11 @@ struct Sim {
     hosts: Vec<ShardHost>,
     /// The earliest wake-up scheduled for each node's host timers.
     wake_at: Vec<Option<Duration>>,
-    members: Vec<Membership>,
+    /// Each node's membership driver, the one the node's control core runs
+    /// (HyParView overlay only).
+    members: Vec<MemberDriver>,
+    /// The earliest wake-up scheduled for each node's membership driver.
+    member_wake_at: Vec<Option<Duration>>,
     alive: Vec<bool>,
     crashed_at: Option<Duration>,
     healed_at: Option<Duration>,
@@ -291,6 +297,22 @@ fn sim_host(i: u32, cfg: &SimConfig) -> ShardHost {
     )
 }
 
+/// The membership driver of simulated node `i`, as its control core builds it: its
+/// control address, one shard, no seeds until it joins.
+fn sim_member(i: u32, cfg: &SimConfig) -> MemberDriver {
+    MemberDriver::new(
+        node_id(i),
+        layout_of(i).control,
+        layout_of(i).shards,
+        cfg.mtu
+            .saturating_sub(wire::member_frame::ADVERTISE_FRAME_LEN),
+        cfg.membership.clone(),
+        &[],
+        cfg.seed ^ (i as u64) << 24,
+    )
+    .expect("membership config validated by the caller")
+}
+
 /// Runs one scenario to completion and reports.
 pub fn run(cfg: &SimConfig) -> SimReport {
     let wall = Instant::now();
@@ -309,16 +331,7 @@ impl Sim {
         let hosts = (0..n as u32).map(|i| sim_host(i, &cfg)).collect();
         let members = match cfg.overlay {
             Overlay::Random => Vec::new(),
-            Overlay::HyParView => (0..n as u32)
-                .map(|i| {
-                    Membership::new(
-                        node_id(i),
-                        cfg.membership.clone(),
-                        cfg.seed ^ (i as u64) << 24,
-                    )
-                    .expect("membership config validated by the caller")
-                })
-                .collect(),
+            Overlay::HyParView => (0..n as u32).map(|i| sim_member(i, &cfg)).collect(),
         };
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng);
@@ -333,6 +346,7 @@ impl Sim {
             hosts,
             wake_at: vec![None; n],
             members,
+            member_wake_at: vec![None; n],
             alive: vec![true; n],
             crashed_at: None,
             healed_at: None,
@@ -566,26 +580,32 @@ impl Sim {
                 }
             }
             What::Join { node } => {
-                // Up to three random earlier nodes, as an operator lists a few seeds:
-                // the first is the contact, the others serve retries and rejoins.
+                // Up to three random earlier nodes' control addresses, as an operator
+                // lists a few seeds: the driver asks each until one answers, and keeps
+                // them for rejoins.
                 let k = (node as usize).min(SEEDS_PER_NODE);
-                let seeds: Vec<NodeId> = rand::seq::index::sample(&mut self.rng, node as usize, k)
-                    .iter()
-                    .map(|i| node_id(i as u32))
-                    .collect();
-                self.members[node as usize].join(now, &seeds);
-                self.pump_member(node);
+                let seeds: Vec<SocketAddr> =
+                    rand::seq::index::sample(&mut self.rng, node as usize, k)
+                        .iter()
+                        .map(|i| layout_of(i as u32).control)
+                        .collect();
+                self.members[node as usize].set_seeds(&seeds);
+                let out = self.members[node as usize].start(now);
+                self.pump_member(node, out);
             }
-            What::Member { to, from, msg } => {
+            What::Member { to, from, frame } => {
                 if self.alive[to as usize] {
-                    self.members[to as usize].handle(now, node_id(from), msg);
-                    self.pump_member(to);
+                    let src = layout_of(from).control;
+                    let out =
+                        self.members[to as usize].on_frames(now, node_id(from), src, vec![frame]);
+                    self.pump_member(to, out);
                 }
             }
-            What::MemberTimer { node, timer } => {
-                if self.alive[node as usize] {
-                    self.members[node as usize].handle_timer(now, timer);
-                    self.pump_member(node);
+            What::MemberWake { node, at } => {
+                if self.alive[node as usize] && self.member_wake_at[node as usize] == Some(at) {
+                    self.member_wake_at[node as usize] = None;
+                    let out = self.members[node as usize].tick(now);
+                    self.pump_member(node, out);
                 }
             }
             What::HealCheck => {
@@ -702,13 +722,15 @@ impl Sim {
         }
     }
 
-    /// Drains a node's membership events: messages go over the simulated links (same
-    /// latency, loss and partitions as datagrams), view changes go to its shard.
-    fn pump_member(&mut self, node: u32) {
-        while let Some(ev) = self.members[node as usize].poll_event() {
-            match ev {
-                MemberEvent::Send { to, msg } => {
-                    let to = index_of(to);
+    /// Performs a node's membership outputs as its control core does: frames go over
+    /// the simulated links (same latency, loss and partitions as datagrams), view
+    /// changes go to its shard host with the layout the driver learned; then the
+    /// driver's next wake-up is armed.
+    fn pump_member(&mut self, node: u32, out: Vec<MemberOutput>) {
+        for o in out {
+            match o {
+                MemberOutput::Send { to, frame } => {
+                    let to = node_at(to);
                     if self.split && self.side[node as usize] != self.side[to as usize] {
                         continue;
                     }
@@ -719,23 +741,43 @@ impl Sim {
                             What::Member {
                                 to,
                                 from: node,
-                                msg: msg.clone(),
+                                frame: frame.clone(),
                             },
                         );
                     }
                 }
-                MemberEvent::NeighborUp(p) => {
-                    self.hosts[node as usize].neighbor_up(self.now, p, layout_of(index_of(p)));
+                MemberOutput::NeighborUp {
+                    peer,
+                    control,
+                    shards,
+                } => {
+                    self.hosts[node as usize].neighbor_up(
+                        self.now,
+                        peer,
+                        PeerLayout { control, shards },
+                    );
                     self.pump(node);
                 }
-                MemberEvent::NeighborDown(p) => {
-                    self.hosts[node as usize].neighbor_down(self.now, p);
+                MemberOutput::NeighborDown { peer } => {
+                    self.hosts[node as usize].neighbor_down(self.now, peer);
                     self.pump(node);
-                }
-                MemberEvent::SetTimer { at, timer } => {
-                    self.at(at, What::MemberTimer { node, timer })
                 }
             }
+        }
+        self.arm_member_wake(node);
+    }
+
+    /// Schedules a wake-up for a node's membership driver at its `next_due` (never in
+    /// the past: an overdue seed retry runs now), unless one at or before it is
+    /// scheduled already.
+    fn arm_member_wake(&mut self, node: u32) {
+        let Some(at) = self.members[node as usize].next_due() else {
+            return;
+        };
+        let at = at.max(self.now);
+        if self.member_wake_at[node as usize].is_none_or(|w| at < w) {
+            self.member_wake_at[node as usize] = Some(at);
+            self.at(at, What::MemberWake { node, at });
         }
     }
 
@@ -745,7 +787,7 @@ impl Sim {
         let n = self.cfg.nodes;
         let live: Vec<usize> = (0..n).filter(|&i| self.alive[i]).collect();
         for &i in &live {
-            let act = self.members[i].active();
+            let act = self.members[i].membership().active();
             if act.is_empty() || act.iter().any(|&p| !self.alive[index_of(p) as usize]) {
                 return false;
             }
@@ -758,7 +800,7 @@ impl Sim {
         seen[start] = true;
         let mut count = 1;
         while let Some(i) = stack.pop() {
-            for &p in self.members[i].active() {
+            for &p in self.members[i].membership().active() {
                 let j = index_of(p) as usize;
                 if !seen[j] {
                     seen[j] = true;
@@ -1017,16 +1059,32 @@ impl Sim {
             neighbor_failures: self
                 .members
                 .iter()
-                .map(|m| m.stats().neighbor_failures)
+                .map(|m| m.membership().stats().neighbor_failures)
                 .sum(),
-            promotions: self.members.iter().map(|m| m.stats().promotions).sum(),
-            shuffles: self.members.iter().map(|m| m.stats().shuffles_sent).sum(),
-            splices: self.members.iter().map(|m| m.stats().splices).sum(),
-            lost_rejoins: self.members.iter().map(|m| m.stats().lost_rejoins).sum(),
+            promotions: self
+                .members
+                .iter()
+                .map(|m| m.membership().stats().promotions)
+                .sum(),
+            shuffles: self
+                .members
+                .iter()
+                .map(|m| m.membership().stats().shuffles_sent)
+                .sum(),
+            splices: self
+                .members
+                .iter()
+                .map(|m| m.membership().stats().splices)
+                .sum(),
+            lost_rejoins: self
+                .members
+                .iter()
+                .map(|m| m.membership().stats().lost_rejoins)
+                .sum(),
             lost_probes: self
                 .members
                 .iter()
-                .map(|m| m.stats().lost_probes_sent)
+                .map(|m| m.membership().stats().lost_probes_sent)
                 .sum(),
             lost_probe_seconds: self
                 .crashed_at
@@ -1035,7 +1093,7 @@ impl Sim {
                 0.0
             } else {
                 live.iter()
-                    .map(|&i| self.members[i].active().len())
+                    .map(|&i| self.members[i].membership().active().len())
                     .sum::<usize>() as f64
                     / live.len() as f64
             },

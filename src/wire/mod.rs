@@ -17,7 +17,7 @@
 //! ```
 //!
 //! The control socket carries the HyParView frames (0x10..=0x19), decoded by
-//! [`decode_members`] into [`MemberFrame`]s; see [`members`] for their layout. On a
+//! [`decode_members`] into [`MemberFrame`]s; see [`member_frame`] for their layout. On a
 //! shard socket [`decode`] drops a Join or Disconnect and counts it in
 //! [`Datagram::misrouted_member_frames`].
 //!
@@ -37,7 +37,7 @@ mod codec;
 mod error;
 mod frame;
 mod layout;
-pub mod members;
+pub mod member_frame;
 
 pub use builder::{Coalescer, DatagramBuilder, FrameTooLarge};
 pub use codec::{
@@ -46,7 +46,7 @@ pub use codec::{
 };
 pub use error::DecodeError;
 pub use frame::{tag, DigestBlock, Frame, Header, IHaveEntry};
-pub use members::{
+pub use member_frame::{
     decode_members, encode_member_datagram, encode_member_frame, member_encoded_len, Contact,
     MemberDatagram, MemberFrame, CONTACT_LEN,
 };

@@ -1,11 +1,11 @@
 //! A small in-file simulation of a cluster joining, shuffling and healing after crashes.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::*;
+use crate::timer::TimerQueue;
 
 /// A tiny driver: messages are delivered instantly in FIFO order, timers in time order;
 /// crashed nodes receive nothing and fire nothing.
@@ -16,9 +16,8 @@ struct Sim {
     /// Mirror of each node's active view built only from NeighborUp/NeighborDown.
     up: Vec<FxHashSet<NodeId>>,
     queue: VecDeque<(NodeId, NodeId, Message)>,
-    timers: BinaryHeap<Reverse<(Time, u64, usize)>>,
-    timer_data: FxHashMap<u64, Timer>,
-    seq: u64,
+    /// Each node's timers, with the node they belong to.
+    timers: TimerQueue<(usize, Timer)>,
     now: Time,
 }
 
@@ -38,9 +37,7 @@ impl Sim {
             alive: vec![true; n],
             up: vec![FxHashSet::default(); n],
             queue: VecDeque::new(),
-            timers: BinaryHeap::new(),
-            timer_data: FxHashMap::default(),
-            seq: 0,
+            timers: TimerQueue::new(),
             now: Duration::ZERO,
         }
     }
@@ -52,9 +49,7 @@ impl Sim {
                 Event::Send { to, msg } => self.queue.push_back((me, to, msg)),
                 Event::SetTimer { at, timer } => {
                     assert!(at >= self.now, "timer in the past");
-                    self.seq += 1;
-                    self.timer_data.insert(self.seq, timer);
-                    self.timers.push(Reverse((at, self.seq, i)));
+                    self.timers.insert(at, (i, timer));
                 }
                 Event::NeighborUp(p) => assert!(self.up[i].insert(p)),
                 Event::NeighborDown(p) => assert!(self.up[i].remove(&p)),
@@ -78,12 +73,10 @@ impl Sim {
     }
 
     fn run_until(&mut self, end: Time) {
-        while let Some(&Reverse((at, seq, i))) = self.timers.peek() {
-            if at > end {
+        while self.timers.next_due().is_some_and(|at| at <= end) {
+            let Some((at, (i, timer))) = self.timers.pop_next() else {
                 break;
-            }
-            self.timers.pop();
-            let timer = self.timer_data.remove(&seq).unwrap();
+            };
             self.now = at;
             if self.alive[i] {
                 self.nodes[i].handle_timer(at, timer);

@@ -17,7 +17,7 @@ use rustc_hash::FxHashSet;
 use socket2::Socket;
 use tracing::{debug, error, info, warn};
 
-use super::members::{MemberDriver, Output};
+use crate::membership::driver::{MemberDriver, Output};
 use crate::membership::{MembershipConfig, Time};
 use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
 use crate::node::net::udp::{slot_size, RX_BATCH};
@@ -220,7 +220,7 @@ impl ControlState {
         // datagrams' source is not where peers reach us, and a NAT may rewrite the
         // source port of any of them (the driver's MTU leaves room for it).
         if let Some(a) = self.ctx.cfg.advertise {
-            wire::members::encode_advertise(a, &mut d);
+            wire::member_frame::encode_advertise(a, &mut d);
         }
         if let Some(name) = &self.ctx.cfg.node_name {
             if matches!(
@@ -229,7 +229,11 @@ impl ControlState {
                     | MemberFrame::Neighbor { .. }
                     | MemberFrame::NeighborReply { .. }
             ) {
-                wire::members::encode_node_name_with(name, self.ctx.cfg.node_name_chosen, &mut d);
+                wire::member_frame::encode_node_name_with(
+                    name,
+                    self.ctx.cfg.node_name_chosen,
+                    &mut d,
+                );
             }
         }
         match &mut self.ctx.auth {
@@ -292,7 +296,7 @@ impl ControlState {
             },
             None => buf,
         };
-        if let Some((holder, name)) = wire::members::read_name_conflict(&bytes) {
+        if let Some((holder, name)) = wire::member_frame::read_name_conflict(&bytes) {
             self.name_conflicts_received += 1;
             if self.conflict_log_due() {
                 error!(
@@ -312,7 +316,7 @@ impl ControlState {
             }
         };
         self.io.unknown_frames += dg.skipped_unknown as u64;
-        if let Some((name, chosen)) = wire::members::read_node_name_with(&bytes) {
+        if let Some((name, chosen)) = wire::member_frame::read_node_name_with(&bytes) {
             // Only a name the operator chose is refused when taken: the hostname
             // default is shared by every node on a host.
             let holder = chosen
@@ -331,7 +335,7 @@ impl ControlState {
                     );
                 }
                 let mut d = wire::encode_member_datagram(&self.ctx.header, &[]);
-                wire::members::encode_name_conflict(holder, &name, &mut d);
+                wire::member_frame::encode_name_conflict(holder, &name, &mut d);
                 let d = match &mut self.ctx.auth {
                     Some((sealer, _)) => sealer.seal_bytes(&d, unix_ms()),
                     None => Bytes::from(d),
@@ -342,7 +346,7 @@ impl ControlState {
                 info!(peer = %dg.header.sender, name = %name, "node name learned");
             }
         }
-        let advertised = wire::members::read_advertise(&bytes);
+        let advertised = wire::member_frame::read_advertise(&bytes);
         let out =
             self.members
                 .on_frames_advertised(now, dg.header.sender, src, advertised, dg.frames);
@@ -721,7 +725,7 @@ pub(crate) async fn run_control(ctx: ControlCtx, sock: Socket) {
         advertise,
         n as u16,
         build_mtu(ctx.cfg.mtu, ctx.auth.is_some())
-            .saturating_sub(wire::members::ADVERTISE_FRAME_LEN),
+            .saturating_sub(wire::member_frame::ADVERTISE_FRAME_LEN),
         ctx.membership.clone(),
         &seed_addrs,
         seed ^ 0x6d65_6d62_6572_7321,

@@ -2,4 +2,3 @@
 //! node's periodic work (maintenance, cleanup scheduling, stats aggregation).
 
 pub(crate) mod exec;
-mod members;

@@ -1,11 +1,16 @@
 //! A pure timer queue: what is due when, in the order it was asked for. The shard
-//! host and the simulator keep their timers in it instead of hand-written heaps; it
-//! never reads a clock (every query takes `now`).
+//! host, the membership driver and the simulator keep their timers in it instead of
+//! hand-written heaps; it never reads a clock (every query takes `now`, the time since
+//! an epoch the driver picks, as `protocol::Time` and `membership::Time` are).
+
+#![forbid(unsafe_code)]
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::time::Duration;
 
-use super::event::Time;
+/// A point of virtual or real time: time since the driver's epoch.
+type Time = Duration;
 
 /// Timers ordered by due time, ties broken by insertion order (first in, first out),
 /// so that a driver firing them is deterministic.
@@ -96,12 +101,15 @@ impl<T> TimerQueue<T> {
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
+
+    /// Disarms every timer (a driver that stopped for good).
+    pub fn clear(&mut self) {
+        self.heap.clear();
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn ms(n: u64) -> Time {
@@ -137,5 +145,18 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop_next(), Some((ms(20), 2)));
         assert_eq!(q.pop_next(), None);
+    }
+
+    #[test]
+    fn clear_disarms_everything() {
+        let mut q = TimerQueue::new();
+        q.insert(ms(10), 1);
+        q.insert(ms(20), 2);
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!(q.next_due(), None);
+        assert_eq!(q.pop_due(ms(30)), None);
+        q.insert(ms(5), 3);
+        assert_eq!(q.pop_due(ms(5)), Some(3));
     }
 }

@@ -1,25 +1,27 @@
-//! The membership driver: runs the sans-IO HyParView [`Membership`] for the control
-//! core. It owns the address book (node id -> control address, shard count, last
-//! heard), the timer queue, and the join through seeds that are known only by
-//! address; it turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
+//! The membership driver: runs the sans-IO HyParView [`Membership`] for the node's
+//! control core and for the simulator, so that both drive the same code. It owns the
+//! address book (node id -> control address, shard count, last heard), contact trust,
+//! the timer queue, and the join through seeds that are known only by address; it
+//! turns wire frames into [`Message`]s and [`Event`]s into [`Output`]s
 //! (datagrams to send, neighbours for the shards). No sockets and no clock here: the
-//! control core passes `now` and performs the outputs.
+//! caller passes `now` and performs the outputs.
 //!
 //! Partition healing happens in the state machine (its lost list, see
 //! `membership::hyparview`): nodes found dead are probed until they answer. The
 //! driver keeps their addresses in the book so those probes can be sent.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::config::{ConfigError, MembershipConfig};
+use super::event::{Event, Message, Time, Timer};
+use super::hyparview::Membership;
+use super::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
 use crate::ids::NodeId;
-use crate::membership::{ConfigError, Event, Membership, MembershipConfig, Message, Time, Timer};
-use crate::node::snapshot::{MemberDriverStats, MemberInfo, MembershipSnapshot};
-use crate::wire::members::max_contacts;
+use crate::timer::TimerQueue;
+use crate::wire::member_frame::max_contacts;
 use crate::wire::{Contact, MemberFrame};
 
 /// Most timers waiting at once. The state machine keeps a handful per neighbour;
@@ -35,19 +37,31 @@ pub(crate) fn usable_by(addr: SocketAddr, to: SocketAddr) -> bool {
         && (!addr.ip().is_loopback() || to.ip().is_loopback())
 }
 
-/// What the control core must do after an input.
+/// What the driver's caller (the node's control core, or the simulator) must do
+/// after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Output {
+pub enum Output {
     /// Encode, seal and send `frame` to `to`'s control socket.
-    Send { to: SocketAddr, frame: MemberFrame },
+    Send {
+        /// The receiver's control address.
+        to: SocketAddr,
+        /// What to tell it.
+        frame: MemberFrame,
+    },
     /// `peer` entered the active view: every shard adds it as a Plumtree neighbour.
     NeighborUp {
+        /// The new neighbour.
         peer: NodeId,
+        /// Its control address; its shard `k` listens on port + 1 + k.
         control: SocketAddr,
+        /// Its shard count.
         shards: u16,
     },
     /// `peer` left the active view.
-    NeighborDown { peer: NodeId },
+    NeighborDown {
+        /// The neighbour that left.
+        peer: NodeId,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -98,15 +112,8 @@ impl AddressBook {
     }
 }
 
-/// A timer due at `at`; `seq` keeps equal deadlines in arming order.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: Time,
-    seq: u64,
-}
-
 /// The HyParView driver of one node. See the module documentation.
-pub(crate) struct MemberDriver {
+pub struct MemberDriver {
     me: NodeId,
     /// Our own control address and shard count, as put in contacts about us.
     my_addr: SocketAddr,
@@ -115,9 +122,8 @@ pub(crate) struct MemberDriver {
     mtu: usize,
     m: Membership,
     book: AddressBook,
-    timers: BinaryHeap<Reverse<Due>>,
-    timer_of: FxHashMap<u64, Timer>,
-    next_seq: u64,
+    /// The state machine's timers; equal deadlines fire in arming order.
+    timers: TimerQueue<Timer>,
     /// Configured seeds (our own address excluded) and the ids learned from them.
     seeds: Vec<SocketAddr>,
     seed_ids: Vec<NodeId>,
@@ -159,9 +165,7 @@ impl MemberDriver {
                 map: FxHashMap::default(),
                 cap,
             },
-            timers: BinaryHeap::new(),
-            timer_of: FxHashMap::default(),
-            next_seq: 0,
+            timers: TimerQueue::new(),
             seeds: s,
             seed_ids: Vec::new(),
             seed_backoff: backoff,
@@ -198,6 +202,12 @@ impl MemberDriver {
         self.m.join(now, &[]);
         self.drain(now);
         self.tick(now)
+    }
+
+    /// The state machine it drives (views, counters), read-only: the simulator
+    /// checks the overlay and sums the counters through it.
+    pub fn membership(&self) -> &Membership {
+        &self.m
     }
 
     /// The active view's members with their layouts (for `/peers`).
@@ -353,7 +363,6 @@ impl MemberDriver {
 
     /// One decoded control datagram from `from` (header sender) at `src`, without
     /// an Advertise frame.
-    #[cfg(test)]
     pub fn on_frames(
         &mut self,
         now: Time,
@@ -508,7 +517,7 @@ impl MemberDriver {
         if self.left {
             return None;
         }
-        let timer = self.timers.peek().map(|Reverse(d)| d.at);
+        let timer = self.timers.next_due();
         let need =
             !self.seeds.is_empty() && (self.seed_ids.is_empty() || self.m.active().is_empty());
         let join = need.then_some(self.next_seed_join);
@@ -525,14 +534,9 @@ impl MemberDriver {
         if self.left {
             return Vec::new();
         }
-        while self.timers.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Some(Reverse(d)) = self.timers.pop() else {
-                break;
-            };
-            if let Some(t) = self.timer_of.remove(&d.seq) {
-                self.m.handle_timer(now, t);
-                self.drain(now);
-            }
+        while let Some(t) = self.timers.pop_due(now) {
+            self.m.handle_timer(now, t);
+            self.drain(now);
         }
         let cfg = self.m.config();
         let (retry, retry_max) = (cfg.join_retry, cfg.join_retry_max);
@@ -575,7 +579,6 @@ impl MemberDriver {
         self.drain(now);
         self.left = true;
         self.timers.clear();
-        self.timer_of.clear();
         std::mem::take(&mut self.out)
     }
 
@@ -598,10 +601,7 @@ impl MemberDriver {
                         self.stats.timer_overflow += 1;
                         continue;
                     }
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.timers.push(Reverse(Due { at, seq }));
-                    self.timer_of.insert(seq, timer);
+                    self.timers.insert(at, timer);
                 }
             }
         }
