@@ -241,7 +241,7 @@ pub struct NodeSnapshot {
     /// The Plumtree neighbours (HyParView's active view with a known address), as
     /// `/peers` shows them.
     pub peers: Vec<PeerInfo>,
-    /// The control core's loops.
+    /// Every loop: the control core's, then each shard's.
     pub loops: Vec<LoopInfo>,
     /// Control-socket counters (membership traffic).
     pub control_io: IoStats,
