@@ -19,17 +19,21 @@ pub struct Delivery {
     pub hops: Option<u32>,
     /// Unix time in nanoseconds at which the node's writer took the delivery.
     pub t_ns: Option<u64>,
+    /// The payload, decoded from the line's `payload_b64`.
     pub payload: Vec<u8>,
 }
 
 /// One line of a deliveries file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
+    /// A line with a `payload_b64`: one message delivered here.
     Delivery(Delivery),
     /// `{"gap":{"origin":..,"missed":N,..}}`: messages of `origin` (16 hex digits)
     /// that will never be delivered here.
     Gap {
+        /// The origin node id, as the file writes it.
         origin: String,
+        /// How many of its messages are lost to this node.
         missed: u64,
     },
     /// `{"lagged":N}`: deliveries the node could not write; the missing ids show.

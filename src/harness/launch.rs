@@ -35,7 +35,9 @@ pub struct NodeLaunch {
     pub node_id: Option<u64>,
     /// Control socket; shard k listens on port + 1 + k.
     pub bind: SocketAddr,
+    /// `--admin`: the admin plane, where readiness is checked and `/metrics` read.
     pub admin: SocketAddr,
+    /// `--shards`: the node is ready once its `/status` lists this many.
     pub shards: u16,
     /// One `--seed` each.
     pub seeds: Vec<SocketAddr>,
@@ -45,6 +47,7 @@ pub struct NodeLaunch {
     pub log_level: String,
     /// Flags appended after the ones above (e.g. `--chaos`, `--client-listen off`).
     pub extra: Vec<OsString>,
+    /// Where the node's stderr goes.
     pub stderr: StderrTo,
 }
 

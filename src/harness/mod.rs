@@ -10,6 +10,8 @@
 //! within a bound; [`metrics`] reads `/metrics`; [`deliveries`] reads a
 //! `--deliveries` file.
 
+#![warn(missing_docs)]
+
 pub mod deliveries;
 mod error;
 pub mod launch;

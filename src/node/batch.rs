@@ -22,26 +22,47 @@ pub fn max_batch_body(max_payload: usize) -> usize {
 /// Why a batch body was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BatchError {
+    /// The body has no entry at all.
     #[error("empty batch: the body holds no payload")]
     Empty,
+    /// Fewer than 4 bytes are left where an entry's length should be.
     #[error("entry {index}: the body ends inside its length prefix")]
-    TruncatedLength { index: usize },
+    TruncatedLength {
+        /// The entry's position in the batch, counting from 0.
+        index: usize,
+    },
+    /// An entry's length prefix claims more bytes than the body has left.
     #[error("entry {index}: length {len} runs past the end of the body ({left} bytes left)")]
     TruncatedPayload {
+        /// The entry's position in the batch, counting from 0.
         index: usize,
+        /// The length its prefix claims, in bytes.
         len: usize,
+        /// The bytes left in the body after the prefix.
         left: usize,
     },
+    /// An entry is longer than the node's `max_payload`.
     #[error("entry {index}: payload of {len} bytes exceeds max_payload {max}")]
     TooLarge {
+        /// The entry's position in the batch, counting from 0.
         index: usize,
+        /// The entry's length in bytes.
         len: usize,
+        /// The node's `max_payload`, in bytes.
         max: usize,
     },
+    /// A zero-length entry while the node refuses empty payloads.
     #[error("entry {index}: empty payload refused (allow_empty is off)")]
-    EmptyPayload { index: usize },
+    EmptyPayload {
+        /// The entry's position in the batch, counting from 0.
+        index: usize,
+    },
+    /// More entries than [`MAX_BATCH_MESSAGES`].
     #[error("more than {max} payloads in one batch")]
-    TooMany { max: usize },
+    TooMany {
+        /// The bound, [`MAX_BATCH_MESSAGES`].
+        max: usize,
+    },
 }
 
 /// Splits a batch body into its payloads, checking every entry first.

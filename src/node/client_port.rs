@@ -45,14 +45,22 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The port's settings (from [`super::config::NodeConfig`]).
 #[derive(Debug, Clone)]
 pub struct ClientPortConfig {
+    /// The TCP address to listen on (`client_listen`); also the host and port of INFO.
     pub listen: SocketAddr,
+    /// `max_clients`: most connections at once; one more is answered `-ERR` and closed.
     pub max_clients: usize,
+    /// `max_subscriptions`: most subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// `max_pending_bytes`: message bytes a connection's outbox may hold before
+    /// further messages for it are missed (and counted).
     pub max_pending_bytes: usize,
     /// The admin token: when set, CONNECT must carry it as `auth_token`.
     pub token: Option<String>,
+    /// `protocol.max_payload`: the largest PUB payload, in bytes, announced in INFO.
     pub max_payload: usize,
+    /// This node's id: INFO's `server_id`, and its `server_name` when unnamed.
     pub node_id: crate::ids::NodeId,
+    /// This node's name (`node_name`), INFO's `server_name` when set.
     pub node_name: Option<String>,
 }
 

@@ -242,21 +242,30 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("config file {}: {source}", path.display())]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key or a value of the wrong type.
     #[error("config file {}: {message}{}", path.display(), line.map(|l| format!(" at line {l}")).unwrap_or_default())]
     Parse {
+        /// The config file.
         path: PathBuf,
         /// 1-based line of the offending text, when the parser knows it.
         line: Option<usize>,
+        /// The TOML parser's message.
         message: String,
     },
     /// A value is out of range; `key` is dotted (`protocol.partitions`).
     #[error("config key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// The dotted key (`protocol.partitions`, `client_listen`).
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -279,7 +288,9 @@ impl ConfigError {
 /// A `--node-id` value: the id, and the name it was hashed from, if it was one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeIdArg {
+    /// The node id, given as a number or hashed from the name.
     pub id: u64,
+    /// The name, when the value was a name rather than a number.
     pub name: Option<String>,
 }
 

@@ -1,6 +1,8 @@
 //! The node: wires the config, the core plan, the shards and control core (`runtime`),
 //! the deliveries sink and the admin plane, and shuts them down in order.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod batch;
 pub mod client_port;

@@ -30,6 +30,7 @@ pub(crate) const SHARD_QUEUE: usize = 1 << 16;
 /// What the runtime needs to know; built from the node config and the core map.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
+    /// This node's id.
     pub node_id: NodeId,
     /// Control socket address; shard `k` binds port + 1 + k.
     pub bind: SocketAddr,
@@ -38,6 +39,7 @@ pub struct RuntimeConfig {
     pub seeds: Vec<Seed>,
     /// Core of each shard (`None`: not pinned).
     pub shard_cores: Vec<Option<usize>>,
+    /// Core of the control executor (`None`: not pinned).
     pub control_core: Option<usize>,
     /// HyParView heartbeat period, used by [`start`](super::runtime::start) (the rest of the membership
     /// tunables at their defaults); [`start_with`](super::runtime::start_with) takes a whole
@@ -45,9 +47,14 @@ pub struct RuntimeConfig {
     pub heartbeat_interval: Duration,
     /// HyParView failure timeout, used by [`start`](super::runtime::start); see `heartbeat_interval`.
     pub failure_timeout: Duration,
+    /// `SO_RCVBUF` asked for every UDP socket, in bytes (the kernel caps it).
     pub recv_buffer: usize,
+    /// `SO_SNDBUF` asked for every UDP socket, in bytes (the kernel caps it).
     pub send_buffer: usize,
+    /// Largest datagram sent, in bytes, auth trailer included; also sizes the
+    /// receive buffers.
     pub mtu: usize,
+    /// The Plumtree tunables every shard runs with.
     pub protocol: ProtocolConfig,
     /// Test-only fault injection (`--chaos`): lets the admin plane make a loop panic.
     pub chaos: bool,
@@ -93,21 +100,34 @@ pub(crate) fn build_mtu(mtu: usize, keyed: bool) -> usize {
 /// Commands the control core (or the admin plane) sends a shard.
 #[derive(Debug)]
 pub enum ShardCmd {
+    /// Membership gained a neighbour: the shard adds it to its eager set.
     NeighborUp {
+        /// The neighbour's id.
         peer: NodeId,
+        /// Its control address; its shard `k` is at port + 1 + k.
         control: SocketAddr,
+        /// How many shards it runs.
         shards: u16,
     },
+    /// Membership lost a neighbour: the shard drops it from its peer sets.
     NeighborDown {
+        /// The neighbour's id.
         peer: NodeId,
     },
+    /// Broadcast a message that originates here (the shard delivers it locally too).
     Broadcast {
+        /// The id the node gave it.
         id: MessageId,
+        /// Its topic.
         topic: Topic,
+        /// Its payload.
         payload: Bytes,
     },
+    /// Run one eager-set repair now (the control core's `maintenance` loop).
     Maintenance,
+    /// Run one TTL cleanup slice now (the control core's `seen_cleanup` loop).
     Cleanup,
+    /// Flush the queued IHaves and stop the shard's loops.
     Shutdown,
     /// Test-only (`--chaos`): panic the named loop once.
     ChaosPanic(String),

@@ -17,8 +17,11 @@ const EVICTION_SAMPLE: usize = 8;
 /// most `max_peers` sources tracked. `per_sec == 0` turns the limiter off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitConfig {
+    /// Datagrams a second one source may send (`rate_limit_per_peer`; 0: off).
     pub per_sec: u32,
+    /// Datagrams a source may send above its rate at once (`rate_limit_burst`).
     pub burst: u32,
+    /// Sources tracked at most; the least recently seen are evicted (`rate_limit_peers`).
     pub max_peers: usize,
 }
 

@@ -46,7 +46,9 @@ pub struct RetentionLog<T> {
 /// The log's size and drops, for `/status` and `/metrics` (shared with the node).
 #[derive(Debug, Default)]
 pub struct LogGauges {
+    /// Deliveries the log holds now (`plumtree_delivery_log_entries`).
     pub entries: AtomicU64,
+    /// Bytes the log holds now, as it counts them (`plumtree_delivery_log_bytes`).
     pub bytes: AtomicU64,
     /// Entries dropped by age or by the byte bound (read or not).
     pub dropped: AtomicU64,

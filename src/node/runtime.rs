@@ -38,15 +38,26 @@ use crate::wire::Header;
 /// Why the runtime could not start.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
+    /// A UDP socket could not be bound (the port is taken, or the address is not
+    /// this host's).
     #[error("cannot bind UDP {addr} ({role}): {source}")]
     Bind {
+        /// The address it was bound to.
         addr: SocketAddr,
         /// Which socket: the control socket (`--bind`) or shard k (`--bind` port + 1 + k).
         role: String,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// An executor's thread (or the wake ticker's) could not be started.
     #[error("cannot start executor `{name}`: {reason}")]
-    Executor { name: String, reason: String },
+    Executor {
+        /// The executor's name (`control`, `shard-0`, `wake-ticker`).
+        name: String,
+        /// The operating system's error, as text.
+        reason: String,
+    },
+    /// The runtime config is inconsistent; the message names the key at fault.
     #[error("{0}")]
     Config(String),
 }
@@ -209,10 +220,16 @@ pub struct RunningNode {
 /// runners, supervisors and their children) over every executor, not threads.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ShutdownReport {
+    /// `completed` when every task finished and every thread was joined in time,
+    /// else `timeout`.
     pub status: &'static str,
+    /// Tasks running when shutdown began.
     pub initial_tasks: usize,
+    /// Of those, the tasks that finished before their executor's deadline.
     pub completed_tasks: usize,
+    /// Of those, the tasks still running at the deadline (cancelled).
     pub remaining_tasks: usize,
+    /// How long shutdown took, in seconds.
     pub duration_seconds: f64,
 }
 

@@ -28,16 +28,24 @@ pub enum Seed {
     Addr(SocketAddr),
     /// A DNS name (or `localhost`) and the control port, resolved at each join
     /// attempt.
-    Name { host: String, port: u16 },
+    Name {
+        /// The host name.
+        host: String,
+        /// The control port (1 to 65535).
+        port: u16,
+    },
 }
 
 /// Why a seed string was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SeedError {
+    /// The string, as given, is neither an address nor has a `:PORT`.
     #[error("`{0}` is not IP:PORT or HOST:PORT")]
     Syntax(String),
+    /// The string, as given, has port 0 or a port that is not a number up to 65535.
     #[error("`{0}`: the port must be 1 to 65535")]
     Port(String),
+    /// The string, as given, has a host that is not a valid DNS name.
     #[error("`{0}`: a host name has 1 to 253 characters: letters, digits, `-` and `.`")]
     Host(String),
 }

@@ -37,16 +37,20 @@ pub const SINK_CAPACITY: usize = 65536;
 /// One delivered message, as a shard hands it to the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The message's id.
     pub id: MessageId,
     /// Hops the message travelled to reach this node (0 for its own broadcasts).
     pub hops: u16,
+    /// The message's topic.
     pub topic: Topic,
+    /// The message's payload.
     pub payload: Bytes,
 }
 
 /// What shards hand the deliveries thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkEvent {
+    /// A message delivered here: a file line and an `Event::Message`.
     Delivery(Delivery),
     /// A graft gave up (for library subscribers only; the file holds deliveries).
     GraftFailed(MessageId),
@@ -138,7 +142,9 @@ pub struct DeliverySink {
 /// file's reader has not taken yet.
 #[derive(Debug, Clone)]
 pub struct Retention {
+    /// How long the log keeps an entry not yet taken (`delivery_retention_ms`).
     pub time: std::time::Duration,
+    /// Bytes the log may hold (`delivery_retention_bytes`).
     pub bytes: usize,
     /// Where the log reports its size and drops.
     pub gauges: Arc<LogGauges>,

@@ -70,14 +70,19 @@ impl NameBook {
 /// One shard as the control core last saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardSnapshot {
+    /// The shard's index `k` (the `shard` label of its metrics).
     pub shard: usize,
     /// Core the shard is pinned to, if pinned.
     pub core: Option<usize>,
+    /// The shard's socket address (the control port + 1 + k).
     pub addr: SocketAddr,
+    /// The partitions this shard owns (those `p` with `p % shards == k`).
     pub partitions: Vec<u16>,
     /// Commands waiting in the shard's inbound cross-shard queue.
     pub command_queue: usize,
+    /// The shard's Plumtree counters and gauges (its `plumtree_*{shard}` series).
     pub stats: ShardStats,
+    /// The shard socket's counters.
     pub io: IoStats,
     /// Per neighbour (16-hex node id): partitions of this shard where it is eager, lazy.
     pub peer_links: Vec<(String, u32, u32)>,
@@ -97,62 +102,88 @@ pub struct ShardSnapshot {
 /// A neighbour, as the control core tracks it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerInfo {
+    /// Its node id, 16 hex digits.
     pub node_id: String,
     /// Its node name, once a NodeName frame from it arrived (`None` for nodes that
     /// predate names).
     pub name: Option<String>,
     /// The peer's control address; shard `k` listens on port + 1 + k.
     pub addr: SocketAddr,
+    /// How many shards it runs.
     pub shards: u16,
     /// `active`, `suspect` or `left`.
     pub state: String,
+    /// Milliseconds since a datagram last came from it; `u64::MAX` if none ever did.
     pub last_heard_ms_ago: u64,
-    /// Partitions (over all local shards) where this peer is eager / lazy.
+    /// Partitions (over all local shards) where this peer is eager; a peer eager in
+    /// any counts in `plumtree_eager_peers`.
     pub eager_partitions: u32,
+    /// Partitions (over all local shards) where this peer is lazy; a peer lazy in
+    /// any counts in `plumtree_lazy_peers`.
     pub lazy_partitions: u32,
 }
 
 /// Status of one background loop (field names from the loop-manager reference).
 #[derive(Debug, Clone, Serialize)]
 pub struct LoopInfo {
+    /// The loop's name (the `loop` label of its metrics; `/loops/<name>/pause`).
     pub name: String,
     /// Disabled loops (an interval of 0 in the config) are listed, never started.
     pub enabled: bool,
+    /// Its runner task is alive.
     pub running: bool,
+    /// Paused by `POST /loops/<name>/pause`: alive but running no iterations.
     pub paused: bool,
     /// Nominal period between runs (before jitter or error backoff).
     pub interval_ms: u64,
+    /// Runs made (`plumtree_loop_runs_total`).
     pub run_count: u64,
+    /// Runs that failed (`plumtree_loop_errors_total`).
     pub error_count: u64,
+    /// Failed runs since the last one that succeeded (drives the error backoff).
     pub consecutive_errors: u64,
     /// Runs that panicked (counted in `error_count` too).
     pub panic_count: u64,
+    /// Mean duration of a run, in milliseconds.
     pub average_duration_ms: f64,
     /// End of the last run, UNIX time in milliseconds.
     pub last_run_time: Option<u64>,
+    /// The last failed run's error message.
     pub last_error: Option<String>,
 }
 
 /// Everything `/status`, `/peers`, `/members` and `/metrics` show.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeSnapshot {
+    /// This node's id, 16 hex digits.
     pub node_id: String,
     /// The control address this node describes itself by in membership frames.
     pub advertise: Option<SocketAddr>,
     /// This node's name.
     pub node_name: Option<String>,
-    /// Names held in the name book, and names it forgot to stay within its bound.
+    /// Names held in the name book (`plumtree_node_names`).
     pub names_known: usize,
+    /// Names the name book forgot to stay within its bound
+    /// (`plumtree_node_names_evictions_total`).
     pub names_evicted: u64,
-    /// Nodes refused because a live node already has their name, and refusals this
-    /// node received for its own name.
+    /// Nodes refused because a live node already has their name
+    /// (`plumtree_node_name_conflicts_total{side="refused"}`).
     pub name_conflicts_sent: u64,
+    /// Refusals this node received for its own name
+    /// (`plumtree_node_name_conflicts_total{side="received"}`).
     pub name_conflicts_received: u64,
+    /// The control socket's bound address (`bind`).
     pub addr: SocketAddr,
+    /// Milliseconds since the node started (`plumtree_uptime_seconds`).
     pub uptime_ms: u64,
+    /// Shutdown has begun; no broadcast is accepted any more.
     pub shutting_down: bool,
+    /// Each shard, by index.
     pub shards: Vec<ShardSnapshot>,
+    /// The Plumtree neighbours (HyParView's active view with a known address), as
+    /// `/peers` shows them.
     pub peers: Vec<PeerInfo>,
+    /// Every loop: the control core's, then each shard's.
     pub loops: Vec<LoopInfo>,
     /// Control-socket counters (membership traffic).
     pub control_io: IoStats,
@@ -160,8 +191,10 @@ pub struct NodeSnapshot {
     pub broadcasts_accepted: u64,
     /// Broadcasts refused (too large, shutting down, queue full).
     pub broadcasts_refused: u64,
-    /// Library subscriptions alive, and events they were told they missed.
+    /// Library subscriptions alive (`plumtree_subscribers`).
     pub subscribers: u64,
+    /// Events library subscriptions were told they missed (part of
+    /// `plumtree_subscriber_lagged_total`, with the client port's and the log's).
     pub subscriber_lagged: u64,
     /// Tasks whose supervisor exceeded its restart intensity (the node is degraded).
     pub degraded: Vec<String>,
@@ -183,27 +216,43 @@ pub struct NodeSnapshot {
 /// reader missed (told with `{"lagged":N}` lines).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DeliveryLogSnapshot {
+    /// Deliveries the log holds now (`plumtree_delivery_log_entries`).
     pub entries: u64,
+    /// Bytes the log holds now (`plumtree_delivery_log_bytes`).
     pub bytes: u64,
+    /// Deliveries dropped by age or by the byte bound, read or not
+    /// (`plumtree_delivery_log_dropped_total`).
     pub dropped: u64,
+    /// Deliveries the file's reader missed (part of `plumtree_subscriber_lagged_total`).
     pub lagged: u64,
 }
 
 /// Why `POST /broadcast` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BroadcastRefused {
+    /// The payload is over `max_payload` (413).
     #[error("payload of {len} bytes exceeds max_payload {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The payload's length, in bytes.
+        len: usize,
+        /// The node's `max_payload`, in bytes.
+        max: usize,
+    },
     /// The payload is within `max_payload`, but with its topic the message does not
     /// fit one datagram of the node's MTU (long topics take bytes off the payload).
     #[error("payload of {payload} bytes with topic of {topic} bytes exceeds the {max} bytes a datagram carries for both")]
     DoesNotFit {
+        /// The payload's length, in bytes.
         payload: usize,
+        /// The topic's length, in bytes.
         topic: usize,
+        /// The bytes one datagram has for topic and payload together.
         max: usize,
     },
+    /// Shutdown has begun (503).
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The owning shard's command queue is full (503 with `Retry-After`).
     #[error("shard queue is full")]
     Backpressure,
 }
@@ -211,14 +260,19 @@ pub enum BroadcastRefused {
 /// Why `POST /loops/<name>/pause` or `/resume` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoopControlRefused {
+    /// No loop has the name given (404).
     #[error("no loop named `{0}`")]
     Unknown(String),
+    /// The named loop is a shard's, which cannot be paused (409).
     #[error("loop `{0}` runs on a shard executor and drives its socket; it cannot be paused")]
     NotPausable(String),
+    /// The control core did not apply the command within this time (503).
     #[error("the control core did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The control core's bounded loop-command queue is full (503).
     #[error("too many loop commands waiting for the control core; retry")]
     Busy,
+    /// Shutdown has begun (503).
     #[error("node is shutting down")]
     ShuttingDown,
 }
@@ -226,8 +280,10 @@ pub enum LoopControlRefused {
 /// Why `POST /chaos/panic/<loop>` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChaosRefused {
+    /// The node runs without `--chaos` (403).
     #[error("fault injection is disabled (start the node with --chaos)")]
     Disabled,
+    /// No loop has the name given (404).
     #[error("no loop named `{0}`")]
     UnknownLoop(String),
 }
@@ -300,11 +356,18 @@ pub struct AdminRejected {
 pub struct ClientPortSnapshot {
     /// Where the port listens; `None` when off (or its default port was taken).
     pub listen: Option<SocketAddr>,
+    /// Connections open now (`plumtree_client_connections`).
     pub connections: u64,
+    /// Connections accepted since start, refused ones (over `max_clients`) included.
     pub accepted: u64,
+    /// Messages clients published (`plumtree_client_messages_total{direction="in"}`).
     pub messages_in: u64,
+    /// Messages written to subscribers' outboxes
+    /// (`plumtree_client_messages_total{direction="out"}`).
     pub messages_out: u64,
+    /// Bytes read from client connections.
     pub bytes_in: u64,
+    /// Bytes written to client connections.
     pub bytes_out: u64,
     /// Messages not written to a connection because its outbox was full.
     pub lagged: u64,
@@ -312,6 +375,7 @@ pub struct ClientPortSnapshot {
     pub slow_consumers: u64,
     /// PUBs that met a full shard queue and were retried.
     pub pub_retries: u64,
+    /// Subscriptions held now, over every connection (`plumtree_client_subscriptions`).
     pub subscriptions: u64,
     /// Connections closed with `-ERR`, by reason.
     pub errors: Vec<(String, u64)>,

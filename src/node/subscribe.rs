@@ -28,24 +28,38 @@ pub const SUBSCRIPTION_CAPACITY: usize = 65536;
 pub enum Event {
     /// A message delivered by this node (its own broadcasts included, with 0 hops).
     Message {
+        /// The message's id.
         id: MessageId,
+        /// The node that broadcast it.
         origin: NodeId,
         /// Hops it travelled to reach this node.
         hops: u16,
         /// Its subject (`default` when published without one).
         topic: Topic,
+        /// Its payload.
         payload: Bytes,
     },
     /// `missed` events in a row did not reach this subscription: its channel was
     /// full, or the node's delivery queue was (then every subscriber is told).
-    Lagged { missed: u64 },
+    Lagged {
+        /// How many events were missed.
+        missed: u64,
+    },
     /// This node announced message `id` (an IHave) but no neighbour sent it after
     /// every graft retry: it will not be delivered here unless anti-entropy finds it.
-    GraftFailed { id: MessageId },
+    GraftFailed {
+        /// The id announced.
+        id: MessageId,
+    },
     /// `missed` messages of `origin` will never be delivered here: they were lost
     /// (a partition, datagram loss) and expired from every cache before anything
     /// could fill the hole. Counted only below a message this node delivered.
-    Gap { origin: NodeId, missed: u64 },
+    Gap {
+        /// The node whose messages are lost.
+        origin: NodeId,
+        /// How many of them.
+        missed: u64,
+    },
 }
 
 /// A stream of [`Event`]s. Dropping it unsubscribes. Iterating blocks until the next

@@ -28,6 +28,7 @@ pub struct Doorbell {
 }
 
 impl Doorbell {
+    /// An unarmed doorbell, shared between the consumer and its producers.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -117,7 +118,9 @@ impl<T> Queue<T> {
 /// The consuming end of a [`Queue`].
 #[derive(Debug)]
 pub struct QueueRx<T> {
+    /// The receiving end; drain it without blocking after [`QueueRx::readable`].
     pub rx: Receiver<T>,
+    /// The doorbell the queue's senders ring.
     pub bell: Arc<Doorbell>,
 }
 

@@ -43,8 +43,11 @@ pub const MAX_CUTS: usize = 256;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
+    /// Only datagrams this socket sends.
     Send,
+    /// Only datagrams this socket receives.
     Recv,
+    /// Datagrams either way (the default).
     #[default]
     Both,
 }
@@ -83,24 +86,34 @@ enum Dir {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultRates {
+    /// Probability (0 to 1) that a datagram is dropped.
     pub drop: f64,
+    /// Probability (0 to 1) that a datagram is sent or handled twice.
     pub dup: f64,
+    /// Probability (0 to 1) that a datagram is held back `delay_ms`.
     pub delay: f64,
+    /// How long a delayed datagram is held back, in ms (at most [`MAX_DELAY_MS`]).
     pub delay_ms: u64,
+    /// Which direction the three faults apply to.
     pub side: Side,
 }
 
 /// Why a fault setting was refused; names the field.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FaultError {
+    /// The named probability (`drop`, `dup` or `delay`) is outside 0 to 1.
     #[error("`{0}` must be between 0 and 1")]
     Probability(&'static str),
+    /// The three probabilities add up to more than 1 (they are exclusive).
     #[error("drop + dup + delay must be at most 1")]
     Sum,
+    /// `delay_ms` is above [`MAX_DELAY_MS`].
     #[error("`delay_ms` must be at most {MAX_DELAY_MS}")]
     Delay,
+    /// A cut's address, as given, is not `IP`, `IP:PORT` or `IP:FIRST-LAST`.
     #[error("`{0}` is not an address: IP, IP:PORT or IP:PORT-PORT")]
     Addr(String),
+    /// The cut would put more than [`MAX_CUTS`] cuts in force.
     #[error("at most {MAX_CUTS} cuts")]
     TooManyCuts,
 }
@@ -131,8 +144,11 @@ impl FaultRates {
 /// (a node's control port and its shard ports, say).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddrRange {
+    /// The IP address.
     pub ip: IpAddr,
+    /// The first port cut (0 for a whole IP).
     pub first: u16,
+    /// The last port cut, inclusive (65535 for a whole IP).
     pub last: u16,
 }
 
@@ -196,7 +212,9 @@ impl std::fmt::Display for AddrRange {
 /// Everything the fault layer does: rates and cuts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultConfig {
+    /// The random per-datagram faults.
     pub rates: FaultRates,
+    /// The links cut, both ways (at most [`MAX_CUTS`]).
     pub cuts: Vec<AddrRange>,
 }
 
@@ -378,7 +396,11 @@ pub enum Turn {
     /// `stop` was set.
     Stopped,
     /// A batch (possibly empty) is in `got`; `woke`: the wait ended on readiness.
-    Ready { woke: bool },
+    Ready {
+        /// The wait ended on the socket being readable (false: it timed out, failed,
+        /// or was skipped after a full batch); feeds the wake-up count.
+        woke: bool,
+    },
 }
 
 /// A UDP socket with the fault layer between it and its user (only with `--chaos`),

@@ -42,7 +42,9 @@ pub fn slot_size(mtu: usize) -> usize {
 /// One datagram received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The datagram's bytes, in a pooled receive buffer.
     pub data: Bytes,
+    /// The sender's address.
     pub from: SocketAddr,
     /// Larger than the buffer: the kernel truncated it; the caller drops it.
     pub oversized: bool,
@@ -77,6 +79,7 @@ impl RxPool {
         }
     }
 
+    /// Bytes in each buffer (from [`slot_size`]).
     pub fn slot_size(&self) -> usize {
         self.slot
     }
@@ -266,8 +269,12 @@ pub fn recv_batch(
 /// What one batched send did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendStats {
+    /// Datagrams the kernel took.
     pub datagrams: u64,
+    /// Payload bytes of those datagrams.
     pub bytes: u64,
+    /// Datagrams whose send failed (not counting a full socket buffer, which only
+    /// ends the batch early).
     pub errors: u64,
     /// `sendmmsg` calls made.
     pub calls: u64,
@@ -276,6 +283,7 @@ pub struct SendStats {
 }
 
 impl SendStats {
+    /// Adds `o`'s counts to these.
     pub fn add(&mut self, o: SendStats) {
         self.datagrams += o.datagrams;
         self.bytes += o.bytes;
