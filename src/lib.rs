@@ -29,6 +29,8 @@
 //!   ports, spawn, readiness, kill, metrics, deliveries) for the tests and benchmarks;
 //!   no layer uses it.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod harness;
 pub mod ids;
