@@ -165,6 +165,20 @@ fn drain(h: &mut ShardHost, now: Time, out: &mut Vec<Out>) {
     }
 }
 
+/// Both drivers' pump: flush, then drain events, then datagrams.
+fn pump(h: &mut ShardHost, now: Time, out: &mut Vec<Out>) {
+    h.flush();
+    drain(h, now, out);
+}
+
+/// Both drivers' wake-ups: fire every host timer due by `t`, each at its own time.
+fn wake_until(h: &mut ShardHost, t: Time, out: &mut Vec<Out>) {
+    while let Some(at) = h.next_timeout().filter(|&at| at <= t) {
+        h.fire_due(at);
+        pump(h, at, out);
+    }
+}
+
 /// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
 /// loop (command, then due timers, then the pump); a datagram runs in the receive
 /// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
@@ -173,16 +187,6 @@ fn drain(h: &mut ShardHost, now: Time, out: &mut Vec<Out>) {
 fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     let mut h = host();
     let mut out = Vec::new();
-    let pump = |h: &mut ShardHost, now: Time, out: &mut Vec<Out>| {
-        h.flush();
-        drain(h, now, out);
-    };
-    let wake_until = |h: &mut ShardHost, t: Time, out: &mut Vec<Out>| {
-        while let Some(at) = h.next_timeout().filter(|&at| at <= t) {
-            h.fire_due(at);
-            pump(h, at, out);
-        }
-    };
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
@@ -216,16 +220,6 @@ fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
 fn run_as_sim(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     let mut h = host();
     let mut out = Vec::new();
-    let pump = |h: &mut ShardHost, now: Time, out: &mut Vec<Out>| {
-        h.flush();
-        drain(h, now, out);
-    };
-    let wake_until = |h: &mut ShardHost, t: Time, out: &mut Vec<Out>| {
-        while let Some(at) = h.next_timeout().filter(|&at| at <= t) {
-            h.fire_due(at);
-            pump(h, at, out);
-        }
-    };
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
