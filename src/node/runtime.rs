@@ -21,7 +21,8 @@ use super::control::exec::{run_control, ControlCtx};
 use super::net::socket::FaultSwitch;
 use super::plan::{build_mtu, LoopCmd, ShardReport, Shared, SHARD_QUEUE};
 pub use super::plan::{Hardening, RuntimeConfig, ShardCmd};
-use super::shard::exec::{run_shard, ShardCtx};
+use super::shard::exec::run_shard;
+use super::shard::state::ShardCtx;
 use super::sink::SinkSender;
 use super::snapshot::{
     AdminBackend, BroadcastRefused, ChaosRefused, IoStats, LoopControlRefused, LoopInfo,

@@ -2,8 +2,11 @@
 //! under and the backoff of its loops. Shard and control executors both use it, so it
 //! lives below them rather than in either.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_lite::future;
 
 use tracing::error;
 
@@ -79,4 +82,17 @@ where
     });
     sup.start();
     sup
+}
+
+/// How a loop that keeps its own deadline sleeps between runs (the shard's tick, the
+/// control core's membership loop). With work due now (`wait` zero) it yields once,
+/// so the executor's receive path runs first and neither starves the other; otherwise
+/// it sleeps until `wait` passes or `wake` fires (a command, or an earlier timer armed
+/// by the receive path).
+pub(crate) async fn sleep_or_wake(wait: Duration, wake: impl Future<Output = ()>) {
+    if wait.is_zero() {
+        future::yield_now().await;
+    } else {
+        future::or(glommio::timer::sleep(wait), wake).await;
+    }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
-use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::FxHashSet;
 use socket2::Socket;
@@ -28,7 +27,7 @@ use crate::node::seeds::SeedResolver;
 use crate::node::snapshot::{
     IoStats, LoopControlRefused, LoopInfo, PeerInfo, ShardSnapshot, TaskNameCounters,
 };
-use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
+use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info, sleep_or_wake};
 use crate::protocol::host::{CLEANUP_EVERY, PERIOD_JITTER};
 use crate::tasks::{
     Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
@@ -594,11 +593,7 @@ impl Loop for MembershipLoop {
             s.membership_due = Some(due);
             (due.saturating_sub(now), s.wake.notified())
         };
-        if wait.is_zero() {
-            future::yield_now().await;
-        } else {
-            future::or(glommio::timer::sleep(wait), poke).await;
-        }
+        sleep_or_wake(wait, poke).await;
         let mut s = self.state.borrow_mut();
         s.membership_due = None;
         s.io.wakeups += 1;

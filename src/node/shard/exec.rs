@@ -9,6 +9,10 @@
 //! the shard's doorbell after queueing it), the earliest protocol timer (IHave flush,
 //! graft), the next snapshot, or a timer armed earlier by the receive path (which
 //! pokes it). Every wake-up is counted in `plumtree_shard_wakeups_total`.
+//!
+//! This file is only the asynchronous half: sockets, loops, supervision. What a turn
+//! does with a datagram or a command is `state.rs` (into the host and back out),
+//! what the application sees is `deliver.rs`, the published counters `report.rs`.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -16,360 +20,32 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use futures_lite::future;
 use glommio::net::UdpSocket;
 use rustc_hash::FxHashSet;
 use socket2::Socket;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
+use super::deliver::Deliveries;
 use super::overload::Overload;
+use super::state::{ShardCtx, ShardState};
 use crate::ids::owned_mask;
-use crate::node::net::socket::{FaultSwitch, NodeSocket, Turn};
+use crate::node::net::socket::{NodeSocket, Turn};
 use crate::node::net::udp::{slot_size, RX_BATCH};
-use crate::node::plan::{build_mtu, unix_ms, ShardCmd, ShardReport, Shared, SHARD_QUEUE};
-use crate::node::ratelimit::{PeerRateLimiter, RateLimitConfig};
-use crate::node::sink::{Delivery, SinkSender};
-use crate::node::snapshot::{IoStats, ShardSnapshot};
-use crate::node::supervise::{executor_supervisor, loop_backoff, loop_info};
+use crate::node::plan::{build_mtu, ShardCmd, ShardReport, SHARD_QUEUE};
+use crate::node::ratelimit::PeerRateLimiter;
+use crate::node::snapshot::IoStats;
+use crate::node::supervise::{executor_supervisor, loop_backoff, sleep_or_wake};
 use crate::node::wake::QueueRx;
-use crate::protocol::host::{
-    HostConfig, HostEvent, HostStats, HostTimer, PeerLayout, ShardHost, PERIOD_JITTER,
-};
-use crate::protocol::{ProtocolConfig, Shard, Time};
-use crate::tasks::{
-    Loop, LoopConfig, LoopError, LoopHandle, LoopManager, Notify, StopSignal, TaskTracker,
-};
-use crate::wire::auth::{Sealer, Verifier};
-use crate::wire::Header;
+use crate::protocol::host::{HostConfig, HostTimer, ShardHost, PERIOD_JITTER};
+use crate::protocol::Shard;
+use crate::tasks::{Loop, LoopConfig, LoopError, LoopManager, Notify, StopSignal, TaskTracker};
 
 /// Receive buffers a shard's pool may own (each `udp::slot_size(mtu)` bytes, 2 KiB
 /// at the default MTU: 2 MiB at most, allocated only as traffic needs them).
 pub(crate) const SHARD_RX_BUFFERS: usize = 1024;
 /// How often shards publish their counters to the control core.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
-/// Hop histogram buckets (the last one collects the rest).
-const HOP_BUCKETS: usize = 65;
-/// Decode-error log lines per shard are limited to one per this period.
-const DECODE_LOG_EVERY: Duration = Duration::from_secs(1);
-/// Least time between two "graft gave up" warnings of one shard.
-const GRAFT_WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// What a shard executor is started with.
-pub(crate) struct ShardCtx {
-    pub index: usize,
-    pub shards: usize,
-    pub core: Option<usize>,
-    pub addr: SocketAddr,
-    pub header: Header,
-    pub mtu: usize,
-    pub protocol: ProtocolConfig,
-    pub started: Instant,
-    pub seed: u64,
-    pub sink: SinkSender,
-    pub reports: Sender<ShardReport>,
-    pub shared: std::sync::Arc<Shared>,
-    /// This shard socket's own sealer and verifier when the cluster is keyed (never
-    /// shared: the sealer's seq stream and the replay windows are per socket).
-    pub auth: Option<(Sealer, Verifier)>,
-    /// The fault layer's settings (test-only, `--chaos`).
-    pub faults: Option<std::sync::Arc<FaultSwitch>>,
-    /// Per-source flood limit on this shard's socket.
-    pub rate_limit: RateLimitConfig,
-    /// Whether UDP GSO (`UDP_SEGMENT`) sends are tried.
-    pub gso: bool,
-}
-
-/// The time of one batch, read once: monotonic now, and the UNIX time for the auth
-/// layer read at most once, when first needed.
-pub(crate) struct Clock {
-    now: Time,
-    keyed: bool,
-    unix: Option<u64>,
-}
-
-impl Clock {
-    fn unix_ms(&mut self) -> u64 {
-        if !self.keyed {
-            return 0;
-        }
-        *self.unix.get_or_insert_with(unix_ms)
-    }
-}
-
-/// Everything one shard owns. Lives in an `Rc<RefCell<_>>` shared by the shard's
-/// receive task and tick task, on one thread.
-struct ShardState {
-    ctx: ShardCtx,
-    /// The shard with its peers, frame filters, routing, coalescing and timers.
-    host: ShardHost,
-    /// Deliveries by topic (bounded).
-    topics: crate::node::topic_counts::TopicCounts,
-    io: IoStats,
-    hops: Vec<u64>,
-    stopping: bool,
-    last_decode_log: Option<Instant>,
-    /// Loop names asked to panic once (test-only, `--chaos`).
-    chaos: FxHashSet<String>,
-    /// This shard's loops, for its snapshot.
-    loops: Vec<LoopHandle>,
-    tracker: Option<TaskTracker>,
-    /// Token buckets per source address (flood limit).
-    limiter: PeerRateLimiter,
-    /// Receive backlog / command queue levels and what was shed.
-    overload: Overload,
-    /// Command queue length at the last tick.
-    cmd_queue: usize,
-    /// Until when the tick loop sleeps (`None` while it runs); a timer armed earlier
-    /// pokes it through `wake`.
-    tick_due: Option<Time>,
-    wake: Notify,
-    /// Set by the Shutdown command.
-    stopped: StopSignal,
-    /// Graft give-ups since the last warning, and when that warning was logged.
-    graft_failed_unlogged: u64,
-    last_graft_warn: Option<Instant>,
-}
-
-impl ShardState {
-    fn now(&self) -> Time {
-        self.ctx.started.elapsed()
-    }
-
-    fn clock(&self) -> Clock {
-        Clock {
-            now: self.now(),
-            keyed: self.ctx.auth.is_some(),
-            unix: None,
-        }
-    }
-
-    /// Turns the host's output into deliveries and sealed datagrams to send, and
-    /// pokes the sleeping tick loop when a timer earlier than its wake-up was armed.
-    fn pump(&mut self, out: &mut Vec<(SocketAddr, Bytes)>, clock: &mut Clock) {
-        self.host.flush();
-        if let (Some(due), Some(next)) = (self.tick_due, self.host.next_timeout()) {
-            if next < due {
-                self.wake.notify_all();
-            }
-        }
-        while let Some(ev) = self.host.poll_event() {
-            match ev {
-                HostEvent::Deliver {
-                    id,
-                    round,
-                    topic,
-                    payload,
-                } => {
-                    self.hops[(round as usize).min(HOP_BUCKETS - 1)] += 1;
-                    self.topics.count(&topic);
-                    if !self.ctx.sink.try_send(Delivery {
-                        id,
-                        hops: round,
-                        topic,
-                        payload,
-                    }) {
-                        self.io.deliveries_lagged += 1;
-                    }
-                }
-                HostEvent::Gap(gap) => {
-                    // Counted in plumtree_unrecoverable_total; the deliveries file and
-                    // every subscriber get it (a full queue reports it as lagged).
-                    info!(
-                        shard = self.ctx.index,
-                        origin = %gap.origin,
-                        missed = gap.missed,
-                        reason = gap.reason.as_str(),
-                        "known gap: messages that can no longer be recovered"
-                    );
-                    let _ = self.ctx.sink.try_send_gap(gap);
-                }
-                HostEvent::GraftFailed { id } => {
-                    // Counted in plumtree_graft_failed_total; a warning at most every
-                    // GRAFT_WARN_EVERY, with the count since the last one.
-                    debug!(?id, "graft failed after all retries");
-                    // Library subscribers hear of it; a full queue is reported to
-                    // them as lagged.
-                    let _ = self.ctx.sink.try_send_graft_failed(id);
-                    self.graft_failed_unlogged += 1;
-                    if self
-                        .last_graft_warn
-                        .is_none_or(|t| t.elapsed() >= GRAFT_WARN_EVERY)
-                    {
-                        warn!(
-                            shard = self.ctx.index,
-                            gave_up = self.graft_failed_unlogged,
-                            last = ?id,
-                            "missing messages given up after the last graft retry"
-                        );
-                        self.graft_failed_unlogged = 0;
-                        self.last_graft_warn = Some(Instant::now());
-                    }
-                }
-            }
-        }
-        // One clock read for the whole batch.
-        let now_ms = if self.host.has_datagrams() {
-            clock.unix_ms()
-        } else {
-            0
-        };
-        while let Some((addr, d)) = self.host.poll_datagram() {
-            match &mut self.ctx.auth {
-                Some((sealer, _)) => out.push((addr, sealer.seal_bytes(&d, now_ms))),
-                None => out.push((addr, d)),
-            }
-        }
-    }
-
-    /// One received datagram; its payloads stay slices of `buf` (no copy).
-    fn on_datagram(&mut self, buf: Bytes, src: SocketAddr, clock: &mut Clock) {
-        self.io.datagrams_received += 1;
-        self.io.bytes_received += buf.len() as u64;
-        // Flood limit per source, before any work on the datagram.
-        if self.limiter.enabled() && !self.limiter.allow(src, clock.now) {
-            return;
-        }
-        // Authenticate before decoding anything; only the MAC'd part is decoded.
-        let bytes = match &mut self.ctx.auth {
-            Some((_, verifier)) => {
-                let ms = clock.unix_ms();
-                match verifier.open_bytes(buf, ms) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.io.count_auth_failure(e);
-                        return;
-                    }
-                }
-            }
-            None => buf,
-        };
-        let shedding = self.overload.shedding();
-        match self.host.receive_bytes(clock.now, src, &bytes, shedding) {
-            Ok(skipped) => self.io.unknown_frames += skipped as u64,
-            Err(e) => {
-                self.io.count_decode_error(e.reason());
-                if self
-                    .last_decode_log
-                    .is_none_or(|t| t.elapsed() >= DECODE_LOG_EVERY)
-                {
-                    self.last_decode_log = Some(Instant::now());
-                    warn!(
-                        shard = self.ctx.index,
-                        reason = e.reason(),
-                        total = self.io.decode_errors(),
-                        "dropping undecodable datagram (logged at most once a second)"
-                    );
-                }
-            }
-        }
-    }
-
-    fn on_command(&mut self, cmd: ShardCmd, now: Time) {
-        match cmd {
-            ShardCmd::NeighborUp {
-                peer,
-                control,
-                shards,
-            } => {
-                self.host
-                    .neighbor_up(now, peer, PeerLayout { control, shards });
-            }
-            ShardCmd::NeighborDown { peer } => {
-                self.host.neighbor_down(now, peer);
-            }
-            ShardCmd::Broadcast { id, topic, payload } => {
-                match self.host.broadcast(now, id, topic.clone(), payload.clone()) {
-                    // The origin's own application sees its broadcast too (hops 0).
-                    Ok(()) => {
-                        self.hops[0] += 1;
-                        self.topics.count(&topic);
-                        if !self.ctx.sink.try_send(Delivery {
-                            id,
-                            hops: 0,
-                            topic,
-                            payload,
-                        }) {
-                            self.io.deliveries_lagged += 1;
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "broadcast refused by shard"),
-                }
-            }
-            // The control core schedules these (its loops can be paused over the
-            // admin plane); they run as the host's periodic timers do.
-            ShardCmd::Maintenance => self.host.fire(now, HostTimer::Maintenance),
-            ShardCmd::Cleanup => self.host.fire(now, HostTimer::Cleanup),
-            ShardCmd::ChaosPanic(name) => {
-                self.chaos.insert(name);
-            }
-            ShardCmd::Shutdown => {
-                self.host.flush_ihave_queues();
-                self.stopping = true;
-                self.stopped.set();
-            }
-        }
-    }
-
-    fn snapshot(&self, queue: usize) -> ShardSnapshot {
-        ShardSnapshot {
-            shard: self.ctx.index,
-            core: self.ctx.core,
-            addr: self.ctx.addr,
-            partitions: (0..self.ctx.protocol.partitions as u16)
-                .filter(|p| *p as usize % self.ctx.shards == self.ctx.index)
-                .collect(),
-            command_queue: queue,
-            peer_links: self
-                .host
-                .shard()
-                .peer_links()
-                .into_iter()
-                .map(|(id, e, l)| (id.to_string(), e, l))
-                .collect(),
-            stats: self.host.shard().stats(),
-            topics: self.topics.series(),
-            io: {
-                let mut io = self.io;
-                add_host_stats(&mut io, &self.host.stats());
-                let l = self.limiter.stats();
-                io.rate_limited = l.limited;
-                io.rate_limit_evictions = l.evictions;
-                io.rate_limit_peers = l.peers;
-                io.shed_ihave += self.overload.stats.ihave;
-                io.shed_anti_entropy += self.overload.stats.anti_entropy;
-                io.overloaded = self.overload.stats.overloaded;
-                io
-            },
-            hops: self.hops.clone(),
-            loops: self.loops.iter().map(|h| loop_info(&h.status())).collect(),
-            tasks: self
-                .tracker
-                .as_ref()
-                .map(|t| t.counters())
-                .unwrap_or_default(),
-            task_names: self
-                .tracker
-                .as_ref()
-                .map(|t| t.by_name())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// The host's counters, exported with the shard's I/O counters (send errors add up
-/// with the socket's; the host counts the anti-entropy frames it shed, the
-/// executor the rounds it skipped).
-fn add_host_stats(io: &mut IoStats, h: &HostStats) {
-    io.send_errors += h.send_errors;
-    io.unknown_senders += h.unknown_senders;
-    io.ihave_unknown_sender += h.ihave_unknown_sender;
-    io.wire_v1_datagrams += h.wire_v1_datagrams;
-    io.wire_v1_untracked += h.wire_v1_untracked;
-    io.topics_downgraded += h.topics_downgraded;
-    io.shed_ihave += h.shed_ihave;
-    io.shed_anti_entropy += h.shed_anti_entropy;
-}
 
 /// Sends what a pump produced, in as few system calls as possible.
 async fn send_all(sock: &NodeSocket, st: &RefCell<ShardState>, out: &mut Vec<(SocketAddr, Bytes)>) {
@@ -466,17 +142,8 @@ impl Loop for TickLoop {
             s.tick_due = Some(due);
             (due.saturating_sub(now), s.wake.notified())
         };
-        if wait.is_zero() {
-            // More to do at once (a cleanup slice, queued commands): let the receive
-            // path run first, so that neither starves the other.
-            future::yield_now().await;
-        } else {
-            future::or(
-                self.rx.readable(),
-                future::or(glommio::timer::sleep(wait), poke),
-            )
-            .await;
-        }
+        // More to do at once (a cleanup slice, queued commands) only yields.
+        sleep_or_wake(wait, future::or(self.rx.readable(), poke)).await;
         let mut s = self.state.borrow_mut();
         s.tick_due = None;
         s.io.wakeups += 1;
@@ -598,9 +265,8 @@ pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
     let state = Rc::new(RefCell::new(ShardState {
         ctx,
         host,
-        topics: Default::default(),
+        deliveries: Deliveries::new(index),
         io: IoStats::default(),
-        hops: vec![0; HOP_BUCKETS],
         stopping: false,
         last_decode_log: None,
         chaos: FxHashSet::default(),
@@ -612,8 +278,6 @@ pub(crate) async fn run_shard(ctx: ShardCtx, sock: Socket, rx: QueueRx<ShardCmd>
         tick_due: None,
         wake: Notify::new(),
         stopped: StopSignal::new(),
-        graft_failed_unlogged: 0,
-        last_graft_warn: None,
     }));
     let tracker = TaskTracker::default();
     state.borrow_mut().tracker = Some(tracker.clone());
