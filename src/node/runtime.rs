@@ -17,7 +17,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use super::control::exec::{run_control, ControlCtx};
+use super::control::exec::run_control;
+use super::control::state::ControlCtx;
 use super::net::socket::FaultSwitch;
 use super::plan::{build_mtu, LoopCmd, ShardReport, Shared, SHARD_QUEUE};
 pub use super::plan::{Hardening, RuntimeConfig, ShardCmd};
@@ -447,7 +448,7 @@ pub fn start_with(
     } else {
         None
     };
-    let advertise = super::control::exec::advertise_addr(cfg.advertise, bind, first_seed);
+    let advertise = super::net::advertise::advertise_addr(cfg.advertise, bind, first_seed);
     let snapshot = NodeSnapshot {
         node_id: cfg.node_id.to_string(),
         node_name: cfg.node_name.clone(),
