@@ -45,17 +45,8 @@ fn layout(id: NodeId) -> PeerLayout {
     }
 }
 
-fn header(sender: NodeId) -> Header {
-    Header {
-        sender,
-        incarnation: 1,
-        flags: 0,
-        version: wire::VERSION,
-    }
-}
-
 fn encode(sender: NodeId, frames: Vec<Frame>) -> Bytes {
-    let mut c = Coalescer::new(header(sender), wire::DEFAULT_MTU);
+    let mut c = Coalescer::new(Header::new(sender, 1), wire::DEFAULT_MTU);
     let mut out = Vec::new();
     for f in frames {
         c.push(f, &mut out).expect("scripted frames fit");
@@ -105,7 +96,7 @@ fn host() -> ShardHost {
     ShardHost::new(
         shard,
         HostConfig {
-            header: header(ME),
+            header: Header::new(ME, 1),
             mtu: wire::DEFAULT_MTU,
         },
         42,
@@ -179,6 +170,24 @@ fn wake_until(h: &mut ShardHost, t: Time, out: &mut Vec<Out>) {
     }
 }
 
+/// Both drivers' host call for one input: the same method with the same arguments.
+fn apply(h: &mut ShardHost, now: Time, input: &Input) {
+    match input {
+        Input::Datagram(from, frames) => {
+            let bytes = encode(*from, frames.clone());
+            let src = layout(*from).shard_addr(0);
+            h.receive_bytes(now, src, &bytes, false)
+                .expect("scripted datagrams decode");
+        }
+        Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
+        Input::NeighborDown(p) => h.neighbor_down(now, *p),
+        Input::Broadcast(m) => h
+            .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
+            .expect("valid broadcast"),
+        Input::Cleanup => h.fire(now, HostTimer::Cleanup),
+    }
+}
+
 /// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
 /// loop (command, then due timers, then the pump); a datagram runs in the receive
 /// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
@@ -190,22 +199,10 @@ fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
-        match input {
-            Input::Datagram(from, frames) => {
-                let bytes = encode(*from, frames.clone());
-                let src = layout(*from).shard_addr(0);
-                h.receive_bytes(now, src, &bytes, false).expect("decodable");
-                pump(&mut h, now, &mut out);
-                continue;
-            }
-            Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
-            Input::NeighborDown(p) => h.neighbor_down(now, *p),
-            Input::Broadcast(m) => h
-                .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
-                .expect("valid broadcast"),
-            Input::Cleanup => h.fire(now, HostTimer::Cleanup),
+        apply(&mut h, now, input);
+        if !matches!(input, Input::Datagram(..)) {
+            h.fire_due(now);
         }
-        h.fire_due(now);
         pump(&mut h, now, &mut out);
     }
     let end = script.last().expect("a script").0 + TAIL;
@@ -223,20 +220,7 @@ fn run_as_sim(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
-        match input {
-            Input::Datagram(from, frames) => {
-                let bytes = encode(*from, frames.clone());
-                let src = layout(*from).shard_addr(0);
-                h.receive_bytes(now, src, &bytes, false)
-                    .expect("the simulated hosts build decodable datagrams");
-            }
-            Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
-            Input::NeighborDown(p) => h.neighbor_down(now, *p),
-            Input::Broadcast(m) => h
-                .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
-                .expect("simulated broadcast is valid"),
-            Input::Cleanup => h.fire(now, HostTimer::Cleanup),
-        }
+        apply(&mut h, now, input);
         pump(&mut h, now, &mut out);
     }
     let end = script.last().expect("a script").0 + TAIL;
