@@ -188,21 +188,20 @@ fn apply(h: &mut ShardHost, now: Time, input: &Input) {
     }
 }
 
-/// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
-/// loop (command, then due timers, then the pump); a datagram runs in the receive
-/// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
-/// timeout and fires what is due. The pump flushes, then drains events, then
-/// datagrams.
-fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
+/// Runs `script` through one driver's sequence: before each input the wake-ups due
+/// by then, then the input's host call, then `after` (what that driver does between
+/// the call and the pump), then the pump; last, the timers of the [`TAIL`].
+fn drive(
+    script: &[(Time, Input)],
+    after: impl Fn(&mut ShardHost, Time, &Input),
+) -> (Vec<Out>, ShardHost) {
     let mut h = host();
     let mut out = Vec::new();
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
         apply(&mut h, now, input);
-        if !matches!(input, Input::Datagram(..)) {
-            h.fire_due(now);
-        }
+        after(&mut h, now, input);
         pump(&mut h, now, &mut out);
     }
     let end = script.last().expect("a script").0 + TAIL;
@@ -210,22 +209,25 @@ fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     (out, h)
 }
 
+/// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
+/// loop (command, then due timers, then the pump); a datagram runs in the receive
+/// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
+/// timeout and fires what is due. The pump flushes, then drains events, then
+/// datagrams.
+fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
+    drive(script, |h, now, input| {
+        if !matches!(input, Input::Datagram(..)) {
+            h.fire_due(now);
+        }
+    })
+}
+
 /// The simulator's sequence (`sim/runner.rs`): every event (a membership view
 /// change, a datagram, a broadcast, a wake-up at the host's earliest timer) is one
 /// host call and one pump, in virtual-time order; at equal times a wake-up armed
 /// earlier runs first.
 fn run_as_sim(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
-    let mut h = host();
-    let mut out = Vec::new();
-    for (now, input) in script {
-        let now = *now;
-        wake_until(&mut h, now, &mut out);
-        apply(&mut h, now, input);
-        pump(&mut h, now, &mut out);
-    }
-    let end = script.last().expect("a script").0 + TAIL;
-    wake_until(&mut h, end, &mut out);
-    (out, h)
+    drive(script, |_, _, _| {})
 }
 
 #[test]
