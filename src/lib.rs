@@ -25,6 +25,8 @@
 //!   crate.
 //! - `topic` and `ids`: the topic and identifier types every layer shares; they use
 //!   nothing in the crate.
+//! - `serde_millis`: durations as milliseconds in the `protocol` and `membership`
+//!   tunables; uses nothing in the crate.
 //! - `harness` stands beside them: it starts and reads `plumcore node` processes (free
 //!   ports, spawn, readiness, kill, metrics, deliveries) for the tests and benchmarks;
 //!   no layer uses it.
@@ -37,6 +39,7 @@ pub mod ids;
 pub mod membership;
 pub mod node;
 pub mod protocol;
+mod serde_millis;
 pub mod sim;
 pub mod tasks;
 pub mod timer;

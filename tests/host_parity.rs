@@ -45,17 +45,8 @@ fn layout(id: NodeId) -> PeerLayout {
     }
 }
 
-fn header(sender: NodeId) -> Header {
-    Header {
-        sender,
-        incarnation: 1,
-        flags: 0,
-        version: wire::VERSION,
-    }
-}
-
 fn encode(sender: NodeId, frames: Vec<Frame>) -> Bytes {
-    let mut c = Coalescer::new(header(sender), wire::DEFAULT_MTU);
+    let mut c = Coalescer::new(Header::new(sender, 1), wire::DEFAULT_MTU);
     let mut out = Vec::new();
     for f in frames {
         c.push(f, &mut out).expect("scripted frames fit");
@@ -105,7 +96,7 @@ fn host() -> ShardHost {
     ShardHost::new(
         shard,
         HostConfig {
-            header: header(ME),
+            header: Header::new(ME, 1),
             mtu: wire::DEFAULT_MTU,
         },
         42,
@@ -179,33 +170,38 @@ fn wake_until(h: &mut ShardHost, t: Time, out: &mut Vec<Out>) {
     }
 }
 
-/// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
-/// loop (command, then due timers, then the pump); a datagram runs in the receive
-/// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
-/// timeout and fires what is due. The pump flushes, then drains events, then
-/// datagrams.
-fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
+/// Both drivers' host call for one input: the same method with the same arguments.
+fn apply(h: &mut ShardHost, now: Time, input: &Input) {
+    match input {
+        Input::Datagram(from, frames) => {
+            let bytes = encode(*from, frames.clone());
+            let src = layout(*from).shard_addr(0);
+            h.receive_bytes(now, src, &bytes, false)
+                .expect("scripted datagrams decode");
+        }
+        Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
+        Input::NeighborDown(p) => h.neighbor_down(now, *p),
+        Input::Broadcast(m) => h
+            .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
+            .expect("valid broadcast"),
+        Input::Cleanup => h.fire(now, HostTimer::Cleanup),
+    }
+}
+
+/// Runs `script` through one driver's sequence: before each input the wake-ups due
+/// by then, then the input's host call, then `after` (what that driver does between
+/// the call and the pump), then the pump; last, the timers of the [`TAIL`].
+fn drive(
+    script: &[(Time, Input)],
+    after: impl Fn(&mut ShardHost, Time, &Input),
+) -> (Vec<Out>, ShardHost) {
     let mut h = host();
     let mut out = Vec::new();
     for (now, input) in script {
         let now = *now;
         wake_until(&mut h, now, &mut out);
-        match input {
-            Input::Datagram(from, frames) => {
-                let bytes = encode(*from, frames.clone());
-                let src = layout(*from).shard_addr(0);
-                h.receive_bytes(now, src, &bytes, false).expect("decodable");
-                pump(&mut h, now, &mut out);
-                continue;
-            }
-            Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
-            Input::NeighborDown(p) => h.neighbor_down(now, *p),
-            Input::Broadcast(m) => h
-                .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
-                .expect("valid broadcast"),
-            Input::Cleanup => h.fire(now, HostTimer::Cleanup),
-        }
-        h.fire_due(now);
+        apply(&mut h, now, input);
+        after(&mut h, now, input);
         pump(&mut h, now, &mut out);
     }
     let end = script.last().expect("a script").0 + TAIL;
@@ -213,35 +209,25 @@ fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
     (out, h)
 }
 
+/// The shard executor's sequence (`node/shard/exec.rs`): commands run in the tick
+/// loop (command, then due timers, then the pump); a datagram runs in the receive
+/// path (`receive_bytes`, then the pump); the tick loop wakes at the host's next
+/// timeout and fires what is due. The pump flushes, then drains events, then
+/// datagrams.
+fn run_as_node(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
+    drive(script, |h, now, input| {
+        if !matches!(input, Input::Datagram(..)) {
+            h.fire_due(now);
+        }
+    })
+}
+
 /// The simulator's sequence (`sim/runner.rs`): every event (a membership view
 /// change, a datagram, a broadcast, a wake-up at the host's earliest timer) is one
 /// host call and one pump, in virtual-time order; at equal times a wake-up armed
 /// earlier runs first.
 fn run_as_sim(script: &[(Time, Input)]) -> (Vec<Out>, ShardHost) {
-    let mut h = host();
-    let mut out = Vec::new();
-    for (now, input) in script {
-        let now = *now;
-        wake_until(&mut h, now, &mut out);
-        match input {
-            Input::Datagram(from, frames) => {
-                let bytes = encode(*from, frames.clone());
-                let src = layout(*from).shard_addr(0);
-                h.receive_bytes(now, src, &bytes, false)
-                    .expect("the simulated hosts build decodable datagrams");
-            }
-            Input::NeighborUp(p) => h.neighbor_up(now, *p, layout(*p)),
-            Input::NeighborDown(p) => h.neighbor_down(now, *p),
-            Input::Broadcast(m) => h
-                .broadcast(now, *m, Topic::default(), Bytes::from_static(b"mine"))
-                .expect("simulated broadcast is valid"),
-            Input::Cleanup => h.fire(now, HostTimer::Cleanup),
-        }
-        pump(&mut h, now, &mut out);
-    }
-    let end = script.last().expect("a script").0 + TAIL;
-    wake_until(&mut h, end, &mut out);
-    (out, h)
+    drive(script, |_, _, _| {})
 }
 
 #[test]

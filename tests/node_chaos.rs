@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, admin_request, broadcast, get_json, membership_diagnostics, metric_sum, node_hex,
-    overlay_problem, read_deliveries, spawn_node, Node, NodeSpec,
+    active_view, admin_request, broadcast, get_json, metric_sum, node_hex, overlay_problem,
+    overlay_report, read_deliveries, spawn_node, Node, NodeSpec,
 };
 use serde_json::json;
 
@@ -115,19 +115,9 @@ fn wait_for_overlay(nodes: &[(u64, &Node)], what: &str, limit: Duration) -> Dura
             return t.elapsed();
         };
         if t.elapsed() > limit {
-            let mut rows: Vec<String> = v
-                .iter()
-                .map(|(me, view)| format!("{me}: {view:?}"))
-                .collect();
-            rows.sort();
-            rows.extend(
-                nodes.iter().map(|(id, n)| {
-                    format!("{}: {}", node_hex(*id), membership_diagnostics(n.admin))
-                }),
-            );
             panic!(
                 "timed out after {limit:?} waiting for {what}: {problem}\n{}",
-                rows.join("\n")
+                overlay_report(&v, nodes)
             );
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    active_view, broadcast, get_json, membership_diagnostics, node_hex, overlay_problem,
-    read_deliveries, start_node, wait_until, Node,
+    active_view, broadcast, get_json, node_hex, overlay_problem, overlay_report, read_deliveries,
+    start_node, wait_until, Node,
 };
 
 const NODES: u64 = 12;
@@ -91,20 +91,9 @@ fn wait_views(
             return t.elapsed();
         }
         if t.elapsed() > limit {
-            let mut rows: Vec<String> = v
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(me, view)| format!("{me}: {} {view:?}", view.len()))
-                .collect();
-            rows.sort();
-            rows.extend(
-                nodes.iter().map(|(id, n)| {
-                    format!("{}: {}", node_hex(*id), membership_diagnostics(n.admin))
-                }),
-            );
             panic!(
                 "timed out after {limit:?} waiting for {what}:\n{}",
-                rows.join("\n")
+                overlay_report(&v.unwrap_or_default(), nodes)
             );
         }
         std::thread::sleep(Duration::from_millis(20));

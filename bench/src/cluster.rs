@@ -184,6 +184,70 @@ pub struct ClusterRun {
     pub latency: Histogram<u64>,
 }
 
+/// How a run was shaped: what every system's report states before its figures.
+pub struct RunShape<'a> {
+    pub cfg: &'a ClusterConfig,
+    pub system: String,
+    /// Nodes that ran (started here or given by admin address).
+    pub nodes: usize,
+    pub shards_per_node: u16,
+    /// The measured window, in seconds.
+    pub window_s: f64,
+    /// Mean neighbours per node when the measured window began.
+    pub overlay_degree_mean: f64,
+}
+
+impl<'a> RunShape<'a> {
+    /// `cfg.nodes` single-shard nodes, each with every other as a neighbour:
+    /// nats-server's full-mesh routes, memberlist's static membership.
+    pub fn full_mesh(cfg: &'a ClusterConfig, system: &str, window_s: f64) -> Self {
+        Self {
+            cfg,
+            system: system.into(),
+            nodes: cfg.nodes,
+            shards_per_node: 1,
+            window_s,
+            overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
+        }
+    }
+}
+
+impl ClusterReport {
+    /// The figures every system's run has, computed one way so that `compare`'s
+    /// columns agree: shape, rate, latency, reliability and duplicates. The system's
+    /// own counters (RMR, LDH, control traffic, drops, shutdowns) stay at their
+    /// defaults for the caller to set.
+    pub fn from_run(
+        shape: RunShape<'_>,
+        measured: usize,
+        refused: u64,
+        analysis: &Analysis,
+        per_node: Vec<NodeFigures>,
+    ) -> Self {
+        let cfg = shape.cfg;
+        Self {
+            system: shape.system,
+            nodes: shape.nodes,
+            shards_per_node: shape.shards_per_node,
+            payload_bytes: cfg.payload,
+            publishers: cfg.publishers,
+            rate_target: cfg.rate,
+            warmup_s: cfg.warmup.as_secs_f64(),
+            duration_s: shape.window_s,
+            measured: measured as u64,
+            refused,
+            achieved_rate: measured as f64 / shape.window_s.max(1e-9),
+            latency: report::percentiles(&analysis.latency),
+            dissemination: report::percentiles(&analysis.dissemination),
+            reliability: report::reliability(&analysis.outcomes, shape.nodes as u32),
+            duplicate_deliveries: analysis.duplicates,
+            per_node,
+            overlay_degree_mean: shape.overlay_degree_mean,
+            ..Self::default()
+        }
+    }
+}
+
 /// Unix time in nanoseconds.
 pub fn unix_nanos() -> u64 {
     SystemTime::now()
@@ -629,12 +693,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     let shutdowns = nodes::stop_local(&mut nodes);
 
     let gossip_sent = delta(&m0, &m1, "plumtree_gossip_sent_total");
-    let Analysis {
-        latency,
-        dissemination,
-        mut outcomes,
-        duplicates: dups,
-    } = analyse(&per_node, &measured);
+    let mut analysis = analyse(&per_node, &measured);
     let delivered_metric: Vec<f64> = m0
         .iter()
         .zip(&m1)
@@ -652,7 +711,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         } else {
             (total / measured.len() as f64).round() as u32
         };
-        outcomes = measured
+        analysis.outcomes = measured
             .iter()
             .map(|_| MessageOutcome {
                 receivers: per_msg,
@@ -660,8 +719,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             })
             .collect();
     }
-    let n = nodes.len() as u32;
-    let ldh = report::ldh(&outcomes);
+    let ldh = report::ldh(&analysis.outcomes);
     let per_node_figs = nodes
         .iter()
         .enumerate()
@@ -677,30 +735,24 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             rss_mib: rss[i],
         })
         .collect();
-    let report = ClusterReport {
-        system: match (cfg.flood, cfg.auth) {
-            (true, _) => "plumcore --flood".into(),
-            (false, BlastAuth::None) => "plumcore".into(),
-            (false, BlastAuth::Mac) => "plumcore (MAC)".into(),
-            (false, BlastAuth::Aead) => "plumcore (AEAD)".into(),
-        },
+    let system = match (cfg.flood, cfg.auth) {
+        (true, _) => "plumcore --flood",
+        (false, BlastAuth::None) => "plumcore",
+        (false, BlastAuth::Mac) => "plumcore (MAC)",
+        (false, BlastAuth::Aead) => "plumcore (AEAD)",
+    };
+    let shape = RunShape {
+        cfg,
+        system: system.into(),
         nodes: nodes.len(),
         shards_per_node: cfg.shards,
-        payload_bytes: cfg.payload,
-        publishers: cfg.publishers,
-        rate_target: cfg.rate,
-        warmup_s: cfg.warmup.as_secs_f64(),
-        duration_s: window,
-        measured: measured.len() as u64,
-        refused,
-        achieved_rate: measured.len() as f64 / window.max(1e-9),
-        latency: report::percentiles(&latency),
-        dissemination: report::percentiles(&dissemination),
-        reliability: report::reliability(&outcomes, n),
-        rmr: report::rmr(gossip_sent, &outcomes),
+        window_s: window,
+        overlay_degree_mean,
+    };
+    let report = ClusterReport {
+        rmr: report::rmr(gossip_sent, &analysis.outcomes),
         ldh_mean: ldh.map(|l| l.0),
         ldh_max: ldh.map(|l| l.1),
-        duplicate_deliveries: dups,
         redundant_receptions: delta(&m0, &m1, "plumtree_messages_duplicate_total"),
         gossip_sent,
         ihave_sent: delta(&m0, &m1, "plumtree_ihave_sent_total"),
@@ -718,13 +770,15 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         .iter()
         .map(|m| delta(&m0, &m1, m))
         .sum(),
-        per_node: per_node_figs,
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
-        overlay_degree_mean,
         metrics_only,
         shutdowns,
+        ..ClusterReport::from_run(shape, measured.len(), refused, &analysis, per_node_figs)
     };
-    Ok(ClusterRun { report, latency })
+    Ok(ClusterRun {
+        report,
+        latency: analysis.latency,
+    })
 }
 
 /// The one-line verdict on runs: `PASS: ...`, or `FAIL: <reason>` naming every
@@ -972,6 +1026,42 @@ mod tests {
             }],
             ..ClusterReport::default()
         }
+    }
+
+    #[test]
+    fn from_run_states_the_shape_and_the_shared_figures_and_leaves_the_rest() {
+        let cfg = ClusterConfig {
+            nodes: 3,
+            ..ClusterConfig::default()
+        };
+        let outcome = |receivers| MessageOutcome {
+            receivers,
+            last_hop: None,
+        };
+        let analysis = Analysis {
+            latency: report::latency_histogram(),
+            dissemination: report::latency_histogram(),
+            outcomes: vec![outcome(3), outcome(2)],
+            duplicates: 1,
+        };
+        let r = ClusterReport::from_run(
+            RunShape::full_mesh(&cfg, "nats-server", 0.5),
+            2,
+            4,
+            &analysis,
+            Vec::new(),
+        );
+        assert_eq!(
+            (r.system.as_str(), r.nodes, r.shards_per_node),
+            ("nats-server", 3, 1)
+        );
+        assert_eq!((r.measured, r.refused, r.duplicate_deliveries), (2, 4, 1));
+        assert_eq!((r.duration_s, r.achieved_rate), (0.5, 4.0));
+        assert_eq!(r.warmup_s, cfg.warmup.as_secs_f64());
+        assert_eq!(r.overlay_degree_mean, 2.0);
+        assert_eq!(r.reliability.atomic_fraction, 0.5);
+        assert!((r.reliability.mean - 5.0 / 6.0).abs() < 1e-9);
+        assert_eq!((r.rmr, r.gossip_sent, r.metrics_only), (None, 0, false));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cluster::{
-    analyse, read_deliveries, Analysis, ClusterConfig, ClusterReport, ClusterRun, NodeFigures,
+    analyse, read_deliveries, ClusterConfig, ClusterReport, ClusterRun, NodeFigures, RunShape,
     Stamp,
 };
 use crate::report;
@@ -112,12 +112,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     let per_node: Vec<_> = (0..cfg.nodes)
         .map(|i| read_deliveries(&dir.path().join(format!("node{i}.ndjson")), &measured))
         .collect::<Result<_>>()?;
-    let Analysis {
-        latency,
-        dissemination,
-        outcomes,
-        duplicates: dups,
-    } = analyse(&per_node, &measured);
+    let analysis = analyse(&per_node, &measured);
     let window = (r.end_ns.saturating_sub(r.warm_end_ns)) as f64 / 1e9;
     let per_node_figs = per_node
         .iter()
@@ -130,45 +125,30 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             rss_mib: r.rss_mib.map(|m| m / cfg.nodes as f64),
         })
         .collect();
+    // What is not set here stays 0, None or empty: this binary reports no LDH, no
+    // redundancy, Graft failure, shed IHave, eviction or churn counters, and runs one
+    // in-process program, so there are no node processes to stop.
     let report = ClusterReport {
-        system: "memberlist-plumtree".into(),
-        nodes: cfg.nodes,
-        shards_per_node: 1,
-        payload_bytes: cfg.payload,
-        publishers: cfg.publishers,
-        rate_target: cfg.rate,
-        warmup_s: cfg.warmup.as_secs_f64(),
-        duration_s: window,
-        measured: measured.len() as u64,
-        refused: r.refused,
-        achieved_rate: measured.len() as f64 / window.max(1e-9),
-        latency: report::percentiles(&latency),
-        dissemination: report::percentiles(&dissemination),
-        reliability: report::reliability(&outcomes, cfg.nodes as u32),
         rmr: r
             .gossip_sent
-            .and_then(|g| report::rmr(g.max(0.0) as u64, &outcomes)),
-        ldh_mean: None,
-        ldh_max: None,
-        duplicate_deliveries: dups,
-        redundant_receptions: 0,
+            .and_then(|g| report::rmr(g.max(0.0) as u64, &analysis.outcomes)),
         gossip_sent: count(r.gossip_sent),
         ihave_sent: count(r.ihave_sent),
         graft_sent: count(r.graft_sent),
         prune_sent: count(r.prune_sent),
-        graft_failed: 0,
-        ihave_dropped: 0,
-        cache_evictions: 0,
-        membership_changes: 0,
-        per_node: per_node_figs,
         udp_rcvbuf_drops: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
-        // Static membership: every node adds every other.
-        overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
-        metrics_only: false,
-        // One in-process program: no node processes to stop.
-        shutdowns: Vec::new(),
+        ..ClusterReport::from_run(
+            RunShape::full_mesh(cfg, "memberlist-plumtree", window),
+            measured.len(),
+            r.refused,
+            &analysis,
+            per_node_figs,
+        )
     };
-    Ok(ClusterRun { report, latency })
+    Ok(ClusterRun {
+        report,
+        latency: analysis.latency,
+    })
 }
 
 /// A counter the comparator reports as a JSON number, as the whole number it is.

@@ -7,19 +7,20 @@
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_lite::StreamExt;
+use plumcore::harness::process::NodeProcess;
 
 use crate::cluster::{
-    analyse, unix_nanos, Analysis, ClusterConfig, ClusterReport, ClusterRun, NodeDeliveries,
-    NodeFigures, Stamp, BENCH_SUBJECT,
+    analyse, unix_nanos, ClusterConfig, ClusterReport, ClusterRun, NodeDeliveries, NodeFigures,
+    RunShape, Stamp, BENCH_SUBJECT,
 };
-use crate::{machine, report};
+use crate::machine;
 
 /// How to install the server when it is missing.
 pub const INSTALL_HINT: &str = "install it with `apt-get install nats-server` (Debian/Ubuntu)";
@@ -40,24 +41,13 @@ fn free_tcp() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The servers, killed on drop.
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts `n` routed servers; returns them with their client addresses.
-fn start(n: usize) -> Result<(Servers, Vec<SocketAddr>)> {
+/// Starts `n` routed servers (each killed on drop); returns them with their client
+/// addresses.
+fn start(n: usize) -> Result<(Vec<NodeProcess>, Vec<SocketAddr>)> {
     let bin = binary().with_context(|| format!("nats-server not found: {INSTALL_HINT}"))?;
     let clients: Vec<SocketAddr> = (0..n).map(|_| free_tcp()).collect::<Result<_>>()?;
     let routes: Vec<SocketAddr> = (0..n).map(|_| free_tcp()).collect::<Result<_>>()?;
-    let mut servers = Servers(Vec::new());
+    let mut servers = Vec::new();
     for i in 0..n {
         let others: Vec<String> = routes
             .iter()
@@ -74,7 +64,7 @@ fn start(n: usize) -> Result<(Servers, Vec<SocketAddr>)> {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        servers.0.push(child);
+        servers.push(NodeProcess::new(child));
     }
     let t = Instant::now();
     for a in &clients {
@@ -181,7 +171,6 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
     }
     std::thread::sleep(Duration::from_millis(300));
     let cpu0: Vec<Option<f64>> = servers
-        .0
         .iter()
         .map(|c| machine::cpu_seconds(c.id()))
         .collect();
@@ -202,11 +191,10 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
         let _ = t.join();
     }
     let cpu1: Vec<Option<f64>> = servers
-        .0
         .iter()
         .map(|c| machine::cpu_seconds(c.id()))
         .collect();
-    let rss: Vec<Option<f64>> = servers.0.iter().map(|c| machine::rss_mib(c.id())).collect();
+    let rss: Vec<Option<f64>> = servers.iter().map(|c| machine::rss_mib(c.id())).collect();
     let measured: HashSet<Stamp> = publishing
         .accepted
         .lock()
@@ -232,12 +220,7 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             d
         })
         .collect();
-    let Analysis {
-        latency,
-        dissemination,
-        outcomes,
-        duplicates: dups,
-    } = analyse(&per_node, &measured);
+    let analysis = analyse(&per_node, &measured);
     let per_node_figs = per_node
         .iter()
         .enumerate()
@@ -250,27 +233,15 @@ pub fn run(cfg: &ClusterConfig) -> Result<ClusterRun> {
             rss_mib: rss[i],
         })
         .collect();
-    let report = ClusterReport {
-        system: "nats-server".into(),
-        nodes: cfg.nodes,
-        shards_per_node: 1,
-        payload_bytes: cfg.payload,
-        publishers: cfg.publishers,
-        rate_target: cfg.rate,
-        warmup_s: cfg.warmup.as_secs_f64(),
-        duration_s: window,
-        measured: measured.len() as u64,
+    let report = ClusterReport::from_run(
+        RunShape::full_mesh(cfg, "nats-server", window),
+        measured.len(),
         refused,
-        achieved_rate: measured.len() as f64 / window.max(1e-9),
-        latency: report::percentiles(&latency),
-        dissemination: report::percentiles(&dissemination),
-        reliability: report::reliability(&outcomes, cfg.nodes as u32),
-        rmr: None,
-        duplicate_deliveries: dups,
-        per_node: per_node_figs,
-        // Full-mesh routes.
-        overlay_degree_mean: cfg.nodes.saturating_sub(1) as f64,
-        ..ClusterReport::default()
-    };
-    Ok(ClusterRun { report, latency })
+        &analysis,
+        per_node_figs,
+    );
+    Ok(ClusterRun {
+        report,
+        latency: analysis.latency,
+    })
 }

@@ -100,20 +100,11 @@ fn layout(peer: NodeId) -> PeerLayout {
     }
 }
 
-fn header(sender: NodeId) -> Header {
-    Header {
-        sender,
-        incarnation: 1,
-        flags: 0,
-        version: wire::VERSION,
-    }
-}
-
 /// One frame from `peer`, as its shard's datagram.
 fn receive(h: &mut ShardHost, now: Duration, peer: u8, frame: Frame) {
     let from = peer_id(peer);
     let dg = Datagram {
-        header: header(from),
+        header: Header::new(from, 1),
         frames: vec![frame],
         skipped_unknown: 0,
         misrouted_member_frames: 0,
@@ -147,7 +138,7 @@ fn run_ops(ops: Vec<Op>) {
     let mut s = ShardHost::new(
         shard,
         HostConfig {
-            header: header(NodeId(1)),
+            header: Header::new(NodeId(1), 1),
             mtu: wire::DEFAULT_MTU,
         },
         7,

@@ -20,7 +20,7 @@ pub struct MembershipConfig {
     /// put into the passive view.
     pub prwl: u8,
     /// Period of the passive-view shuffle.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub shuffle_interval: Duration,
     /// Active-view members a shuffle carries (besides the sender itself).
     pub shuffle_active: usize,
@@ -29,20 +29,20 @@ pub struct MembershipConfig {
     /// Hops a shuffle random walk travels.
     pub shuffle_ttl: u8,
     /// A neighbour is sent a Heartbeat when nothing else was sent to it for this long.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub heartbeat_interval: Duration,
     /// Silence after which a neighbour is suspected and probed.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub failure_timeout: Duration,
     /// A probed neighbour (or a passive node asked to become one) that does not answer
     /// within this is dropped.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub probe_timeout: Duration,
     /// First wait before a Join is retried at the next seed; doubles each retry.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub join_retry: Duration,
     /// Cap of the doubling join retry wait.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub join_retry_max: Duration,
     /// Cap of the doubling wait between probes of a lost node (found dead; probed in
     /// case it was a partition). A healed partition re-merges within about this of
@@ -50,7 +50,7 @@ pub struct MembershipConfig {
     /// interval once its backoff reached it (defaults: 30 probes of ~40 bytes every
     /// 2 s, 15 datagrams/s, for a node that lost 30 peers for good). Must be at least
     /// `join_retry`, the first wait.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub lost_probe_max: Duration,
 }
 
@@ -133,19 +133,5 @@ impl MembershipConfig {
             return err("lost_probe_max", "must be at least join_retry");
         }
         Ok(())
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

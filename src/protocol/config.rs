@@ -32,28 +32,28 @@ pub struct ProtocolConfig {
     /// Lazy peers each IHave announcement goes to (chosen at random when there are more).
     pub lazy_fanout: usize,
     /// Periodic IHave flush.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub ihave_interval: Duration,
     /// A peer's IHave queue is flushed at once when it reaches this many entries.
     pub ihave_batch_size: usize,
     /// timeout1 of the paper: wait this long after the first IHave before grafting.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub graft_timeout: Duration,
     /// Grafts after the first one; the wait doubles each retry (timeout2 of the paper).
     pub graft_max_retries: u32,
     /// Cap of the doubling graft wait.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub graft_max_backoff: Duration,
     /// How long cached payloads live (Grafts and anti-entropy pulls are served from
     /// them). A hole in an origin's seqs waits this long plus 3 s after the delivery
     /// that revealed it before it is declared a known gap.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub message_cache_ttl: Duration,
     /// Maintenance loop period (the control core drives it).
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub maintenance_interval: Duration,
     /// Random extra wait added to each maintenance period.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub maintenance_jitter: Duration,
     /// Hop-count optimisation: re-link to an announcer whose round is this much lower
     /// than the round the message arrived with. 0 disables it.
@@ -81,7 +81,7 @@ pub struct ProtocolConfig {
     /// bytes per quiet origin). An origin silent through a partition shorter than this
     /// still has the messages it lost declared as known gaps when it speaks again;
     /// after a longer silence its next message is a first contact.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub seen_idle_retention: Duration,
     /// Bound on roots (origins) a shard keeps per-root trees for: each root has one
     /// eager set per owned partition (8 bytes and a bit), plus about 60 bytes in the
@@ -103,17 +103,17 @@ pub struct ProtocolConfig {
     /// while it is cached. The neighbour is random unless one is still showing
     /// messages missing here (or just came up): that one gets the rounds until the
     /// digests agree. 0 disables it.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub anti_entropy_interval: Duration,
     /// Messages younger than this are left to normal dissemination.
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub anti_entropy_delay: Duration,
     /// Messages older than this are no longer announced. At most
     /// `message_cache_ttl` (an announced message must still be in the cache to be
     /// pulled), and by default equal to it, so that every message still cached can be
     /// recovered after a partition (a shorter window lost messages broadcast early in
     /// a 30 s split for good).
-    #[serde(with = "millis")]
+    #[serde(with = "crate::serde_millis")]
     pub anti_entropy_window: Duration,
     /// Most digest blocks (up to 64 ids each) sent per round, and per reply; also
     /// bounds the cache entries one slice scans (64 per block).
@@ -264,19 +264,5 @@ impl ProtocolConfig {
             }
         }
         Ok(())
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

@@ -503,16 +503,10 @@ mod tests {
 
     fn host(cfg: ProtocolConfig) -> ShardHost {
         let shard = Shard::new(ME, u64::MAX, cfg, 7).expect("valid config");
-        let header = Header {
-            sender: ME,
-            incarnation: 1,
-            flags: 0,
-            version: wire::VERSION,
-        };
         ShardHost::new(
             shard,
             HostConfig {
-                header,
+                header: Header::new(ME, 1),
                 mtu: wire::DEFAULT_MTU,
             },
             7,
@@ -522,10 +516,8 @@ mod tests {
     fn datagram(sender: NodeId, version: u8, frames: Vec<Frame>) -> Datagram {
         Datagram {
             header: Header {
-                sender,
-                incarnation: 1,
-                flags: 0,
                 version,
+                ..Header::new(sender, 1)
             },
             frames,
             skipped_unknown: 0,
@@ -618,12 +610,7 @@ mod tests {
         let mut h = host(ProtocolConfig::default());
         let now = Duration::from_secs(1);
         h.neighbor_up(now, NodeId(2), layout(2, 1));
-        let header = Header {
-            sender: NodeId(2),
-            incarnation: 1,
-            flags: 0,
-            version: wire::VERSION,
-        };
+        let header = Header::new(NodeId(2), 1);
         let join = wire::MemberFrame::Join { shards: 1 };
         let raw = wire::encode_member_datagram(&header, &[join, wire::MemberFrame::Disconnect]);
         let dg = wire::decode(&Bytes::from(raw)).expect("decodes");

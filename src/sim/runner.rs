@@ -281,16 +281,10 @@ fn sim_host(i: u32, cfg: &SimConfig) -> ShardHost {
     let seed = cfg.seed ^ (i as u64 + 1) << 20;
     let shard = Shard::new(node_id(i), all, cfg.protocol.clone(), seed)
         .expect("protocol config validated by the caller");
-    let header = Header {
-        sender: node_id(i),
-        incarnation: 1,
-        flags: 0,
-        version: wire::VERSION,
-    };
     ShardHost::new(
         shard,
         HostConfig {
-            header,
+            header: Header::new(node_id(i), 1),
             mtu: cfg.mtu,
         },
         seed,

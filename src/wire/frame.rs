@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::layout::VERSION;
 use crate::ids::{MessageId, NodeId};
 use crate::topic::Topic;
 
@@ -165,4 +166,17 @@ pub struct Header {
     /// [`VERSION`](super::layout::VERSION)): what the sender speaks, and so what a reply to it
     /// must be written in.
     pub version: u8,
+}
+
+impl Header {
+    /// The header a node of this build writes before sealing: the current
+    /// [`VERSION`], no flags (the sealer sets its own when it authenticates).
+    pub fn new(sender: NodeId, incarnation: u32) -> Self {
+        Self {
+            sender,
+            incarnation,
+            flags: 0,
+            version: VERSION,
+        }
+    }
 }

@@ -324,3 +324,20 @@ pub fn membership_diagnostics(admin: SocketAddr) -> String {
         loops.join(" ")
     )
 }
+
+/// What a test that timed out waiting on the overlay prints: every active view in `v`
+/// (sorted, with its size), then every node's [`membership_diagnostics`].
+#[allow(dead_code)]
+pub fn overlay_report(v: &HashMap<String, Vec<String>>, nodes: &[(u64, &Node)]) -> String {
+    let mut rows: Vec<String> = v
+        .iter()
+        .map(|(me, view)| format!("{me}: {} {view:?}", view.len()))
+        .collect();
+    rows.sort();
+    rows.extend(
+        nodes
+            .iter()
+            .map(|(id, n)| format!("{}: {}", node_hex(*id), membership_diagnostics(n.admin))),
+    );
+    rows.join("\n")
+}
