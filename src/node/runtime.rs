@@ -394,12 +394,7 @@ pub fn start_with(
     // Sequence numbers start at the start time in microseconds, so a restarted node
     // never reuses an id its peers' seen maps still remember.
     let first_seq = incarnation.as_micros() as u64;
-    let header = Header {
-        sender: cfg.node_id,
-        incarnation: incarnation.as_secs() as u32,
-        flags: 0,
-        version: crate::wire::VERSION,
-    };
+    let header = Header::new(cfg.node_id, incarnation.as_secs() as u32);
     let port = |k: usize| -> Result<SocketAddr, RuntimeError> {
         let p = cfg.bind.port() as usize + 1 + k;
         u16::try_from(p)
