@@ -198,6 +198,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The node snapshot the admin plane reads (a panic while it was held does not
+    /// make it unreadable: the snapshot is plain data, rewritten whole each period).
+    pub fn snapshot(&self) -> std::sync::MutexGuard<'_, NodeSnapshot> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Executor `idx` (0 control, 1 + k shard k) finished its shutdown.
     pub fn note_stop(&self, idx: usize, stop: ExecutorStop) {
         let mut v = self.stops.lock().unwrap_or_else(|p| p.into_inner());

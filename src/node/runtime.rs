@@ -91,12 +91,7 @@ impl NodeBackend {
 
 impl AdminBackend for NodeBackend {
     fn snapshot(&self) -> NodeSnapshot {
-        let mut s = self
-            .0
-            .snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut s = self.0.snapshot().clone();
         s.uptime_ms = self.0.started.elapsed().as_millis() as u64;
         s.shutting_down = self.0.shutting_down.load(Ordering::Relaxed);
         s.broadcasts_accepted = self.0.accepted.load(Ordering::Relaxed);
@@ -264,11 +259,7 @@ impl RunningNode {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         // Tasks each executor runs now, in case one never reports its own count.
         let running: Vec<u64> = {
-            let snap = self
-                .shared
-                .snapshot
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let snap = self.shared.snapshot();
             let control = snap.tasks.running
                 - snap
                     .shards

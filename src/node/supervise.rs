@@ -85,14 +85,25 @@ where
 }
 
 /// How a loop that keeps its own deadline sleeps between runs (the shard's tick, the
-/// control core's membership loop). With work due now (`wait` zero) it yields once,
-/// so the executor's receive path runs first and neither starves the other; otherwise
-/// it sleeps until `wait` passes or `wake` fires (a command, or an earlier timer armed
-/// by the receive path).
-pub(crate) async fn sleep_or_wake(wait: Duration, wake: impl Future<Output = ()>) {
+/// control core's membership loop). A failing loop backs off for `delay`. Otherwise
+/// `plan` says how long until the loop's next deadline and what wakes it earlier (a
+/// command, or a timer armed by the receive path). With work due now it yields once,
+/// so the executor's receive path runs first and neither starves the other. Returns
+/// whether it waited on the plan (a wake-up the caller counts), not a back-off.
+pub(crate) async fn idle_until<W: Future<Output = ()>>(
+    delay: Duration,
+    failing: bool,
+    plan: impl FnOnce() -> (Duration, W),
+) -> bool {
+    if failing {
+        glommio::timer::sleep(delay).await;
+        return false;
+    }
+    let (wait, wake) = plan();
     if wait.is_zero() {
         future::yield_now().await;
     } else {
         future::or(glommio::timer::sleep(wait), wake).await;
     }
+    true
 }

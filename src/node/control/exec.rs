@@ -24,7 +24,7 @@ use crate::node::net::socket::{NodeSocket, Turn};
 use crate::node::net::udp::{slot_size, RX_BATCH};
 use crate::node::plan::{build_mtu, unix_ms, ExecutorStop, LoopCmd, ShardCmd};
 use crate::node::snapshot::IoStats;
-use crate::node::supervise::{executor_supervisor, loop_backoff, sleep_or_wake};
+use crate::node::supervise::{executor_supervisor, idle_until, loop_backoff};
 use crate::protocol::host::{CLEANUP_EVERY, PERIOD_JITTER};
 use crate::tasks::{Loop, LoopConfig, LoopError, LoopManager, Notify, StopSignal, TaskTracker};
 use crate::wire;
@@ -89,12 +89,9 @@ impl Loop for MembershipLoop {
     /// Sleeps until the earliest membership timer (or join retry) is due, or until
     /// the receive path armed an earlier one.
     async fn idle(&mut self, delay: Duration, failing: bool) {
-        if failing {
-            glommio::timer::sleep(delay).await;
-            return;
-        }
-        let (wait, poke) = {
-            let mut s = self.state.borrow_mut();
+        let state = &self.state;
+        let planned = idle_until(delay, failing, move || {
+            let mut s = state.borrow_mut();
             let now = s.now();
             let due = s
                 .members
@@ -103,11 +100,13 @@ impl Loop for MembershipLoop {
                 .min(now + MEMBERSHIP_IDLE);
             s.membership_due = Some(due);
             (due.saturating_sub(now), s.wake.notified())
-        };
-        sleep_or_wake(wait, poke).await;
-        let mut s = self.state.borrow_mut();
-        s.membership_due = None;
-        s.io.wakeups += 1;
+        })
+        .await;
+        if planned {
+            let mut s = self.state.borrow_mut();
+            s.membership_due = None;
+            s.io.wakeups += 1;
+        }
     }
 }
 

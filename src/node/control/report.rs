@@ -79,12 +79,7 @@ impl ControlState {
         let (names_known, names_evicted) = names.stats();
         let mut loops: Vec<LoopInfo> = self.loops.iter().map(|h| loop_info(&h.status())).collect();
         loops.extend(shards.iter().flat_map(|s| s.loops.iter().cloned()));
-        let mut snap = self
-            .ctx
-            .shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut snap = self.ctx.shared.snapshot();
         let mut tasks = self.tracker.counters();
         for t in shards.iter().map(|s| &s.tasks) {
             tasks.spawned += t.spawned;

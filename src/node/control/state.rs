@@ -134,12 +134,7 @@ impl ControlState {
             h.resume();
         }
         let info = loop_info(&h.status());
-        let mut snap = self
-            .ctx
-            .shared
-            .snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut snap = self.ctx.shared.snapshot();
         if let Some(l) = snap.loops.iter_mut().find(|l| l.name == name) {
             *l = info.clone();
         }

@@ -35,7 +35,7 @@ use crate::node::net::udp::{slot_size, RX_BATCH};
 use crate::node::plan::{build_mtu, ShardCmd, ShardReport, SHARD_QUEUE};
 use crate::node::ratelimit::PeerRateLimiter;
 use crate::node::snapshot::IoStats;
-use crate::node::supervise::{executor_supervisor, loop_backoff, sleep_or_wake};
+use crate::node::supervise::{executor_supervisor, idle_until, loop_backoff};
 use crate::node::wake::QueueRx;
 use crate::protocol::host::{HostConfig, HostTimer, ShardHost, PERIOD_JITTER};
 use crate::protocol::Shard;
@@ -117,14 +117,11 @@ impl Loop for TickLoop {
     /// Sleeps until a command arrives, the earliest protocol timer or the next
     /// snapshot is due, or the receive path armed an earlier timer.
     async fn idle(&mut self, delay: Duration, failing: bool) {
-        if failing {
-            glommio::timer::sleep(delay).await;
-            return;
-        }
-        let (wait, poke) = {
-            let mut s = self.state.borrow_mut();
+        let (state, rx, last_snapshot) = (&self.state, &self.rx, self.last_snapshot);
+        let planned = idle_until(delay, failing, move || {
+            let mut s = state.borrow_mut();
             let now = s.now();
-            let snap = self.last_snapshot.map_or(Duration::ZERO, |t| {
+            let snap = last_snapshot.map_or(Duration::ZERO, |t| {
                 SNAPSHOT_EVERY.saturating_sub(t.elapsed())
             });
             let mut due = now + snap;
@@ -136,17 +133,22 @@ impl Loop for TickLoop {
             if s.stopping {
                 due = due.max(now + SNAPSHOT_EVERY);
             }
-            if !self.rx.rx.is_empty() {
+            // Queued commands (or a cleanup slice due now): only yield.
+            if !rx.rx.is_empty() {
                 due = now;
             }
             s.tick_due = Some(due);
-            (due.saturating_sub(now), s.wake.notified())
-        };
-        // More to do at once (a cleanup slice, queued commands) only yields.
-        sleep_or_wake(wait, future::or(self.rx.readable(), poke)).await;
-        let mut s = self.state.borrow_mut();
-        s.tick_due = None;
-        s.io.wakeups += 1;
+            (
+                due.saturating_sub(now),
+                future::or(rx.readable(), s.wake.notified()),
+            )
+        })
+        .await;
+        if planned {
+            let mut s = self.state.borrow_mut();
+            s.tick_due = None;
+            s.io.wakeups += 1;
+        }
     }
 }
 
