@@ -165,6 +165,43 @@ impl Membership {
         self.start_joining(now);
     }
 
+    /// Remembers `seed` as one more node a later rejoin may go through; starts
+    /// nothing. For a seed learned after the node has joined: joining again through
+    /// it would churn views that are already good.
+    pub fn add_seed(&mut self, seed: NodeId) {
+        if seed != self.me && !self.seeds.contains(&seed) {
+            self.seeds.push(seed);
+        }
+    }
+
+    /// Records that a Join already went to `seed` outside the state machine (the
+    /// driver's Join by address, sent before the seed's id was known), so that the
+    /// seed's acknowledgement ends the join as if we had sent it. Sends nothing now:
+    /// a second Join would make the seed start a second set of random walks. Until the
+    /// acknowledgement comes the join is retried along the remembered seeds, `seed`
+    /// first remembered if it was not.
+    pub fn join_sent_to(&mut self, now: Time, seed: NodeId) {
+        if self.left || seed == self.me {
+            return;
+        }
+        self.ensure_started(now);
+        self.add_seed(seed);
+        if !self.join_sent.contains(&seed) {
+            self.join_sent.push(seed);
+        }
+        let gen = self.gen();
+        let seeds = self.seeds.clone();
+        let next = seeds.iter().position(|&s| s == seed).map_or(0, |i| i + 1) % seeds.len();
+        let wait = self.cfg.join_retry;
+        self.joining = Some(Joining {
+            seeds,
+            next,
+            backoff: (wait * 2).min(self.cfg.join_retry_max),
+            gen,
+        });
+        self.set_timer(now + wait, Timer::JoinRetry { gen });
+    }
+
     /// Sends a Join to the first remembered seed and retries until one acknowledges.
     fn start_joining(&mut self, now: Time) {
         let seeds = self.seeds.clone();

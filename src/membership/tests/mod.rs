@@ -4,6 +4,7 @@
 //! section of the state machine; the fixtures and event filters they share live here.
 
 mod config;
+mod driver;
 mod failure;
 mod forward_join;
 mod join;
