@@ -186,20 +186,15 @@ impl Membership {
         }
         self.ensure_started(now);
         self.add_seed(seed);
-        if !self.join_sent.contains(&seed) {
-            self.join_sent.push(seed);
-        }
-        let gen = self.gen();
         let seeds = self.seeds.clone();
-        let next = seeds.iter().position(|&s| s == seed).map_or(0, |i| i + 1) % seeds.len();
-        let wait = self.cfg.join_retry;
+        let next = seeds.iter().position(|&s| s == seed).unwrap_or(0);
         self.joining = Some(Joining {
             seeds,
             next,
-            backoff: (wait * 2).min(self.cfg.join_retry_max),
-            gen,
+            backoff: self.cfg.join_retry,
+            gen: 0,
         });
-        self.set_timer(now + wait, Timer::JoinRetry { gen });
+        self.arm_join_retry(now);
     }
 
     /// Sends a Join to the first remembered seed and retries until one acknowledges.
@@ -622,11 +617,17 @@ impl Membership {
     }
 
     fn send_join(&mut self, now: Time) {
+        if let Some(seed) = self.arm_join_retry(now) {
+            self.send(now, seed, Message::Join);
+        }
+    }
+
+    /// Moves the join on to its next seed, which then counts as sent to: arms the
+    /// retry at the current backoff and doubles it. Returns that seed.
+    fn arm_join_retry(&mut self, now: Time) -> Option<NodeId> {
         let gen = self.gen();
         let max = self.cfg.join_retry_max;
-        let Some(j) = self.joining.as_mut() else {
-            return;
-        };
+        let j = self.joining.as_mut()?;
         let seed = j.seeds[j.next % j.seeds.len()];
         j.next = (j.next + 1) % j.seeds.len();
         let at = now + j.backoff;
@@ -635,8 +636,8 @@ impl Membership {
         if !self.join_sent.contains(&seed) {
             self.join_sent.push(seed);
         }
-        self.send(now, seed, Message::Join);
         self.set_timer(at, Timer::JoinRetry { gen });
+        Some(seed)
     }
 
     // ---- views ----------------------------------------------------------------------
